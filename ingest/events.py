@@ -1,0 +1,201 @@
+"""Event schema v1: the contract of the call-event log (topic ``tawag.call-events``).
+
+Every producer writes, and every consumer reads, :class:`Event` through
+:func:`to_json` / :func:`from_json`; nothing else in the code base knows the wire
+shape. A message is one JSON object::
+
+    {"schema": 1, "event_id": "9f0c...", "type": "call.answered", "tenant": "acme",
+     "ts": "2026-11-26T07:01:02.345Z", "source": "kamailio@127.0.0.1",
+     "call_id": "1-2345@127.0.0.1", "leg_id": "1-2345@127.0.0.1",
+     "direction": "internal", "caller": "101", "callee": "102", "did": null,
+     "agent": "102", "sip_code": 200, "reason": "OK", "hangup_by": null,
+     "duration_ms": null, "media": null}
+
+Call events are keyed by ``call_id`` (one call's events stay ordered on one
+partition); agent events by ``tenant:agent``. ``event_id`` is derived from the raw
+source payload, so a repeated delivery carries the same id and is dropped downstream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EventType",
+    "Direction",
+    "Event",
+    "InvalidEvent",
+    "CALL_TYPES",
+    "AGENT_TYPES",
+    "to_json",
+    "from_json",
+    "from_dict",
+    "format_ts",
+    "parse_ts",
+]
+
+SCHEMA_VERSION = 1
+
+
+class EventType(StrEnum):
+    """Every event type of schema v1; consumers dispatch on these constants only."""
+
+    CALL_OFFERED = "call.offered"
+    CALL_RINGING = "call.ringing"
+    CALL_ANSWERED = "call.answered"
+    CALL_FAILED = "call.failed"
+    CALL_CANCELLED = "call.cancelled"
+    CALL_ENDED = "call.ended"
+    CALL_TRANSFERRED = "call.transferred"
+    CALL_FORWARDED = "call.forwarded"
+    CALL_PICKED_UP = "call.picked_up"
+    CALL_RECORDING_READY = "call.recording_ready"
+    AGENT_REGISTERED = "agent.registered"
+    AGENT_UNREGISTERED = "agent.unregistered"
+    AGENT_AUTH_FAILED = "agent.auth_failed"
+    AGENT_STATE_CHANGED = "agent.state_changed"
+
+
+CALL_TYPES = frozenset(t for t in EventType if t.value.startswith("call."))
+AGENT_TYPES = frozenset(t for t in EventType if t.value.startswith("agent."))
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    INTERNAL = "internal"
+
+
+class InvalidEvent(ValueError):
+    """Input that is not a valid v1 event; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One fact from the edge, in event time (``ts``, UTC, millisecond precision)."""
+
+    event_id: str
+    type: EventType
+    tenant: str
+    ts: datetime
+    source: str
+    call_id: str | None = None
+    leg_id: str | None = None
+    direction: Direction | None = None
+    caller: str | None = None
+    callee: str | None = None
+    did: str | None = None
+    agent: str | None = None
+    sip_code: int | None = None
+    reason: str | None = None
+    hangup_by: str | None = None
+    duration_ms: int | None = None
+    media: dict[str, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def key(self) -> str:
+        """Kafka message key: the call for call events, ``tenant:agent`` for agent events."""
+        if self.type in CALL_TYPES:
+            return self.call_id or ""
+        return f"{self.tenant}:{self.agent}"
+
+    def with_changes(self, **changes: Any) -> Event:
+        return replace(self, **changes)
+
+
+def format_ts(ts: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``, the only timestamp form on the wire."""
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_ts(raw: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InvalidEvent(f"ts: not an ISO-8601 timestamp: {raw!r}") from exc
+    if ts.tzinfo is None:
+        raise InvalidEvent(f"ts: timestamp without a time zone: {raw!r}")
+    return ts.astimezone(UTC)
+
+
+def _validate(ev: Event) -> None:
+    if ev.schema != SCHEMA_VERSION:
+        raise InvalidEvent(f"schema: unsupported version {ev.schema!r}")
+    if not ev.event_id:
+        raise InvalidEvent("event_id: missing")
+    if not ev.tenant:
+        raise InvalidEvent("tenant: missing")
+    if ev.ts.tzinfo is None:
+        raise InvalidEvent("ts: must be timezone-aware (UTC)")
+    if ev.type in CALL_TYPES and not ev.call_id:
+        raise InvalidEvent(f"call_id: missing on {ev.type.value}")
+    if ev.type in AGENT_TYPES and not ev.agent:
+        raise InvalidEvent(f"agent: missing on {ev.type.value}")
+    if ev.sip_code is not None and not 100 <= ev.sip_code <= 699:
+        raise InvalidEvent(f"sip_code: out of range: {ev.sip_code}")
+
+
+def to_dict(ev: Event) -> dict[str, Any]:
+    out = asdict(ev)
+    out["type"] = ev.type.value
+    out["direction"] = ev.direction.value if ev.direction else None
+    out["ts"] = format_ts(ev.ts)
+    return out
+
+
+def to_json(ev: Event) -> bytes:
+    """The wire form: compact UTF-8 JSON with sorted keys (stable bytes for one event)."""
+    return json.dumps(to_dict(ev), separators=(",", ":"), sort_keys=True,
+                      ensure_ascii=False).encode()
+
+
+_FIELDS = {f.name for f in fields(Event)}
+_INT_FIELDS = ("sip_code", "duration_ms", "schema")
+
+
+def from_dict(data: Any) -> Event:
+    """Validate a decoded JSON object as a v1 event, or raise :class:`InvalidEvent`."""
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"event: expected a JSON object, got {type(data).__name__}")
+    unknown = set(data) - _FIELDS
+    if unknown:
+        raise InvalidEvent(f"unknown fields: {', '.join(sorted(unknown))}")
+    missing = {"event_id", "type", "tenant", "ts", "source"} - set(data)
+    if missing:
+        raise InvalidEvent(f"missing fields: {', '.join(sorted(missing))}")
+    values = dict(data)
+    try:
+        values["type"] = EventType(data["type"])
+    except ValueError as exc:
+        raise InvalidEvent(f"type: unknown event type {data['type']!r}") from exc
+    if data.get("direction") is not None:
+        try:
+            values["direction"] = Direction(data["direction"])
+        except ValueError as exc:
+            raise InvalidEvent(f"direction: unknown value {data['direction']!r}") from exc
+    values["ts"] = parse_ts(data["ts"])
+    for name in _INT_FIELDS:
+        if values.get(name) is not None and not isinstance(values[name], int):
+            raise InvalidEvent(f"{name}: expected an integer, got {values[name]!r}")
+    if values.get("extra") is None:
+        values["extra"] = {}
+    return Event(**values)
+
+
+def from_json(raw: bytes | str) -> Event:
+    """Decode one wire message; any defect raises :class:`InvalidEvent` with the reason."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from exc
+    return from_dict(data)
