@@ -27,6 +27,8 @@ class Settings:
 
     data_dir: Path = REPO_ROOT / "var"
     """Every piece of state (Kafka log, chdb store, recordings, logs, PIDs) lives here."""
+    libs_dir: Path = REPO_ROOT / "var" / "kafka-libs"
+    """Downloaded Kafka jars; outside ``data_dir`` so a wiped or test stack reuses them."""
 
     # --- tenancy -----------------------------------------------------------------------
     tenant: str = "acme"
@@ -87,7 +89,7 @@ class Settings:
 
     @property
     def kafka_libs(self) -> Path:
-        return self.data_dir / "kafka-libs" / self.kafka_version
+        return self.libs_dir / self.kafka_version
 
     @property
     def kafka_data(self) -> Path:

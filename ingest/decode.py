@@ -1,0 +1,193 @@
+"""Kamailio evapi wire format -> schema v1 events. Pure: no sockets, no clock.
+
+evapi frames each JSON payload as a netstring (``<len>:<payload>,``). The payloads are
+the ones ``sip-edge/kamailio.cfg`` builds in ``route[PUBLISH_EVENT]``; this module is the
+only reader of that shape, and :mod:`ingest.events` the only writer of ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ingest.events import Direction, Event, EventType, InvalidEvent
+from ingest.phone import is_extension, normalise
+
+__all__ = ["FramingError", "DecodeContext", "split_netstrings", "decode_evapi", "GREETING"]
+
+GREETING = "evapi.connected"
+"""Sent by the edge to every new evapi client; a control message, not an event."""
+
+CANCELLED_CODE = 487
+"""Request Terminated: the caller sent CANCEL while the call was ringing."""
+
+_MAX_FRAME = 1 << 20
+
+
+class FramingError(ValueError):
+    """The byte stream is not netstrings any more; the connection must be re-opened."""
+
+
+@dataclass(frozen=True)
+class DecodeContext:
+    """What the decoder needs to know about where the payloads come from."""
+
+    source: str
+    country: str = "RU"
+    tenant_for_domain: Callable[[str | None], str] = lambda domain: "default"
+
+
+def split_netstrings(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Complete payloads in ``buffer`` and the unfinished rest to keep for the next read."""
+    frames: list[bytes] = []
+    pos = 0
+    while pos < len(buffer):
+        colon = buffer.find(b":", pos)
+        header = buffer[pos:] if colon < 0 else buffer[pos:colon]
+        if not header.isdigit() or int(header) > _MAX_FRAME:
+            raise FramingError(f"bad netstring length: {header[:40]!r}")
+        end = colon + 1 + int(header)
+        if colon < 0 or end >= len(buffer):
+            break
+        if buffer[end:end + 1] != b",":
+            raise FramingError(f"netstring not terminated by ',' at byte {end}")
+        frames.append(buffer[colon + 1:end])
+        pos = end + 1
+    return frames, buffer[pos:]
+
+
+def event_id_of(payload: dict[str, Any]) -> str:
+    """Same payload -> same id, so a repeated evapi delivery is recognised downstream."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _ts(value: Any) -> datetime:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(f"ts: expected epoch seconds, got {value!r}")
+    return datetime.fromtimestamp(round(float(value), 3), tz=UTC)
+
+
+def _require(payload: dict[str, Any], *names: str) -> None:
+    missing = [n for n in names if payload.get(n) in (None, "")]
+    if missing:
+        raise InvalidEvent(f"{payload.get('event')}: missing {', '.join(missing)}")
+
+
+def _code(payload: dict[str, Any]) -> int | None:
+    code = payload.get("code")
+    if code is None:
+        return None
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise InvalidEvent(f"code: expected an integer SIP code, got {code!r}")
+    return code
+
+
+def direction_of(caller: str | None, callee: str | None) -> Direction:
+    """Internal between extensions; inbound from outside; outbound to outside."""
+    if caller and not is_extension(caller):
+        return Direction.INBOUND
+    if callee and not is_extension(callee):
+        return Direction.OUTBOUND
+    return Direction.INTERNAL
+
+
+def _base(payload: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[str, Any]:
+    return {
+        "event_id": event_id_of(payload),
+        "type": kind,
+        "tenant": ctx.tenant_for_domain(payload.get("domain")),
+        "ts": _ts(payload.get("ts")),
+        "source": ctx.source,
+    }
+
+
+def _call(payload: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[str, Any]:
+    _require(payload, "call_id")
+    caller = normalise(payload.get("from"), ctx.country)
+    callee = normalise(payload.get("ruri_user") or payload.get("to"), ctx.country)
+    direction = direction_of(caller, callee)
+    return _base(payload, kind, ctx) | {
+        "call_id": payload["call_id"],
+        "leg_id": payload.get("leg_id") or payload["call_id"],
+        "caller": caller,
+        "callee": callee,
+        "direction": direction,
+        "did": callee if direction is Direction.INBOUND else None,
+        "sip_code": _code(payload),
+        "reason": payload.get("reason"),
+    }
+
+
+def _offered(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    return _call(p, EventType.CALL_OFFERED, ctx) | {"extra": {"sip_source": p.get("source")}}
+
+
+def _ringing(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    return _call(p, EventType.CALL_RINGING, ctx)
+
+
+def _answered(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    fields = _call(p, EventType.CALL_ANSWERED, ctx)
+    return fields | {"agent": fields["callee"], "sip_code": fields["sip_code"] or 200}
+
+
+def _failed(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    _require(p, "code")
+    kind = EventType.CALL_CANCELLED if p["code"] == CANCELLED_CODE else EventType.CALL_FAILED
+    return _call(p, kind, ctx) | {"extra": {"origin": p.get("origin")}}
+
+
+def _ended(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    fields = _call(p, EventType.CALL_ENDED, ctx)
+    answered_ts = p.get("answered_ts")
+    if isinstance(answered_ts, int | float) and answered_ts > 0:
+        duration_ms = round((float(p["ts"]) - float(answered_ts)) * 1000)
+    elif isinstance(p.get("duration"), int):
+        duration_ms = p["duration"] * 1000
+    else:
+        duration_ms = None
+    return fields | {
+        "hangup_by": normalise(p.get("hangup_by"), ctx.country),
+        "duration_ms": duration_ms,
+        "sip_code": None,
+    }
+
+
+def _agent(p: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[str, Any]:
+    _require(p, "user")
+    extra = {k: p[k] for k in ("contact", "expires", "source", "aor", "reason") if k in p}
+    return _base(p, kind, ctx) | {"agent": str(p["user"]), "extra": extra}
+
+
+_DECODERS: dict[str, Callable[[dict[str, Any], DecodeContext], dict[str, Any]]] = {
+    "call.start": _offered,
+    "call.ringing": _ringing,
+    "call.answered": _answered,
+    "call.failed": _failed,
+    "call.end": _ended,
+    "register": lambda p, c: _agent(p, EventType.AGENT_REGISTERED, c),
+    "unregister": lambda p, c: _agent(p, EventType.AGENT_UNREGISTERED, c),
+    "register.auth_failed": lambda p, c: _agent(p, EventType.AGENT_AUTH_FAILED, c),
+}
+
+
+def decode_evapi(frame: bytes, ctx: DecodeContext) -> Event | None:
+    """One evapi payload -> an event; None for the greeting; InvalidEvent for the rest."""
+    try:
+        payload = json.loads(frame)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"evapi payload is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise InvalidEvent("evapi payload is not a JSON object")
+    name = payload.get("event")
+    if name == GREETING:
+        return None
+    decoder = _DECODERS.get(name)  # type: ignore[arg-type]
+    if decoder is None:
+        raise InvalidEvent(f"unknown evapi event {name!r}")
+    return Event(**decoder(payload, ctx))

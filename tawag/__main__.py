@@ -1,0 +1,5 @@
+import sys
+
+from tawag.cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""``tawag``: the operator's entry point. It only builds and wires; the work is elsewhere.
+
+    tawag up [--no-demo]    start the whole stack in the foreground (Ctrl-C stops it)
+    tawag status            each component: up/down, PID, ports
+    tawag down              stop a stack started elsewhere, by its PID files
+    tawag sql "SELECT ..."  ask the running warehouse (ClickHouse HTTP interface)
+
+The per-process commands (ingest, streams, warehouse, demo) are what ``tawag up`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from tawag import settings as settings_mod
+from tawag.settings import Settings
+
+__all__ = ["main"]
+
+
+def _fail(message: str) -> int:
+    print(f"tawag: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from tawag.supervisor import StackError, Supervisor
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    sup = Supervisor(settings)
+    print(f"Starting Tawag (data in {settings.data_dir})")
+    try:
+        sup.start(demo=not args.no_demo)
+    except StackError as exc:
+        return _fail(str(exc))
+    print(f"\nDashboard: http://127.0.0.1:{settings.dashboard_port}/")
+    print(f'Warehouse: {settings.warehouse_url}   (tawag sql "SELECT count() FROM cdrs")')
+    print("Press Ctrl-C to stop.\n")
+    dead = sup.watch(stop.is_set)
+    print("\nStopping Tawag")
+    sup.stop()
+    if dead is not None:
+        return _fail(f"{dead.name} exited unexpectedly; see {settings.log_dir / dead.name}.log")
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from tawag.supervisor import stop_recorded
+
+    stopped = stop_recorded(settings)
+    print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from tawag.supervisor import status
+
+    rows = status(settings)
+    for name, state, pid, ports in rows:
+        print(f"{name:<10} {state:<5} {pid or '-':<8} {ports}")
+    required = [r for r in rows if r[0] != "demo"]
+    return 0 if all(state == "up" for _, state, _, _ in required) else 3
+
+
+def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    try:
+        resp = httpx.post(settings.warehouse_url, content=args.query.encode(),
+                          params={"default_format": args.format}, timeout=60)
+    except httpx.HTTPError:
+        return _fail(f"the warehouse is not answering at {settings.warehouse_url} "
+                     "(start the stack with `tawag up`)")
+    if resp.status_code != 200:
+        return _fail(resp.text.strip())
+    sys.stdout.write(resp.text)
+    return 0
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from ingest.service import run
+
+    run(settings)
+    return 0
+
+
+def cmd_streams(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.app import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def cmd_warehouse(settings: Settings, args: argparse.Namespace) -> int:
+    from warehouse.service import run
+
+    run(settings)
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from tawag.demo import run
+
+    run(settings, calls=args.calls)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tawag", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the stack in the foreground")
+    up.add_argument("--no-demo", action="store_true", help="no demo traffic")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the running stack").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="state of each component").set_defaults(func=cmd_status)
+    sql = sub.add_parser("sql", help="run a read-only query on the warehouse")
+    sql.add_argument("query")
+    sql.add_argument("--format", default="PrettyCompactMonoBlock")
+    sql.set_defaults(func=cmd_sql)
+    sub.add_parser("ingest", help="run the evapi -> Kafka bridge").set_defaults(func=cmd_ingest)
+    sub.add_parser("streams", help="run the Faust worker").set_defaults(func=cmd_streams)
+    sub.add_parser("warehouse", help="run the warehouse (owns the chdb store)") \
+        .set_defaults(func=cmd_warehouse)
+    demo = sub.add_parser("demo", help="place demo calls through the edge")
+    demo.add_argument("--calls", type=int, default=0, help="stop after N calls (0: forever)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = settings_mod.load()
+    except (TypeError, ValueError) as exc:
+        return _fail(f"bad configuration: {exc}")
+    try:
+        return args.func(settings, args)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,26 @@
+"""Readiness checks that ask Kafka, for processes that have no port of their own."""
+
+from __future__ import annotations
+
+from tawag.settings import Settings
+
+__all__ = ["consumer_group_ready"]
+
+
+def consumer_group_ready(settings: Settings, group_id: str) -> bool:
+    """True once ``group_id`` is Stable with at least one member holding partitions."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                 request_timeout_ms=2000, client_id="tawag-readiness")
+    except KafkaError:
+        return False
+    try:
+        (group,) = admin.describe_consumer_groups([group_id])
+        return group.state == "Stable" and any(m.member_assignment for m in group.members)
+    except (KafkaError, ValueError):
+        return False
+    finally:
+        admin.close()

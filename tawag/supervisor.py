@@ -1,0 +1,298 @@
+"""Starts, watches and stops the local stack, each process by its PID.
+
+Order matters: Kafka first (everything produces to it), rtpengine before Kamailio (the
+rtpengine module disables a proxy that does not answer its first ping), the ingest bridge
+before any traffic (evapi does not buffer), then the stream processors, the warehouse
+and the dashboard. Each step waits on a real readiness check, never on a fixed sleep.
+
+A PID file holds ``<pid> <start time>``; the start time (from /proc) makes sure a
+recycled PID never gets a signal meant for a process of ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tawag.settings import REPO_ROOT, Settings, to_environ
+
+__all__ = ["Component", "StackError", "Supervisor", "components"]
+
+STOP_TIMEOUT_S = 15.0
+POLL_S = 0.1
+
+
+class StackError(RuntimeError):
+    """A problem an operator can act on; its message is one line that names the thing."""
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    command: Callable[[Settings], list[str]]
+    ready: Callable[[Settings], bool]
+    ports: tuple[tuple[int, str], ...] = ()
+    programs: tuple[str, ...] = ()
+    prepare: Callable[[Settings], None] | None = None
+    after_ready: Callable[[Settings], None] | None = None
+    ready_timeout_s: float = 60.0
+    optional: bool = False
+    """Optional components (the demo traffic) are left out by ``--no-demo``."""
+
+
+def _python(*args: str) -> Callable[[Settings], list[str]]:
+    return lambda s: [sys.executable, "-m", "tawag", *args]
+
+
+def _http_ok(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def components(settings: Settings) -> list[Component]:
+    """The stack in start order."""
+    from ingest.service import ready_file
+    from tawag import edge, kafka
+    from tawag.readiness import consumer_group_ready
+
+    s = settings
+    return [
+        Component("kafka", kafka.kafka_command, kafka.kafka_ready,
+                  ports=((int(s.kafka_bootstrap.rsplit(":", 1)[1]), "tcp"),
+                         (s.kafka_controller_port, "tcp")),
+                  programs=("java",), prepare=_prepare_kafka, after_ready=kafka.ensure_topics),
+        Component("rtpengine", edge.rtpengine_command, edge.rtpengine_ready,
+                  ports=((s.rtpengine_ng_port, "udp"), (s.rtpengine_cli_port, "tcp")),
+                  programs=("rtpengine",)),
+        Component("kamailio", edge.kamailio_command, edge.kamailio_ready,
+                  ports=((s.sip_port, "udp"), (s.sip_port, "tcp"),
+                         (s.kamailio_http_port, "tcp"), (s.evapi_port, "tcp")),
+                  programs=("kamailio",)),
+        Component("ingest", _python("ingest"), lambda st: ready_file(st).exists()),
+        Component("streams", _python("streams"),
+                  lambda st: consumer_group_ready(st, "tawag-streams"), ready_timeout_s=90.0),
+        Component("warehouse", _python("warehouse"),
+                  lambda st: _http_ok(st.warehouse_url + "ping"),
+                  ports=((s.warehouse_http_port, "tcp"),)),
+        Component("dashboard", _dashboard_command,
+                  lambda st: _http_ok(f"http://127.0.0.1:{st.dashboard_port}/_stcore/health"),
+                  ports=((s.dashboard_port, "tcp"),)),
+        Component("demo", _python("demo"), lambda st: True, programs=("sipp",),
+                  optional=True),
+    ]
+
+
+def _prepare_kafka(settings: Settings) -> None:
+    from tawag import kafka
+
+    if kafka.missing_jars(settings):
+        raise StackError(f"Kafka {settings.kafka_version} jars are missing in "
+                         f"{settings.kafka_libs} (run `make install`)")
+    kafka.prepare_storage(settings)
+
+
+def _dashboard_command(settings: Settings) -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run",
+            str(REPO_ROOT / "dashboards" / "streamlit_app.py"),
+            "--server.address", "127.0.0.1", "--server.port", str(settings.dashboard_port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+
+# --- PID files ---------------------------------------------------------------------------
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
+
+
+@dataclass
+class Running:
+    name: str
+    pid: int
+    started: str
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            return False
+        return _start_time(self.pid) == self.started
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return settings.run_dir / f"{name}.pid"
+
+
+def read_pid(settings: Settings, name: str) -> Running | None:
+    try:
+        pid, started = _pid_file(settings, name).read_text().split()
+    except (OSError, ValueError):
+        return None
+    running = Running(name, int(pid), started)
+    return running if running.alive() else None
+
+
+# --- pre-flight --------------------------------------------------------------------------
+
+def port_free(host: str, port: int, proto: str) -> bool:
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def preflight(settings: Settings, wanted: list[Component]) -> None:
+    """Refuse to start with one clear line: a missing program, a taken port, a live stack."""
+    live = [c.name for c in wanted if read_pid(settings, c.name)]
+    if live:
+        raise StackError(f"already running: {', '.join(live)} (see `tawag status`, "
+                         "stop with `tawag down`)")
+    for comp in wanted:
+        for program in comp.programs:
+            if shutil.which(program) is None:
+                raise StackError(f"missing program '{program}' needed by {comp.name} "
+                                 "(run `make install`)")
+        for port, proto in comp.ports:
+            if not port_free("127.0.0.1", port, proto):
+                raise StackError(f"port {port}/{proto} is already in use "
+                                 f"(needed by {comp.name})")
+
+
+# --- the supervisor ------------------------------------------------------------------------
+
+class Supervisor:
+    """Usage::
+
+        sup = Supervisor(settings)
+        sup.start(demo=False)     # raises StackError with one line on failure
+        sup.watch(stop_event)     # until stopped or a component dies
+        sup.stop()
+    """
+
+    def __init__(self, settings: Settings, *, out=sys.stdout) -> None:
+        self.settings = settings
+        self.out = out
+        self.running: list[Running] = []
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def start(self, *, demo: bool = True) -> None:
+        wanted = [c for c in components(self.settings) if demo or not c.optional]
+        for d in (self.settings.run_dir, self.settings.log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        preflight(self.settings, wanted)
+        try:
+            for comp in wanted:
+                self._start_one(comp)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_one(self, comp: Component) -> None:
+        t0 = time.monotonic()
+        if comp.prepare:
+            comp.prepare(self.settings)
+        log_path = self.settings.log_dir / f"{comp.name}.log"
+        env = os.environ | to_environ(self.settings) | {"PYTHONUNBUFFERED": "1"}
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(comp.command(self.settings), stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    cwd=REPO_ROOT, start_new_session=True)
+        running = Running(comp.name, proc.pid, _start_time(proc.pid) or "?", proc)
+        _pid_file(self.settings, comp.name).write_text(f"{proc.pid} {running.started}\n")
+        self.running.append(running)
+        self._wait_ready(comp, running, log_path)
+        if comp.after_ready:
+            comp.after_ready(self.settings)
+        self.say(f"  {comp.name:<10} up   pid {proc.pid:<7} {time.monotonic() - t0:5.1f} s")
+
+    def _wait_ready(self, comp: Component, running: Running, log_path: Path) -> None:
+        deadline = time.monotonic() + comp.ready_timeout_s
+        while not comp.ready(self.settings):
+            if not running.alive():
+                raise StackError(f"{comp.name} exited during start-up; see {log_path}")
+            if time.monotonic() > deadline:
+                raise StackError(f"{comp.name} not ready after {comp.ready_timeout_s:.0f} s; "
+                                 f"see {log_path}")
+            time.sleep(POLL_S)
+
+    def watch(self, stop: Callable[[], bool]) -> Running | None:
+        """Block until ``stop()`` is true or a component dies; return the dead one."""
+        while not stop():
+            for running in self.running:
+                if not running.alive():
+                    return running
+            time.sleep(0.5)
+        return None
+
+    def stop(self) -> None:
+        """Stop what this supervisor started, newest first."""
+        for running in reversed(self.running):
+            terminate(self.settings, running)
+            self.say(f"  {running.name:<10} stopped")
+        self.running.clear()
+
+
+def terminate(settings: Settings, running: Running) -> None:
+    """SIGTERM the process group led by ``running.pid``; SIGKILL it if it lingers."""
+    if running.alive():
+        _signal_group(running.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while running.alive() and time.monotonic() < deadline:
+            if running.proc is not None:
+                running.proc.poll()
+            time.sleep(POLL_S)
+        if running.alive():
+            _signal_group(running.pid, signal.SIGKILL)
+    if running.proc is not None:
+        running.proc.wait()
+    _pid_file(settings, running.name).unlink(missing_ok=True)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)  # each component leads its own session (start_new_session)
+
+
+def stop_recorded(settings: Settings) -> list[str]:
+    """``tawag down``: stop every component that has a live PID file, newest first."""
+    stopped = []
+    for comp in reversed(components(settings)):
+        running = read_pid(settings, comp.name)
+        if running:
+            terminate(settings, running)
+            stopped.append(comp.name)
+        else:
+            _pid_file(settings, comp.name).unlink(missing_ok=True)
+    return stopped
+
+
+def status(settings: Settings) -> list[tuple[str, str, int | None, str]]:
+    """(name, up/down, pid, ports) for each component."""
+    rows = []
+    for comp in components(settings):
+        running = read_pid(settings, comp.name)
+        ports = ", ".join(f"{p}/{proto}" for p, proto in comp.ports) or "-"
+        rows.append((comp.name, "up" if running else "down",
+                     running.pid if running else None, ports))
+    return rows

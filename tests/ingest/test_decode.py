@@ -1,0 +1,96 @@
+import json
+
+import pytest
+
+from ingest.decode import DecodeContext, FramingError, decode_evapi, split_netstrings
+from ingest.events import Direction, EventType, InvalidEvent
+
+CTX = DecodeContext(source="kamailio@test", country="RU", tenant_for_domain=lambda d: "acme")
+T0 = 1795673495.0
+
+
+def frame(**payload) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def test_netstrings_split_and_keep_the_unfinished_rest():
+    frames, rest = split_netstrings(b"3:abc,2:de,4:fg")
+    assert frames == [b"abc", b"de"] and rest == b"4:fg"
+    frames, rest = split_netstrings(rest + b"hi,")
+    assert frames == [b"fghi"] and rest == b""
+
+
+@pytest.mark.parametrize("bad", [b"xx:abc,", b"3:abcX", b":abc,", b"9" * 30])
+def test_netstrings_that_lost_framing_raise(bad):
+    with pytest.raises(FramingError):
+        split_netstrings(bad)
+
+
+def test_greeting_is_not_an_event():
+    assert decode_evapi(frame(event="evapi.connected", ts=T0, client="x"), CTX) is None
+
+
+def test_call_start_becomes_offered_with_normalised_numbers():
+    ev = decode_evapi(frame(event="call.start", ts=T0, call_id="c1", **{"from": "84951234567"},
+                            to="101", ruri_user="101", domain="pbx.test",
+                            source="udp:127.0.0.1:5090"), CTX)
+    assert ev.type is EventType.CALL_OFFERED
+    assert ev.caller == "+74951234567" and ev.callee == "101"
+    assert ev.direction is Direction.INBOUND and ev.did == "101"
+    assert ev.tenant == "acme" and ev.ts.timestamp() == T0
+
+
+def test_caller_cancel_is_cancelled_and_other_codes_fail():
+    common = dict(ts=T0, call_id="c1", to="102", reason="x", **{"from": "101"})
+    assert decode_evapi(frame(event="call.failed", code=487, **common), CTX).type \
+        is EventType.CALL_CANCELLED
+    busy = decode_evapi(frame(event="call.failed", code=486, origin="downstream", **common), CTX)
+    assert busy.type is EventType.CALL_FAILED and busy.sip_code == 486
+    assert busy.extra == {"origin": "downstream"}
+
+
+def test_end_carries_millisecond_duration_from_answer_time():
+    ev = decode_evapi(frame(event="call.end", ts=T0 + 4.25, call_id="c1", to="102",
+                            start_ts=int(T0), answered_ts=T0, duration=4, reason="bye",
+                            hangup_by="101", **{"from": "101"}), CTX)
+    assert ev.type is EventType.CALL_ENDED
+    assert ev.duration_ms == 4250 and ev.hangup_by == "101"
+
+
+def test_answered_names_the_agent():
+    ev = decode_evapi(frame(event="call.answered", ts=T0, call_id="c1", to="102", code=200,
+                            **{"from": "101"}), CTX)
+    assert ev.agent == "102" and ev.sip_code == 200
+
+
+def test_registration_events():
+    ev = decode_evapi(frame(event="register", ts=T0, aor="sip:101@pbx.test", user="101",
+                            contact="<sip:101@127.0.0.1:5080>", expires=300), CTX)
+    assert ev.type is EventType.AGENT_REGISTERED and ev.key == "acme:101"
+    assert ev.extra["expires"] == 300
+
+
+def test_same_payload_same_id_and_different_payload_different_id():
+    raw = frame(event="call.answered", ts=T0, call_id="c1", to="102", code=200, **{"from": "1"})
+    again = json.dumps(json.loads(raw), indent=2).encode()
+    other = frame(event="call.answered", ts=T0 + 1, call_id="c1", to="102", code=200)
+    assert decode_evapi(raw, CTX).event_id == decode_evapi(again, CTX).event_id
+    assert decode_evapi(raw, CTX).event_id != decode_evapi(other, CTX).event_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b'"just a string"', "not a JSON object"),
+        (frame(event="call.teleported", ts=T0, call_id="c"), "unknown evapi event"),
+        (frame(event="call.start", ts=T0), "missing call_id"),
+        (frame(event="call.start", ts="yesterday", call_id="c"), "ts: expected epoch"),
+        (frame(event="call.failed", ts=T0, call_id="c"), "missing code"),
+        (frame(event="call.failed", ts=T0, call_id="c", code="486"), "code: expected"),
+        (frame(event="register", ts=T0), "missing user"),
+    ],
+)
+def test_malformed_payloads_raise_with_reason(raw, reason):
+    with pytest.raises(InvalidEvent, match=reason):
+        decode_evapi(raw, CTX)
