@@ -188,8 +188,10 @@ class Supervisor:
         sup.stop()
     """
 
-    def __init__(self, settings: Settings, *, out=sys.stdout) -> None:
+    def __init__(self, settings: Settings, *, stack: list[Component] | None = None,
+                 out=sys.stdout) -> None:
         self.settings = settings
+        self.stack = components(settings) if stack is None else stack
         self.out = out
         self.running: list[Running] = []
 
@@ -197,7 +199,7 @@ class Supervisor:
         print(line, file=self.out, flush=True)
 
     def start(self, *, demo: bool = True) -> None:
-        wanted = [c for c in components(self.settings) if demo or not c.optional]
+        wanted = [c for c in self.stack if demo or not c.optional]
         for d in (self.settings.run_dir, self.settings.log_dir):
             d.mkdir(parents=True, exist_ok=True)
         preflight(self.settings, wanted)
