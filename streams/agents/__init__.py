@@ -1,0 +1,1 @@
+"""Faust agents: thin loops that move data between topics, tables and the pure folds."""

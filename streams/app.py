@@ -1,0 +1,107 @@
+"""The Faust app of the stream processors: built from settings, wired once, nothing else.
+
+    from streams.app import run_worker
+    run_worker(tawag.settings.load())        # blocks until SIGINT/SIGTERM
+
+or ``faust -A streams.app worker -l info`` (the module-level ``app`` is built lazily from
+``tawag.settings.load()``), or ``python -m streams``.
+
+Reads ``settings.topic_call_events``; writes ``settings.topic_cdrs`` and
+``settings.topic_dead_letter``; owns the changelog topics
+``tawag-streams-calls-changelog`` and ``tawag-streams-dead-letters-changelog``. Faust's
+data directory is ``settings.data_dir / "faust"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from faust.types import AgentT
+
+from streams.agents import cdr as cdr_agent
+from streams.tables import Tables, declare_tables
+from streams.topics import Topics, declare_topics
+from tawag.settings import Settings
+
+__all__ = ["APP_ID", "Streams", "create_app", "build_streams", "new_app", "run_worker"]
+
+APP_ID = "tawag-streams"
+"""Faust app id: also the Kafka consumer group and the changelog topics' prefix."""
+
+
+@dataclass(frozen=True)
+class Streams:
+    """An app with its topics, tables and agents, so tests can reach each one."""
+
+    app: faust.App
+    topics: Topics
+    tables: Tables
+    agents: dict[str, AgentT]
+
+
+def broker_url(bootstrap: str) -> str:
+    """``host:port[,host:port]`` (Kafka's bootstrap form) as Faust's ``kafka://`` URL list."""
+    hosts = [h.strip() for h in bootstrap.split(",") if h.strip()]
+    return ";".join(h if "://" in h else f"kafka://{h}" for h in hosts)
+
+
+def new_app(settings: Settings) -> faust.App:
+    """A bare app configured for this stack, without topics, tables or agents."""
+    return faust.App(
+        APP_ID,
+        broker=broker_url(settings.kafka_bootstrap),
+        # No RocksDB on this platform: tables live in RAM and are rebuilt from changelogs.
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        # Not needed (no table views); off so several workers can share one host.
+        web_enabled=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        # A new consumer group starts at offset 0: a fresh stack replays every call.
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        autodiscover=False,
+    )
+
+
+def build_streams(app: faust.App, settings: Settings, *, topics: Topics | None = None) -> Streams:
+    """Declare topics (or use the given ones), tables and agents on ``app``."""
+    topics = topics if topics is not None else declare_topics(app, settings)
+    tables = declare_tables(app, settings)
+    agents = {"cdr": cdr_agent.register(app, topics, tables)}
+    return Streams(app=app, topics=topics, tables=tables, agents=agents)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The stream processors' app for ``settings``, ready for a worker."""
+    return build_streams(new_app(settings), settings).app
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    """Run the stream processors in this process until SIGINT/SIGTERM (blocks)."""
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    app.finalize()
+    app.worker_init()
+    app.worker_init_post_autodiscover()
+    worker = faust.Worker(app, loglevel=loglevel)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:  # mode's worker always exits; only a failure should propagate
+        if exc.code not in (None, 0):
+            raise
+
+
+def __getattr__(name: str) -> faust.App:
+    """Module-level ``app`` for ``faust -A streams.app``, built on first access only."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from tawag.settings import load
+
+    settings = load()
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    globals()["app"] = built = create_app(settings)
+    return built

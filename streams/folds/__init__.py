@@ -1,0 +1,1 @@
+"""Pure folds: event sequences in, records out. No Faust, no Kafka, no clock."""

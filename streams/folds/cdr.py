@@ -1,0 +1,307 @@
+"""Call assembly: fold one call's events into its CDR (wazo-call-logd's interpretor, streamed).
+
+The state is the set of distinct events seen for the call, kept sorted by event time
+(then lifecycle rank, then ``event_id``). :func:`to_cdr` interprets that sorted sequence
+through a dispatch table keyed by :class:`~ingest.events.EventType`. Keeping the events
+rather than a running summary is what makes the CDR independent of arrival order: a late
+``call.answered`` that arrives after ``call.ended`` lands in its place and the CDR is
+rebuilt as if it had come on time, so a replay of the topic from offset 0 (or any
+reshuffle of one call's events) yields identical CDRs. No wall-clock time is read here.
+
+    state = CallState("1-2345@127.0.0.1")
+    for event in events:
+        state = apply(state, event)   # returns ``state`` itself for a repeat or an ignored type
+    cdr = to_cdr(state)               # IncompleteCall until the call.offered event is in
+
+Rules (caller's view, Asterisk/CGRateS vocabulary, see ``reference/peer-survey.md``):
+
+- started_at = earliest event time (normally the offer); answered_at = first call.answered;
+  ended_at = time of the terminal event; ring_ms = answered_at - started_at when answered,
+  else ended_at - started_at; talk_ms = ended_at - answered_at.
+- Terminal: call.ended always; call.failed / call.cancelled only while nobody answered
+  (after an answer they are other fork branches being cancelled, not the call's end).
+- Disposition: answered; busy (486, 600); no_answer (408, 480); cancelled (487 or
+  call.cancelled); failed (any other final code); in_progress until a terminal event.
+- version = event_count = number of distinct events folded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import reduce
+from typing import Any
+
+from ingest.events import Event, EventType, from_dict, to_json
+from streams.records import Cdr, Disposition
+
+__all__ = [
+    "CallState",
+    "IncompleteCall",
+    "FOLDED_TYPES",
+    "STATE_FORMAT",
+    "apply",
+    "fold",
+    "to_cdr",
+]
+
+STATE_FORMAT = 1
+"""Version of :meth:`CallState.to_dict`'s shape, stored in the table's changelog."""
+
+ANSWERED_CODE = 200
+CANCELLED_CODE = 487
+"""Request Terminated: the caller hung up (CANCEL) while it rang."""
+
+_FAILURE_DISPOSITIONS = {
+    486: Disposition.BUSY,  # Busy Here
+    600: Disposition.BUSY,  # Busy Everywhere
+    408: Disposition.NO_ANSWER,  # Request Timeout: the edge's no-answer timer fired
+    480: Disposition.NO_ANSWER,  # Temporarily Unavailable: nobody picked up / not reachable
+    CANCELLED_CODE: Disposition.CANCELLED,
+}
+
+_MS = timedelta(milliseconds=1)
+
+# Tie-break for events stamped in the same millisecond: the SIP lifecycle order.
+_RANK = {
+    EventType.CALL_OFFERED: 0,
+    EventType.CALL_RINGING: 1,
+    EventType.CALL_ANSWERED: 2,
+    EventType.CALL_FAILED: 3,
+    EventType.CALL_CANCELLED: 3,
+    EventType.CALL_ENDED: 4,
+    EventType.CALL_RECORDING_READY: 5,
+}
+
+
+class IncompleteCall(ValueError):
+    """The call cannot make a CDR yet: no ``call.offered`` event has been folded."""
+
+
+@dataclass(frozen=True)
+class CallState:
+    """The distinct events of one call in event-time order; the value of the calls table.
+
+        state = CallState.from_dict(table[call_id]) if call_id in table else CallState(call_id)
+        table[call_id] = apply(state, event).to_dict()
+    """
+
+    call_id: str
+    events: tuple[Event, ...] = ()
+
+    def has(self, event_id: str) -> bool:
+        """True if an event with this id was already folded (evapi and retries repeat)."""
+        return any(ev.event_id == event_id for ev in self.events)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form; events use the event log's own wire shape, nothing new."""
+        events = [json.loads(to_json(ev)) for ev in self.events]
+        return {"format": STATE_FORMAT, "call_id": self.call_id, "events": events}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallState:
+        """Inverse of :meth:`to_dict`; refuses a shape it does not know."""
+        if data.get("format") != STATE_FORMAT:
+            raise ValueError(f"call state: unknown format {data.get('format')!r}")
+        events = tuple(sorted((from_dict(ev) for ev in data["events"]), key=_order))
+        return cls(call_id=data["call_id"], events=events)
+
+
+def _order(ev: Event) -> tuple[datetime, int, str]:
+    """Sort key: event time, then lifecycle rank, then event_id (stable, arrival-free)."""
+    return (ev.ts, _RANK.get(ev.type, 9), ev.event_id)
+
+
+def apply(state: CallState, event: Event) -> CallState:
+    """Fold one event in; a repeat or a type the fold ignores returns ``state`` itself."""
+    if event.type not in _HANDLERS or state.has(event.event_id):
+        return state
+    if event.call_id != state.call_id:
+        raise ValueError(f"event {event.event_id} of call {event.call_id!r} "
+                         f"folded into call {state.call_id!r}")
+    return CallState(state.call_id, tuple(sorted((*state.events, event), key=_order)))
+
+
+def fold(call_id: str, events: Iterable[Event]) -> CallState:
+    """Fold a whole sequence, as a replay does."""
+    return reduce(apply, events, CallState(call_id))
+
+
+# --- interpretation: sorted events -> accumulator (wazo's RawCallLog) -------------------
+
+
+@dataclass
+class _Call:
+    """Mutable accumulator filled by the handlers; only :func:`to_cdr` reads it."""
+
+    offer: Event | None = None
+    answer: Event | None = None
+    end: Event | None = None
+    failure: Event | None = None
+    recording: str | None = None
+    media: dict[str, float] = field(default_factory=dict)
+
+
+def _on_offered(ev: Event, call: _Call) -> _Call:
+    call.offer = call.offer or ev
+    return call
+
+
+def _on_ringing(ev: Event, call: _Call) -> _Call:
+    return call  # counts as a revision; 180 is not a final code, so nothing else changes
+
+
+def _on_answered(ev: Event, call: _Call) -> _Call:
+    call.answer = call.answer or ev
+    return call
+
+
+def _on_failure(ev: Event, call: _Call) -> _Call:
+    """call.failed / call.cancelled: the first final failure response decides the outcome."""
+    call.failure = call.failure or ev
+    return call
+
+
+def _on_ended(ev: Event, call: _Call) -> _Call:
+    call.end = call.end or ev
+    return call
+
+
+def _on_recording(ev: Event, call: _Call) -> _Call:
+    """call.recording_ready carries the file in ``extra`` ("recording" or "path")."""
+    call.recording = ev.extra.get("recording") or ev.extra.get("path") or call.recording
+    return call
+
+
+_HANDLERS: dict[EventType, Callable[[Event, _Call], _Call]] = {
+    EventType.CALL_OFFERED: _on_offered,
+    EventType.CALL_RINGING: _on_ringing,
+    EventType.CALL_ANSWERED: _on_answered,
+    EventType.CALL_FAILED: _on_failure,
+    EventType.CALL_CANCELLED: _on_failure,
+    EventType.CALL_ENDED: _on_ended,
+    EventType.CALL_RECORDING_READY: _on_recording,
+}
+
+FOLDED_TYPES = frozenset(_HANDLERS)
+"""Event types that change a CDR; every other type (agent.*, transfers...) is ignored."""
+
+
+def _interpret(state: CallState) -> _Call:
+    """Run the handlers over the sorted events; the latest media report wins."""
+    call = _Call()
+    for ev in state.events:
+        if ev.media:
+            call.media = dict(ev.media)
+        call = _HANDLERS[ev.type](ev, call)
+    return call
+
+
+# --- finish: accumulator -> Cdr ------------------------------------------------------------
+
+
+def to_cdr(state: CallState) -> Cdr:
+    """The CDR revision for the events folded so far; raises IncompleteCall without an offer."""
+    call = _interpret(state)
+    if call.offer is None:
+        seen = ", ".join(ev.type.value for ev in state.events) or "nothing"
+        raise IncompleteCall(f"call {state.call_id}: no call.offered folded yet (have: {seen})")
+    outcome = _outcome(call)
+    return Cdr(
+        tenant=call.offer.tenant,
+        call_id=state.call_id,
+        version=len(state.events),
+        **_parties(state, call.offer),
+        agent=_first_set("agent", (call.answer, call.end)),
+        **_timing(state, call, outcome),
+        disposition=_disposition(call, outcome),
+        sip_code=_sip_code(call, outcome),
+        reason=_first_set("reason", (outcome, call.answer)),
+        hangup_by=outcome.hangup_by if outcome else None,
+        closed=outcome is not None,
+        recording=call.recording,
+        mos=call.media.get("mos"),
+        packet_loss=call.media.get("packet_loss"),
+        jitter_ms=call.media.get("jitter_ms"),
+        event_count=len(state.events),
+        last_event_ts=state.events[-1].ts,
+    )
+
+
+def _first_set(name: str, events: Iterable[Event | None]) -> Any:
+    """The first non-null ``name`` among ``events`` (missing events are skipped)."""
+    values = (getattr(ev, name) for ev in events if ev is not None)
+    return next((v for v in values if v is not None), None)
+
+
+def _parties(state: CallState, offer: Event) -> dict[str, Any]:
+    """Who called whom: the offer's view, gaps filled from the other events in time order."""
+    sources = (offer, *state.events)
+    direction = _first_set("direction", sources)
+    return {
+        "direction": direction.value if direction is not None else None,
+        "caller": _first_set("caller", sources),
+        "callee": _first_set("callee", sources),
+        "did": _first_set("did", sources),
+    }
+
+
+def _outcome(call: _Call) -> Event | None:
+    """The terminal event: a BYE always ends the call; a failure only if nobody answered."""
+    if call.end is not None:
+        return call.end
+    return call.failure if call.answer is None else None
+
+
+def _answered_at(call: _Call) -> datetime | None:
+    """call.answered's time; if that event was lost, call.ended's time minus its duration."""
+    if call.answer is not None:
+        return call.answer.ts
+    if call.end is not None and call.end.duration_ms is not None:
+        return call.end.ts - call.end.duration_ms * _MS
+    return None
+
+
+def _ms(start: datetime | None, end: datetime | None) -> int:
+    """Whole milliseconds from start to end; 0 if either is unknown or clocks disagree."""
+    if start is None or end is None:
+        return 0
+    return max(0, (end - start) // _MS)
+
+
+def _timing(state: CallState, call: _Call, outcome: Event | None) -> dict[str, Any]:
+    """started/answered/ended times and the caller's ring and talk durations (event time)."""
+    started_at = state.events[0].ts
+    answered_at = _answered_at(call)
+    ended_at = outcome.ts if outcome is not None else None
+    return {
+        "started_at": started_at,
+        "answered_at": answered_at,
+        "ended_at": ended_at,
+        "ring_ms": _ms(started_at, answered_at if answered_at is not None else ended_at),
+        "talk_ms": _ms(answered_at, ended_at),
+    }
+
+
+def _disposition(call: _Call, outcome: Event | None) -> Disposition:
+    """How the call ended from the caller's side; in_progress until a terminal event."""
+    if outcome is None:
+        return Disposition.IN_PROGRESS
+    if outcome.type is EventType.CALL_ENDED:
+        return Disposition.ANSWERED  # a BYE only ends an established dialog
+    if outcome.type is EventType.CALL_CANCELLED:
+        return Disposition.CANCELLED
+    return _FAILURE_DISPOSITIONS.get(outcome.sip_code or 0, Disposition.FAILED)
+
+
+def _sip_code(call: _Call, outcome: Event | None) -> int | None:
+    """The final response code: 200 once answered, the failure's code, None while ringing."""
+    if call.answer is not None or (outcome is not None and outcome.type is EventType.CALL_ENDED):
+        return ANSWERED_CODE
+    if outcome is None:
+        return None
+    if outcome.sip_code is None and outcome.type is EventType.CALL_CANCELLED:
+        return CANCELLED_CODE
+    return outcome.sip_code

@@ -1,0 +1,173 @@
+"""The call-assembly agent in Faust's test context: no broker, in-memory store.
+
+The app is built exactly as in production except that the two output topics are
+in-memory channels, so the test reads back the very bytes the agent sent (keys,
+JSON values) instead of patching ``Topic.send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import Message
+
+from ingest.events import Direction, Event, EventType, to_json
+from streams.app import Streams, build_streams, new_app
+from streams.folds.cdr import CallState, fold, to_cdr
+from streams.records import Disposition, cdr_from_json
+from streams.topics import declare_topics
+from tawag.settings import load
+
+CALL = "7-4242@127.0.0.1"
+KEY = CALL.encode()
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+def _at(second: int) -> datetime:
+    return T0 + timedelta(seconds=second)
+
+
+def ev(kind: EventType, second: int, event_id: str | None = None, **fields: Any) -> Event:
+    base: dict[str, Any] = {"caller": "+74951234567", "callee": "101",
+                            "direction": Direction.INBOUND, "call_id": CALL}
+    return Event(
+        event_id=event_id or f"{kind.value}@{second}",
+        type=kind,
+        tenant="acme",
+        ts=_at(second),
+        source="kamailio@127.0.0.1",
+        **(base | fields),
+    )
+
+
+OFFERED = ev(EventType.CALL_OFFERED, 0)
+RINGING = ev(EventType.CALL_RINGING, 1, sip_code=180)
+ANSWERED = ev(EventType.CALL_ANSWERED, 4, sip_code=200, agent="101")
+ENDED = ev(EventType.CALL_ENDED, 64, hangup_by="+74951234567", duration_ms=60_000)
+
+
+@pytest.fixture
+def streams(tmp_path: Path) -> Streams:
+    settings = load(environ={}, data_dir=tmp_path)
+    app = new_app(settings)
+    topics = replace(declare_topics(app, settings), cdrs=app.channel(),
+                     dead_letter=app.channel())
+    return build_streams(app, settings, topics=topics)
+
+
+def run(streams: Streams, messages: list[tuple[bytes | None, Any]]) -> dict[str, list]:
+    """Put each (key, value) through the agent; return what reached the output channels."""
+
+    async def go() -> dict[str, list]:
+        outputs = {"cdrs": streams.topics.cdrs.clone(is_iterator=True),
+                   "dead": streams.topics.dead_letter.clone(is_iterator=True)}
+        async with streams.agents["cdr"].test_context() as agent:
+            for key, value in messages:
+                await agent.put(value, key=key)
+        return {name: _drain(channel) for name, channel in outputs.items()}
+
+    return asyncio.run(go())
+
+
+def _drain(channel: Any) -> list[tuple[bytes, bytes]]:
+    sent = []
+    while not channel.queue.empty():
+        event = channel.queue.get_nowait()
+        sent.append((event.key, event.value))
+    return sent
+
+
+def test_events_in_cdr_revisions_out(streams: Streams) -> None:
+    messages = [OFFERED, RINGING, ANSWERED, ANSWERED, ENDED]  # one repeated delivery
+    out = run(streams, [(KEY, to_json(e)) for e in messages])
+    assert out["dead"] == []
+    assert [key for key, _ in out["cdrs"]] == [KEY] * 4
+    cdrs = [cdr_from_json(value) for _, value in out["cdrs"]]
+    assert [c.version for c in cdrs] == [1, 2, 3, 4]
+    assert [c.disposition for c in cdrs] == [Disposition.IN_PROGRESS] * 3 + [Disposition.ANSWERED]
+    final = cdrs[-1]
+    assert (final.closed, final.agent, final.ring_ms, final.talk_ms) == (True, "101", 4_000, 60_000)
+    assert final == to_cdr(fold(CALL, messages))
+    assert len(streams.tables.calls[CALL]["events"]) == 4
+
+
+def test_late_event_after_close_revises_the_same_call(streams: Streams) -> None:
+    out = run(streams, [(KEY, to_json(e)) for e in (OFFERED, ANSWERED, ENDED, RINGING)])
+    cdrs = [cdr_from_json(value) for _, value in out["cdrs"]]
+    assert {c.call_id for c in cdrs} == {CALL}
+    assert [(c.version, c.closed) for c in cdrs] == [(1, False), (2, False), (3, True), (4, True)]
+    assert cdrs[3].disposition is cdrs[2].disposition is Disposition.ANSWERED
+
+
+def test_cdr_waits_for_the_offer_when_it_arrives_late(streams: Streams) -> None:
+    out = run(streams, [(KEY, to_json(ANSWERED)), (KEY, to_json(OFFERED))])
+    cdrs = [cdr_from_json(value) for _, value in out["cdrs"]]
+    assert [(c.version, c.started_at, c.answered_at) for c in cdrs] == [(2, _at(0), _at(4))]
+    assert out["dead"] == []
+
+
+def test_malformed_message_is_dead_lettered_and_the_next_one_still_folds(
+    streams: Streams,
+) -> None:
+    bad_schema = json.dumps({"schema": 1, "type": "call.offered", "tenant": "acme"}).encode()
+    not_utf8 = b"\xff\xfe garbage"
+    out = run(streams, [
+        (b"k1", b"{not json"),
+        (b"k2", bad_schema),
+        (b"k3", not_utf8),
+        (KEY, to_json(OFFERED)),
+    ])
+    dead = [json.loads(value) for _, value in out["dead"]]
+    assert [key for key, _ in out["dead"]] == [b"k1", b"k2", b"k3"]
+    assert [d["source_topic"] for d in dead] == ["tawag.call-events"] * 3
+    assert [d["offset"] for d in dead] == [0, 1, 2]
+    assert dead[0]["error"].startswith("not JSON") and dead[0]["value"] == "{not json"
+    assert "missing fields: event_id, source, ts" in dead[1]["error"]
+    assert dead[1]["value"] == bad_schema.decode()
+    assert dead[2]["value_encoding"] == "base64"
+    assert base64.b64decode(dead[2]["value"]) == not_utf8
+    assert streams.tables.dead_letters["tawag.call-events:0"] == 3
+    assert [cdr_from_json(v).version for _, v in out["cdrs"]] == [1]
+
+
+def test_agent_events_and_tombstones(streams: Streams) -> None:
+    registered = Event(event_id="reg-1", type=EventType.AGENT_REGISTERED, tenant="acme",
+                       ts=_at(0), source="kamailio@127.0.0.1", agent="101")
+    out = run(streams, [(b"acme:101", to_json(registered)), (KEY, None)])
+    assert out["cdrs"] == []
+    dead = [json.loads(value) for _, value in out["dead"]]
+    assert len(dead) == 1 and "expected JSON bytes" in dead[0]["error"]
+    assert CALL not in streams.tables.calls
+
+
+def test_table_rows_survive_a_changelog_recovery(streams: Streams) -> None:
+    """The memory store is rebuilt from the changelog: what a row writes must read back."""
+    run(streams, [(KEY, to_json(e)) for e in (OFFERED, ANSWERED, ENDED)] + [(b"x", b"{")])
+    for table in (streams.tables.calls, streams.tables.dead_letters):
+        rows = dict(table)
+        assert rows
+        table.data.clear()
+        asyncio.run(_recover(table, rows))
+        assert dict(table) == rows
+    assert to_cdr(CallState.from_dict(streams.tables.calls[CALL])).version == 3
+
+
+async def _recover(table: Any, rows: dict[str, Any]) -> None:
+    """Replay ``rows`` through the table's changelog codec, as Faust's recovery does."""
+    topic = table.changelog_topic
+    events = []
+    for offset, (key, value) in enumerate(rows.items()):
+        raw_key, _ = topic.prepare_key(key, table.key_serializer)
+        raw_value, _ = topic.prepare_value(value, table.value_serializer)
+        message = Message(topic=topic.get_topic_name(), partition=0, offset=offset,
+                          timestamp=0.0, timestamp_type=0, headers=[], key=raw_key,
+                          value=raw_value, checksum=None)
+        events.append(await topic.decode(message, propagate=True))
+    table.apply_changelog_batch(events)
