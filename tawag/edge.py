@@ -1,0 +1,296 @@
+"""Command lines and readiness checks of the SIP edge (Kamailio + rtpengine).
+
+The process supervisor starts rtpengine first, waits for :func:`rtpengine_ready`, then
+starts Kamailio and waits for :func:`kamailio_ready`: Kamailio's rtpengine module
+disables a proxy that misses its first ping (``rtpengine_disable_tout``), so the order
+matters. Both run in the foreground (never daemonised) and stop on SIGTERM to their PID::
+
+    settings = tawag.settings.load()
+    prepare_dirs(settings)
+    rtp = subprocess.Popen(rtpengine_command(settings), ...)
+    wait_until(lambda: rtpengine_ready(settings), timeout=10)
+    kam = subprocess.Popen(kamailio_command(settings), ...)
+    wait_until(lambda: kamailio_ready(settings), timeout=10)
+    kamailio_rpc(settings, "dlg.list")
+
+Every host value (ports, SIP domain, no-answer timeout) reaches the shipped
+``sip-edge/kamailio.cfg`` as a pre-processor define (``kamailio -A NAME=VALUE``); the
+file itself holds ``#!trydef`` defaults equal to the :class:`Settings` defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import httpx
+from jsonrpcclient import Ok, parse, request
+
+from tawag.settings import REPO_ROOT, Settings
+
+__all__ = [
+    "KAMAILIO_CFG",
+    "DEFAULT_SWITCHES",
+    "EdgeError",
+    "KamailioRpcError",
+    "prepare_dirs",
+    "kamailio_defines",
+    "kamailio_command",
+    "rtpengine_command",
+    "rtpengine_ng",
+    "rtpengine_ready",
+    "kamailio_rpc",
+    "kamailio_ready",
+    "wait_until",
+    "bencode",
+    "bdecode",
+]
+
+KAMAILIO_CFG = REPO_ROOT / "sip-edge" / "kamailio.cfg"
+DEFAULT_SWITCHES: tuple[str, ...] = ("WITH_RTPENGINE", "WITH_TAWAG_EVAPI")
+"""Feature switches of kamailio.cfg the platform always runs with."""
+
+KAMAILIO_SHM_MB = 64
+KAMAILIO_PKG_MB = 8
+RTPENGINE_LOG_LEVEL = 6
+RTP_TIMEOUT_S = 60
+"""rtpengine drops a call whose media stopped for this long (a BYE was lost)."""
+RTP_SILENT_TIMEOUT_S = 3600
+"""...or that kept sending only silence/one direction for this long."""
+READY_TIMEOUT_S = 1.0
+"""Budget of one readiness probe; the supervisor polls it repeatedly."""
+NG_BUFFER = 65535
+MS_PER_S = 1000
+
+
+class EdgeError(RuntimeError):
+    """The edge did not answer as expected (no reply, bad reply)."""
+
+
+class KamailioRpcError(EdgeError):
+    """Kamailio answered a JSON-RPC call with an error object."""
+
+    def __init__(self, method: str, code: int, message: str) -> None:
+        super().__init__(f"{method}: {code} {message}")
+        self.method = method
+        self.code = code
+
+
+def prepare_dirs(settings: Settings) -> None:
+    """Create the run, log and recordings folders the edge writes into."""
+    for path in (settings.run_dir, settings.log_dir, settings.recordings_dir):
+        path.mkdir(parents=True, exist_ok=True)
+
+
+# --- Kamailio -------------------------------------------------------------------------
+
+
+def kamailio_defines(settings: Settings) -> dict[str, str]:
+    """The ``-A NAME=VALUE`` defines that carry Settings into kamailio.cfg."""
+    host = settings.sip_host
+    return {
+        "SIP_LISTEN_UDP": f"udp:{host}:{settings.sip_port}",
+        "SIP_LISTEN_TCP": f"tcp:{host}:{settings.sip_port}",
+        "HTTP_LISTEN": f"tcp:{host}:{settings.kamailio_http_port}",
+        "HTTP_PORT": str(settings.kamailio_http_port),
+        "SIP_DOMAIN": _quoted(settings.sip_domain),
+        "EVAPI_BIND": _quoted(f"{host}:{settings.evapi_port}"),
+        "RTPENGINE_SOCK": _quoted(f"udp:{host}:{settings.rtpengine_ng_port}"),
+        "NO_ANSWER_TIMEOUT_MS": str(settings.no_answer_timeout * MS_PER_S),
+    }
+
+
+def kamailio_command(
+    settings: Settings,
+    *,
+    switches: Iterable[str] = DEFAULT_SWITCHES,
+    check_only: bool = False,
+) -> list[str]:
+    """Kamailio in the foreground (``-DD -E``), logging to stderr, with Settings applied.
+
+    ``check_only`` gives the ``kamailio -c`` syntax check of the same configuration.
+    """
+    cmd = ["kamailio", "-f", str(KAMAILIO_CFG)]
+    for name in switches:
+        cmd += ["-A", name]
+    for name, value in kamailio_defines(settings).items():
+        cmd += ["-A", f"{name}={value}"]
+    if check_only:
+        return [*cmd, "-c"]
+    return [
+        *cmd,
+        "-DD",
+        "-E",
+        "-Y",
+        str(settings.run_dir),
+        "-P",
+        str(settings.run_dir / "kamailio.pid"),
+        "-m",
+        str(KAMAILIO_SHM_MB),
+        "-M",
+        str(KAMAILIO_PKG_MB),
+    ]
+
+
+def kamailio_rpc(settings: Settings, method: str, *params: Any, timeout: float = 5.0) -> Any:
+    """Call a Kamailio RPC method over JSON-RPC/HTTP and return its result.
+
+    Raises :class:`KamailioRpcError` on an error answer and :class:`EdgeError` when
+    Kamailio cannot be reached.
+    """
+    body = request(method, params=list(params)) if params else request(method)
+    try:
+        reply = httpx.post(settings.kamailio_rpc_url, json=body, timeout=timeout)
+        parsed = parse(reply.json())
+    except (httpx.HTTPError, ValueError) as exc:
+        raise EdgeError(f"{method}: {exc}") from exc
+    if isinstance(parsed, Ok):
+        return parsed.result
+    raise KamailioRpcError(method, parsed.code, parsed.message)
+
+
+def kamailio_ready(settings: Settings) -> bool:
+    """True once Kamailio answers ``core.version`` over JSON-RPC."""
+    try:
+        version = kamailio_rpc(settings, "core.version", timeout=READY_TIMEOUT_S)
+    except EdgeError:
+        return False
+    return str(version).startswith("kamailio")
+
+
+# --- rtpengine ------------------------------------------------------------------------
+
+
+def rtpengine_command(settings: Settings) -> list[str]:
+    """rtpengine in the foreground, userspace forwarding only, ignoring /etc configs.
+
+    Recording, when Kamailio asks for it, writes pcap files under ``recordings_dir``
+    (the /proc method would need the kernel module).
+    """
+    host = settings.sip_host
+    return [
+        "rtpengine",
+        "--config-file=none",
+        "--foreground",
+        "--log-stderr",
+        f"--log-level={RTPENGINE_LOG_LEVEL}",
+        "--table=-1",
+        f"--interface={host}",
+        f"--listen-ng={host}:{settings.rtpengine_ng_port}",
+        f"--listen-cli={host}:{settings.rtpengine_cli_port}",
+        f"--port-min={settings.rtp_port_min}",
+        f"--port-max={settings.rtp_port_max}",
+        f"--timeout={RTP_TIMEOUT_S}",
+        f"--silent-timeout={RTP_SILENT_TIMEOUT_S}",
+        "--delete-delay=0",
+        f"--recording-dir={settings.recordings_dir}",
+        "--recording-method=pcap",
+        "--recording-format=eth",
+        f"--pidfile={settings.run_dir / 'rtpengine.pid'}",
+    ]
+
+
+def rtpengine_ng(
+    settings: Settings, command: Mapping[str, Any], *, timeout: float = 2.0
+) -> dict[str, Any]:
+    """Send one ng-protocol command (a bencoded dict over UDP) and return the reply dict."""
+    cookie = os.urandom(6).hex().encode()
+    packet = cookie + b" " + bencode(dict(command))
+    address = (settings.sip_host, settings.rtpengine_ng_port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            # connected, so a closed port fails at once (ICMP) instead of timing out
+            sock.connect(address)
+            sock.send(packet)
+            data = sock.recv(NG_BUFFER)
+        except OSError as exc:
+            raise EdgeError(f"rtpengine ng {command.get('command')}: {exc}") from exc
+    reply_cookie, _, payload = data.partition(b" ")
+    if reply_cookie != cookie:
+        raise EdgeError("rtpengine ng: reply for another request")
+    reply = bdecode(payload)
+    if not isinstance(reply, dict):
+        raise EdgeError(f"rtpengine ng: reply is not a dictionary: {reply!r}")
+    return reply
+
+
+def rtpengine_ready(settings: Settings) -> bool:
+    """True once rtpengine answers an ng ``ping`` with ``pong``."""
+    try:
+        reply = rtpengine_ng(settings, {"command": "ping"}, timeout=READY_TIMEOUT_S)
+    except (EdgeError, ValueError):
+        return False
+    return reply.get("result") == "pong"
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``check`` until it returns True or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def _quoted(value: str) -> str:
+    """A string define: kamailio keeps the quotes, so it is a string token in the cfg."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def bencode(value: Any) -> bytes:
+    """Bencode ints, strings/bytes, lists and dicts (the ng protocol's encoding)."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        return b"i%de" % value
+    if isinstance(value, str):
+        value = value.encode()
+    if isinstance(value, bytes):
+        return b"%d:%s" % (len(value), value)
+    if isinstance(value, list | tuple):
+        return b"l" + b"".join(bencode(item) for item in value) + b"e"
+    if isinstance(value, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items())
+        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
+    raise TypeError(f"cannot bencode {type(value).__name__}")
+
+
+def bdecode(data: bytes) -> Any:
+    """Decode one bencoded value; byte strings come back as ``str`` (UTF-8)."""
+    value, end = _bdecode_at(data, 0)
+    if end != len(data):
+        raise ValueError("bencode: trailing data")
+    return value
+
+
+def _bdecode_at(data: bytes, pos: int) -> tuple[Any, int]:
+    lead = data[pos : pos + 1]
+    if lead == b"i":
+        end = data.index(b"e", pos)
+        return int(data[pos + 1 : end]), end + 1
+    if lead in (b"l", b"d"):
+        items: list[Any] = []
+        pos += 1
+        while data[pos : pos + 1] != b"e":
+            item, pos = _bdecode_at(data, pos)
+            items.append(item)
+        if lead == b"l":
+            return items, pos + 1
+        return dict(zip(items[::2], items[1::2], strict=True)), pos + 1
+    if lead.isdigit():
+        colon = data.index(b":", pos)
+        start = colon + 1
+        end = start + int(data[pos:colon])
+        if end > len(data):
+            raise ValueError("bencode: string runs past the end")
+        return data[start:end].decode(errors="replace"), end
+    raise ValueError(f"bencode: unexpected byte {lead!r} at {pos}")

@@ -1,0 +1,451 @@
+"""Drive sipp (SIPp 3.6) against the SIP edge: registrations, callees and calls.
+
+Used by the demo traffic generator and the end-to-end tests. Every function runs one
+sipp process for exactly one call (``-m 1``) with its own local SIP port, writes sipp's
+message trace into ``edge.work_dir`` and reads the outcome back from that trace::
+
+    edge = Edge.from_settings(settings, work_dir=tmp_path)
+    register(edge, "102", port=25071)
+    callee = start_uas_answer(edge, port=25071, media_port=32600)
+    result = call(edge, "101", "102", port=25080, media_port=32610, talk_ms=2000)
+    assert result.ok and result.final_code == 200
+    callee.wait()
+
+The caller's Call-ID is fixed up front (``-cid_str``) and checked against the trace, so a
+test can match each call with the events and CDRs the platform produced for it. sipp is
+never daemonised (``-bg`` breaks reply matching); a callee runs as a child process and
+:meth:`Uas.stop` ends it by PID. Scenario files live in ``sip-edge/scenarios/``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from itertools import dropwhile
+from pathlib import Path
+
+from tawag.settings import REPO_ROOT, Settings
+
+__all__ = [
+    "SCENARIO_DIR",
+    "Edge",
+    "SipMessage",
+    "SippResult",
+    "Uas",
+    "register",
+    "unregister",
+    "start_uas_answer",
+    "start_uas_busy",
+    "start_uas_ring",
+    "call",
+    "call_expect_failure",
+    "call_and_cancel",
+    "parse_trace",
+]
+
+SCENARIO_DIR = REPO_ROOT / "sip-edge" / "scenarios"
+SIPP = "sipp"
+REGISTER_EXPIRES_S = 300
+"""Registration lifetime asked for by :func:`register` (RFC 3261 default is 3600)."""
+UNREGISTER_EXPIRES_S = 0
+"""Expires: 0 removes the binding (RFC 3261 10.2.2)."""
+SIPP_TIMEOUT_S = 30
+"""sipp's own global timeout: no single call of the tests lasts this long."""
+PROCESS_GRACE_S = 5.0
+"""Extra seconds Python waits for sipp after sipp's own timeout should have fired."""
+STOP_GRACE_S = 2.0
+"""How long a stopped sipp gets to exit after SIGTERM before SIGKILL."""
+PORT_BIND_TIMEOUT_S = 5.0
+POLL_INTERVAL_S = 0.01
+MS_PER_S = 1000
+FIRST_FINAL_CODE = 200
+PROC_NET_UDP = Path("/proc/net/udp")
+
+_TRACE_SEPARATOR = re.compile(r"^-{20,} .*$", re.MULTILINE)
+_STATUS_LINE = re.compile(r"^SIP/2\.0 (\d{3}) ?(.*)$")
+_REQUEST_LINE = re.compile(r"^([A-Z]+) \S+ SIP/2\.0$")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Where sipp sends SIP (the edge), the domain of the extensions, and where logs go."""
+
+    host: str
+    port: int
+    domain: str
+    work_dir: Path
+    local_ip: str = "127.0.0.1"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, work_dir: Path) -> Edge:
+        """The edge described by ``settings``, sipp traces under ``work_dir``."""
+        return cls(settings.sip_host, settings.sip_port, settings.sip_domain, work_dir)
+
+    @property
+    def remote(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SipMessage:
+    """One SIP message from sipp's trace, as sipp sent or received it."""
+
+    direction: str
+    """``sent`` or ``received``."""
+    first_line: str
+    call_id: str | None
+    cseq_method: str | None
+    status: int | None
+    """Status code of a response, None for a request."""
+    method: str | None
+    """Method of a request, None for a response."""
+
+
+@dataclass(frozen=True)
+class SippResult:
+    """What one sipp run did: exit code, the call's Call-ID, SIP messages and timing.
+
+    sipp exits 0 when its call followed the scenario to the end, 1 when it failed.
+    """
+
+    scenario: str
+    exit_code: int
+    call_id: str | None
+    started: float
+    """Epoch seconds when sipp was started."""
+    finished: float
+    """Epoch seconds when sipp had exited."""
+    messages: tuple[SipMessage, ...] = ()
+    expected_code: int | None = None
+    trace: Path | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return self.finished - self.started
+
+    @property
+    def final_code(self) -> int | None:
+        """Final status of the INVITE (or REGISTER) as this side saw it."""
+        finals = [
+            m.status
+            for m in self.messages
+            if m.status is not None
+            and m.status >= FIRST_FINAL_CODE
+            and m.cseq_method in ("INVITE", "REGISTER")
+        ]
+        return finals[-1] if finals else None
+
+    @property
+    def ok(self) -> bool:
+        """sipp succeeded and, when a code was expected, the call ended with it."""
+        if self.exit_code != 0:
+            return False
+        return self.expected_code is None or self.final_code == self.expected_code
+
+    def received(self) -> list[str]:
+        """First lines of the messages sipp received, in order (for assertion messages)."""
+        return [m.first_line for m in self.messages if m.direction == "received"]
+
+
+@dataclass
+class Uas:
+    """A sipp callee running in the background; ``wait()`` or ``stop()`` gives its result."""
+
+    scenario: str
+    process: subprocess.Popen[bytes]
+    trace: Path
+    started: float
+    _result: SippResult | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self, timeout: float = SIPP_TIMEOUT_S) -> SippResult:
+        """Wait for the callee to finish its one call, then return its result."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.stop()
+        return self._finish()
+
+    def stop(self) -> SippResult:
+        """End the callee by its PID (SIGTERM, then SIGKILL) and return its result."""
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self._finish()
+
+    def _finish(self) -> SippResult:
+        if self._result is None:
+            self._result = _result(
+                self.scenario, self.process.returncode, self.trace, self.started, None
+            )
+        return self._result
+
+
+# --- registrations --------------------------------------------------------------------
+
+
+def register(edge: Edge, user: str, *, port: int, expires: int = REGISTER_EXPIRES_S) -> SippResult:
+    """Register ``user`` with a contact on ``local_ip:port`` (where its callee will run)."""
+    args = ["-s", user, "-key", "expires", str(expires), "-p", str(port)]
+    return _run(edge, "register.xml", args, label=f"reg-{user}", expected_code=200)
+
+
+def unregister(edge: Edge, user: str, *, port: int) -> SippResult:
+    """Remove the registration ``register`` made from the same port (Expires: 0)."""
+    args = ["-s", user, "-key", "expires", str(UNREGISTER_EXPIRES_S), "-p", str(port)]
+    return _run(edge, "register.xml", args, label=f"unreg-{user}", expected_code=200)
+
+
+# --- callees --------------------------------------------------------------------------
+
+
+def start_uas_answer(
+    edge: Edge, *, port: int, media_port: int, hangup_after_ms: int | None = None
+) -> Uas:
+    """A callee that rings, answers and echoes the caller's RTP.
+
+    It waits for the caller's BYE, or with ``hangup_after_ms`` hangs up itself after
+    that much talk time (then place the call with ``call(..., callee_hangs_up=True)``).
+    """
+    media = ["-mi", edge.local_ip, "-mp", str(media_port), "-rtp_echo"]
+    if hangup_after_ms is None:
+        return _spawn_uas(edge, "uas_answer.xml", port, media)
+    return _spawn_uas(edge, "uas_answer_hangup.xml", port, [*media, "-d", str(hangup_after_ms)])
+
+
+def start_uas_busy(edge: Edge, *, port: int) -> Uas:
+    """A callee that rejects the call with 486 Busy Here."""
+    return _spawn_uas(edge, "uas_busy.xml", port, [])
+
+
+def start_uas_ring(edge: Edge, *, port: int) -> Uas:
+    """A callee that rings (180, repeated) and never answers; it ends with 487 on CANCEL.
+
+    The CANCEL comes from the caller, or from the edge when its no-answer timer fires.
+    """
+    return _spawn_uas(edge, "uas_ring.xml", port, [])
+
+
+# --- calls ----------------------------------------------------------------------------
+
+
+def call(
+    edge: Edge,
+    caller: str,
+    callee: str,
+    *,
+    port: int,
+    media_port: int,
+    talk_ms: int,
+    callee_hangs_up: bool = False,
+) -> SippResult:
+    """``caller`` calls ``callee`` (PCMA audio) and expects 200.
+
+    The caller hangs up after ``talk_ms``; with ``callee_hangs_up`` it talks until the
+    callee's BYE instead (``talk_ms`` is then the callee's business).
+    """
+    args = _call_args(caller, callee, port, media_port)
+    label = f"call-{caller}-{callee}"
+    if callee_hangs_up:
+        return _run(edge, "uac_call_until_bye.xml", args, label=label, expected_code=200)
+    args += ["-d", str(talk_ms)]
+    return _run(edge, "uac_call.xml", args, label=label, expected_code=200)
+
+
+def call_expect_failure(
+    edge: Edge, caller: str, callee: str, expected_code: int, *, port: int, media_port: int
+) -> SippResult:
+    """``caller`` calls ``callee`` and the call fails; ``ok`` only with ``expected_code``."""
+    args = _call_args(caller, callee, port, media_port)
+    label = f"fail-{caller}-{callee}"
+    return _run(edge, "uac_fail.xml", args, label=label, expected_code=expected_code)
+
+
+def call_and_cancel(
+    edge: Edge, caller: str, callee: str, *, ring_ms: int, port: int, media_port: int
+) -> SippResult:
+    """``caller`` calls ``callee`` and hangs up (CANCEL) after ``ring_ms`` of ringing."""
+    args = _call_args(caller, callee, port, media_port) + ["-d", str(ring_ms)]
+    label = f"cancel-{caller}-{callee}"
+    return _run(edge, "uac_cancel.xml", args, label=label, expected_code=487)
+
+
+def _call_args(caller: str, callee: str, port: int, media_port: int) -> list[str]:
+    return ["-s", callee, "-key", "caller", caller, "-p", str(port), "-mp", str(media_port)]
+
+
+# --- running sipp ---------------------------------------------------------------------
+
+
+def _base_command(edge: Edge, scenario: str, trace: Path, remote: list[str]) -> list[str]:
+    """sipp options shared by every run; ``remote`` is ``[host:port]`` for a UAC."""
+    return [
+        SIPP,
+        *remote,
+        "-sf",
+        str(SCENARIO_DIR / scenario),
+        "-i",
+        edge.local_ip,
+        "-mi",
+        edge.local_ip,
+        "-key",
+        "domain",
+        edge.domain,
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        f"{SIPP_TIMEOUT_S}s",
+        "-timeout_error",
+        "-trace_msg",
+        "-message_file",
+        str(trace),
+        "-trace_err",
+        "-error_file",
+        str(trace.with_suffix(".errors.log")),
+    ]
+
+
+def _run(
+    edge: Edge, scenario: str, args: list[str], *, label: str, expected_code: int | None
+) -> SippResult:
+    """Run sipp as a UAC for one call and wait for it."""
+    prefix = f"{label}-{secrets.token_hex(4)}"
+    trace = _trace_path(edge, prefix)
+    # -cid_str: sipp puts exactly this in Call-ID (%u call number, %s local IP)
+    command = _base_command(edge, scenario, trace, [edge.remote])
+    started = time.time()
+    completed = subprocess.run(
+        [*command, "-cid_str", f"{prefix}-%u@%s", *args],
+        cwd=edge.work_dir,
+        stdin=subprocess.DEVNULL,
+        stdout=trace.with_suffix(".out").open("wb"),
+        stderr=subprocess.STDOUT,
+        timeout=SIPP_TIMEOUT_S + PROCESS_GRACE_S,
+        check=False,
+    )
+    expected_call_id = f"{prefix}-1@{edge.local_ip}"
+    result = _result(scenario, completed.returncode, trace, started, expected_code)
+    if result.call_id not in (None, expected_call_id):
+        raise RuntimeError(f"sipp used Call-ID {result.call_id}, not {expected_call_id}")
+    return result
+
+
+def _spawn_uas(edge: Edge, scenario: str, port: int, media: list[str]) -> Uas:
+    """Start sipp as a UAS on ``port`` and return once it listens there."""
+    trace = _trace_path(edge, f"uas-{port}-{secrets.token_hex(4)}")
+    command = [*_base_command(edge, scenario, trace, []), "-p", str(port), *media]
+    started = time.time()
+    process = subprocess.Popen(
+        command,
+        cwd=edge.work_dir,
+        stdin=subprocess.DEVNULL,
+        stdout=trace.with_suffix(".out").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    uas = Uas(scenario, process, trace, started)
+    if not _wait_udp_bound(edge.local_ip, port, process):
+        uas.stop()
+        log = trace.with_suffix(".out")
+        raise RuntimeError(f"sipp {scenario} did not start on port {port}: see {log}")
+    return uas
+
+
+def _trace_path(edge: Edge, prefix: str) -> Path:
+    edge.work_dir.mkdir(parents=True, exist_ok=True)
+    return edge.work_dir / f"{prefix}.messages.log"
+
+
+def _wait_udp_bound(ip: str, port: int, process: subprocess.Popen[bytes]) -> bool:
+    """Poll /proc/net/udp until something listens on ip:port (sipp has no ready signal)."""
+    wanted = f"{_proc_net_ip(ip)}:{port:04X}"
+    deadline = time.monotonic() + PORT_BIND_TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(line.split()[1] == wanted for line in PROC_NET_UDP.read_text().splitlines()[1:]):
+            return True
+        time.sleep(POLL_INTERVAL_S)
+    return False
+
+
+def _proc_net_ip(ip: str) -> str:
+    """An IPv4 address the way /proc/net/udp prints it (little-endian hex)."""
+    return "".join(f"{int(octet):02X}" for octet in reversed(ip.split(".")))
+
+
+def _result(
+    scenario: str, exit_code: int, trace: Path, started: float, expected_code: int | None
+) -> SippResult:
+    messages = parse_trace(trace.read_text(errors="replace")) if trace.exists() else []
+    call_ids = [m.call_id for m in messages if m.call_id]
+    return SippResult(
+        scenario=scenario,
+        exit_code=exit_code,
+        call_id=call_ids[0] if call_ids else None,
+        started=started,
+        finished=time.time(),
+        messages=tuple(messages),
+        expected_code=expected_code,
+        trace=trace,
+    )
+
+
+# --- trace parsing --------------------------------------------------------------------
+
+
+def parse_trace(text: str) -> list[SipMessage]:
+    """The SIP messages of a sipp ``-trace_msg`` file, in the order sipp logged them."""
+    messages = []
+    for block in _TRACE_SEPARATOR.split(text):
+        message = _parse_block(block)
+        if message is not None:
+            messages.append(message)
+    return messages
+
+
+def _parse_block(block: str) -> SipMessage | None:
+    lines = [line.rstrip("\r") for line in block.strip().splitlines()]
+    if len(lines) < 2 or "message" not in lines[0]:
+        return None
+    direction = "received" if "received" in lines[0] else "sent"
+    sip_lines = list(dropwhile(lambda line: not line.strip(), lines[1:]))
+    if not sip_lines:
+        return None
+    first = sip_lines[0].strip()
+    headers = _headers(sip_lines[1:])
+    status = _STATUS_LINE.match(first)
+    request = _REQUEST_LINE.match(first)
+    cseq = headers.get("cseq", "").split()
+    return SipMessage(
+        direction=direction,
+        first_line=first,
+        call_id=headers.get("call-id"),
+        cseq_method=cseq[1] if len(cseq) > 1 else None,
+        status=int(status.group(1)) if status else None,
+        method=request.group(1) if request else None,
+    )
+
+
+def _headers(lines: list[str]) -> dict[str, str]:
+    """First value of each header up to the blank line before the body (lower-case names)."""
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not line.strip() or not sep:
+            break
+        headers.setdefault(name.strip().lower(), value.strip())
+    return headers

@@ -1,0 +1,29 @@
+"""Names of the warehouse's database and tables: the only identifiers put into SQL text.
+
+Every table lives in the ``tawag`` database and is always named qualified, so the same
+SQL runs on chdb, through the HTTP interface and on a ClickHouse server whatever the
+connection's current database is. The DDL itself is in ``warehouse/migrations/``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DATABASE",
+    "CALL_EVENTS",
+    "CDRS",
+    "SCHEMA_MIGRATIONS",
+    "TABLES",
+]
+
+DATABASE = "tawag"
+
+CALL_EVENTS = f"{DATABASE}.call_events"
+"""Raw call events, one row per Kafka message (append-only, kept for replay and audit)."""
+
+CDRS = f"{DATABASE}.cdrs"
+"""CDR revisions; ReplacingMergeTree(version) keeps the highest (read with FINAL)."""
+
+SCHEMA_MIGRATIONS = f"{DATABASE}.schema_migrations"
+"""Which migration files have been applied, with their checksums."""
+
+TABLES = (SCHEMA_MIGRATIONS, CALL_EVENTS, CDRS)

@@ -1,0 +1,139 @@
+"""The warehouse process: owns the embedded store, loads it from Kafka, serves reads.
+
+chdb allows one process per data path, so in embedded mode this process is the only
+one that opens ``settings.chdb_path``. It:
+
+1. opens the store (:class:`~warehouse.client.ChdbClient`) and runs the migrations;
+2. serves the read-only ClickHouse HTTP interface on
+   ``settings.warehouse_host:warehouse_http_port`` from a second, ``mode=ro`` session;
+3. runs the Kafka loader (:func:`~warehouse.loader.run_loader`) in a thread;
+4. logs ``warehouse ready`` and waits for SIGTERM/SIGINT (or ``stop_event``).
+
+In server mode there is no store to own: the loader writes through clickhouse-driver
+and readers use the ClickHouse server directly, so no HTTP interface is started.
+
+Started by ``tawag warehouse`` or ``python -m warehouse``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tawag.settings import Settings
+from warehouse import schema
+from warehouse.client import ChdbClient, DriverClient, WarehouseClient
+from warehouse.http_server import make_server, serve_in_thread
+from warehouse.loader import run_loader
+from warehouse.migrate import migrate
+
+__all__ = ["READ_LIMITS", "run", "main"]
+
+log = logging.getLogger(__name__)
+
+READ_LIMITS = {"max_execution_time": 60, "max_result_rows": 1_000_000,
+               "max_memory_usage": 2_000_000_000}
+"""Session settings of the HTTP reader: no ad-hoc query may run away with the process
+that also loads the store (max_result_rows throws past one million rows)."""
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGTERM/SIGINT while inside (only possible in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _start_loader(settings: Settings, client: WarehouseClient,
+                  stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=run_loader, args=(settings, client, stop),
+                              name="warehouse-loader", daemon=True)
+    thread.start()
+    return thread
+
+
+def _open_store(settings: Settings) -> tuple[ChdbClient, ChdbClient]:
+    """The owner's read/write session (migrated) and the HTTP reader's read-only one."""
+    writer = ChdbClient(settings.chdb_path)
+    applied = migrate(writer)
+    log.info("warehouse store %s: %d migration(s) applied", settings.chdb_path, len(applied))
+    reader = ChdbClient(settings.chdb_path, read_only=True, database=schema.DATABASE,
+                        settings=READ_LIMITS)
+    return writer, reader
+
+
+def _run_embedded(settings: Settings, stop: threading.Event, load: bool,
+                  ready: threading.Event | None) -> None:
+    writer, reader = _open_store(settings)
+    server = make_server(settings.warehouse_host, settings.warehouse_http_port, reader)
+    http_thread = serve_in_thread(server)
+    loader_thread = _start_loader(settings, writer, stop) if load else None
+    log.info("warehouse ready: %s (store %s, loader %s)", server.url, settings.chdb_path,
+             "on" if load else "off")
+    if ready is not None:
+        ready.set()
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+        http_thread.join(timeout=10)
+        if loader_thread is not None:
+            # a batch in flight finishes; a loader stuck in kafka-python's connect is
+            # a daemon thread that touches no store, so it is left behind
+            loader_thread.join(timeout=15)
+        reader.close()
+        writer.close()
+        log.info("warehouse stopped")
+
+
+def _run_server_mode(settings: Settings, stop: threading.Event, load: bool,
+                     ready: threading.Event | None) -> None:
+    client = DriverClient(settings)
+    migrate(client)
+    log.info("warehouse ready: ClickHouse server %s:%s (loader %s)",
+             settings.clickhouse_host, settings.clickhouse_port, "on" if load else "off")
+    if ready is not None:
+        ready.set()
+    try:
+        if load:
+            run_loader(settings, client, stop)
+        stop.wait()
+    finally:
+        client.close()
+
+
+def run(settings: Settings, stop_event: threading.Event | None = None, *,
+        load: bool = True, ready: threading.Event | None = None) -> None:
+    """Run the warehouse until SIGTERM/SIGINT or ``stop_event`` is set.
+
+    ``load=False`` serves reads without consuming Kafka; ``ready`` is set once the HTTP
+    interface answers (for tests and supervisors that run this in-process).
+    """
+    stop = stop_event or threading.Event()
+    with _stop_on_signals(stop):
+        if settings.warehouse_mode == "server":
+            _run_server_mode(settings, stop, load, ready)
+        else:
+            _run_embedded(settings, stop, load, ready)
+
+
+def main() -> None:
+    """``python -m warehouse``: settings from the environment, logs to stderr."""
+    from tawag.settings import load
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(load())
