@@ -111,6 +111,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+PROCESS_COMMANDS = frozenset({"ingest", "streams", "warehouse", "demo"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tawag", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,7 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The stack's processes log at INFO into var/logs; the operator's commands stay quiet.
+    level = logging.INFO if args.command in PROCESS_COMMANDS else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for chatty in ("kafka", "httpx"):
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
+    if args.command not in PROCESS_COMMANDS:
+        logging.getLogger("kafka").setLevel(logging.ERROR)
     try:
         settings = settings_mod.load()
     except (TypeError, ValueError) as exc:

@@ -18,9 +18,11 @@ def consumer_group_ready(settings: Settings, group_id: str) -> bool:
     except KafkaError:
         return False
     try:
-        (group,) = admin.describe_consumer_groups([group_id])
-        return group.state == "Stable" and any(m.member_assignment for m in group.members)
-    except (KafkaError, ValueError):
+        group = admin.describe_groups([group_id])[group_id]
+        members = group.get("members") or []
+        return group.get("group_state") == "Stable" and any(
+            m.get("member_assignment") for m in members)
+    except (KafkaError, ValueError, KeyError):
         return False
     finally:
         admin.close()

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import dropwhile
 from pathlib import Path
 
@@ -65,7 +66,7 @@ MS_PER_S = 1000
 FIRST_FINAL_CODE = 200
 PROC_NET_UDP = Path("/proc/net/udp")
 
-_TRACE_SEPARATOR = re.compile(r"^-{20,} .*$", re.MULTILINE)
+_TRACE_SEPARATOR = re.compile(r"^-{20,} (.*)$", re.MULTILINE)
 _STATUS_LINE = re.compile(r"^SIP/2\.0 (\d{3}) ?(.*)$")
 _REQUEST_LINE = re.compile(r"^([A-Z]+) \S+ SIP/2\.0$")
 
@@ -103,6 +104,8 @@ class SipMessage:
     """Status code of a response, None for a request."""
     method: str | None
     """Method of a request, None for a response."""
+    at: float | None = None
+    """When sipp sent or received it (epoch seconds, from the trace's local-time stamp)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,16 @@ class SippResult:
         if self.exit_code != 0:
             return False
         return self.expected_code is None or self.final_code == self.expected_code
+
+    @property
+    def talk_s(self) -> float | None:
+        """Seconds from the 200 OK of the INVITE to the first BYE, as this side saw them."""
+        answered = next((m.at for m in self.messages if m.status == FIRST_FINAL_CODE
+                         and m.cseq_method == "INVITE"), None)
+        bye = next((m.at for m in self.messages if m.method == "BYE"), None)
+        if answered is None or bye is None:
+            return None
+        return bye - answered
 
     def received(self) -> list[str]:
         """First lines of the messages sipp received, in order (for assertion messages)."""
@@ -410,14 +423,23 @@ def _result(
 def parse_trace(text: str) -> list[SipMessage]:
     """The SIP messages of a sipp ``-trace_msg`` file, in the order sipp logged them."""
     messages = []
-    for block in _TRACE_SEPARATOR.split(text):
-        message = _parse_block(block)
+    parts = _TRACE_SEPARATOR.split(text)  # [before, stamp1, block1, stamp2, block2, ...]
+    for stamp, block in zip(parts[1::2], parts[2::2], strict=True):
+        message = _parse_block(block, _stamp(stamp))
         if message is not None:
             messages.append(message)
     return messages
 
 
-def _parse_block(block: str) -> SipMessage | None:
+def _stamp(text: str) -> float | None:
+    """sipp's ``YYYY-MM-DD HH:MM:SS.ffffff`` (local time) as epoch seconds."""
+    try:
+        return datetime.strptime(text.strip()[:26], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    except ValueError:
+        return None
+
+
+def _parse_block(block: str, at: float | None = None) -> SipMessage | None:
     lines = [line.rstrip("\r") for line in block.strip().splitlines()]
     if len(lines) < 2 or "message" not in lines[0]:
         return None
@@ -437,6 +459,7 @@ def _parse_block(block: str) -> SipMessage | None:
         cseq_method=cseq[1] if len(cseq) > 1 else None,
         status=int(status.group(1)) if status else None,
         method=request.group(1) if request else None,
+        at=at,
     )
 
 

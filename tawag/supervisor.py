@@ -76,11 +76,11 @@ def components(settings: Settings) -> list[Component]:
                   programs=("java",), prepare=_prepare_kafka, after_ready=kafka.ensure_topics),
         Component("rtpengine", edge.rtpengine_command, edge.rtpengine_ready,
                   ports=((s.rtpengine_ng_port, "udp"), (s.rtpengine_cli_port, "tcp")),
-                  programs=("rtpengine",)),
+                  programs=("rtpengine",), prepare=edge.prepare_dirs),
         Component("kamailio", edge.kamailio_command, edge.kamailio_ready,
                   ports=((s.sip_port, "udp"), (s.sip_port, "tcp"),
                          (s.kamailio_http_port, "tcp"), (s.evapi_port, "tcp")),
-                  programs=("kamailio",)),
+                  programs=("kamailio",), prepare=edge.prepare_dirs),
         Component("ingest", _python("ingest"), lambda st: ready_file(st).exists()),
         Component("streams", _python("streams"),
                   lambda st: consumer_group_ready(st, "tawag-streams"), ready_timeout_s=90.0),
@@ -135,7 +135,8 @@ class Running:
 
 
 def _pid_file(settings: Settings, name: str) -> Path:
-    return settings.run_dir / f"{name}.pid"
+    # Apart from the daemons' own PID files (kamailio -P writes run_dir/kamailio.pid).
+    return settings.run_dir / "supervisor" / f"{name}.pid"
 
 
 def read_pid(settings: Settings, name: str) -> Running | None:
@@ -200,7 +201,7 @@ class Supervisor:
 
     def start(self, *, demo: bool = True) -> None:
         wanted = [c for c in self.stack if demo or not c.optional]
-        for d in (self.settings.run_dir, self.settings.log_dir):
+        for d in (self.settings.run_dir / "supervisor", self.settings.log_dir):
             d.mkdir(parents=True, exist_ok=True)
         preflight(self.settings, wanted)
         try:

@@ -1,5 +1,6 @@
 """The supervisor with real child processes (plain Python sleepers), no stack needed."""
 
+import io
 import socket
 import subprocess
 import sys
@@ -40,14 +41,15 @@ def test_taken_port_is_named(settings):
         taken.listen()
         port = taken.getsockname()[1]
         comp = Component("kafka", lambda s: [], lambda s: True, ports=((port, "tcp"),))
-        with pytest.raises(StackError, match=rf"^port {port}/tcp is already in use \(needed by kafka\)"):
+        expected = rf"^port {port}/tcp is already in use \(needed by kafka\)"
+        with pytest.raises(StackError, match=expected):
             preflight(settings, [comp])
 
 
 def test_start_waits_for_readiness_and_stop_kills_by_pid(settings, tmp_path):
     marker = tmp_path / "ready"
     comp = Component("sleeper", sleeper(marker), lambda s: marker.exists())
-    sup = Supervisor(settings, stack=[comp], out=open("/dev/null", "w"))
+    sup = Supervisor(settings, stack=[comp], out=io.StringIO())
     sup.start()
     running = read_pid(settings, "sleeper")
     assert running is not None and running.alive()
@@ -55,13 +57,13 @@ def test_start_waits_for_readiness_and_stop_kills_by_pid(settings, tmp_path):
         Supervisor(settings, stack=[comp]).start()
     sup.stop()
     assert not running.alive()
-    assert not (settings.run_dir / "sleeper.pid").exists()
+    assert not (settings.run_dir / "supervisor" / "sleeper.pid").exists()
 
 
 def test_a_component_that_dies_during_start_up_is_reported(settings):
     comp = Component("crasher", lambda s: [sys.executable, "-c", "raise SystemExit(3)"],
                      lambda s: False)
-    sup = Supervisor(settings, stack=[comp], out=open("/dev/null", "w"))
+    sup = Supervisor(settings, stack=[comp], out=io.StringIO())
     with pytest.raises(StackError, match=r"crasher exited during start-up; see .*crasher.log"):
         sup.start()
     assert read_pid(settings, "crasher") is None
@@ -71,8 +73,8 @@ def test_a_recycled_pid_is_never_signalled(settings):
     """A PID file whose start time does not match the live process is stale."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        settings.run_dir.mkdir(parents=True)
-        (settings.run_dir / "kafka.pid").write_text(f"{other.pid} 1\n")
+        (settings.run_dir / "supervisor").mkdir(parents=True)
+        (settings.run_dir / "supervisor" / "kafka.pid").write_text(f"{other.pid} 1\n")
         assert read_pid(settings, "kafka") is None
         stop_recorded(settings)
         assert other.poll() is None, "a process that is not ours was killed"

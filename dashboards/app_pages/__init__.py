@@ -1,0 +1,1 @@
+"""One module per dashboard page; each only lays out widgets and charts."""

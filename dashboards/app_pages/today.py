@@ -1,0 +1,98 @@
+"""Today: the tenant's calls since 00:00 UTC, refreshed in place every few seconds.
+
+Only layout lives here: figures come from :mod:`dashboards.data` (named warehouse
+queries, cached) and are shaped for display by :mod:`dashboards.formatting`.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboards import data
+from dashboards.formatting import cdr_table, format_rate, hourly_outcomes
+
+# Streamlit runs this file as a script, and its "magic" would print a bare string
+# literal under a constant as markdown on the page: constants get comments, not docstrings.
+
+REFRESH_S = 5  # seconds between refreshes of the live part (a fragment rerun, no reload)
+LATEST_LIMIT = 50  # calls listed in the latest-calls table
+
+ANSWER_RATE_HELP = (
+    "Answered ÷ closed calls (answered + missed), calls still in progress left out: "
+    "the Wazo queue-stats / CGRateS ASR variant, not Genesys' answered ÷ offered."
+)
+MISSED_HELP = "Closed calls that ended busy, no answer, cancelled by the caller, or failed."
+# answered, missed, in progress: the column order of formatting.hourly_outcomes
+OUTCOME_COLORS = ["#2e7d32", "#c62828", "#9e9e9e"]
+
+
+def render() -> None:
+    """The page: a static header, then the self-refreshing figures."""
+    st.title("Today")
+    st.caption(f"Tenant `{data.settings().tenant}` · calls started since 00:00 UTC · "
+               f"times in UTC · refreshes every {REFRESH_S} s")
+    live_figures()
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_figures() -> None:
+    """Everything that changes with traffic; only this part reruns on each refresh."""
+    day = data.utc_today()
+    try:
+        summary, by_hour, latest = _load(day)
+    except data.UnavailableError:
+        st.error(f"warehouse not reachable at {data.warehouse_address()} — is the stack "
+                 "running? `tawag status`")
+        return
+    except data.WarehouseError as exc:
+        st.error(f"the warehouse could not answer: {exc}")
+        return
+    show_kpis(summary)
+    if summary["total"]:
+        show_calls_by_hour(day, by_hour)
+    else:
+        st.info(f"No calls yet today ({day.isoformat()}, since 00:00 UTC).")
+    show_latest(latest)
+
+
+def _load(day: date) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """All of the page's query results, or the first warehouse error."""
+    return data.calls_summary(day), data.calls_by_hour(day), data.latest_cdrs(LATEST_LIMIT)
+
+
+def show_kpis(summary: dict[str, Any]) -> None:
+    """Four tiles: calls today, answered, missed, answer rate."""
+    total, answered, missed, rate = st.columns(4)
+    total.metric("Calls today", summary["total"], border=True,
+                 help=f"Calls started since 00:00 UTC, {summary['in_progress']} in progress.")
+    answered.metric("Answered", summary["answered"], border=True,
+                    help="Closed calls that were answered.")
+    missed.metric("Missed", summary["missed"], border=True, help=MISSED_HELP)
+    rate.metric("Answer rate", format_rate(summary["answer_rate"]), border=True,
+                help=ANSWER_RATE_HELP)
+
+
+def show_calls_by_hour(day: date, by_hour: pd.DataFrame) -> None:
+    """Stacked bars of the day's calls per UTC hour by outcome."""
+    st.subheader(f"Calls by hour, {day.isoformat()} (UTC)")
+    st.bar_chart(hourly_outcomes(by_hour), stack=True, color=OUTCOME_COLORS,
+                 x_label="hour (UTC)", y_label="calls")
+
+
+def show_latest(latest: pd.DataFrame) -> None:
+    """The most recent calls, newest first, whatever day they started."""
+    st.subheader("Latest calls")
+    if latest.empty:
+        st.info("No calls recorded yet.")
+        return
+    seconds = st.column_config.NumberColumn(format="%.1f")
+    st.dataframe(cdr_table(latest), hide_index=True, width="stretch", column_config={
+        "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        "ring time s": seconds, "talk time s": seconds})
+
+
+render()

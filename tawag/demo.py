@@ -1,0 +1,173 @@
+"""Demo traffic: a few extensions register and real sipp calls keep flowing through the edge.
+
+The mix is what a small sales office sees: most calls answered with varied talk times,
+some busy, some nobody answers (the edge gives up after ``no_answer_timeout``), some
+callers hang up while it rings, the odd wrong number; a share comes from outside
+(national numbers, normalised to E.164 by ingest). Two callers work at once, so the
+dashboard shows calls in progress as well as finished ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tawag import sipp
+from tawag.settings import Settings
+
+__all__ = ["DemoCall", "plan_call", "run", "AGENTS"]
+
+log = logging.getLogger("tawag.demo")
+
+AGENTS = ("101", "102", "103", "104")
+OUTSIDE_CALLERS = ("84951234567", "89161112233", "+74997654321", "88123334455")
+UNKNOWN_EXTENSION = "199"
+RE_REGISTER_S = 240
+"""Registrations ask for 300 s; renew well before they lapse."""
+WORKERS = 2
+
+# (outcome, weight): the share of each kind of call in the demo.
+MIX = (("answered", 55), ("busy", 12), ("no_answer", 8), ("cancelled", 18), ("not_found", 7))
+
+
+@dataclass(frozen=True)
+class DemoCall:
+    outcome: str
+    caller: str
+    callee: str
+    talk_ms: int = 0
+    ring_ms: int = 0
+
+
+def plan_call(rng: random.Random, free_agents: list[str]) -> DemoCall:
+    """Pick the next call of the mix; the callee is one of the agents not on a call."""
+    outcome = rng.choices([m[0] for m in MIX], weights=[m[1] for m in MIX])[0]
+    callee = rng.choice(free_agents)
+    inside = [a for a in AGENTS if a != callee]
+    caller = rng.choice(OUTSIDE_CALLERS) if rng.random() < 0.5 else rng.choice(inside)
+    if outcome == "not_found":
+        return DemoCall(outcome, caller, UNKNOWN_EXTENSION)
+    if outcome == "answered":
+        return DemoCall(outcome, caller, callee, talk_ms=rng.randrange(2_000, 20_000, 250))
+    if outcome == "cancelled":
+        return DemoCall(outcome, caller, callee, ring_ms=rng.randrange(1_000, 6_000, 250))
+    return DemoCall(outcome, caller, callee)
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Local ports of the demo's sipp processes, kept clear of the edge's own."""
+
+    agent_sip: dict[str, int]
+    agent_media: dict[str, int]
+    caller_sip: tuple[int, ...]
+    caller_media: tuple[int, ...]
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Ports:
+        base = settings.sip_port + 20
+        return cls(
+            agent_sip={a: base + i for i, a in enumerate(AGENTS)},
+            agent_media={a: 16000 + 10 * i for i, a in enumerate(AGENTS)},
+            caller_sip=tuple(base + 10 + w for w in range(WORKERS)),
+            caller_media=tuple(16100 + 10 * w for w in range(WORKERS)),
+        )
+
+
+def place(edge: sipp.Edge, call: DemoCall, ports: Ports, worker: int) -> sipp.SippResult:
+    """Run one planned call with the callee side it needs; what the caller's sipp saw."""
+    sip_port, media = ports.caller_sip[worker], ports.caller_media[worker]
+    if call.outcome == "not_found":
+        return sipp.call_expect_failure(edge, call.caller, call.callee, 404, port=sip_port,
+                                        media_port=media)
+    agent_port = ports.agent_sip[call.callee]
+    if call.outcome == "answered":
+        uas = sipp.start_uas_answer(edge, port=agent_port,
+                                    media_port=ports.agent_media[call.callee])
+        result = sipp.call(edge, call.caller, call.callee, port=sip_port, media_port=media,
+                           talk_ms=call.talk_ms)
+    elif call.outcome == "busy":
+        uas = sipp.start_uas_busy(edge, port=agent_port)
+        result = sipp.call_expect_failure(edge, call.caller, call.callee, 486, port=sip_port,
+                                          media_port=media)
+    elif call.outcome == "cancelled":
+        uas = sipp.start_uas_ring(edge, port=agent_port)
+        result = sipp.call_and_cancel(edge, call.caller, call.callee, ring_ms=call.ring_ms,
+                                      port=sip_port, media_port=media)
+    else:
+        uas = sipp.start_uas_ring(edge, port=agent_port)
+        result = sipp.call_expect_failure(edge, call.caller, call.callee, 408, port=sip_port,
+                                          media_port=media)
+    uas.stop()
+    return result
+
+
+class Demo:
+    def __init__(self, settings: Settings, seed: int | None = None) -> None:
+        self.edge_dir = Path(tempfile.mkdtemp(prefix="tawag-demo-"))
+        self.edge = sipp.Edge.from_settings(settings, self.edge_dir)
+        self.ports = Ports.for_settings(settings)
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.busy: set[str] = set()
+        self.placed = 0
+        self.registered_at: dict[str, float] = {}
+
+    def ensure_registered(self, agent: str) -> None:
+        """(Re-)register before the binding lapses; the agent's port is free right now."""
+        if time.monotonic() - self.registered_at.get(agent, -RE_REGISTER_S) >= RE_REGISTER_S:
+            sipp.register(self.edge, agent, port=self.ports.agent_sip[agent])
+            self.registered_at[agent] = time.monotonic()
+
+    def _claim(self) -> DemoCall:
+        with self.lock:
+            free = [a for a in AGENTS if a not in self.busy]
+            planned = plan_call(self.rng, free)
+            self.busy.add(planned.callee)
+            self.placed += 1
+            return planned
+
+    def worker(self, index: int, stop: threading.Event, limit: int) -> None:
+        while not stop.is_set() and (not limit or self.placed < limit):
+            planned = self._claim()
+            try:
+                if planned.callee in AGENTS:
+                    self.ensure_registered(planned.callee)
+                result = place(self.edge, planned, self.ports, index)
+                log.info("%s -> %s: %s, final %s, %s", planned.caller, planned.callee,
+                         planned.outcome, result.final_code, "ok" if result.ok else "NOT OK")
+            except Exception:  # a failed sipp run must not end the demo
+                log.exception("demo call %s failed", planned)
+            finally:
+                with self.lock:
+                    self.busy.discard(planned.callee)
+            for trace in self.edge_dir.glob("*"):
+                trace.unlink(missing_ok=True)
+            stop.wait(self.rng.uniform(0.5, 3.0))
+
+
+def run(settings: Settings, calls: int = 0, seed: int | None = None) -> None:
+    """Register the agents and place calls until SIGTERM (or ``calls`` calls)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    demo = Demo(settings, seed)
+    try:
+        for agent in AGENTS:
+            demo.ensure_registered(agent)
+        threads = [threading.Thread(target=demo.worker, args=(i, stop, calls), daemon=True)
+                   for i in range(WORKERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    finally:
+        shutil.rmtree(demo.edge_dir, ignore_errors=True)
