@@ -1,0 +1,168 @@
+"""End to end on the real stack: sipp calls -> Kamailio/rtpengine -> evapi -> ingest -> Kafka
+-> Faust -> Kafka -> warehouse (chdb) -> read back over the ClickHouse HTTP interface.
+
+The whole stack is started by the same supervisor as ``tawag up`` (Kafka, rtpengine,
+Kamailio, ingest, streams, warehouse, dashboard), on ports and a data folder of its own.
+sipp places a known set of calls: answered ones with known talk times (one from an
+outside number), a 486, a 404, one nobody answers (the edge gives up after the no-answer
+timer: 408) and one the caller cancels while it rings (487). The test then waits until
+the warehouse holds a closed CDR for every call sipp placed and checks each against what
+sipp saw. It fails if the pipeline drops a call (a missing call id), duplicates one (a
+call id twice, or an extra CDR), or gets a field wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tawag import sipp
+from tawag.settings import Settings, load
+from tawag.supervisor import Supervisor
+from warehouse.client import HttpClient
+
+pytestmark = pytest.mark.integration
+
+NO_ANSWER_TIMEOUT_S = 3
+PIPELINE_DEADLINE_S = 90
+TALK_TOLERANCE_MS = 1000
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    settings = load(
+        environ={},
+        data_dir=tmp_path_factory.mktemp("e2e-data"),
+        sip_port=26060, kamailio_http_port=26071, evapi_port=26448,
+        rtpengine_ng_port=26223, rtpengine_cli_port=26224,
+        rtp_port_min=33000, rtp_port_max=33499,
+        kafka_bootstrap="127.0.0.1:26092", kafka_controller_port=26093,
+        warehouse_http_port=26123, dashboard_port=26501,
+        no_answer_timeout=NO_ANSWER_TIMEOUT_S,
+    )
+    log = io.StringIO()
+    sup = Supervisor(settings, out=log)
+    try:
+        sup.start(demo=False)
+        yield settings
+    finally:
+        sup.stop()
+
+
+@dataclass(frozen=True)
+class Placed:
+    result: sipp.SippResult
+    caller: str
+    callee: str
+    disposition: str
+    sip_code: int
+    talk_ms: int = 0
+    agent: str | None = None
+
+
+AGENT_PORTS = {"102": 26102, "103": 26103, "104": 26104, "105": 26105}
+CALLER_PORT, CALLER_MEDIA = 26110, 33600
+
+
+def media(agent: str) -> int:
+    return 33700 + 10 * (int(agent) - 100)
+
+
+def answered(edge: sipp.Edge, caller: str, callee: str, talk_ms: int) -> Placed:
+    uas = sipp.start_uas_answer(edge, port=AGENT_PORTS[callee], media_port=media(callee))
+    result = sipp.call(edge, caller, callee, port=CALLER_PORT, media_port=CALLER_MEDIA,
+                       talk_ms=talk_ms)
+    uas.wait()
+    assert result.ok, result.received()
+    measured = round(result.talk_s * 1000)
+    return Placed(result, caller, callee, "answered", 200, measured, agent=callee)
+
+
+def failed(edge: sipp.Edge, callee: str, code: int, disposition: str, uas=None) -> Placed:
+    callee_side = uas(edge, port=AGENT_PORTS[callee]) if uas else None
+    result = sipp.call_expect_failure(edge, "101", callee, code, port=CALLER_PORT,
+                                      media_port=CALLER_MEDIA)
+    if callee_side:
+        callee_side.stop()
+    assert result.ok, result.received()
+    return Placed(result, "101", callee, disposition, code)
+
+
+def place_known_calls(settings: Settings, work_dir: Path) -> list[Placed]:
+    edge = sipp.Edge.from_settings(settings, work_dir)
+    for agent, port in AGENT_PORTS.items():
+        assert sipp.register(edge, agent, port=port).ok
+    placed = [
+        answered(edge, "101", "102", 2000),
+        answered(edge, "101", "103", 3500),
+        answered(edge, "84951234567", "102", 1500),  # from outside: normalised to E.164
+        failed(edge, "103", 486, "busy", sipp.start_uas_busy),
+        failed(edge, "199", 404, "failed"),          # nobody registered as 199
+        failed(edge, "104", 408, "no_answer", sipp.start_uas_ring),
+    ]
+    ringing = sipp.start_uas_ring(edge, port=AGENT_PORTS["105"])
+    cancel = sipp.call_and_cancel(edge, "101", "105", ring_ms=1200, port=CALLER_PORT,
+                                  media_port=CALLER_MEDIA)
+    ringing.stop()
+    assert cancel.ok, cancel.received()
+    placed.append(Placed(cancel, "101", "105", "cancelled", 487))
+    return placed
+
+
+def closed_cdrs(client: HttpClient, call_ids: list[str]) -> list[dict]:
+    return client.query(
+        "SELECT call_id, caller, callee, agent, disposition, sip_code, talk_ms, closed "
+        "FROM cdrs FINAL WHERE closed AND call_id IN {ids:Array(String)}",
+        {"ids": call_ids})
+
+
+def test_every_sipp_call_becomes_exactly_one_right_cdr(stack: Settings, tmp_path: Path):
+    placed = place_known_calls(stack, tmp_path)
+    call_ids = [p.result.call_id for p in placed]
+    assert len(set(call_ids)) == len(placed)
+
+    client = HttpClient(stack.warehouse_url)
+    deadline = time.monotonic() + PIPELINE_DEADLINE_S
+    while len(rows := closed_cdrs(client, call_ids)) < len(placed):
+        assert time.monotonic() < deadline, (
+            f"only {len(rows)} of {len(placed)} calls reached the warehouse")
+        time.sleep(0.25)
+
+    all_cdrs = client.query("SELECT call_id, count() AS n FROM cdrs FINAL GROUP BY call_id")
+    assert sorted(r["call_id"] for r in all_cdrs) == sorted(call_ids), "dropped or extra calls"
+    assert all(r["n"] == 1 for r in all_cdrs), "a call has more than one CDR row"
+
+    by_id = {r["call_id"]: r for r in rows}
+    for p in placed:
+        cdr = by_id[p.result.call_id]
+        assert cdr["disposition"] == p.disposition, p
+        assert cdr["sip_code"] == p.sip_code, p
+        assert cdr["caller"] == ("+74951234567" if p.caller == "84951234567" else p.caller)
+        assert cdr["callee"] == p.callee
+        assert cdr["agent"] == p.agent
+        assert abs(cdr["talk_ms"] - p.talk_ms) <= TALK_TOLERANCE_MS, (p, cdr["talk_ms"])
+
+    # The raw events behind them: each stored once, one offer and one end per call.
+    (dupes,) = client.query(
+        "SELECT count() - uniqExact(event_id) AS extra FROM call_events")
+    assert dupes["extra"] == 0
+    per_call = client.query(
+        "SELECT call_id, countIf(type = 'call.offered') AS offers, "
+        "countIf(type IN ('call.ended', 'call.failed', 'call.cancelled')) AS ends "
+        "FROM call_events WHERE call_id IN {ids:Array(String)} GROUP BY call_id",
+        {"ids": call_ids})
+    assert len(per_call) == len(placed)
+    assert all(r["offers"] == 1 and r["ends"] == 1 for r in per_call), per_call
+
+
+def test_dashboard_and_sql_interface_answer(stack: Settings):
+    health = httpx.get(f"http://127.0.0.1:{stack.dashboard_port}/_stcore/health", timeout=5)
+    assert health.status_code == 200
+    refused = httpx.post(stack.warehouse_url, content=b"DROP TABLE cdrs", timeout=5)
+    assert refused.status_code == 403 and "read-only" in refused.text
