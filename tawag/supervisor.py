@@ -239,6 +239,16 @@ class Supervisor:
                                  f"see {log_path}")
             time.sleep(POLL_S)
 
+    def restart(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop one component (gracefully, or e.g. SIGKILL to simulate a crash), start it again."""
+        comp = next(c for c in self.stack if c.name == name)
+        running = next(r for r in self.running if r.name == name)
+        if sig != signal.SIGTERM:
+            _signal_group(running.pid, sig)
+        terminate(self.settings, running)
+        self.running.remove(running)
+        self._start_one(comp)
+
     def watch(self, stop: Callable[[], bool]) -> Running | None:
         """Block until ``stop()`` is true or a component dies; return the dead one."""
         while not stop():
