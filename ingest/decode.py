@@ -142,6 +142,32 @@ def _failed(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
     return _call(p, kind, ctx) | {"extra": {"origin": p.get("origin")}}
 
 
+def _forwarded(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    """call.forwarded: ``reason`` is no_answer, busy or unregistered; targets in extra."""
+    _require(p, "reason", "forwarded_to")
+    extra = {k: p[k] for k in ("forwarded_from", "forwarded_to", "hop") if k in p}
+    return _call(p, EventType.CALL_FORWARDED, ctx) | {"extra": extra}
+
+
+def _recording_ready(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    _require(p, "file")
+    extra = {"recording": p["file"]} | {k: p[k] for k in ("size", "duration") if k in p}
+    return _call(p, EventType.CALL_RECORDING_READY, ctx) | {"extra": extra}
+
+
+_MEDIA_KEYS = ("packets", "bytes", "errors", "mos", "packet_loss", "jitter_ms")
+
+
+def _media(p: dict[str, Any]) -> dict[str, float] | None:
+    """RTP counters and quality from call.end's ``media`` object (numbers only)."""
+    media = p.get("media")
+    if not isinstance(media, dict):
+        return None
+    values = {k: float(media[k]) for k in _MEDIA_KEYS
+              if isinstance(media.get(k), int | float) and not isinstance(media.get(k), bool)}
+    return values or None
+
+
 def _ended(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
     fields = _call(p, EventType.CALL_ENDED, ctx)
     answered_ts = p.get("answered_ts")
@@ -155,12 +181,15 @@ def _ended(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
         "hangup_by": normalise(p.get("hangup_by"), ctx.country),
         "duration_ms": duration_ms,
         "sip_code": None,
+        "media": _media(p),
+        "extra": {"recorded": True} if p.get("recorded") is True else {},
     }
 
 
 def _agent(p: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[str, Any]:
     _require(p, "user")
-    extra = {k: p[k] for k in ("contact", "expires", "source", "aor", "reason") if k in p}
+    keys = ("contact", "expires", "source", "aor", "reason", "auth_user", "method")
+    extra = {k: p[k] for k in keys if k in p}
     return _base(p, kind, ctx) | {"agent": str(p["user"]), "extra": extra}
 
 
@@ -173,6 +202,10 @@ _DECODERS: dict[str, Callable[[dict[str, Any], DecodeContext], dict[str, Any]]] 
     "register": lambda p, c: _agent(p, EventType.AGENT_REGISTERED, c),
     "unregister": lambda p, c: _agent(p, EventType.AGENT_UNREGISTERED, c),
     "register.auth_failed": lambda p, c: _agent(p, EventType.AGENT_AUTH_FAILED, c),
+    "invite.auth_failed": lambda p, c: _agent(p | {"method": "INVITE"},
+                                              EventType.AGENT_AUTH_FAILED, c),
+    "call.forwarded": _forwarded,
+    "call.recording_ready": _recording_ready,
 }
 
 

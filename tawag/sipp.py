@@ -212,30 +212,59 @@ class Uas:
 # --- registrations --------------------------------------------------------------------
 
 
-def register(edge: Edge, user: str, *, port: int, expires: int = REGISTER_EXPIRES_S) -> SippResult:
-    """Register ``user`` with a contact on ``local_ip:port`` (where its callee will run)."""
+def register(
+    edge: Edge,
+    user: str,
+    *,
+    port: int,
+    expires: int = REGISTER_EXPIRES_S,
+    password: str | None = None,
+    expected_code: int = 200,
+) -> SippResult:
+    """Register ``user`` with a contact on ``local_ip:port`` (where its callee will run).
+
+    With ``password`` the edge's 401 challenge is answered (digest auth); a wrong one
+    ends in 403, so pass ``expected_code=403`` to check a refusal.
+    """
     args = ["-s", user, "-key", "expires", str(expires), "-p", str(port)]
-    return _run(edge, "register.xml", args, label=f"reg-{user}", expected_code=200)
+    args += _auth_args(user, password)
+    return _run(edge, "register.xml", args, label=f"reg-{user}", expected_code=expected_code)
 
 
-def unregister(edge: Edge, user: str, *, port: int) -> SippResult:
+def unregister(edge: Edge, user: str, *, port: int, password: str | None = None) -> SippResult:
     """Remove the registration ``register`` made from the same port (Expires: 0)."""
     args = ["-s", user, "-key", "expires", str(UNREGISTER_EXPIRES_S), "-p", str(port)]
+    args += _auth_args(user, password)
     return _run(edge, "register.xml", args, label=f"unreg-{user}", expected_code=200)
+
+
+def _auth_args(user: str, password: str | None) -> list[str]:
+    """sipp's digest credentials (used only when the edge challenges)."""
+    return [] if password is None else ["-au", user, "-ap", password]
 
 
 # --- callees --------------------------------------------------------------------------
 
 
 def start_uas_answer(
-    edge: Edge, *, port: int, media_port: int, hangup_after_ms: int | None = None
+    edge: Edge,
+    *,
+    port: int,
+    media_port: int,
+    hangup_after_ms: int | None = None,
+    ring_ms: int | None = None,
 ) -> Uas:
     """A callee that rings, answers and echoes the caller's RTP.
 
     It waits for the caller's BYE, or with ``hangup_after_ms`` hangs up itself after
     that much talk time (then place the call with ``call(..., callee_hangs_up=True)``).
+    With ``ring_ms`` it rings that long before answering (not with ``hangup_after_ms``).
     """
     media = ["-mi", edge.local_ip, "-mp", str(media_port), "-rtp_echo"]
+    if ring_ms is not None:
+        if hangup_after_ms is not None:
+            raise ValueError("ring_ms and hangup_after_ms both use sipp's -d")
+        return _spawn_uas(edge, "uas_answer_after_ring.xml", port, [*media, "-d", str(ring_ms)])
     if hangup_after_ms is None:
         return _spawn_uas(edge, "uas_answer.xml", port, media)
     return _spawn_uas(edge, "uas_answer_hangup.xml", port, [*media, "-d", str(hangup_after_ms)])
@@ -266,27 +295,40 @@ def call(
     media_port: int,
     talk_ms: int,
     callee_hangs_up: bool = False,
+    password: str | None = None,
 ) -> SippResult:
     """``caller`` calls ``callee`` (PCMA audio) and expects 200.
 
     The caller hangs up after ``talk_ms``; with ``callee_hangs_up`` it talks until the
-    callee's BYE instead (``talk_ms`` is then the callee's business).
+    callee's BYE instead (``talk_ms`` is then the callee's business). With ``password``
+    the caller answers the edge's 407 digest challenge first.
     """
     args = _call_args(caller, callee, port, media_port)
     label = f"call-{caller}-{callee}"
     if callee_hangs_up:
+        if password is not None:
+            raise ValueError("callee_hangs_up has no digest-auth scenario yet")
         return _run(edge, "uac_call_until_bye.xml", args, label=label, expected_code=200)
-    args += ["-d", str(talk_ms)]
-    return _run(edge, "uac_call.xml", args, label=label, expected_code=200)
+    args += ["-d", str(talk_ms)] + _auth_args(caller, password)
+    scenario = "uac_call.xml" if password is None else "uac_call_auth.xml"
+    return _run(edge, scenario, args, label=label, expected_code=200)
 
 
 def call_expect_failure(
-    edge: Edge, caller: str, callee: str, expected_code: int, *, port: int, media_port: int
+    edge: Edge,
+    caller: str,
+    callee: str,
+    expected_code: int,
+    *,
+    port: int,
+    media_port: int,
+    password: str | None = None,
 ) -> SippResult:
     """``caller`` calls ``callee`` and the call fails; ``ok`` only with ``expected_code``."""
-    args = _call_args(caller, callee, port, media_port)
+    args = _call_args(caller, callee, port, media_port) + _auth_args(caller, password)
     label = f"fail-{caller}-{callee}"
-    return _run(edge, "uac_fail.xml", args, label=label, expected_code=expected_code)
+    scenario = "uac_fail.xml" if password is None else "uac_fail_auth.xml"
+    return _run(edge, scenario, args, label=label, expected_code=expected_code)
 
 
 def call_and_cancel(

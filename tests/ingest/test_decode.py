@@ -94,3 +94,51 @@ def test_same_payload_same_id_and_different_payload_different_id():
 def test_malformed_payloads_raise_with_reason(raw, reason):
     with pytest.raises(InvalidEvent, match=reason):
         decode_evapi(raw, CTX)
+
+
+def test_forwarded_keeps_reason_and_targets():
+    ev = decode_evapi(frame(event="call.forwarded", ts=T0, call_id="c1", to="104",
+                            domain="pbx.test", reason="no_answer", forwarded_from="ext:104",
+                            forwarded_to="tel:+79161234567", hop=1, **{"from": "101"}), CTX)
+    assert ev.type is EventType.CALL_FORWARDED and ev.reason == "no_answer"
+    assert ev.extra == {"forwarded_from": "ext:104", "forwarded_to": "tel:+79161234567", "hop": 1}
+    assert (ev.caller, ev.callee, ev.call_id) == ("101", "104", "c1")
+
+
+def test_ringing_keeps_its_leg_id():
+    ev = decode_evapi(frame(event="call.ringing", ts=T0, call_id="c1", to="74951230001",
+                            code=180, reason="Ringing", leg_id="c1#2", leg_to="103",
+                            **{"from": "+79035550101"}), CTX)
+    assert (ev.call_id, ev.leg_id) == ("c1", "c1#2")
+
+
+def test_invite_auth_failure_is_an_agent_event_without_the_reason():
+    ev = decode_evapi(frame(event="invite.auth_failed", ts=T0, user="101", auth_user="101",
+                            domain="pbx.test", source="udp:127.0.0.1:5080", call_id="c9"), CTX)
+    assert ev.type is EventType.AGENT_AUTH_FAILED and ev.agent == "101"
+    assert ev.extra == {"source": "udp:127.0.0.1:5080", "auth_user": "101", "method": "INVITE"}
+
+
+def test_end_carries_media_quality_and_the_recorded_flag():
+    ev = decode_evapi(frame(event="call.end", ts=T0 + 3, call_id="c1", to="102",
+                            answered_ts=T0, reason="bye", hangup_by="101", recorded=True,
+                            media={"bytes": 48160, "packets": 280, "errors": 0, "mos": 4.3,
+                                   "packet_loss": 0, "jitter_ms": 2},
+                            **{"from": "101"}), CTX)
+    assert ev.media == {"bytes": 48160.0, "packets": 280.0, "errors": 0.0, "mos": 4.3,
+                        "packet_loss": 0.0, "jitter_ms": 2.0}
+    assert ev.extra == {"recorded": True}
+
+
+def test_end_without_media_has_none():
+    ev = decode_evapi(frame(event="call.end", ts=T0, call_id="c1", to="102", duration=1,
+                            reason="local", **{"from": "101"}), CTX)
+    assert ev.media is None and ev.extra == {}
+
+
+def test_recording_ready_names_the_file_for_the_cdr():
+    ev = decode_evapi(frame(event="call.recording_ready", ts=T0, call_id="c1", to="102",
+                            file="/var/rec/c1.wav", size=48044, duration=3.0,
+                            **{"from": "101"}), CTX)
+    assert ev.type is EventType.CALL_RECORDING_READY
+    assert ev.extra == {"recording": "/var/rec/c1.wav", "size": 48044, "duration": 3.0}

@@ -22,6 +22,7 @@ from edge_harness import (
     EdgeStack,
     EvapiListener,
     connect_evapi,
+    start_kamailio,
     start_process,
     stop_processes,
 )
@@ -47,9 +48,14 @@ def edge_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def edge_stack(edge_settings: Settings) -> Iterator[EdgeStack]:
-    """rtpengine, then (once it answers ng ping) Kamailio, then JSON-RPC ready."""
+def edge_stack(edge_settings: Settings, request: pytest.FixtureRequest) -> Iterator[EdgeStack]:
+    """rtpengine, then (once it answers ng ping) Kamailio, then JSON-RPC ready.
+
+    A test module may set ``EDGE_SWITCHES`` (kamailio.cfg WITH_* names) to run the
+    edge with other features than the platform default.
+    """
     settings = edge_settings
+    switches = getattr(request.module, "EDGE_SWITCHES", edge.DEFAULT_SWITCHES)
     edge.prepare_dirs(settings)
     started: list[subprocess.Popen[bytes]] = []
     try:
@@ -58,10 +64,11 @@ def edge_stack(edge_settings: Settings) -> Iterator[EdgeStack]:
         )
         started.append(rtpengine)
         assert edge.wait_until(lambda: edge.rtpengine_ready(settings), timeout=START_TIMEOUT_S)
-        kamailio = start_process(edge.kamailio_command(settings), settings.log_dir / "kamailio.log")
+        kamailio = start_kamailio(settings, switches)
         started.append(kamailio)
-        assert edge.wait_until(lambda: edge.kamailio_ready(settings), timeout=START_TIMEOUT_S)
-        yield EdgeStack(settings, rtpengine, kamailio)
+        stack = EdgeStack(settings, rtpengine, kamailio, tuple(switches))
+        yield stack
+        started[-1] = stack.kamailio  # a test may have restarted it
     finally:
         stop_processes(started)
 

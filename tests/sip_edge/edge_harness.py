@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tawag import edge
 from tawag.settings import Settings
 
 SIP_PORT = 25060
@@ -40,6 +41,12 @@ class EdgeStack:
     settings: Settings
     rtpengine: subprocess.Popen[bytes]
     kamailio: subprocess.Popen[bytes]
+    switches: tuple[str, ...] = edge.DEFAULT_SWITCHES
+
+    def restart_kamailio(self) -> None:
+        """Stop Kamailio by its PID and start it again (its htables and usrloc are lost)."""
+        stop_processes([self.kamailio])
+        self.kamailio = start_kamailio(self.settings, self.switches)
 
     def alive(self) -> bool:
         return self.rtpengine.poll() is None and self.kamailio.poll() is None
@@ -130,6 +137,18 @@ def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def start_kamailio(
+    settings: Settings, switches: tuple[str, ...] | list[str]
+) -> subprocess.Popen[bytes]:
+    """Kamailio with ``switches``, returned once JSON-RPC answers."""
+    command = edge.kamailio_command(settings, switches=switches)
+    kamailio = start_process(command, settings.log_dir / "kamailio.log")
+    if not edge.wait_until(lambda: edge.kamailio_ready(settings), timeout=START_TIMEOUT_S):
+        stop_processes([kamailio])
+        raise AssertionError(f"kamailio did not answer JSON-RPC: {settings.log_dir}")
+    return kamailio
 
 
 def connect_evapi(host: str, port: int) -> EvapiListener:

@@ -55,7 +55,16 @@ def test_kamailio_runs_in_the_foreground_with_its_files_in_run_dir(settings: Set
 
 
 @pytest.mark.skipif(shutil.which("kamailio") is None, reason="kamailio is not installed")
-@pytest.mark.parametrize("switches", [edge.DEFAULT_SWITCHES, (), ("WITH_AUTH",)])
+@pytest.mark.parametrize(
+    "switches",
+    [
+        edge.DEFAULT_SWITCHES,
+        (),
+        ("WITH_AUTH",),
+        ("WITH_PBX",),
+        (*edge.DEFAULT_SWITCHES, "WITH_AUTH", "WITH_PBX", "WITH_ANTIFLOOD"),
+    ],
+)
 def test_shipped_cfg_passes_kamailio_check(settings: Settings, switches: tuple[str, ...]) -> None:
     command = edge.kamailio_command(settings, switches=switches, check_only=True)
 

@@ -1,0 +1,624 @@
+"""Provisioning of the SIP edge: a declarative TOML file -> Kamailio htables, live.
+
+The file names tenants (one SIP domain each) with their extensions, ring groups, DIDs,
+forwarding rules and trunk::
+
+    [tenant.acme]
+    domain = "pbx.test"
+    company_number = "+74951230000"     # caller ID of outbound calls
+    trunk = "127.0.0.1:5090"            # where outside numbers are sent
+    trunk_sources = ["127.0.0.1:5091"]  # who may send DID calls (default: the trunk)
+    record = false
+
+    [tenant.acme.extension.101]
+    password = "secret101"
+    mobile = "+79161234567"
+    no_answer_timeout = 20              # seconds, 20 by default
+    forward = { no_answer = "mobile", busy = "ext:102", unregistered = "mobile" }
+
+    [tenant.acme.group.sales]
+    strategy = "ring_all"               # or "sequential"
+    members = ["102", "103"]
+    forward = { no_answer = "ext:101" }
+
+    [tenant.acme.did."74951230001"]
+    to = "group:sales"                  # "ext:<user>" or "group:<name>"
+    record = true
+
+Forwarding targets are ``ext:<user>``, ``group:<name>``, ``mobile`` (the extension's
+mobile number) or an outside number (``+79161234567``), sent through the trunk.
+
+:func:`check` only validates; every :class:`ProvisioningError` names the file, the line
+and what is wrong. :func:`apply` compiles the file to htable entries
+(:func:`compile_tenant`, pure), sends them over JSON-RPC (``htable.sets``/``seti``,
+``htable.delete`` for stale keys) and records the applied state per tenant in the
+compacted topic ``tawag.provisioning`` (key = tenant). :func:`restore` re-applies the
+last recorded state after a Kamailio restart. Passwords never leave this module: the
+state and Kamailio only hold HA1 = MD5(user:realm:password), what digest auth needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tawag.edge import kamailio_rpc
+from tawag.settings import Settings
+
+__all__ = [
+    "DEFAULT_NO_ANSWER_S",
+    "PROVISIONING_TOPIC",
+    "ProvisioningError",
+    "ProvisioningFailed",
+    "TenantState",
+    "RpcCall",
+    "check",
+    "load",
+    "compile_tenant",
+    "ha1",
+    "plan",
+    "apply",
+    "apply_states",
+    "restore",
+    "read_states",
+    "publish_states",
+]
+
+DEFAULT_NO_ANSWER_S = 20
+"""Seconds an extension or group rings before its no-answer rule applies."""
+PROVISIONING_TOPIC = "tawag.provisioning"
+"""Compacted topic of applied states, key = tenant (proposed setting: topic_provisioning)."""
+CREDS_TABLE = "creds"
+PBX_TABLE = "pbx"
+STATE_FORMAT = 1
+FORWARD_REASONS = ("no_answer", "busy", "unregistered")
+STRATEGIES = {"ring_all": "parallel", "sequential": "serial"}
+MAX_TIMEOUT_S = 600
+
+_USER = re.compile(r"^[0-9]{2,6}$")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_NUMBER = re.compile(r"^\+?[0-9]{7,15}$")
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+_HOSTPORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$")
+
+_TENANT_KEYS = {"domain", "company_number", "trunk", "trunk_sources", "record",
+                "extension", "group", "did"}
+_EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward"}
+_GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward"}
+_DID_KEYS = {"to", "record"}
+
+
+@dataclass(frozen=True)
+class ProvisioningError:
+    """One defect of a provisioning file: ``str()`` gives ``file:line: message``."""
+
+    path: Path
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class ProvisioningFailed(ValueError):
+    """The file did not validate, or Kamailio refused the update; ``errors`` say why."""
+
+    def __init__(self, errors: list[ProvisioningError]) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class TenantState:
+    """What one tenant puts into Kamailio: htable entries only (HA1, never passwords)."""
+
+    tenant: str
+    domain: str
+    creds: dict[str, str] = field(default_factory=dict)
+    """htable creds: ``user@domain`` -> HA1."""
+    strings: dict[str, str] = field(default_factory=dict)
+    """htable pbx string entries."""
+    ints: dict[str, int] = field(default_factory=dict)
+    """htable pbx integer entries."""
+
+    def to_json(self) -> bytes:
+        data = {"format": STATE_FORMAT, "tenant": self.tenant, "domain": self.domain,
+                "creds": self.creds, "strings": self.strings, "ints": self.ints}
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> TenantState:
+        data = json.loads(raw)
+        if data.get("format") != STATE_FORMAT:
+            raise ValueError(f"provisioning state: unknown format {data.get('format')!r}")
+        return cls(data["tenant"], data["domain"], dict(data["creds"]),
+                   dict(data["strings"]), {k: int(v) for k, v in data["ints"].items()})
+
+    def entries(self) -> list[tuple[str, str, str | int]]:
+        """Every (table, key, value) of the state."""
+        out: list[tuple[str, str, str | int]] = [(CREDS_TABLE, k, v) for k, v in self.creds.items()]
+        out += [(PBX_TABLE, k, v) for k, v in self.strings.items()]
+        out += [(PBX_TABLE, k, v) for k, v in self.ints.items()]
+        return sorted(out, key=lambda e: (e[0], e[1]))
+
+
+@dataclass(frozen=True)
+class RpcCall:
+    """One Kamailio JSON-RPC call: ``method`` with positional ``params``."""
+
+    method: str
+    params: tuple[Any, ...]
+
+
+# --- parsing and validation -------------------------------------------------------------
+
+
+def check(path: Path) -> list[ProvisioningError]:
+    """Validate a provisioning file; an empty list means it can be applied."""
+    _, errors = _parse(Path(path))
+    return errors
+
+
+def load(path: Path) -> dict[str, TenantState]:
+    """Parse, validate and compile a file: tenant -> state; raises ProvisioningFailed."""
+    tenants, errors = _parse(Path(path))
+    if errors:
+        raise ProvisioningFailed(errors)
+    return {name: compile_tenant(name, spec) for name, spec in tenants.items()}
+
+
+def _parse(path: Path) -> tuple[dict[str, dict[str, Any]], list[ProvisioningError]]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        return {}, [ProvisioningError(path, 0, f"cannot read: {exc.strerror}")]
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = int(m.group(1)) if (m := re.search(r"line (\d+)", str(exc))) else 0
+        return {}, [ProvisioningError(path, line, f"not valid TOML: {exc}")]
+    report = _Reporter(path, _key_lines(text))
+    tenants = doc.get("tenant")
+    unknown = set(doc) - {"tenant"}
+    for key in sorted(unknown):
+        report((key,), f"unknown top-level key {key!r} (only [tenant.<name>] tables)")
+    if not isinstance(tenants, dict) or not tenants:
+        report(("tenant",), "no [tenant.<name>] table")
+        return {}, report.errors
+    for name, spec in tenants.items():
+        _check_tenant(report, name, spec)
+    _check_unique_domains(report, tenants)
+    return tenants, report.errors
+
+
+class _Reporter:
+    """Collects errors, locating each dotted key path at its line in the file."""
+
+    def __init__(self, path: Path, lines: dict[tuple[str, ...], int]) -> None:
+        self.path = path
+        self.lines = lines
+        self.errors: list[ProvisioningError] = []
+
+    def __call__(self, where: tuple[str, ...], message: str) -> None:
+        self.errors.append(ProvisioningError(self.path, self.line_of(where), message))
+
+    def line_of(self, where: tuple[str, ...]) -> int:
+        """Line of the key, or of its nearest enclosing table that has one."""
+        for end in range(len(where), 0, -1):
+            if where[:end] in self.lines:
+                return self.lines[where[:end]]
+        return 1
+
+
+_TABLE_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY_VALUE = re.compile(r"^\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
+                        r"(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """First line of every table header and ``key =`` line, by full dotted key path."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _TABLE_HEADER.match(line):
+            table = _split_key(header.group(1))
+            for end in range(1, len(table) + 1):
+                lines.setdefault(table[:end], number)
+        elif pair := _KEY_VALUE.match(line):
+            path = table + _split_key(pair.group(1))
+            lines.setdefault(path, number)
+            if line.rstrip().endswith("{") or "{" in line:
+                _inline_keys(line, path, number, lines)
+    return lines
+
+
+def _inline_keys(line: str, path: tuple[str, ...], number: int,
+                 lines: dict[tuple[str, ...], int]) -> None:
+    """Keys of a one-line inline table (``forward = { busy = "ext:102" }``)."""
+    inner = line[line.index("{") + 1:]
+    for match in re.finditer(r"([A-Za-z0-9_-]+)\s*=", inner):
+        lines.setdefault((*path, match.group(1)), number)
+
+
+def _split_key(raw: str) -> tuple[str, ...]:
+    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", raw)
+    return tuple(next(p for p in groups if p != "") if any(groups) else "" for groups in parts)
+
+
+def _check_tenant(report: _Reporter, name: str, spec: Any) -> None:
+    where = ("tenant", name)
+    if not isinstance(spec, dict):
+        report(where, f"tenant {name!r} must be a table")
+        return
+    _unknown_keys(report, where, spec, _TENANT_KEYS)
+    if not isinstance(spec.get("domain"), str) or not _DOMAIN.match(spec["domain"]):
+        report((*where, "domain"), "domain: a SIP domain such as \"pbx.example\" is required")
+    cid = spec.get("company_number")
+    if cid is not None and not _is_number(cid):
+        report((*where, "company_number"), f"company_number: not a phone number: {cid!r}")
+    trunk = spec.get("trunk")
+    if trunk is not None and not _is_hostport(trunk, port_required=True):
+        report((*where, "trunk"), f"trunk: expected \"<ip>:<port>\", got {trunk!r}")
+    sources = spec.get("trunk_sources", [])
+    if not isinstance(sources, list) or not all(_is_hostport(s) for s in sources):
+        report((*where, "trunk_sources"), "trunk_sources: a list of \"<ip>\" or \"<ip>:<port>\"")
+    _check_bool(report, (*where, "record"), spec.get("record"))
+    extensions = _table(report, (*where, "extension"), spec.get("extension"))
+    groups = _table(report, (*where, "group"), spec.get("group"))
+    dids = _table(report, (*where, "did"), spec.get("did"))
+    for user, ext in extensions.items():
+        _check_extension(report, (*where, "extension", user), user, ext, extensions, groups)
+    for group, grp in groups.items():
+        _check_group(report, (*where, "group", group), group, grp, extensions, groups)
+    for number, did in dids.items():
+        _check_did(report, (*where, "did", number), number, did, extensions, groups)
+    if trunk is None and _uses_outside_numbers(extensions, groups):
+        report((*where, "trunk"), "an outside number is a forwarding target but no trunk is set")
+
+
+def _check_extension(report: _Reporter, where: tuple[str, ...], user: str, ext: Any,
+                     extensions: dict[str, Any], groups: dict[str, Any]) -> None:
+    if not _USER.match(user):
+        report(where, f"extension {user!r}: extensions are 2-6 digits")
+    if not isinstance(ext, dict):
+        report(where, f"extension {user!r} must be a table")
+        return
+    _unknown_keys(report, where, ext, _EXTENSION_KEYS)
+    password = ext.get("password")
+    if not isinstance(password, str) or len(password) < 6:
+        report((*where, "password"), f"extension {user}: password of at least 6 characters "
+                                     "is required")
+    mobile = ext.get("mobile")
+    if mobile is not None and not _is_number(mobile):
+        report((*where, "mobile"), f"extension {user}: mobile is not a phone number: {mobile!r}")
+    _check_timeout(report, (*where, "no_answer_timeout"), ext.get("no_answer_timeout"))
+    _check_bool(report, (*where, "record"), ext.get("record"))
+    _check_forward(report, where, ext.get("forward"), extensions, groups,
+                   has_mobile=mobile is not None)
+
+
+def _check_group(report: _Reporter, where: tuple[str, ...], name: str, grp: Any,
+                 extensions: dict[str, Any], groups: dict[str, Any]) -> None:
+    if not _NAME.match(name):
+        report(where, f"group {name!r}: names are lower-case letters, digits, - and _")
+    if not isinstance(grp, dict):
+        report(where, f"group {name!r} must be a table")
+        return
+    _unknown_keys(report, where, grp, _GROUP_KEYS)
+    if grp.get("strategy", "ring_all") not in STRATEGIES:
+        report((*where, "strategy"), f"group {name}: strategy must be one of "
+                                     f"{', '.join(STRATEGIES)}, got {grp.get('strategy')!r}")
+    members = grp.get("members")
+    if not isinstance(members, list) or not members:
+        report((*where, "members"), f"group {name}: members must be a non-empty list")
+    else:
+        for member in members:
+            if member not in extensions:
+                report((*where, "members"), f"group {name}: member {member!r} is not an "
+                                            "extension of this tenant")
+    _check_timeout(report, (*where, "ring_timeout"), grp.get("ring_timeout"))
+    _check_forward(report, where, grp.get("forward"), extensions, groups, has_mobile=False)
+
+
+def _check_did(report: _Reporter, where: tuple[str, ...], number: str, did: Any,
+               extensions: dict[str, Any], groups: dict[str, Any]) -> None:
+    if not _NUMBER.match(number):
+        report(where, f"did {number!r}: not a phone number")
+    if not isinstance(did, dict):
+        report(where, f"did {number!r} must be a table")
+        return
+    _unknown_keys(report, where, did, _DID_KEYS)
+    target = did.get("to")
+    problem = _target_problem(target, extensions, groups, allow_outside=False, has_mobile=False)
+    if problem:
+        report((*where, "to"), f"did {number}: {problem}")
+    _check_bool(report, (*where, "record"), did.get("record"))
+
+
+def _check_forward(report: _Reporter, where: tuple[str, ...], forward: Any,
+                   extensions: dict[str, Any], groups: dict[str, Any], *,
+                   has_mobile: bool) -> None:
+    if forward is None:
+        return
+    if not isinstance(forward, dict):
+        report((*where, "forward"), "forward must be a table of reason = target")
+        return
+    for reason, target in forward.items():
+        if reason not in FORWARD_REASONS:
+            report((*where, "forward", reason), f"forward: unknown reason {reason!r} "
+                                                f"(one of {', '.join(FORWARD_REASONS)})")
+            continue
+        problem = _target_problem(target, extensions, groups, allow_outside=True,
+                                  has_mobile=has_mobile)
+        if problem:
+            report((*where, "forward", reason), f"forward {reason}: {problem}")
+
+
+def _target_problem(target: Any, extensions: dict[str, Any], groups: dict[str, Any], *,
+                    allow_outside: bool, has_mobile: bool) -> str | None:
+    """None when ``target`` is valid, else what is wrong with it."""
+    if not isinstance(target, str):
+        return f"target must be a string, got {target!r}"
+    kind, _, name = target.partition(":")
+    if kind == "ext" and name in extensions:
+        return None
+    if kind == "group" and name in groups:
+        return None
+    if kind in ("ext", "group"):
+        return f"{target!r} is not provisioned in this tenant"
+    if target == "mobile":
+        return None if has_mobile else "\"mobile\" but the extension has no mobile number"
+    if _NUMBER.match(target):
+        return None if allow_outside else f"{target!r}: a DID lands on an extension or group"
+    return (f"{target!r} is not a target (ext:<user>, group:<name>, mobile or an outside "
+            "number)")
+
+
+def _check_timeout(report: _Reporter, where: tuple[str, ...], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TIMEOUT_S:
+        report(where, f"{where[-1]}: whole seconds between 1 and {MAX_TIMEOUT_S}, got {value!r}")
+
+
+def _check_bool(report: _Reporter, where: tuple[str, ...], value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        report(where, f"{where[-1]}: true or false, got {value!r}")
+
+
+def _unknown_keys(report: _Reporter, where: tuple[str, ...], spec: dict[str, Any],
+                  known: set[str]) -> None:
+    for key in sorted(set(spec) - known):
+        report((*where, key), f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+
+
+def _table(report: _Reporter, where: tuple[str, ...], value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        report(where, f"{where[-1]} must be a table")
+        return {}
+    return value
+
+
+def _check_unique_domains(report: _Reporter, tenants: dict[str, Any]) -> None:
+    seen: dict[str, str] = {}
+    for name, spec in tenants.items():
+        domain = spec.get("domain") if isinstance(spec, dict) else None
+        if isinstance(domain, str) and domain in seen:
+            report(("tenant", name, "domain"), f"domain {domain!r} is already tenant "
+                                               f"{seen[domain]!r}'s")
+        elif isinstance(domain, str):
+            seen[domain] = name
+
+
+def _uses_outside_numbers(extensions: dict[str, Any], groups: dict[str, Any]) -> bool:
+    specs = [*extensions.values(), *groups.values()]
+    targets = [t for s in specs if isinstance(s, dict) for t in (s.get("forward") or {}).values()]
+    return any(t == "mobile" or (isinstance(t, str) and _NUMBER.match(t)) for t in targets)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, str) and bool(_NUMBER.match(value))
+
+
+def _is_hostport(value: Any, *, port_required: bool = False) -> bool:
+    if not isinstance(value, str) or not (m := _HOSTPORT.match(value)):
+        return False
+    if m.group(2) is None:
+        return not port_required
+    return 0 < int(m.group(2)) < 65536
+
+
+# --- compiling: spec -> htable entries (pure) ----------------------------------------------
+
+
+def ha1(user: str, realm: str, password: str) -> str:
+    """Digest HA1 (RFC 2617): what Kamailio checks, so the password is never stored."""
+    return hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()  # noqa: S324
+
+
+def compile_tenant(name: str, spec: Mapping[str, Any]) -> TenantState:
+    """The htable entries of one validated tenant (see sip-edge/kamailio.cfg, WITH_PBX)."""
+    d = spec["domain"]
+    strings: dict[str, str] = {}
+    ints: dict[str, int] = {f"tenant:{d}": 1, f"tenant:{d}:record": int(spec.get("record", False))}
+    if spec.get("company_number"):
+        strings[f"tenant:{d}:cid"] = spec["company_number"]
+    if spec.get("trunk"):
+        strings[f"tenant:{d}:trunk"] = spec["trunk"]
+    for source in spec.get("trunk_sources") or ([spec["trunk"]] if spec.get("trunk") else []):
+        strings[f"trunksrc:{source}"] = d
+    creds = {}
+    for user, ext in (spec.get("extension") or {}).items():
+        creds[f"{user}@{d}"] = ha1(user, d, ext["password"])
+        key = f"ext:{d}:{user}"
+        ints[key] = 1
+        ints[f"{key}:timeout"] = ext.get("no_answer_timeout", DEFAULT_NO_ANSWER_S)
+        ints[f"{key}:record"] = int(ext.get("record", False))
+        strings |= _forward_entries(key, ext.get("forward"), ext.get("mobile"))
+    for group, grp in (spec.get("group") or {}).items():
+        key = f"group:{d}:{group}"
+        strings[f"{key}:mode"] = STRATEGIES[grp.get("strategy", "ring_all")]
+        ints[f"{key}:n"] = len(grp["members"])
+        strings |= {f"{key}:m{i}": member for i, member in enumerate(grp["members"])}
+        ints[f"{key}:timeout"] = grp.get("ring_timeout", DEFAULT_NO_ANSWER_S)
+        strings |= _forward_entries(key, grp.get("forward"), None)
+    for number, did in (spec.get("did") or {}).items():
+        key = f"did:{number.lstrip('+')}"
+        strings[key] = d
+        strings[f"{key}:to"] = did["to"]
+        ints[f"{key}:record"] = int(did.get("record", False))
+    return TenantState(name, d, creds, strings, ints)
+
+
+def _forward_entries(key: str, forward: Mapping[str, str] | None,
+                     mobile: str | None) -> dict[str, str]:
+    entries = {}
+    for reason, target in (forward or {}).items():
+        if target == "mobile":
+            target = f"tel:{mobile}"
+        elif _NUMBER.match(target):
+            target = f"tel:{target}"
+        entries[f"{key}:fwd:{reason}"] = target
+    return entries
+
+
+# --- planning: desired state vs what Kamailio holds (pure) -----------------------------------
+
+
+def plan(desired: TenantState, current: Iterable[tuple[str, str, str | int]] = (),
+         previous: TenantState | None = None) -> list[RpcCall]:
+    """RPC calls that make Kamailio hold ``desired``: sets first, then stale deletions.
+
+    ``current`` is what Kamailio holds now ((table, key, value)), ``previous`` the last
+    applied state of the tenant; keys of either that belong to the tenant and are not
+    desired any more are deleted, after the new values are in place, so a call arriving
+    mid-update never finds a tenant half-empty.
+    """
+    calls = [_set_call(table, key, value) for table, key, value in desired.entries()]
+    wanted = {(table, key) for table, key, _ in desired.entries()}
+    owned = {(t, k) for t, k, v in current if _owned_by(t, k, v, desired.domain, current)}
+    if previous is not None:
+        owned |= {(t, k) for t, k, _ in previous.entries()}
+    for table, key in sorted(owned - wanted):
+        calls.append(RpcCall("htable.delete", (table, key)))
+    return calls
+
+
+def _set_call(table: str, key: str, value: str | int) -> RpcCall:
+    method = "htable.seti" if isinstance(value, int) else "htable.sets"
+    return RpcCall(method, (table, key, value))
+
+
+def _owned_by(table: str, key: str, value: str | int, domain: str,
+              current: Iterable[tuple[str, str, str | int]]) -> bool:
+    """Does this htable entry belong to the tenant of ``domain``?"""
+    if table == CREDS_TABLE:
+        return key.endswith(f"@{domain}")
+    kind, _, rest = key.partition(":")
+    if kind in ("tenant", "ext", "group"):
+        return rest == domain or rest.startswith(f"{domain}:")
+    if kind == "trunksrc":
+        return value == domain
+    if kind == "did":
+        number = rest.split(":")[0]
+        return any(t == PBX_TABLE and k == f"did:{number}" and v == domain
+                   for t, k, v in current)
+    return False
+
+
+# --- I/O edges: Kamailio JSON-RPC and the Kafka topic ------------------------------------------
+
+
+Rpc = Callable[..., Any]
+
+
+def apply(settings: Settings, path: Path, *, publish: bool = True,
+          rpc: Rpc | None = None) -> dict[str, TenantState]:
+    """Validate ``path`` and make the running Kamailio serve it, without a restart.
+
+    Then the applied states go to the provisioning topic (``publish=False`` skips it).
+    """
+    states = load(path)
+    apply_states(settings, states.values(), rpc=rpc)
+    if publish:
+        publish_states(settings, states.values())
+    return states
+
+
+def apply_states(settings: Settings, states: Iterable[TenantState],
+                 rpc: Rpc | None = None) -> int:
+    """Send every tenant's plan to Kamailio; returns the number of RPC calls made."""
+    call = rpc or (lambda method, *params: kamailio_rpc(settings, method, *params))
+    current = list(_dump(call, CREDS_TABLE)) + list(_dump(call, PBX_TABLE))
+    count = 0
+    for state in states:
+        for step in plan(state, current):
+            call(step.method, *step.params)
+            count += 1
+    return count
+
+
+def restore(settings: Settings, *, rpc: Rpc | None = None,
+            reader: Callable[[Settings], dict[str, TenantState]] | None = None) -> int:
+    """Re-apply the last recorded state of every tenant (after a Kamailio restart)."""
+    states = (reader or read_states)(settings)
+    return apply_states(settings, states.values(), rpc=rpc)
+
+
+def _dump(call: Rpc, table: str) -> Iterable[tuple[str, str, str | int]]:
+    """(table, key, value) of every entry of an htable, from ``htable.dump``."""
+    result = call("htable.dump", table)
+    for slot in result or []:
+        for entry in slot.get("slot", []) if isinstance(slot, dict) else []:
+            yield table, entry["name"], entry["value"]
+
+
+def _topic(settings: Settings) -> str:
+    return str(getattr(settings, "topic_provisioning", PROVISIONING_TOPIC))
+
+
+def publish_states(settings: Settings, states: Iterable[TenantState]) -> None:
+    """Record applied states in the compacted topic (key = tenant, last one wins)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        for state in states:
+            producer.send(_topic(settings), key=state.tenant.encode(), value=state.to_json())
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def read_states(settings: Settings, timeout_ms: int = 5000) -> dict[str, TenantState]:
+    """The last recorded state per tenant: the topic read from the start, last wins."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(_topic(settings), bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=timeout_ms)
+    try:
+        return latest_states((m.key, m.value) for m in consumer)
+    finally:
+        consumer.close()
+
+
+def latest_states(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, TenantState]:
+    """Fold topic records in order: the last value per key wins, a tombstone removes it."""
+    states: dict[str, TenantState] = {}
+    for key, value in records:
+        if key is None:
+            continue
+        if value is None:
+            states.pop(key.decode(), None)
+        else:
+            states[key.decode()] = TenantState.from_json(value)
+    return states

@@ -1,0 +1,437 @@
+"""The PBX edge: digest auth, provisioning, DIDs, groups, forwarding, trunk, recording.
+
+One real stack (rtpengine + Kamailio with WITH_AUTH and WITH_PBX) provisioned from
+``PROVISIONING`` through tawag.provision; sipp plays the extensions and a carrier (a
+UAS on the trunk port for outbound legs, a UAC on a trunk source port for DID calls).
+Every test asserts the SIP outcome and the exact evapi events of its call.
+"""
+
+from __future__ import annotations
+
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from edge_harness import EdgeStack, EvapiListener, connect_evapi
+
+from tawag import edge, provision, recording, sipp
+
+pytestmark = pytest.mark.integration
+
+EDGE_SWITCHES = (*edge.DEFAULT_SWITCHES, "WITH_AUTH", "WITH_PBX")
+
+DOMAIN = "pbx.test"
+TRUNK_PORT, CARRIER_UAC_PORT = 25090, 25091
+COMPANY, MOBILE_104, MOBILE_105 = "+74951230000", "+79161234567", "+79167654321"
+DID_SALES, DID_SUPPORT, DID_RECORDED = "74951230001", "74951230002", "74951230003"
+OUTSIDE_CALLER = "+79035550101"
+PASSWORDS = {u: f"secret-{u}" for u in ("101", "102", "103", "104", "105")}
+CONTACT_PORTS = {"101": 25070, "102": 25071, "103": 25072, "104": 25073}
+UAC_PORTS = iter(range(25080, 25090))
+MEDIA_PORTS = iter(range(32500, 32999, 10))
+RING_S = 2
+"""Short no-answer times of 104 and the serial group, so tests wait little."""
+TIMER_SLACK_S = 1.5
+TALK_MS = 3000
+RING_BEFORE_ANSWER_MS = 800
+"""The answering group member lets the others ring (and repeat their 180) first."""
+WAV_SLACK_S = 0.5
+TERMINAL = ("call.failed", "call.end")
+
+PROVISIONING = f"""
+[tenant.acme]
+domain = "{DOMAIN}"
+company_number = "{COMPANY}"
+trunk = "127.0.0.1:{TRUNK_PORT}"
+trunk_sources = ["127.0.0.1:{CARRIER_UAC_PORT}"]
+
+[tenant.acme.extension.101]
+password = "{PASSWORDS['101']}"
+
+[tenant.acme.extension.102]
+password = "{PASSWORDS['102']}"
+
+[tenant.acme.extension.103]
+password = "{PASSWORDS['103']}"
+forward = {{ busy = "ext:102" }}
+
+[tenant.acme.extension.104]
+password = "{PASSWORDS['104']}"
+mobile = "{MOBILE_104}"
+no_answer_timeout = {RING_S}
+forward = {{ no_answer = "mobile" }}
+
+[tenant.acme.extension.105]
+password = "{PASSWORDS['105']}"
+mobile = "{MOBILE_105}"
+forward = {{ unregistered = "mobile" }}
+
+[tenant.acme.group.sales]
+strategy = "ring_all"
+members = ["102", "103", "104"]
+ring_timeout = 10
+
+[tenant.acme.group.support]
+strategy = "sequential"
+members = ["104", "102"]
+ring_timeout = {RING_S}
+
+[tenant.acme.did."{DID_SALES}"]
+to = "group:sales"
+
+[tenant.acme.did."{DID_SUPPORT}"]
+to = "group:support"
+
+[tenant.acme.did."{DID_RECORDED}"]
+to = "ext:102"
+record = true
+"""
+
+
+@pytest.fixture(scope="module")
+def provisioning_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("prov") / "tawag.toml"
+    path.write_text(PROVISIONING)
+    return path
+
+
+@pytest.fixture(scope="module")
+def applied(edge_stack: EdgeStack, provisioning_file: Path) -> dict[str, provision.TenantState]:
+    return provision.apply(edge_stack.settings, provisioning_file, publish=False)
+
+
+@pytest.fixture(scope="module")
+def sip(edge_stack: EdgeStack, tmp_path_factory: pytest.TempPathFactory) -> sipp.Edge:
+    return sipp.Edge.from_settings(edge_stack.settings, tmp_path_factory.mktemp("sipp"))
+
+
+@pytest.fixture(scope="module")
+def registered(sip: sipp.Edge, evapi: EvapiListener, applied: Any) -> None:
+    for user, port in CONTACT_PORTS.items():
+        result = sipp.register(sip, user, port=port, password=PASSWORDS[user])
+        assert result.ok, result.received()
+        evapi.wait_for(lambda e, r=result: e.get("call_id") == r.call_id)
+
+
+@pytest.fixture
+def uas(registered: None) -> Iterator[list[sipp.Uas]]:
+    """Callees started by a test; any still running at the end are stopped by PID."""
+    started: list[sipp.Uas] = []
+    yield started
+    for one in started:
+        one.stop()
+
+
+def call_events(evapi: EvapiListener, result: sipp.SippResult) -> list[dict[str, Any]]:
+    assert result.call_id, f"sipp trace has no Call-ID: {result.trace}"
+    evapi.wait_for(lambda e: e.get("call_id") == result.call_id and e["event"] in TERMINAL)
+    return [e for e in evapi.for_call(result.call_id) if "auth_failed" not in e["event"]]
+
+
+def kinds(events: list[dict[str, Any]]) -> list[str]:
+    return [e["event"] for e in events]
+
+
+def carrier_saw(result: sipp.SippResult, header: str) -> bool:
+    return result.trace is not None and header in result.trace.read_text()
+
+
+# --- 1. digest authentication ---------------------------------------------------------
+
+
+def test_registration_with_the_right_password_is_accepted(
+    registered: None, edge_stack: EdgeStack, applied: dict[str, provision.TenantState]
+) -> None:
+    contacts = edge.kamailio_rpc(edge_stack.settings, "ul.lookup", "location", "102")
+    assert str(CONTACT_PORTS["102"]) in str(contacts)
+    # only HA1 hashes are at rest in Kamailio, never the password
+    dump = str(edge.kamailio_rpc(edge_stack.settings, "htable.dump", "creds"))
+    assert provision.ha1("102", DOMAIN, PASSWORDS["102"]) in dump
+    assert PASSWORDS["102"] not in dump
+
+
+@pytest.mark.parametrize("user", ["101", "777"], ids=["wrong-password", "unknown-user"])
+def test_bad_credentials_get_403_and_one_neutral_auth_failed_event(
+    sip: sipp.Edge, evapi: EvapiListener, registered: None, user: str
+) -> None:
+    result = sipp.register(sip, user, port=25079, password="not-the-password",
+                           expected_code=403)
+
+    assert result.ok, result.received()
+    failed = evapi.wait_for(lambda e: e.get("call_id") == result.call_id)
+    assert failed["event"] == "register.auth_failed"
+    assert (failed["user"], failed["auth_user"], failed["domain"]) == (user, user, DOMAIN)
+    assert set(failed) == {"event", "ts", "user", "auth_user", "domain", "source", "call_id"}
+    assert len(evapi.for_call(result.call_id)) == 1
+
+
+def test_invite_without_credentials_is_challenged_and_not_relayed(
+    sip: sipp.Edge, evapi: EvapiListener, registered: None
+) -> None:
+    result = sipp.call_expect_failure(sip, "101", "102", 407, port=next(UAC_PORTS),
+                                      media_port=next(MEDIA_PORTS))
+
+    assert result.ok, result.received()
+    assert evapi.for_call(result.call_id) == []
+
+
+def test_invite_with_a_wrong_password_gets_403_and_invite_auth_failed(
+    sip: sipp.Edge, evapi: EvapiListener, registered: None
+) -> None:
+    result = sipp.call_expect_failure(sip, "101", "102", 403, port=next(UAC_PORTS),
+                                      media_port=next(MEDIA_PORTS), password="wrong-one")
+
+    assert result.ok, result.received()
+    failed = evapi.wait_for(lambda e: e.get("call_id") == result.call_id)
+    assert (failed["event"], failed["user"]) == ("invite.auth_failed", "101")
+    assert kinds(evapi.for_call(result.call_id)) == ["invite.auth_failed"]
+
+
+def test_authenticated_internal_call_is_answered(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    uas.append(sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"],
+                                     media_port=next(MEDIA_PORTS)))
+
+    result = sipp.call(sip, "101", "102", port=next(UAC_PORTS), media_port=next(MEDIA_PORTS),
+                       talk_ms=1000, password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    assert kinds(call_events(evapi, result)) == [
+        "call.start", "call.ringing", "call.answered", "call.end"]
+
+
+# --- 3. call handling -----------------------------------------------------------------
+
+
+def test_did_to_ring_all_group_one_answers_the_others_stop_ringing(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    answers = sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"], media_port=next(MEDIA_PORTS),
+                                    ring_ms=RING_BEFORE_ANSWER_MS)
+    rings = [sipp.start_uas_ring(sip, port=CONTACT_PORTS[u]) for u in ("103", "104")]
+    uas.extend([answers, *rings])
+
+    result = sipp.call(sip, OUTSIDE_CALLER, DID_SALES, port=CARRIER_UAC_PORT,
+                       media_port=next(MEDIA_PORTS), talk_ms=1000)
+
+    assert result.ok, result.received()
+    # the edge CANCELled the members that lost the race (they end with 487)
+    for ringing in rings:
+        side = ringing.wait()
+        assert side.exit_code == 0, side.received()
+        assert side.call_id == result.call_id
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.ringing", "call.ringing",
+                             "call.answered", "call.end"]
+    start = events[0]
+    assert (start["from"], start["did"], start["domain"]) == (OUTSIDE_CALLER, DID_SALES, DOMAIN)
+    legs = events[1:4]
+    assert sorted(e["leg_to"] for e in legs) == ["102", "103", "104"]
+    assert len({e["leg_id"] for e in legs}) == 3
+    assert all(e["leg_id"].startswith(result.call_id + "#") for e in legs)
+
+
+def test_did_to_sequential_group_rings_members_one_after_another(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    first = sipp.start_uas_ring(sip, port=CONTACT_PORTS["104"])
+    second = sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"], media_port=next(MEDIA_PORTS))
+    uas.extend([first, second])
+
+    result = sipp.call(sip, OUTSIDE_CALLER, DID_SUPPORT, port=CARRIER_UAC_PORT,
+                       media_port=next(MEDIA_PORTS), talk_ms=1000)
+
+    assert result.ok, result.received()
+    assert first.wait().exit_code == 0
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.ringing", "call.answered",
+                             "call.end"]
+    ring_104, ring_102 = events[1:3]
+    assert (ring_104["leg_to"], ring_102["leg_to"]) == ("104", "102")
+    assert abs(ring_102["ts"] - ring_104["ts"] - RING_S) < TIMER_SLACK_S
+
+
+def test_no_answer_forwards_to_the_mobile_through_the_trunk(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    ringing = sipp.start_uas_ring(sip, port=CONTACT_PORTS["104"])
+    carrier = sipp.start_uas_answer(sip, port=TRUNK_PORT, media_port=next(MEDIA_PORTS))
+    uas.extend([ringing, carrier])
+
+    result = sipp.call(sip, "101", "104", port=next(UAC_PORTS), media_port=next(MEDIA_PORTS),
+                       talk_ms=1000, password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    assert ringing.wait().exit_code == 0
+    carrier_side = carrier.wait()
+    assert carrier_side.call_id == result.call_id  # one call id across all legs
+    assert carrier_saw(carrier_side, f"INVITE sip:{MOBILE_104}@127.0.0.1:{TRUNK_PORT}")
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.forwarded", "call.ringing",
+                             "call.answered", "call.end"]
+    start, _, forwarded, _, _, _ = events
+    assert (forwarded["reason"], forwarded["forwarded_from"], forwarded["forwarded_to"]) == (
+        "no_answer", "ext:104", f"tel:{MOBILE_104}")
+    assert abs(forwarded["ts"] - start["ts"] - RING_S) < TIMER_SLACK_S
+
+
+def test_busy_forwards_to_the_next_extension(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    uas.append(sipp.start_uas_busy(sip, port=CONTACT_PORTS["103"]))
+    uas.append(sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"],
+                                     media_port=next(MEDIA_PORTS)))
+
+    result = sipp.call(sip, "101", "103", port=next(UAC_PORTS), media_port=next(MEDIA_PORTS),
+                       talk_ms=1000, password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.forwarded", "call.ringing", "call.answered",
+                             "call.end"]
+    forwarded = events[1]
+    assert (forwarded["reason"], forwarded["forwarded_to"]) == ("busy", "ext:102")
+    assert events[2]["leg_to"] == "102"
+
+
+def test_unregistered_extension_forwards_to_its_mobile(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    carrier = sipp.start_uas_answer(sip, port=TRUNK_PORT, media_port=next(MEDIA_PORTS))
+    uas.append(carrier)
+
+    result = sipp.call(sip, "101", "105", port=next(UAC_PORTS), media_port=next(MEDIA_PORTS),
+                       talk_ms=1000, password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.forwarded", "call.ringing", "call.answered",
+                             "call.end"]
+    assert (events[1]["reason"], events[1]["forwarded_to"]) == ("unregistered",
+                                                                f"tel:{MOBILE_105}")
+
+
+def test_outbound_call_goes_through_the_trunk_with_the_company_number(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    carrier = sipp.start_uas_answer(sip, port=TRUNK_PORT, media_port=next(MEDIA_PORTS))
+    uas.append(carrier)
+    outside = "+79261112233"
+
+    result = sipp.call(sip, "101", outside, port=next(UAC_PORTS), media_port=next(MEDIA_PORTS),
+                       talk_ms=1000, password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    carrier_side = carrier.wait()
+    assert carrier_saw(carrier_side, f"From: <sip:{COMPANY}@{DOMAIN}>")
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.answered", "call.end"]
+    assert (events[0]["from"], events[0]["to"]) == ("101", outside)
+    # the caller's own dialog still shows its own From (uac restores it)
+    assert not carrier_saw(result, f"sip:{COMPANY}@")
+
+
+def test_unknown_did_from_the_trunk_gets_404(
+    sip: sipp.Edge, evapi: EvapiListener, registered: None
+) -> None:
+    result = sipp.call_expect_failure(sip, OUTSIDE_CALLER, "74959999999", 404,
+                                      port=CARRIER_UAC_PORT, media_port=next(MEDIA_PORTS))
+
+    assert result.ok, result.received()
+    assert kinds(call_events(evapi, result)) == ["call.start", "call.failed"]
+
+
+# --- 4./5. recording and media quality ------------------------------------------------
+
+
+def test_recorded_did_call_gives_a_wav_as_long_as_the_talk_and_media_stats(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas], edge_stack: EdgeStack,
+    tmp_path: Path,
+) -> None:
+    uas.append(sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"],
+                                     media_port=next(MEDIA_PORTS)))
+
+    result = sipp.call(sip, OUTSIDE_CALLER, DID_RECORDED, port=CARRIER_UAC_PORT,
+                       media_port=next(MEDIA_PORTS), talk_ms=TALK_MS)
+
+    assert result.ok, result.received()
+    end = call_events(evapi, result)[-1]
+    assert end["event"] == "call.end" and end["recorded"] is True
+    assert end["media"]["packets"] >= TALK_MS // 20  # 20 ms PCMA packets, both ways
+    assert end["media"]["errors"] == 0
+    # rtpengine closes the pcap when the BYE deletes the media session
+    assert edge.wait_until(
+        lambda: recording.recording_closed(edge_stack.settings, end["call_id"]), timeout=5)
+    ready = recording.on_call_end(end, edge_stack.settings.recordings_dir, tmp_path)
+    assert ready is not None
+    assert ready["event"] == "call.recording_ready" and ready["call_id"] == result.call_id
+    with wave.open(ready["file"]) as wav:
+        seconds = wav.getnframes() / wav.getframerate()
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
+    assert abs(seconds - TALK_MS / 1000) < WAV_SLACK_S
+    assert abs(ready["duration"] - seconds) < 0.01 and ready["size"] > 0
+
+
+def test_unrecorded_call_leaves_no_recording_flag(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    uas.append(sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"],
+                                     media_port=next(MEDIA_PORTS)))
+
+    result = sipp.call(sip, "101", "102", port=next(UAC_PORTS), media_port=next(MEDIA_PORTS),
+                       talk_ms=1000, password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    end = call_events(evapi, result)[-1]
+    assert "recorded" not in end and end["media"]["packets"] > 0
+
+
+# --- 2. provisioning live, and restored after a restart --------------------------------
+
+
+def test_provisioning_change_applies_live_and_stale_entries_go(
+    edge_stack: EdgeStack, provisioning_file: Path, tmp_path: Path
+) -> None:
+    changed = tmp_path / "changed.toml"
+    changed.write_text(PROVISIONING.replace('password = "secret-103"', 'password = "new-103"')
+                       .replace(f'[tenant.acme.did."{DID_SUPPORT}"]\nto = "group:support"\n', ""))
+    settings = edge_stack.settings
+    try:
+        provision.apply(settings, changed, publish=False)
+        creds = edge.kamailio_rpc(settings, "htable.get", "creds", f"103@{DOMAIN}")
+        assert provision.ha1("103", DOMAIN, "new-103") in str(creds)
+        with pytest.raises(edge.KamailioRpcError):
+            edge.kamailio_rpc(settings, "htable.get", "pbx", f"did:{DID_SUPPORT}:to")
+    finally:
+        provision.apply(settings, provisioning_file, publish=False)
+    assert "group:support" in str(
+        edge.kamailio_rpc(settings, "htable.get", "pbx", f"did:{DID_SUPPORT}:to"))
+
+
+def test_restore_after_a_kamailio_restart_serves_the_same_provisioning(
+    edge_stack: EdgeStack, sip: sipp.Edge, applied: dict[str, provision.TenantState],
+    evapi: EvapiListener,
+) -> None:
+    settings = edge_stack.settings
+    evapi.close()  # the restart drops the evapi connection
+    edge_stack.restart_kamailio()
+    refused = sipp.register(sip, "102", port=CONTACT_PORTS["102"], password=PASSWORDS["102"],
+                            expected_code=403)
+    assert refused.ok, refused.received()  # a restarted edge knows no credentials
+
+    calls = provision.restore(settings, reader=lambda _settings: applied)
+
+    assert calls >= len(applied["acme"].entries())
+    again = sipp.register(sip, "102", port=CONTACT_PORTS["102"], password=PASSWORDS["102"])
+    assert again.ok, again.received()
+    assert "group:sales" in str(
+        edge.kamailio_rpc(settings, "htable.get", "pbx", f"did:{DID_SALES}:to"))
+    listener = connect_evapi(settings.sip_host, settings.evapi_port)
+    try:
+        listener.wait_for(lambda e: e["event"] == "evapi.connected")
+    finally:
+        listener.close()
+    assert edge_stack.alive()

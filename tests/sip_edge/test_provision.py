@@ -1,0 +1,151 @@
+"""tawag.provision without a running edge: validation with file:line, compiling, planning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tawag import provision
+
+GOOD = """\
+[tenant.acme]
+domain = "pbx.test"
+company_number = "+74951230000"
+trunk = "127.0.0.1:5090"
+
+[tenant.acme.extension.101]
+password = "secret-101"
+mobile = "+79161234567"
+forward = { no_answer = "mobile", busy = "ext:102" }
+
+[tenant.acme.extension.102]
+password = "secret-102"
+no_answer_timeout = 15
+
+[tenant.acme.group.sales]
+strategy = "sequential"
+members = ["102", "101"]
+
+[tenant.acme.did."+74951230001"]
+to = "group:sales"
+record = true
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tawag.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_good_file_has_no_errors(tmp_path: Path) -> None:
+    assert provision.check(write(tmp_path, GOOD)) == []
+
+
+@pytest.mark.parametrize(
+    ("broken", "line", "message"),
+    [
+        (GOOD.replace('"127.0.0.1:5090"', '"carrier"'), 4, "trunk: expected"),
+        (GOOD.replace('busy = "ext:102"', 'busy = "ext:199"'), 9,
+         "forward busy: 'ext:199' is not provisioned"),
+        (GOOD.replace('password = "secret-102"', 'password = "x"'), 12, "extension 102: password"),
+        (GOOD.replace("no_answer_timeout = 15", "no_answer_timeout = 0"), 13,
+         "no_answer_timeout: whole seconds"),
+        (GOOD.replace('"sequential"', '"random"'), 16, "strategy must be one of"),
+        (GOOD.replace('members = ["102", "101"]', 'members = ["102", "555"]'), 17,
+         "member '555' is not an extension"),
+        (GOOD.replace('to = "group:sales"', 'to = "+79161234567"'), 20,
+         "a DID lands on an extension or group"),
+        (GOOD.replace("record = true", 'record = "yes"'), 21, "record: true or false"),
+        (GOOD.replace('mobile = "+79161234567"\n', ""), 8, '"mobile" but the extension has no'),
+        (GOOD + "colour = 1\n", 22, "unknown key 'colour'"),
+        (GOOD.replace('domain = "pbx.test"', 'domain = "pbx.test'), 2, "not valid TOML"),
+    ],
+)
+def test_each_defect_names_file_line_and_what_is_wrong(
+    tmp_path: Path, broken: str, line: int, message: str
+) -> None:
+    path = write(tmp_path, broken)
+
+    errors = provision.check(path)
+
+    assert [e.line for e in errors] == [line], errors
+    assert message in errors[0].message
+    assert str(errors[0]).startswith(f"{path}:{line}: ")
+
+
+def test_load_refuses_a_bad_file_with_all_its_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace('"sequential"', '"x"').replace("= 15", "= -1"))
+
+    with pytest.raises(provision.ProvisioningFailed) as failed:
+        provision.load(path)
+
+    assert len(failed.value.errors) == 2
+
+
+def test_compiled_state_holds_ha1_not_passwords_and_resolves_targets(tmp_path: Path) -> None:
+    state = provision.load(write(tmp_path, GOOD))["acme"]
+
+    assert state.creds["101@pbx.test"] == provision.ha1("101", "pbx.test", "secret-101")
+    assert b"secret-101" not in state.to_json()
+    assert state.strings["ext:pbx.test:101:fwd:no_answer"] == "tel:+79161234567"
+    assert state.strings["ext:pbx.test:101:fwd:busy"] == "ext:102"
+    assert state.ints["ext:pbx.test:101:timeout"] == provision.DEFAULT_NO_ANSWER_S
+    assert state.ints["ext:pbx.test:102:timeout"] == 15
+    assert state.strings["group:pbx.test:sales:mode"] == "serial"
+    assert [state.strings[f"group:pbx.test:sales:m{i}"] for i in range(2)] == ["102", "101"]
+    assert (state.strings["did:74951230001"], state.strings["did:74951230001:to"]) == (
+        "pbx.test", "group:sales")
+    assert state.ints["did:74951230001:record"] == 1
+    assert state.strings["trunksrc:127.0.0.1:5090"] == "pbx.test"
+    assert provision.TenantState.from_json(state.to_json()) == state
+
+
+def test_ha1_is_md5_of_user_realm_password() -> None:
+    # RFC 2617 3.2.2.2; value computed with `printf '101:pbx.test:secret' | md5sum`
+    assert provision.ha1("101", "pbx.test", "secret") == "43ba4b6a024bbbd4056fd3e58d52ed38"
+
+
+def test_plan_sets_everything_then_deletes_only_the_tenants_stale_keys(tmp_path: Path) -> None:
+    state = provision.load(write(tmp_path, GOOD))["acme"]
+    current = [
+        ("creds", "103@pbx.test", "old"),          # removed extension of this tenant
+        ("creds", "103@other.test", "keep"),       # another tenant's
+        ("pbx", "ext:pbx.test:103", 1),
+        ("pbx", "did:74950000000", "pbx.test"),    # a DID this tenant gave up
+        ("pbx", "did:74950000000:to", "ext:103"),
+        ("pbx", "did:74959999999", "other.test"),  # another tenant's DID
+        ("pbx", "did:74959999999:to", "ext:1"),
+    ]
+
+    calls = provision.plan(state, current)
+
+    sets = [c for c in calls if c.method != "htable.delete"]
+    deletes = [c.params for c in calls if c.method == "htable.delete"]
+    assert calls[: len(sets)] == sets  # all sets come before any delete
+    assert len(sets) == len(state.entries())
+    assert provision.RpcCall("htable.seti", ("pbx", "ext:pbx.test:102:timeout", 15)) in sets
+    assert sorted(deletes) == [("creds", "103@pbx.test"), ("pbx", "did:74950000000"),
+                               ("pbx", "did:74950000000:to"), ("pbx", "ext:pbx.test:103")]
+
+
+def test_restore_replays_the_last_state_per_tenant_through_rpc(tmp_path: Path) -> None:
+    state = provision.load(write(tmp_path, GOOD))["acme"]
+    older = provision.TenantState("acme", "pbx.test", {"101@pbx.test": "old"})
+    gone = provision.TenantState("gone", "gone.test")
+    records = [(b"acme", older.to_json()), (b"gone", gone.to_json()), (b"acme", state.to_json()),
+               (b"gone", None)]
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+
+    def rpc(method: str, *params: Any) -> Any:
+        sent.append((method, params))
+        return [] if method == "htable.dump" else None
+
+    count = provision.restore(None, rpc=rpc,  # type: ignore[arg-type]
+                              reader=lambda _s: provision.latest_states(records))
+
+    assert count == len(state.entries())
+    assert ("htable.sets", ("creds", "101@pbx.test", state.creds["101@pbx.test"])) in sent
+    assert all(params[0] != "gone" for _, params in sent)

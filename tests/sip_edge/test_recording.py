@@ -1,0 +1,84 @@
+"""tawag.recording without rtpengine: G.711 tables, pcap parsing, mixing, WAV output."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import wave
+from pathlib import Path
+
+import pytest
+
+from tawag import recording
+
+SAMPLE_PCAP = Path("/usr/share/sip-tester/g711a.pcap")
+
+
+def test_g711_tables_match_the_standard_expansion() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        audioop = pytest.importorskip("audioop")
+    every_byte = bytes(range(256))
+    alaw = struct.unpack("<256h", audioop.alaw2lin(every_byte, 2))
+    ulaw = struct.unpack("<256h", audioop.ulaw2lin(every_byte, 2))
+    assert alaw == recording.ALAW_TABLE
+    assert ulaw == recording.ULAW_TABLE
+
+
+def _rtp(seq: int, ts: int, ssrc: int, payload: bytes, pt: int = 8) -> bytes:
+    return struct.pack("!BBHII", 0x80, pt, seq, ts, ssrc) + payload
+
+
+def _frame(udp_payload: bytes) -> bytes:
+    udp = struct.pack("!HHHH", 30000, 30002, 8 + len(udp_payload), 0) + udp_payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
+    return b"\x00" * 12 + b"\x08\x00" + ip + udp
+
+
+def _pcap(frames: list[tuple[float, bytes]]) -> bytes:
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    for at, frame in frames:
+        sec, usec = int(at), round((at - int(at)) * 1e6)
+        out += struct.pack("<IIII", sec, usec, len(frame), len(frame)) + frame
+    return out
+
+
+def test_two_directions_are_mixed_on_the_rtp_timeline(tmp_path: Path) -> None:
+    t0 = 1_800_000_000.0
+    frames = []
+    for i in range(50):  # 1 s of 20 ms packets each way, the answer 0.5 s late
+        frames.append((t0 + i * 0.02, _frame(_rtp(i, 160 * i, 0xA, b"\xd5" * 160))))
+        frames.append((t0 + 0.5 + i * 0.02, _frame(_rtp(i, 160 * i, 0xB, b"\xff" * 160, 0))))
+    pcap = tmp_path / "call.pcap"
+    pcap.write_bytes(_pcap(frames))
+
+    duration = recording.pcap_to_wav(pcap, tmp_path / "call.wav")
+
+    assert duration == pytest.approx(1.5)
+    with wave.open(str(tmp_path / "call.wav")) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
+        assert wav.getnframes() == 12000
+
+
+def test_non_rtp_and_other_codecs_are_skipped() -> None:
+    frames = [(1.0, _frame(b"not rtp")), (1.02, _frame(_rtp(1, 0, 1, b"\x00" * 20, pt=18)))]
+    assert recording.read_rtp(_pcap(frames)) == []
+
+
+def test_a_file_that_is_not_pcap_is_refused() -> None:
+    with pytest.raises(ValueError, match="pcap"):
+        recording.read_rtp(b"\x00" * 40)
+
+
+@pytest.mark.skipif(not SAMPLE_PCAP.exists(), reason="sip-tester's sample pcap is missing")
+def test_sipps_pcma_sample_decodes_to_its_length(tmp_path: Path) -> None:
+    packets = recording.read_rtp(SAMPLE_PCAP.read_bytes())
+    seconds = recording.pcap_to_wav(SAMPLE_PCAP, tmp_path / "sample.wav")
+
+    assert {p.payload_type for p in packets} == {8}
+    assert seconds == pytest.approx(7.05, abs=0.1)
+
+
+def test_a_call_that_was_not_recorded_gives_nothing(tmp_path: Path) -> None:
+    assert recording.on_call_end({"call_id": "c1"}, tmp_path, tmp_path) is None
