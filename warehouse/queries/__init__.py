@@ -6,6 +6,7 @@ the same query runs in the owner (chdb), over the HTTP interface or on a server:
 
     q = Queries(connect(settings))
     q.cdr.calls_summary("acme", start, end)
+    q.kpi.kpi_summary("acme", start, end, threshold_s=20)
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from functools import partial
 from types import SimpleNamespace
 
 from warehouse.client import WarehouseClient
-from warehouse.queries import cdr
+from warehouse.queries import cdr, kpi
 
-__all__ = ["Queries", "cdr"]
+__all__ = ["Queries", "cdr", "kpi"]
 
 
 def _bind(module: object, client: WarehouseClient) -> SimpleNamespace:
@@ -31,3 +32,4 @@ class Queries:
     def __init__(self, client: WarehouseClient) -> None:
         self.client = client
         self.cdr = _bind(cdr, client)
+        self.kpi = _bind(kpi, client)

@@ -1,0 +1,536 @@
+"""Contact-centre and trunk KPIs over CDRs (``tawag.cdrs``), computed in ClickHouse SQL.
+
+Every published KPI has variants (abandons in the service level or not, a short-abandon
+cut-off, what an "attempt" is); each function here names the variant it implements and
+its source in ``reference/peer-survey.md`` §3 (DESIGN §7).
+
+Population (every function):
+
+* the tenant's calls whose ``started_at`` (when the call was offered) is in the half-open
+  window ``[start, end)``, UTC, read with ``FINAL`` so a call counts once, with its latest
+  revision (a late event may move a call in or out of the window);
+* optionally only ``direction``, ``did`` (the number dialled) or ``agent`` (the extension
+  that answered -- unanswered calls have none, so rates filtered by agent are over that
+  agent's answered calls only); filters are bound parameters;
+* **outcome KPIs count closed calls only**: a call still ``in_progress`` has no outcome
+  yet, and counting it as "not answered" would make the figures of the current hour drop
+  and then recover. **Contact KPIs** (contacts per client, repeat calls) count every call
+  that started, closed or not: an in-progress call is already a contact.
+
+Vocabulary (the CDR's dispositions mapped onto the queue terms of the peers):
+
+===============  ==========================================================================
+offered          closed calls, whatever the outcome (Wazo "received", Genesys "offered")
+answered         disposition ``answered``
+abandoned        ``cancelled``: the caller hung up while it rang (SIP 487 / CANCEL) --
+                 Amazon Connect's "disconnected by the customer while in queue"
+queued           answered + abandoned + ``no_answer`` (the no-answer timer or 408/480
+                 ended it): the calls that reached someone's phone and waited there.
+                 ``busy`` and ``failed`` calls were refused before any wait (Wazo's
+                 full/joinempty), so, as in Amazon Connect, they are not "queued"
+wait             ``ring_ms``: offer to answer, or offer to the end when unanswered
+===============  ==========================================================================
+
+Rates are fractions in ``[0, 1]`` (as :func:`warehouse.queries.cdr.calls_summary`), not
+percentages; durations are seconds. A KPI whose denominator is empty is ``None``, never
+a division by zero.
+
+Not computable from the CDR (say so rather than guess): hold and after-call-work time
+(so AHT is talk-only, :func:`aht_talk_only`), occupancy (needs agent states), callback
+success / time to callback (need the callbacks table, not CDRs), queue identity (a CDR
+has no queue, so "queue" KPIs are per tenant, DID, direction or agent).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from streams.records import Disposition
+from warehouse.client import WarehouseClient
+from warehouse.schema import CDRS
+
+__all__ = [
+    "INTERVALS",
+    "service_level_answered",
+    "service_level_offered",
+    "answer_rate",
+    "abandonment_rate",
+    "asr",
+    "ser",
+    "seer",
+    "acd",
+    "asa",
+    "average_wait",
+    "aht_talk_only",
+    "contacts_per_client",
+    "repeat_call_rate",
+    "kpi_summary",
+    "kpis_by_interval",
+    "talk_time_by_interval",
+]
+
+INTERVALS = {"15 minute": 900_000, "1 hour": 3_600_000, "1 day": 86_400_000}
+"""Interval names accepted by the ``*_by_interval`` queries -> length in ms (UTC-aligned)."""
+
+DEFAULT_THRESHOLD_S = 20.0
+"""Service-level threshold T of the classic 80/20 target."""
+
+DEFAULT_SHORT_ABANDON_S = 10.0
+"""The industry "adjusted" abandonment rate ignores abandons shorter than 10 s (survey §3)."""
+
+DEFAULT_REPEAT_WINDOW_H = 24.0
+"""Repeat-call window N: a second call within 24 h counts as a repeat."""
+
+SEER_CODES = (480, 486, 600, 603)
+"""RFC 6076 SEER: final responses that show the network did its job (callee side)."""
+
+Row = dict[str, Any]
+
+# --- the catalogue: one SQL aggregate per KPI, shared by every query ------------------------
+# Conditions over the ``calls`` CTE (one row per call, latest revision). Disposition names
+# are bound parameters like every other value.
+_OFFERED = "closed"
+_ANSWERED = "(closed AND disposition = {d_answered:String})"
+_ABANDONED = "(closed AND disposition = {d_abandoned:String})"
+_QUEUED = "(closed AND disposition IN {d_queued:Array(String)})"
+_IN_SL = "ring_ms <= {threshold_ms:Int64}"
+_NOT_3XX = "(closed AND intDiv(ifNull(sip_code, 0), 100) != 3)"
+_SEER_OK = f"({_ANSWERED} OR (closed AND ifNull(sip_code, 0) IN {{seer_codes:Array(UInt16)}}))"
+_CONTACT = "(direction = {d_inbound:String} AND caller != '')"
+_CUTOFF = "short_abandon_ms"
+"""Parameter of the short-abandon cut-off: 0 when none is asked (no wait is below 0 ms)."""
+
+
+def _short(cutoff: str) -> str:
+    """An abandon that waited less than the cut-off bound as ``cutoff`` (ms)."""
+    return f"({_ABANDONED} AND ring_ms < {{{cutoff}:Int64}})"
+
+
+def _ratio(numerator: str, denominator: str) -> str:
+    """``numerator / denominator``, NULL (not inf/nan) when the denominator is 0."""
+    return f"if(({denominator}) = 0, NULL, ({numerator}) / ({denominator}))"
+
+
+def _rate(condition: str, population: str) -> str:
+    return _ratio(f"countIf({condition} AND {population})", f"countIf({population})")
+
+
+def _mean_s(column: str, population: str) -> str:
+    """Mean of a millisecond column over ``population``, in seconds (NULL when empty)."""
+    return _ratio(f"sumIf({column}, {population}) / 1000", f"countIf({population})")
+
+
+def _abandon_kpis(cutoff: str, suffix: str = "") -> dict[str, str]:
+    """The two KPIs a short-abandon cut-off changes, with the cut-off bound as ``cutoff``."""
+    population = f"{_QUEUED} AND NOT {_short(cutoff)}"
+    removed_in_sl = f"({_ANSWERED} OR {_ABANDONED}) AND {_IN_SL}"
+    return {f"service_level_offered{suffix}": _rate(removed_in_sl, population),
+            f"abandonment_rate{suffix}": _rate(_ABANDONED, population)}
+
+
+_COUNTS = {
+    "total": "count()",
+    "in_progress": "countIf(NOT closed)",
+    "offered": f"countIf({_OFFERED})",
+    "answered": f"countIf({_ANSWERED})",
+    "abandoned": f"countIf({_ABANDONED})",
+    "short_abandoned": f"countIf({_short(_CUTOFF)})",
+    "queued": f"countIf({_QUEUED})",
+}
+
+_OUTCOMES = {
+    "service_level_answered": _rate(_IN_SL, _ANSWERED),
+    **_abandon_kpis(_CUTOFF),
+    "answer_rate": _rate(_ANSWERED, _OFFERED),
+    "asr": _rate("answered_at IS NOT NULL", _OFFERED),
+    "ser": _rate(_ANSWERED, _NOT_3XX),
+    "seer": _rate(_SEER_OK, _NOT_3XX),
+    "acd": _mean_s("talk_ms", _ANSWERED),
+    "asa": _mean_s("ring_ms", _ANSWERED),
+    "average_wait": _mean_s("ring_ms", _QUEUED),
+    "aht_talk_only": _mean_s("talk_ms", _ANSWERED),
+}
+
+_CONTACTS = {
+    "contacts_per_client": _ratio(f"countIf({_CONTACT})", f"uniqExactIf(caller, {_CONTACT})"),
+}
+
+_REPEATS = (
+    "SELECT " + _ratio("countIf(repeated)", "count()") + " AS repeat_call_rate, "
+    "countIf(repeated) AS repeat_callers FROM ("
+    "SELECT arraySort(groupArray(toUnixTimestamp64Milli(started_at))) AS ts, "
+    "arrayExists((a, b) -> b - a <= {repeat_window_ms:Int64}, "
+    "arrayPopBack(ts), arrayPopFront(ts)) AS repeated "
+    f"FROM calls WHERE {_CONTACT} GROUP BY caller)"
+)
+"""Per inbound caller: are two of their calls at most N apart? (sorted, so neighbours)."""
+
+_CALL_COLUMNS = ("started_at", "answered_at", "ended_at", "ring_ms", "talk_ms", "disposition",
+                 "closed", "sip_code", "caller", "direction")
+_WINDOW = ("tenant = {tenant:String} AND started_at >= {start:DateTime64(3, 'UTC')} "
+           "AND started_at < {end:DateTime64(3, 'UTC')}")
+_FILTER_COLUMNS = ("direction", "did", "agent")
+
+
+# --- building blocks ----------------------------------------------------------------------
+
+
+def _ms(seconds: float | None) -> int:
+    return round(seconds * 1000) if seconds else 0
+
+
+def _filters(direction: str | None, did: str | None, agent: str | None) -> tuple[str, Row]:
+    """Extra WHERE conditions (values bound as ``f_<column>``) for the filters given."""
+    values = dict(zip(_FILTER_COLUMNS, (direction, did, agent), strict=True))
+    given = {col: value for col, value in values.items() if value is not None}
+    sql = "".join(f" AND {col} = {{f_{col}:String}}" for col in given)
+    return sql, {f"f_{col}": value for col, value in given.items()}
+
+
+def _calls_cte(filter_sql: str) -> str:
+    """``WITH calls AS (...)``: the window's calls, latest revision (FINAL) only."""
+    return (f"WITH calls AS (SELECT {', '.join(_CALL_COLUMNS)} FROM {CDRS} FINAL "
+            f"WHERE {_WINDOW}{filter_sql}) ")
+
+
+def _params(tenant: str, start: datetime, end: datetime, *,
+            threshold_s: float = DEFAULT_THRESHOLD_S, short_abandon_s: float | None = None,
+            repeat_window_h: float = DEFAULT_REPEAT_WINDOW_H) -> Row:
+    """Every parameter the catalogue may use (ClickHouse ignores the unused ones)."""
+    return {
+        "tenant": tenant, "start": start, "end": end,
+        "d_answered": Disposition.ANSWERED, "d_abandoned": Disposition.CANCELLED,
+        "d_queued": [Disposition.ANSWERED, Disposition.CANCELLED, Disposition.NO_ANSWER],
+        "d_inbound": "inbound", "seer_codes": list(SEER_CODES),
+        "threshold_ms": _ms(threshold_s), "short_abandon_ms": _ms(short_abandon_s),
+        "repeat_window_ms": _ms(repeat_window_h * 3600),
+    }
+
+
+def _select(exprs: dict[str, str]) -> str:
+    return ", ".join(f"{sql} AS {name}" for name, sql in exprs.items())
+
+
+def _scalar(client: WarehouseClient, name: str, tenant: str, start: datetime, end: datetime,
+            filters: tuple[str | None, str | None, str | None], **options: Any) -> Any:
+    """One catalogue KPI over the window (the value, or None on an empty population)."""
+    filter_sql, filter_params = _filters(*filters)
+    expr = {**_OUTCOMES, **_CONTACTS}[name]
+    rows = client.query(f"{_calls_cte(filter_sql)}SELECT {expr} AS value FROM calls",
+                        {**_params(tenant, start, end, **options), **filter_params})
+    return rows[0]["value"]
+
+
+# --- service level ------------------------------------------------------------------------
+
+
+def service_level_answered(client: WarehouseClient, tenant: str, start: datetime,
+                           end: datetime, threshold_s: float = DEFAULT_THRESHOLD_S, *,
+                           direction: str | None = None, did: str | None = None,
+                           agent: str | None = None) -> float | None:
+    """Answered within T / answered (Wazo QoS, Asterisk ``ServiceLevelPerf``).
+
+    ``answered(wait <= T) / answered``; abandons are on neither side, and a wait of
+    exactly T is inside (Wazo ``waittime <= qos_threshold``). Sources:
+    ``wazo-platform/wazo-call-logd:wazo_call_logd/database/queries/queue_stat.py``,
+    ``asterisk/asterisk:apps/app_queue.c`` (set_queue_variables).
+    """
+    return _scalar(client, "service_level_answered", tenant, start, end,
+                   (direction, did, agent), threshold_s=threshold_s)
+
+
+def service_level_offered(client: WarehouseClient, tenant: str, start: datetime,
+                          end: datetime, threshold_s: float = DEFAULT_THRESHOLD_S,
+                          short_abandon_s: float | None = None, *,
+                          direction: str | None = None, did: str | None = None,
+                          agent: str | None = None) -> float | None:
+    """Removed from the queue within T / queued (Amazon Connect "Service level X").
+
+    ``(answered within T + abandoned within T) / queued``: an abandon inside T counts as
+    a success, as in Connect; a no-answer timeout never does (Connect counts removals by
+    answer, abandon or callback only). With ``short_abandon_s`` = S, abandons shorter
+    than S leave both sides (RingCentral ``abandonedThresholdSeconds``, the survey's
+    ``sl_excl_short_abandon(k)``). Sources:
+    ``awsdocs/amazon-connect-admin-guide:doc_source/historical-metrics-definitions.md``;
+    ringcentral CallQueueServiceLevelSettings.
+    """
+    return _scalar(client, "service_level_offered", tenant, start, end,
+                   (direction, did, agent), threshold_s=threshold_s,
+                   short_abandon_s=short_abandon_s)
+
+
+# --- rates --------------------------------------------------------------------------------
+
+
+def answer_rate(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
+                direction: str | None = None, did: str | None = None,
+                agent: str | None = None) -> float | None:
+    """Answered / offered (Wazo ``answered_rate`` as coded, Genesys answered / offered).
+
+    Wazo divides by answered + abandoned + full + leaveempty + joinempty + timeout, i.e.
+    every outcome: here, every closed call. Same figure as ``cdr.calls_summary``'s
+    ``answer_rate``. Source: ``wazo_call_logd/database/queries/queue_stat.py``.
+    """
+    return _scalar(client, "answer_rate", tenant, start, end, (direction, did, agent))
+
+
+def abandonment_rate(client: WarehouseClient, tenant: str, start: datetime, end: datetime,
+                     short_abandon_s: float | None = None, *, direction: str | None = None,
+                     did: str | None = None, agent: str | None = None) -> float | None:
+    """Abandoned / queued (Amazon Connect); with ``short_abandon_s``, the "adjusted" rate.
+
+    ``short_abandon_s=None``: Connect's ``abandoned / queued``. ``short_abandon_s=S``:
+    abandons that waited less than S (``ring_ms < S``; exactly S counts) are removed
+    from numerator and denominator (Google CCAI ``abandoned / (handled + abandoned)``
+    without short abandons; the industry "adjusted" rate with S = 10 s). Sources: Connect
+    data-lake reference SQL; docs.cloud.google.com/contact-center/ccai-platform data
+    dictionary; support.pressone.net call-center definitions.
+    """
+    return _scalar(client, "abandonment_rate", tenant, start, end, (direction, did, agent),
+                   short_abandon_s=short_abandon_s)
+
+
+def asr(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
+        direction: str | None = None, did: str | None = None,
+        agent: str | None = None) -> float | None:
+    """Answer-seizure ratio, CGRateS ``*asr``: answered / attempts.
+
+    An attempt is every closed call (CGRateS counts every CDR in the queue: busy, no
+    answer, cancelled by the caller and failed all count); answered means
+    ``answered_at`` is set (CGRateS: ``AnswerTime`` non-zero). On our CDRs this equals
+    :func:`answer_rate`; it is the trunk view (use ``direction='outbound'``). For the
+    RFC 6076 variant that leaves redirected attempts out, see :func:`ser`. Source:
+    ``cgrates/cgrates:engine/statmetrics.go``, ``docs/stats.rst``.
+    """
+    return _scalar(client, "asr", tenant, start, end, (direction, did, agent))
+
+
+def ser(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
+        direction: str | None = None, did: str | None = None,
+        agent: str | None = None) -> float | None:
+    """Session establishment ratio (RFC 6076 §4.6): answered / (attempts - 3xx).
+
+    Attempts that ended with a 3xx redirect are not attempts of this hop. Source:
+    RFC 6076 (survey §3; sipcapture/heplify-server#50).
+    """
+    return _scalar(client, "ser", tenant, start, end, (direction, did, agent))
+
+
+def seer(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
+         direction: str | None = None, did: str | None = None,
+         agent: str | None = None) -> float | None:
+    """Session establishment effectiveness ratio (RFC 6076 §4.7).
+
+    ``(answered + ended 480/486/600/603) / (attempts - 3xx)``: a busy or unavailable
+    callee is the network doing its job. Source: RFC 6076 (survey §3).
+    """
+    return _scalar(client, "seer", tenant, start, end, (direction, did, agent))
+
+
+# --- durations (seconds) ------------------------------------------------------------------
+
+
+def acd(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
+        direction: str | None = None, did: str | None = None,
+        agent: str | None = None) -> float | None:
+    """Average call duration: talk seconds per answered call (ALOC).
+
+    CGRateS ``ACD = sum(Usage) / count(events with Usage)`` lets unanswered zero-usage
+    calls drag it down unless filtered out; this is the filtered form (answered calls
+    only), as Kazoo's ``billing_seconds``. Source: ``engine/statmetrics.go``.
+    """
+    return _scalar(client, "acd", tenant, start, end, (direction, did, agent))
+
+
+def asa(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
+        direction: str | None = None, did: str | None = None,
+        agent: str | None = None) -> float | None:
+    """Average speed of answer: mean wait of answered calls, seconds.
+
+    Amazon Connect "Average queue answer time". Source: historical-metrics-definitions.md.
+    """
+    return _scalar(client, "asa", tenant, start, end, (direction, did, agent))
+
+
+def average_wait(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
+                 direction: str | None = None, did: str | None = None,
+                 agent: str | None = None) -> float | None:
+    """Mean wait of every queued call (answered, abandoned, timed out), seconds.
+
+    Wazo ``average_waiting_time = sum(waittime) / (answered + abandoned + leaveempty +
+    timeout)``. Source: ``wazo_call_logd/database/queries/queue_stat.py``.
+    """
+    return _scalar(client, "average_wait", tenant, start, end, (direction, did, agent))
+
+
+def aht_talk_only(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
+                  direction: str | None = None, did: str | None = None,
+                  agent: str | None = None) -> float | None:
+    """Average handle time, **talk only**: talk seconds per answered call.
+
+    AHT is (talk + hold + after-call work) / handled (Amazon Connect, Genesys, Voximplant
+    ``TalkTime + AfterCallWork``). The CDR has no hold or wrap-up time yet, so this is
+    the talk part alone -- equal to :func:`acd` until those columns exist; it is named
+    so that nobody mistakes it for the full AHT. Source: historical-metrics-definitions.md.
+    """
+    return _scalar(client, "aht_talk_only", tenant, start, end, (direction, did, agent))
+
+
+# --- per client ---------------------------------------------------------------------------
+
+
+def contacts_per_client(client: WarehouseClient, tenant: str, start: datetime,
+                        end: datetime, *, did: str | None = None,
+                        agent: str | None = None) -> float | None:
+    """Inbound calls per distinct calling number (Zadarma analytics; CGRateS ``*ddc``).
+
+    ``count(inbound calls) / count(distinct caller)``, calls from a hidden number (no
+    caller) left out of both; in-progress calls count (they are contacts already).
+    Source: ``cgrates/cgrates:docs/stats.rst``; Zadarma analytics (survey §3).
+    """
+    return _scalar(client, "contacts_per_client", tenant, start, end, (None, did, agent))
+
+
+def repeat_call_rate(client: WarehouseClient, tenant: str, start: datetime, end: datetime,
+                     repeat_window_h: float = DEFAULT_REPEAT_WINDOW_H, *,
+                     did: str | None = None, agent: str | None = None) -> float | None:
+    """Share of inbound callers who called again within N hours.
+
+    ``callers with two inbound calls started at most N hours apart / inbound callers``,
+    both calls inside ``[start, end)`` -- so a closed window's figure never changes when
+    later calls arrive (a repeat across ``end`` is not seen). Any outcome counts, as for
+    contacts. No peer defines it from CDRs; it is the survey's FCR proxy without the
+    "first call answered" condition (survey §3, "First-call resolution (proxy)").
+    """
+    filter_sql, filter_params = _filters(None, did, agent)
+    params = _params(tenant, start, end, repeat_window_h=repeat_window_h)
+    rows = client.query(f"{_calls_cte(filter_sql)}{_REPEATS}", {**params, **filter_params})
+    return rows[0]["repeat_call_rate"]
+
+
+# --- the dashboard's one query ------------------------------------------------------------
+
+
+def kpi_summary(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
+                threshold_s: float = DEFAULT_THRESHOLD_S,
+                short_abandon_s: float = DEFAULT_SHORT_ABANDON_S,
+                repeat_window_h: float = DEFAULT_REPEAT_WINDOW_H,
+                direction: str | None = None, did: str | None = None,
+                agent: str | None = None) -> Row:
+    """Every KPI of this module in one statement, for the dashboard's headline tiles.
+
+    Keys: the counts ``total, in_progress, offered, answered, abandoned, short_abandoned
+    (waited less than short_abandon_s), queued, repeat_callers``; each function's KPI
+    under its own name, computed exactly as that function does (``abandonment_rate`` and
+    ``service_level_offered`` here keep every abandon), plus ``abandonment_rate_adjusted``
+    and ``service_level_offered_adjusted`` (abandons shorter than ``short_abandon_s``
+    left out: both variants side by side). Contact KPIs are always over inbound calls,
+    so they are None when ``direction`` selects another direction. One statement: the
+    window is read twice (outcomes, and per-caller repeats), both with FINAL.
+    """
+    filter_sql, filter_params = _filters(direction, did, agent)
+    exprs = {**_COUNTS, **_OUTCOMES, **_abandon_kpis("no_cutoff_ms"),
+             **_abandon_kpis(_CUTOFF, "_adjusted"), **_CONTACTS}
+    sql = (f"{_calls_cte(filter_sql)}SELECT * FROM (SELECT {_select(exprs)} FROM calls) AS k "
+           f"CROSS JOIN ({_REPEATS}) AS r")
+    params = _params(tenant, start, end, threshold_s=threshold_s,
+                     short_abandon_s=short_abandon_s, repeat_window_h=repeat_window_h)
+    rows = client.query(sql, {**params, **filter_params, "no_cutoff_ms": 0})
+    return {key: (int(value) if key in _COUNTS or key == "repeat_callers" else value)
+            for key, value in rows[0].items()}
+
+
+# --- intervals ----------------------------------------------------------------------------
+
+
+def _step_ms(interval: str) -> int:
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {', '.join(INTERVALS)}; got {interval!r}")
+    return INTERVALS[interval]
+
+
+def _interval_params(start: datetime, end: datetime, step_ms: int) -> Row:
+    """Bucket bounds in epoch ms: the first bucket is the one ``start`` falls in."""
+    start_ms, end_ms = _epoch_ms(start), _epoch_ms(end)
+    return {"step_ms": step_ms, "start_ms": start_ms, "end_ms": end_ms,
+            "first_ms": start_ms // step_ms * step_ms}
+
+
+def _epoch_ms(ts: datetime) -> int:
+    """Epoch milliseconds; a naive datetime is UTC, as everywhere in the warehouse."""
+    return round((ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+_BUCKET = "intDiv(toUnixTimestamp64Milli(started_at), {step_ms:Int64}) * {step_ms:Int64}"
+_FILL = ("ORDER BY bucket_ms WITH FILL FROM {first_ms:Int64} TO {end_ms:Int64} "
+         "STEP {step_ms:Int64}")
+
+
+def _talk_split_sql(filter_sql: str) -> str:
+    """Talk ms per bucket, each call's ``[answered_at, ended_at)`` cut at bucket bounds.
+
+    The talk is first clipped to ``[start, end)``; ``range`` lists the buckets the
+    clipped segment touches and ``arrayJoin`` makes one row per (call, bucket), whose
+    share is the overlap of the segment with that bucket.
+    """
+    return (
+        "SELECT bucket_ms, sum(least(e, bucket_ms + {step_ms:Int64}) - greatest(a, bucket_ms))"
+        " AS talk_time_ms FROM ("
+        "SELECT greatest(toUnixTimestamp64Milli(assumeNotNull(answered_at)), {start_ms:Int64})"
+        " AS a, least(toUnixTimestamp64Milli(assumeNotNull(ended_at)), {end_ms:Int64}) AS e, "
+        "arrayJoin(range(intDiv(a, {step_ms:Int64}) * {step_ms:Int64}, e, {step_ms:Int64}))"
+        f" AS bucket_ms FROM {CDRS} FINAL WHERE tenant = {{tenant:String}} AND closed "
+        "AND answered_at IS NOT NULL AND ended_at IS NOT NULL "
+        "AND answered_at < {end:DateTime64(3, 'UTC')} AND ended_at > {start:DateTime64(3, 'UTC')}"
+        f"{filter_sql} AND e > a) GROUP BY bucket_ms"
+    )
+
+
+def talk_time_by_interval(client: WarehouseClient, tenant: str, start: datetime,
+                          end: datetime, interval: str = "1 hour", *,
+                          direction: str | None = None, did: str | None = None,
+                          agent: str | None = None) -> pd.DataFrame:
+    """Talk time that happened in each interval of ``[start, end)``, in ms (DESIGN §7).
+
+    A call talking from 09:55 to 10:07 gives 5 min to 09:00 and 7 min to 10:00; calls
+    that started before ``start`` give the part of their talk inside the window. Flex
+    Insights attributes a whole talk to its start interval and over/under-reports
+    intraday (survey §3, data-model caveats); this does not. Closed answered calls only
+    (an ongoing talk has no end yet). Columns ``interval_start`` (UTC), ``talk_time_ms``;
+    empty intervals are present with 0.
+    """
+    filter_sql, filter_params = _filters(direction, did, agent)
+    sql = ("SELECT fromUnixTimestamp64Milli(bucket_ms, 'UTC') AS interval_start, talk_time_ms "
+           f"FROM ({_talk_split_sql(filter_sql)} {_FILL})")
+    return client.query_df(sql, {**_params(tenant, start, end), **filter_params,
+                                 **_interval_params(start, end, _step_ms(interval))})
+
+
+def kpis_by_interval(client: WarehouseClient, tenant: str, start: datetime, end: datetime,
+                     interval: str = "1 hour", *, threshold_s: float = DEFAULT_THRESHOLD_S,
+                     short_abandon_s: float | None = None, direction: str | None = None,
+                     did: str | None = None, agent: str | None = None) -> pd.DataFrame:
+    """The counts and outcome KPIs per interval (``'15 minute'``, ``'1 hour'``, ``'1 day'``).
+
+    A call belongs to the interval in which it started (was offered), as Amazon Connect
+    and Wazo bucket contacts; ``talk_time_ms`` instead is the talk that happened inside
+    the interval (:func:`talk_time_by_interval`), so a long call does not pile its talk
+    onto its first interval. One row per interval from the one holding ``start`` up to
+    ``end``, empty ones included (counts 0, KPIs None -- NaN in the DataFrame).
+    ``short_abandoned`` and the two abandon KPIs use ``short_abandon_s`` (None: every
+    abandon counts). Buckets are UTC-aligned (a '1 day' bucket is a UTC day).
+    """
+    filter_sql, filter_params = _filters(direction, did, agent)
+    exprs = {**_COUNTS, **_OUTCOMES}
+    sql = (f"{_calls_cte(filter_sql)}SELECT fromUnixTimestamp64Milli(bucket_ms, 'UTC') AS "
+           f"interval_start, {', '.join(exprs)}, talk_time_ms FROM ("
+           f"SELECT {_BUCKET} AS bucket_ms, {_select(exprs)} FROM calls GROUP BY bucket_ms "
+           f"{_FILL}) AS k LEFT JOIN ({_talk_split_sql(filter_sql)}) AS t USING bucket_ms "
+           "ORDER BY interval_start")
+    params = _params(tenant, start, end, threshold_s=threshold_s,
+                     short_abandon_s=short_abandon_s)
+    return client.query_df(sql, {**params, **filter_params,
+                                 **_interval_params(start, end, _step_ms(interval))})
