@@ -47,6 +47,8 @@ class Settings:
     topic_call_events: str = "tawag.call-events"
     topic_cdrs: str = "tawag.cdrs"
     topic_dead_letter: str = "tawag.dead-letter"
+    topic_provisioning: str = "tawag.provisioning"
+    """Compacted, key = tenant: the last applied provisioning, restored into a new Kamailio."""
     topic_partitions: int = 4
 
     # --- SIP edge ----------------------------------------------------------------------
@@ -61,6 +63,14 @@ class Settings:
     rtp_port_max: int = 30999
     no_answer_timeout: int = 20
     """Seconds an INVITE may ring before the edge gives up with 408 (tm fr_inv_timer)."""
+    sip_auth: bool = True
+    """Digest authentication (HA1 from provisioning) for extensions' REGISTER and INVITE."""
+    provisioning_file: Path = REPO_ROOT / "sip-edge" / "provisioning.example.toml"
+    """Tenants, extensions, groups, DIDs, forwarding and trunk applied when the edge starts."""
+    max_call_duration_s: int = 7200
+    """A dialog older than this is ended by the edge (BYE to both sides)."""
+    pike_density: int = 30
+    """Requests per source and 2 s before the edge bans it for a while (flood protection)."""
 
     # --- warehouse ---------------------------------------------------------------------
     warehouse_mode: str = "embedded"
@@ -102,6 +112,10 @@ class Settings:
     @property
     def recordings_dir(self) -> Path:
         return self.data_dir / "recordings"
+
+    @property
+    def recordings_wav_dir(self) -> Path:
+        return self.recordings_dir / "wav"
 
     @property
     def kamailio_rpc_url(self) -> str:
