@@ -7,9 +7,13 @@ or ``faust -A streams.app worker -l info`` (the module-level ``app`` is built la
 ``tawag.settings.load()``), or ``python -m streams``.
 
 Reads ``settings.topic_call_events``; writes ``settings.topic_cdrs`` and
-``settings.topic_dead_letter``; owns the changelog topics
-``tawag-streams-calls-changelog`` and ``tawag-streams-dead-letters-changelog``. Faust's
-data directory is ``settings.data_dir / "faust"``.
+``settings.topic_dead_letter``, and (names in :mod:`streams.topics`)
+``tawag.agent-states``, ``tawag.agent-stats`` and ``tawag.callbacks``; reads back
+``settings.topic_cdrs`` for the callback list; owns the changelog topics
+``tawag-streams-{calls,dead-letters,agents,callbacks}-changelog`` and the internal
+repartition topics ``tawag-streams-agent-events-repartition`` and
+``tawag-streams-callback-cdrs-repartition``. Faust's data directory is
+``settings.data_dir / "faust"``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from dataclasses import dataclass
 import faust
 from faust.types import AgentT
 
+from streams.agents import agent_stats as agent_stats_agent
+from streams.agents import callbacks as callbacks_agent
 from streams.agents import cdr as cdr_agent
+from streams.folds.callbacks import CallbackConfig
 from streams.tables import Tables, declare_tables
 from streams.topics import Topics, declare_topics
 from tawag.settings import Settings
@@ -62,6 +69,11 @@ def new_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         # A new consumer group starts at offset 0: a fresh stack replays every call.
         consumer_auto_offset_reset="earliest",
+        # The repartition topics are created by this app when it starts, after the consumer
+        # has subscribed; the group only takes them up once the consumer's metadata is
+        # refreshed (5 min by default). Refresh every 10 s so a fresh stack starts folding
+        # agents and callbacks within seconds (pre-creating the topics avoids the wait).
+        consumer_metadata_max_age_ms=10_000,
         producer_acks=-1,
         autodiscover=False,
     )
@@ -71,8 +83,14 @@ def build_streams(app: faust.App, settings: Settings, *, topics: Topics | None =
     """Declare topics (or use the given ones), tables and agents on ``app``."""
     topics = topics if topics is not None else declare_topics(app, settings)
     tables = declare_tables(app, settings)
-    agents = {"cdr": cdr_agent.register(app, topics, tables)}
+    agents = {"cdr": cdr_agent.register(app, topics, tables),
+              **agent_stats_agent.register(app, topics, tables),
+              **callbacks_agent.register(app, topics, tables, _callback_config(settings))}
     return Streams(app=app, topics=topics, tables=tables, agents=agents)
+
+
+def _callback_config(settings: Settings) -> CallbackConfig:
+    return CallbackConfig(country=settings.default_country)
 
 
 def create_app(settings: Settings) -> faust.App:

@@ -14,10 +14,13 @@ from faust.types import CollectionT
 
 from tawag.settings import Settings
 
-__all__ = ["Tables", "declare_tables", "CALLS_TABLE", "DEAD_LETTERS_TABLE"]
+__all__ = ["Tables", "declare_tables", "CALLS_TABLE", "DEAD_LETTERS_TABLE", "AGENTS_TABLE",
+           "CALLBACKS_TABLE"]
 
 CALLS_TABLE = "calls"
 DEAD_LETTERS_TABLE = "dead-letters"
+AGENTS_TABLE = "agents"
+CALLBACKS_TABLE = "callbacks"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,12 @@ class Tables:
 
     Keyed per partition because a table row lives in the changelog partition of the
     message that wrote it; one key written from several partitions would not recover."""
+    agents: CollectionT
+    """``tenant:agent`` -> :meth:`streams.folds.agent_state.AgentState.to_dict`
+    (co-partitioned with the agent-events repartition topic)."""
+    callbacks: CollectionT
+    """``tenant:client`` -> :meth:`streams.folds.callbacks.CallbackState.to_dict`
+    (co-partitioned with the callback-cdrs repartition topic)."""
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
@@ -51,5 +60,13 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
         dead_letters=app.Table(
             DEAD_LETTERS_TABLE, key_type=str, value_type=int, default=int,
             partitions=settings.topic_partitions, help="Dead-lettered messages by topic:partition",
+        ),
+        agents=app.Table(
+            AGENTS_TABLE, key_type=str, partitions=settings.topic_partitions,
+            help="Agent state (AgentState.to_dict) by tenant:agent",
+        ),
+        callbacks=app.Table(
+            CALLBACKS_TABLE, key_type=str, partitions=settings.topic_partitions,
+            help="Client calls for callbacks (CallbackState.to_dict) by tenant:client",
         ),
     )

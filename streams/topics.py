@@ -1,8 +1,16 @@
 """The Kafka topics the stream processors read and write, declared once per app.
 
-All three carry JSON bytes that :mod:`ingest.events` and :mod:`streams.records` encode, so
-Faust passes them through untouched (``raw``) instead of re-serialising them. Keys are
-the call id as UTF-8, which keeps each call on one partition next to its table rows.
+All carry JSON bytes that :mod:`ingest.events`, :mod:`streams.records` and
+:mod:`streams.agent_records` encode, so Faust passes them through untouched (``raw``)
+instead of re-serialising them. Keys are UTF-8: the call id for call events and CDRs,
+``tenant:agent`` for the agent topics, ``tenant:client`` for callbacks, which keeps each
+key on one partition next to its table rows.
+
+The agent and callback outputs have no settings fields yet; their names are the
+``*_TOPIC`` constants below (to become ``settings.topic_agent_states`` & co.). The two
+``*-repartition`` topics are internal: the app re-keys call events by agent and CDRs by
+client through them (Faust's ``group_by``, generalised to one event -> several keys,
+because an internal call concerns two extensions).
 """
 
 from __future__ import annotations
@@ -14,7 +22,17 @@ from faust.types import ChannelT
 
 from tawag.settings import Settings
 
-__all__ = ["Topics", "declare_topics"]
+__all__ = [
+    "Topics",
+    "declare_topics",
+    "AGENT_EVENTS_REPARTITION",
+    "CALLBACK_CDRS_REPARTITION",
+]
+
+AGENT_EVENTS_REPARTITION = "tawag-streams-agent-events-repartition"
+"""Internal: call and agent events re-keyed ``tenant:agent`` (one copy per extension)."""
+CALLBACK_CDRS_REPARTITION = "tawag-streams-callback-cdrs-repartition"
+"""Internal: CDR revisions of calls with a client, re-keyed ``tenant:client``."""
 
 
 @dataclass(frozen=True)
@@ -31,9 +49,20 @@ class Topics:
     """``tawag.cdrs``: CDR revisions keyed by call id (read by the warehouse loader)."""
     dead_letter: ChannelT
     """``tawag.dead-letter``: input we could not process, with the reason."""
+    agent_events: ChannelT
+    """Internal repartition topic: events keyed ``tenant:agent`` (read by agent stats)."""
+    agent_states: ChannelT
+    """``tawag.agent-states``: state segments keyed ``tenant:agent``."""
+    agent_stats: ChannelT
+    """``tawag.agent-stats``: interval statistics keyed ``tenant:agent``."""
+    callback_cdrs: ChannelT
+    """Internal repartition topic: CDR revisions keyed ``tenant:client``."""
+    callbacks: ChannelT
+    """``tawag.callbacks``: callback item revisions keyed ``tenant:client``."""
 
 
-def _topic(app: faust.App, name: str, settings: Settings) -> ChannelT:
+def _topic(app: faust.App, name: str, settings: Settings, *,
+           internal: bool = False) -> ChannelT:
     """One raw-bytes topic with the stack's partition count (single-node replication)."""
     return app.topic(
         name,
@@ -43,13 +72,19 @@ def _topic(app: faust.App, name: str, settings: Settings) -> ChannelT:
         value_serializer="raw",
         partitions=settings.topic_partitions,
         replicas=1,
+        internal=internal,
     )
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
-    """Declare the call-events, CDR and dead-letter topics named in ``settings``."""
+    """Declare the topics named in ``settings`` and the internal repartition topics."""
     return Topics(
         call_events=_topic(app, settings.topic_call_events, settings),
         cdrs=_topic(app, settings.topic_cdrs, settings),
         dead_letter=_topic(app, settings.topic_dead_letter, settings),
+        agent_events=_topic(app, AGENT_EVENTS_REPARTITION, settings, internal=True),
+        agent_states=_topic(app, settings.topic_agent_states, settings),
+        agent_stats=_topic(app, settings.topic_agent_stats, settings),
+        callback_cdrs=_topic(app, CALLBACK_CDRS_REPARTITION, settings, internal=True),
+        callbacks=_topic(app, settings.topic_callbacks, settings),
     )

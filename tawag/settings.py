@@ -47,9 +47,23 @@ class Settings:
     topic_call_events: str = "tawag.call-events"
     topic_cdrs: str = "tawag.cdrs"
     topic_dead_letter: str = "tawag.dead-letter"
+    topic_agent_states: str = "tawag.agent-states"
+    """Agent state segments, key ``tenant:agent`` (not compacted: many rows per key)."""
+    topic_agent_stats: str = "tawag.agent-stats"
+    """Per-agent interval statistics, key ``tenant:agent``."""
+    topic_callbacks: str = "tawag.callbacks"
+    """Missed-call callback item revisions, key ``tenant:client``."""
     topic_provisioning: str = "tawag.provisioning"
     """Compacted, key = tenant: the last applied provisioning, restored into a new Kamailio."""
     topic_partitions: int = 4
+
+    # --- stream processing ---------------------------------------------------------
+    agent_wrap_up_s: int = 0
+    """After-call work counted as wrap-up after each call (0: agents are free at once)."""
+    agent_state_retention_days: int = 2
+    """History the agent-state fold keeps; older late events are ignored."""
+    callback_retention_days: int = 30
+    """How long a client's calls are kept by the callback fold (open items are never dropped)."""
 
     # --- SIP edge ----------------------------------------------------------------------
     sip_host: str = "127.0.0.1"

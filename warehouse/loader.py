@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ingest.events import Event, from_json
+from ingest.events import Event, InvalidEvent, from_json, parse_ts
 from streams.records import Cdr, cdr_from_json
 from warehouse import schema
 from warehouse.client import WarehouseClient, WarehouseError
@@ -53,6 +53,9 @@ __all__ = [
     "cdr_row",
     "decode_event",
     "decode_cdr",
+    "decode_agent_state",
+    "decode_agent_stats",
+    "decode_callback",
     "routes_for",
     "skip_loaded",
     "build_batch",
@@ -219,6 +222,124 @@ def decode_cdr(record: Record) -> dict[str, Any]:
         raise ValueError(f"not a CDR: {type(exc).__name__}: {exc}") from exc
 
 
+# --- agent states, agent stats, callbacks (JSON records of streams.agent_records) ----------
+#
+# The warehouse may import only ``streams.records`` (tests/test_layout.py), so these rows
+# are read from the JSON wire form directly, each column checked by a converter: a value
+# the column cannot hold becomes a dead letter instead of failing the whole batch.
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else _str(value)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _opt_count(value: Any) -> int | None:
+    return None if value is None else _count(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _ts(value: Any) -> Any:
+    try:
+        return parse_ts(value)
+    except InvalidEvent as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _opt_ts(value: Any) -> Any:
+    return None if value is None else _ts(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true/false, got {value!r}")
+    return value
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+    return check
+
+
+_AGENT_STATE_COLUMNS: dict[str, Callable[[Any], Any]] = {
+    "tenant": _str, "agent": _str, "since": _ts,
+    "state": _one_of("offline", "available", "wrap_up", "ringing", "on_call"),
+    "until": _opt_ts, "version": _count, "deleted": _flag,
+}
+_AGENT_STATS_COLUMNS: dict[str, Callable[[Any], Any]] = {
+    "tenant": _str, "agent": _str, "interval_kind": _one_of("15m", "hour", "day"),
+    "interval_start": _ts, "version": _count,
+    **{name: _count for name in ("logged_in_ms", "available_ms", "ringing_ms", "talk_ms",
+                                 "wrap_up_ms", "offered", "answered", "missed", "handled",
+                                 "handled_talk_ms")},
+    "aht_talk_ms": _opt_float, "occupancy": _opt_float, "complete_until": _ts,
+}
+_CALLBACK_COLUMNS: dict[str, Callable[[Any], Any]] = {
+    "tenant": _str, "client": _str, "item_id": _str, "version": _count,
+    "status": _one_of("open", "closed"), "opened_at": _ts, "last_missed_at": _ts,
+    "attempts": _count, "callback_attempts": _count, "closed_at": _opt_ts,
+    "closed_by_call_id": _opt_str, "called_back_by": _opt_str,
+    "callback_direction": _opt_str, "time_to_callback_ms": _opt_count, "deleted": _flag,
+}
+
+
+def _json_row(record: Record, columns: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    """One row from a JSON object, every column converted and checked (ValueError if not)."""
+    if record.value is None:
+        raise ValueError("empty message (tombstone)")
+    try:
+        data = json.loads(record.value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    row = {}
+    for name, convert in columns.items():
+        if name not in data:
+            raise ValueError(f"{name}: missing")
+        try:
+            row[name] = convert(data[name])
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+    return {**row, **_kafka_columns(record)}
+
+
+def decode_agent_state(record: Record) -> dict[str, Any]:
+    """``agent_states`` row of a state-segment message, or ValueError saying why not."""
+    return _json_row(record, _AGENT_STATE_COLUMNS)
+
+
+def decode_agent_stats(record: Record) -> dict[str, Any]:
+    """``agent_stats`` row of an interval-statistics message, or ValueError saying why not."""
+    return _json_row(record, _AGENT_STATS_COLUMNS)
+
+
+def decode_callback(record: Record) -> dict[str, Any]:
+    """``callbacks`` row of a callback-item message, or ValueError saying why not."""
+    return _json_row(record, _CALLBACK_COLUMNS)
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a topic's messages go and how they are decoded."""
@@ -230,7 +351,10 @@ class Route:
 def routes_for(settings: Settings) -> dict[str, Route]:
     """Topic -> route for the topics the warehouse loads."""
     return {settings.topic_call_events: Route(schema.CALL_EVENTS, decode_event),
-            settings.topic_cdrs: Route(schema.CDRS, decode_cdr)}
+            settings.topic_cdrs: Route(schema.CDRS, decode_cdr),
+            settings.topic_agent_states: Route(schema.AGENT_STATES, decode_agent_state),
+            settings.topic_agent_stats: Route(schema.AGENT_STATS, decode_agent_stats),
+            settings.topic_callbacks: Route(schema.CALLBACKS, decode_callback)}
 
 
 def skip_loaded(records: Sequence[Record], watermark: int) -> list[Record]:
@@ -434,7 +558,7 @@ def _make_consumer(settings: Settings, loader: Loader) -> Any:
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=GROUP_ID,
                              client_id=GROUP_ID, enable_auto_commit=False,
                              auto_offset_reset="earliest", max_poll_records=1000)
-    consumer.subscribe([settings.topic_call_events, settings.topic_cdrs], listener=_Forget())
+    consumer.subscribe(sorted(routes_for(settings)), listener=_Forget())
     return consumer
 
 
@@ -481,7 +605,7 @@ def _connect(settings: Settings, loader: Loader, stop: threading.Event,
 
 def run_loader(settings: Settings, client: WarehouseClient, stop: threading.Event, *,
                retry_s: float = 5.0) -> Loader:
-    """Consume ``topic_call_events`` and ``topic_cdrs`` into the warehouse until ``stop``.
+    """Consume every topic of :func:`routes_for` into the warehouse until ``stop``.
 
     Never crashes on bad input (dead letters) nor on a failed write (rewind, back off,
     retry). Returns the loader (with its counters) when stopped.
@@ -495,8 +619,8 @@ def run_loader(settings: Settings, client: WarehouseClient, stop: threading.Even
         return loader
     consumer, producer = connected
     sink.append(KafkaDeadLetters(producer, settings.topic_dead_letter))
-    log.info("loader: consuming %s, %s as group %s", settings.topic_call_events,
-             settings.topic_cdrs, GROUP_ID)
+    log.info("loader: consuming %s as group %s", ", ".join(sorted(routes_for(settings))),
+             GROUP_ID)
     try:
         while not stop.is_set():
             try:

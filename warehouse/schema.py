@@ -12,6 +12,9 @@ __all__ = [
     "CALL_EVENTS",
     "CDRS",
     "SCHEMA_MIGRATIONS",
+    "AGENT_STATES",
+    "AGENT_STATS",
+    "CALLBACKS",
     "TABLES",
 ]
 
@@ -26,4 +29,13 @@ CDRS = f"{DATABASE}.cdrs"
 SCHEMA_MIGRATIONS = f"{DATABASE}.schema_migrations"
 """Which migration files have been applied, with their checksums."""
 
-TABLES = (SCHEMA_MIGRATIONS, CALL_EVENTS, CDRS)
+AGENT_STATES = f"{DATABASE}.agent_states"
+"""Agent state segments; ReplacingMergeTree(version), skip ``deleted`` rows after FINAL."""
+
+AGENT_STATS = f"{DATABASE}.agent_stats"
+"""Per-agent statistics per interval (15m, hour, day); ReplacingMergeTree(version)."""
+
+CALLBACKS = f"{DATABASE}.callbacks"
+"""Missed-call callback items; ReplacingMergeTree(version), skip ``deleted`` after FINAL."""
+
+TABLES = (SCHEMA_MIGRATIONS, CALL_EVENTS, CDRS, AGENT_STATES, AGENT_STATS, CALLBACKS)

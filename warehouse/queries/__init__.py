@@ -15,9 +15,9 @@ from functools import partial
 from types import SimpleNamespace
 
 from warehouse.client import WarehouseClient
-from warehouse.queries import cdr, kpi
+from warehouse.queries import agent_stats, callbacks, cdr, kpi
 
-__all__ = ["Queries", "cdr", "kpi"]
+__all__ = ["Queries", "agent_stats", "callbacks", "cdr", "kpi"]
 
 
 def _bind(module: object, client: WarehouseClient) -> SimpleNamespace:
@@ -33,3 +33,5 @@ class Queries:
         self.client = client
         self.cdr = _bind(cdr, client)
         self.kpi = _bind(kpi, client)
+        self.agent_stats = _bind(agent_stats, client)
+        self.callbacks = _bind(callbacks, client)

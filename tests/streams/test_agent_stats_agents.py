@@ -1,0 +1,129 @@
+"""The agent-stats and callback agents in Faust's test context (no broker, memory store).
+
+Output topics (and the repartition topics the routers write) are in-memory channels, so
+the tests read back the keys and JSON the agents sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_callbacks_fold import CALLS, CLIENT
+
+from ingest.events import Direction, Event, EventType, to_json
+from streams.agent_records import (
+    AgentStateChange,
+    AgentStats,
+    AgentStatus,
+    CallbackItem,
+    CallbackStatus,
+    IntervalKind,
+    record_from_json,
+)
+from streams.app import Streams, build_streams, new_app
+from streams.folds.agent_state import AgentState, timeline
+from streams.records import cdr_to_json
+from streams.topics import declare_topics
+from tawag.settings import load
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+def at(second: int) -> datetime:
+    return T0 + timedelta(seconds=second)
+
+
+def ev(kind: EventType, second: int, **fields: Any) -> Event:
+    base: dict[str, Any] = {"call_id": "c1", "caller": "101", "callee": "102",
+                            "direction": Direction.INTERNAL}
+    if kind in (EventType.AGENT_REGISTERED, EventType.AGENT_UNREGISTERED):
+        base = {}
+    return Event(event_id=f"{kind.value}@{second}", type=kind, tenant="acme", ts=at(second),
+                 source="test", **(base | fields))
+
+
+@pytest.fixture
+def streams(tmp_path: Path) -> Streams:
+    settings = load(environ={}, data_dir=tmp_path)
+    app = new_app(settings)
+    topics = declare_topics(app, settings)
+    channels = {name: app.channel() for name in (
+        "cdrs", "dead_letter", "agent_events", "agent_states", "agent_stats",
+        "callback_cdrs", "callbacks")}
+    return build_streams(app, settings, topics=replace(topics, **channels))
+
+
+def run(streams: Streams, agent: str, outputs: list[str],
+        messages: list[tuple[bytes, Any]]) -> dict[str, list[tuple[bytes, bytes]]]:
+    async def go() -> dict[str, list]:
+        clones = {name: getattr(streams.topics, name).clone(is_iterator=True)
+                  for name in outputs}
+        async with streams.agents[agent].test_context() as running:
+            for key, value in messages:
+                await running.put(value, key=key)
+        return {name: _drain(channel) for name, channel in clones.items()}
+
+    return asyncio.run(go())
+
+
+def _drain(channel: Any) -> list[tuple[bytes, bytes]]:
+    sent = []
+    while not channel.queue.empty():
+        event = channel.queue.get_nowait()
+        sent.append((event.key, event.value))
+    return sent
+
+
+def test_router_sends_each_event_to_every_extension_it_concerns(streams: Streams) -> None:
+    ringing = to_json(ev(EventType.CALL_RINGING, 1))
+    registered = to_json(ev(EventType.AGENT_REGISTERED, 0, agent="101"))
+    out = run(streams, "agent_router", ["agent_events"],
+              [(b"c1", ringing), (b"acme:101", registered), (b"x", b"{bad")])
+    assert out["agent_events"] == [(b"acme:101", ringing), (b"acme:102", ringing),
+                                   (b"acme:101", registered)]
+
+
+def test_agent_fold_publishes_segments_and_interval_stats(streams: Streams) -> None:
+    events = [ev(EventType.AGENT_REGISTERED, 0, agent="102"), ev(EventType.CALL_RINGING, 60),
+              ev(EventType.CALL_ANSWERED, 70, agent="102"), ev(EventType.CALL_ENDED, 130)]
+    messages = [(b"acme:102", to_json(e)) for e in events]
+    out = run(streams, "agent_stats", ["agent_states", "agent_stats"],
+              messages + messages[1:2])  # one repeated delivery: nothing more sent
+    assert {key for key, _ in out["agent_states"] + out["agent_stats"]} == {b"acme:102"}
+    changes = [record_from_json(AgentStateChange, v) for _, v in out["agent_states"]]
+    final = {c.since: c for c in changes}  # the highest revision of each segment
+    assert [(c.state, c.since, c.until) for c in final.values()] == [
+        (AgentStatus.AVAILABLE, at(0), at(60)), (AgentStatus.RINGING, at(60), at(70)),
+        (AgentStatus.ON_CALL, at(70), at(130)), (AgentStatus.AVAILABLE, at(130), None)]
+    assert [c.version for c in changes] == sorted(c.version for c in changes)
+    rows = [record_from_json(AgentStats, v) for _, v in out["agent_stats"]]
+    quarter = [r for r in rows if r.interval_kind is IntervalKind.QUARTER][-1]
+    assert (quarter.talk_ms, quarter.ringing_ms, quarter.available_ms) == (60_000, 10_000, 60_000)
+    assert (quarter.offered, quarter.answered, quarter.handled, quarter.version) == (1, 1, 1, 4)
+    state = AgentState.from_dict(streams.tables.agents["acme:102"])
+    assert timeline(state)[-1].state is AgentStatus.AVAILABLE
+
+
+def test_callback_router_rekeys_cdrs_by_client(streams: Streams) -> None:
+    internal = replace(CALLS[0], direction="internal", caller="101", callee="102")
+    out = run(streams, "callback_router", ["callback_cdrs"],
+              [(b"m1", cdr_to_json(CALLS[0])), (b"i9", cdr_to_json(internal)),
+               (b"junk", b"{")])
+    assert out["callback_cdrs"] == [(f"acme:{CLIENT}".encode(), cdr_to_json(CALLS[0]))]
+
+
+def test_callback_fold_publishes_item_revisions(streams: Streams) -> None:
+    key = f"acme:{CLIENT}".encode()
+    out = run(streams, "callbacks", ["callbacks"], [(key, cdr_to_json(c)) for c in CALLS])
+    sent = [record_from_json(CallbackItem, v) for _, v in out["callbacks"]]
+    assert {k for k, _ in out["callbacks"]} == {key}
+    latest = {i.item_id: i for i in sent}
+    assert [(i.item_id, i.status, i.attempts) for i in latest.values()] == [
+        ("m1", CallbackStatus.CLOSED, 2), ("m3", CallbackStatus.OPEN, 1)]
+    assert latest["m1"].called_back_by == "102"
+    assert f"acme:{CLIENT}" in streams.tables.callbacks
