@@ -1,0 +1,172 @@
+"""amoCRM v4 client over an injected :class:`httpx.Client` (base_url = account domain).
+
+    http = httpx.Client(base_url="https://acme.amocrm.ru", auth=AmoOAuth(...))
+    amo = AmoCrmClient(http, source="tawag")
+    contact = amo.find_contact("+79161234567")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from connectors.amocrm import mapping
+from connectors.amocrm.auth import AmoOAuth
+from connectors.base import (
+    AMOCRM_LIMIT,
+    AuthExpired,
+    Capabilities,
+    Contact,
+    Progress,
+    RateLimited,
+    Rejected,
+    RingingCall,
+    SlidingWindow,
+    TaskRef,
+    Throttle,
+    Unavailable,
+    retry_after_seconds,
+)
+from connectors.config import ConnectorConfig
+from connectors.tokens import TokenStore
+from streams.records import Cdr
+
+__all__ = ["AmoCrmClient", "build_client"]
+
+CRM = "amocrm"
+CLIENT_LIMIT = {"limit": AMOCRM_LIMIT["limit"], "window_s": AMOCRM_LIMIT["window_s"] + 0.05}
+"""50 ms of headroom per window for network jitter between our clock and amoCRM's."""
+DEFAULT_RETRY_AFTER_S = 1.0
+"""amoCRM's 429 carries no documented Retry-After; one second refills the 7 rps bucket."""
+
+
+class AmoCrmClient:
+    """Contacts by phone, call log, SIP incoming leads, missed-call tasks, call events."""
+
+    name = CRM
+    capabilities = Capabilities(screen_pop=True, unknown_lead=True, tasks=True)
+
+    def __init__(self, http: httpx.Client, *, source: str = "tawag",
+                 throttle: Throttle | None = None, task_deadline_s: int = 3600,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._http = http
+        self._source = source
+        self._throttle = throttle or Throttle(SlidingWindow(**CLIENT_LIMIT))
+        self._task_deadline_s = task_deadline_s
+        self._clock = clock
+
+    # --- requests --------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        self._throttle.acquire()
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"amoCRM unreachable: {type(exc).__name__}", crm=CRM) from exc
+        return _check(response)
+
+    # --- CrmClient -------------------------------------------------------------------
+    def find_contact(self, phone: str) -> Contact | None:
+        response = self._request("GET", "/api/v4/contacts", params={
+            "query": mapping.search_query(phone), "with": "leads", "limit": 50})
+        if response.status_code == 204:  # amoCRM's "no data"
+            return None
+        return mapping.matching_contact(response.json(), phone)
+
+    def screen_pop(self, call: RingingCall) -> None:
+        """A call event for the users it now rings for; amoCRM has no "hide"."""
+        if not call.users:
+            return  # without ``users`` amoCRM would notify every user of the account
+        self._request("POST", "/api/v2/events",
+                      json=mapping.to_call_event(call.phone, list(call.users)))
+
+    def create_lead_for_unknown(self, cdr: Cdr, *, phone: str, user: str | None,
+                                recording_url: str | None) -> Contact | None:
+        item = mapping.to_unsorted_sip(cdr, phone=phone, user=user, source=self._source,
+                                       link=recording_url)
+        body = self._request("POST", "/api/v4/leads/unsorted/sip", json=[item]).json()
+        created = body["_embedded"]["unsorted"][0]["_embedded"]
+        contact_id = str(created["contacts"][0]["id"])
+        return Contact(crm=CRM, id=contact_id, name=phone, responsible_user_id=None,
+                       lead_ids=tuple(str(lead["id"]) for lead in created.get("leads", [])))
+
+    def log_call(self, cdr: Cdr, *, phone: str, user: str | None, contact: Contact | None,
+                 recording_url: str | None, progress: Progress) -> None:
+        if progress.get("call_logged"):
+            return
+        item = mapping.to_call(cdr, phone=phone, user=user, source=self._source,
+                               link=recording_url)
+        body = self._request("POST", "/api/v4/calls", json=[item]).json()
+        errors = body.get("errors") or []
+        if errors and not _is_duplicate_uniq(errors):
+            # amoCRM answers 200 and lists per-item failures (e.g. no entity for the phone).
+            raise Rejected("amoCRM did not add the call", crm=CRM, status=200, body=errors)
+        progress.set("call_logged", True)
+
+    def create_missed_call_task(self, cdr: Cdr, *, phone: str, contact: Contact | None,
+                                responsible: str | None, progress: Progress) -> TaskRef | None:
+        if progress.get("task_id"):
+            return TaskRef(crm=CRM, id=progress.get("task_id"), phone=phone)
+        if contact is None or responsible is None:
+            return None
+        entity_type, entity_id = (("leads", contact.lead_ids[0]) if contact.lead_ids
+                                  else ("contacts", contact.id))
+        ended = cdr.ended_at or cdr.last_event_ts
+        deadline = int((ended + timedelta(seconds=self._task_deadline_s)).timestamp())
+        item = mapping.to_missed_task(cdr, phone=phone, entity_type=entity_type,
+                                      entity_id=entity_id, responsible=responsible,
+                                      complete_till=deadline)
+        body = self._request("POST", "/api/v4/tasks", json=[item]).json()
+        task_id = str(body["_embedded"]["tasks"][0]["id"])
+        progress.set("task_id", task_id)
+        return TaskRef(crm=CRM, id=task_id, phone=phone)
+
+    def close_task(self, task: TaskRef, *, note: str) -> None:
+        self._request("PATCH", f"/api/v4/tasks/{task.id}",
+                      json={"is_completed": True, "result": {"text": note}})
+
+
+def _is_duplicate_uniq(errors: list[Any]) -> bool:
+    """A resend after a lost answer: amoCRM refuses a repeated ``uniq`` [unverified shape]."""
+    return all("uniq" in str(e.get("detail", "")).lower() for e in errors if isinstance(e, dict))
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    """amoCRM status codes -> ConnectorError (contract §1.2, §1.3, §1.7)."""
+    status = response.status_code
+    if status < 300:
+        return response
+    if status == 401:
+        raise AuthExpired("amoCRM refused the token after a refresh", crm=CRM)
+    if status == 429:
+        raise RateLimited("amoCRM: too many requests", crm=CRM,
+                          retry_after=retry_after_seconds(response.headers, DEFAULT_RETRY_AFTER_S))
+    if status == 403:
+        # Repeated 429s escalate to a 403 block of the account/IP; it lifts by itself.
+        raise RateLimited("amoCRM: 403, account blocked or no rights", crm=CRM, retry_after=60.0)
+    if status >= 500:
+        raise Unavailable(f"amoCRM: HTTP {status}", crm=CRM)
+    raise Rejected(f"amoCRM refused the request: HTTP {status}", crm=CRM, status=status,
+                   body=_body(response))
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:2000]
+
+
+def build_client(cfg: ConnectorConfig, store: TokenStore, *,
+                 transport: httpx.BaseTransport | None = None) -> AmoCrmClient:
+    """Wire an :class:`AmoCrmClient` with OAuth from the config (the CLI's job)."""
+    auth = AmoOAuth(token_url=cfg.amocrm_base_url.rstrip("/") + "/oauth2/access_token",
+                    client_id=cfg.amocrm_client_id, client_secret=cfg.amocrm_client_secret,
+                    redirect_uri=cfg.amocrm_redirect_uri, store=store)
+    http = httpx.Client(base_url=cfg.amocrm_base_url, auth=auth, transport=transport,
+                        timeout=cfg.http_timeout_s)
+    return AmoCrmClient(http, source=cfg.call_source,
+                        task_deadline_s=cfg.missed_task_deadline_s)

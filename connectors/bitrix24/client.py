@@ -1,0 +1,234 @@
+"""Bitrix24 telephony client over an injected :class:`httpx.Client`.
+
+``base_url`` is ``https://portal/rest/`` with :class:`Bitrix24OAuth` (application), or an
+inbound webhook ``https://portal/rest/{user}/{code}/`` without auth.
+
+    b24 = Bitrix24Client(httpx.Client(base_url=..., auth=Bitrix24OAuth(...)))
+    b24.screen_pop(RingingCall(call_id, "+79161234567", "inbound", t, users=("1269",)))
+
+One Bitrix24 registration per call: the CALL_ID from ``register`` is remembered (in
+memory for the screen-pop, in the delivery's progress for the call log) and
+``EXTERNAL_CALL_ID`` = our call id makes a resend within 30 minutes return the same
+CALL_ID instead of a second call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from connectors.base import (
+    BITRIX24_LIMIT,
+    AuthExpired,
+    Capabilities,
+    Contact,
+    LeakyBucket,
+    Progress,
+    RateLimited,
+    Rejected,
+    RingingCall,
+    TaskRef,
+    Throttle,
+    Unavailable,
+)
+from connectors.bitrix24 import mapping
+from connectors.bitrix24.auth import Bitrix24OAuth
+from connectors.config import ConnectorConfig
+from connectors.tokens import TokenStore
+from streams.records import Cdr
+
+__all__ = ["Bitrix24Client", "build_client"]
+
+CRM = "bitrix24"
+QUERY_LIMIT_RETRY_S = 1.0
+"""MikoPBX sleeps 1 s on QUERY_LIMIT_EXCEEDED: two requests' worth of the 2/s drain."""
+CALL_NOT_FOUND = "Call is not found"
+FINISHED_MEMORY = 10_000
+"""Finished calls remembered so a late screen-pop event cannot register them again."""
+CLIENT_LIMIT = {"capacity": BITRIX24_LIMIT["capacity"] - 2,
+                "drain_per_s": BITRIX24_LIMIT["drain_per_s"]}
+"""Two requests of headroom under X=50: the portal's counter starts when our first request
+*arrives*, and network jitter can make it see two requests closer than we sent them."""
+
+
+class Bitrix24Client:
+    """register/show/hide/finish/attachRecord and searchCrmEntities for one portal."""
+
+    name = CRM
+    # Unknown numbers become leads through register's CRM_CREATE, not a separate call;
+    # the contract has no task method, and finish with 304 is Bitrix24's own missed call.
+    capabilities = Capabilities(screen_pop=True, unknown_lead=False, tasks=False)
+
+    def __init__(self, http: httpx.Client, *, throttle: Throttle | None = None,
+                 line_number: str = "") -> None:
+        self._http = http
+        self._throttle = throttle or Throttle(LeakyBucket(**CLIENT_LIMIT))
+        self._line_number = line_number
+        self._lock = threading.Lock()
+        self._call_locks: dict[str, threading.Lock] = {}
+        self._registered: dict[str, str] = {}
+        self._shown: dict[str, set[str]] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+
+    # --- requests --------------------------------------------------------------------
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        """One REST method; returns ``result`` or raises a ConnectorError."""
+        self._throttle.acquire()
+        try:
+            response = self._http.post(method, json=params)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"Bitrix24 unreachable: {type(exc).__name__}", crm=CRM) from exc
+        return _result(response)
+
+    # --- CrmClient -------------------------------------------------------------------
+    def find_contact(self, phone: str) -> Contact | None:
+        result = self.call("telephony.externalCall.searchCrmEntities", {"PHONE_NUMBER": phone})
+        return mapping.contact_from(result or [])
+
+    def screen_pop(self, call: RingingCall) -> None:
+        """Register once (SHOW=1 for the first user), then show/hide for the others.
+
+        Never for a call already finished: a register after finish is a *new* Bitrix24
+        call (the 30-minute dedup only holds until finish).
+        """
+        with self._lock_for(call.call_id):
+            if call.call_id in self._finished:
+                return
+            users = list(call.users)
+            b24_id = self._registered.get(call.call_id)
+            if b24_id is None and users:
+                b24_id = self._register(call.call_id, call.phone, users[0], call.direction,
+                                        call.started_at, show=True)
+                self._mark_shown(call.call_id, [users[0]])
+            if b24_id is None:
+                return
+            self._show_hide(call, b24_id)
+
+    def _show_hide(self, call: RingingCall, b24_id: str) -> None:
+        shown = self._shown.get(call.call_id, set())
+        new = [u for u in call.users if u not in shown]
+        if new:
+            self.call("telephony.externalcall.show", {"CALL_ID": b24_id,
+                                                      "USER_ID": [int(u) for u in new]})
+            self._mark_shown(call.call_id, new)
+        hide = [u for u in call.hide_users if u in shown]
+        if hide:
+            self.call("telephony.externalcall.hide", {"CALL_ID": b24_id,
+                                                      "USER_ID": [int(u) for u in hide]})
+            with self._lock:
+                shown.difference_update(hide)
+
+    def create_lead_for_unknown(self, cdr: Cdr, *, phone: str, user: str | None,
+                                recording_url: str | None) -> Contact | None:
+        """Not a separate request on Bitrix24: register's ``CRM_CREATE=1`` creates the lead."""
+        return None
+
+    def log_call(self, cdr: Cdr, *, phone: str, user: str | None, contact: Contact | None,
+                 recording_url: str | None, progress: Progress) -> None:
+        if user is None:
+            raise Rejected("Bitrix24 needs a USER_ID for register/finish", crm=CRM,
+                           body={"error": "NO_USER", "call_id": cdr.call_id})
+        with self._lock_for(cdr.call_id):
+            b24_id = progress.get("b24_call_id") or self._registered.get(cdr.call_id)
+            if b24_id is None:
+                b24_id = self._register(cdr.call_id, phone, user, cdr.direction,
+                                        cdr.started_at.timestamp(), show=False)
+            progress.set("b24_call_id", b24_id)
+            self._deliver(cdr, b24_id, user, recording_url, progress)
+
+    def _deliver(self, cdr: Cdr, b24_id: str, user: str, recording_url: str | None,
+                 progress: Progress) -> None:
+        if not progress.get("finished"):
+            self._finish(cdr, b24_id, user, progress)
+        if recording_url and not progress.get("record_attached"):
+            self.call("telephony.externalCall.attachRecord", mapping.to_attach_record(
+                b24_call_id=b24_id, url=recording_url, call_id=cdr.call_id))
+            progress.set("record_attached", True)
+        self._forget(cdr.call_id)
+
+    def create_missed_call_task(self, cdr: Cdr, *, phone: str, contact: Contact | None,
+                                responsible: str | None, progress: Progress) -> TaskRef | None:
+        """No task method in the Bitrix24 telephony contract (capabilities.tasks is False)."""
+        return None
+
+    def close_task(self, task: TaskRef, *, note: str) -> None:
+        """No task method in the Bitrix24 telephony contract (capabilities.tasks is False)."""
+        return None
+
+    # --- steps -----------------------------------------------------------------------
+    def _register(self, call_id: str, phone: str, user: str, direction: str | None,
+                  started_at: float, *, show: bool) -> str:
+        params = mapping.to_register(call_id=call_id, phone=phone, user=user,
+                                     direction=direction, show=show,
+                                     started_at=datetime.fromtimestamp(started_at, UTC),
+                                     line_number=self._line_number)
+        b24_id = str(self.call("telephony.externalcall.register", params)["CALL_ID"])
+        with self._lock:
+            self._registered[call_id] = b24_id
+        return b24_id
+
+    def _finish(self, cdr: Cdr, b24_id: str, user: str, progress: Progress) -> None:
+        resent = bool(progress.get("finish_sent"))
+        progress.set("finish_sent", True)
+        try:
+            self.call("telephony.externalcall.finish",
+                      mapping.to_finish(cdr, b24_call_id=b24_id, user=user))
+        except Rejected as exc:
+            # A resend after a lost answer: the first finish moved the call to statistics.
+            if not (resent and CALL_NOT_FOUND in str(exc.body)):
+                raise
+        progress.set("finished", True)
+
+    def _lock_for(self, call_id: str) -> threading.Lock:
+        """One lock per call: the screen-pop and the call log must not both register."""
+        with self._lock:
+            return self._call_locks.setdefault(call_id, threading.Lock())
+
+    def _mark_shown(self, call_id: str, users: list[str]) -> None:
+        with self._lock:
+            self._shown.setdefault(call_id, set()).update(users)
+
+    def _forget(self, call_id: str) -> None:
+        with self._lock:
+            self._registered.pop(call_id, None)
+            self._shown.pop(call_id, None)
+            self._call_locks.pop(call_id, None)
+            self._finished[call_id] = None
+            while len(self._finished) > FINISHED_MEMORY:
+                self._finished.popitem(last=False)
+
+
+def _result(response: httpx.Response) -> Any:
+    """Bitrix24 envelope -> ``result`` or a ConnectorError (contract §2.1, §2.3)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": "", "error_description": response.text[:2000]}
+    if response.status_code < 300 and "error" not in body:
+        return body.get("result")
+    code = str(body.get("error", ""))
+    if code == "QUERY_LIMIT_EXCEEDED":
+        raise RateLimited("Bitrix24: QUERY_LIMIT_EXCEEDED", crm=CRM,
+                          retry_after=QUERY_LIMIT_RETRY_S)
+    if response.status_code == 401 or code in ("expired_token", "NO_AUTH_FOUND"):
+        raise AuthExpired(f"Bitrix24 refused the credentials: {code}", crm=CRM)
+    if response.status_code >= 500:
+        raise Unavailable(f"Bitrix24: HTTP {response.status_code} {code}", crm=CRM)
+    raise Rejected(f"Bitrix24 refused the request: {code}", crm=CRM,
+                   status=response.status_code, body=body)
+
+
+def build_client(cfg: ConnectorConfig, store: TokenStore | None, *,
+                 transport: httpx.BaseTransport | None = None) -> Bitrix24Client:
+    """OAuth application when a token store is given, inbound webhook otherwise."""
+    auth = None
+    if store is not None:
+        auth = Bitrix24OAuth(oauth_url=cfg.bitrix24_oauth_url, client_id=cfg.bitrix24_client_id,
+                             client_secret=cfg.bitrix24_client_secret, store=store)
+    http = httpx.Client(base_url=cfg.bitrix24_base_url, auth=auth, transport=transport,
+                        timeout=cfg.http_timeout_s)
+    return Bitrix24Client(http, line_number=cfg.bitrix24_line_number)

@@ -1,0 +1,44 @@
+"""Signed, expiring links to call recordings, handed to CRMs (amoCRM ``link``, Bitrix24
+``RECORD_URL``, 1C ``Описание``).
+
+The CRM fetches the file when someone presses play, possibly days later and from its
+own servers, so the link must work without a session yet not be guessable or eternal:
+``sig = HMAC-SHA256(secret, path + "\\n" + expires)``, compared in constant time.
+
+    url = sign_url("https://pbx.example.com/rec", "2026/11/26/call.mp3",
+                   secret=b"...", expires_at=now + 7 * 86400)
+    ok = verify("2026/11/26/call.mp3", expires, sig, secret=b"...", now=time.time())
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from urllib.parse import quote
+
+__all__ = ["signature", "sign_url", "verify"]
+
+
+def signature(path: str, expires_at: int, secret: bytes) -> str:
+    """URL-safe base64 (no padding) of the HMAC over the path and the expiry."""
+    mac = hmac.new(secret, f"{path}\n{int(expires_at)}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def sign_url(base_url: str, path: str, *, secret: bytes, expires_at: int) -> str:
+    """``{base_url}/{path}?expires=…&sig=…``; the path is signed as given (before quoting)."""
+    sig = signature(path, expires_at, secret)
+    return f"{base_url.rstrip('/')}/{quote(path.lstrip('/'))}?expires={int(expires_at)}&sig={sig}"
+
+
+def verify(path: str, expires: str | int, sig: str, *, secret: bytes, now: float) -> bool:
+    """True only for an unexpired link whose signature matches (constant-time compare)."""
+    try:
+        expires_at = int(expires)
+    except (TypeError, ValueError):
+        return False
+    if expires_at < now:
+        return False
+    return hmac.compare_digest(signature(path.lstrip("/"), expires_at, secret).encode(),
+                               str(sig).encode())
