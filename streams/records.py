@@ -3,6 +3,11 @@
 One CDR per call. Each meaningful change publishes a new revision with a higher
 ``version`` (the number of distinct events folded in so far), keyed by ``call_id``; the
 warehouse keeps the highest version (ReplacingMergeTree on ``version``).
+
+The participants of the call travel with it: the legs that rang (:class:`Leg`), the
+forwards (:class:`Forward`) and transfers (:class:`Transfer`) on the way. Fields added
+after the first release have defaults, so a revision written by an older worker still
+reads (``cdr_from_json`` fills what is missing).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 
 from ingest.events import format_ts, parse_ts
 
-__all__ = ["Disposition", "Cdr", "cdr_to_json", "cdr_from_json"]
+__all__ = ["Disposition", "LegOutcome", "Leg", "Forward", "Transfer", "Cdr",
+           "cdr_to_json", "cdr_from_json"]
 
 
 class Disposition(StrEnum):
@@ -27,6 +33,55 @@ class Disposition(StrEnum):
     NO_ANSWER = "no_answer"
     CANCELLED = "cancelled"
     FAILED = "failed"
+
+
+class LegOutcome(StrEnum):
+    """How one leg (one target rung) ended."""
+
+    RINGING = "ringing"
+    """Still ringing: the call has not reached a decision for this leg yet."""
+    ANSWERED = "answered"
+    CANCELLED = "cancelled"
+    """Another leg answered, or the caller hung up, while this one rang."""
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    FAILED = "failed"
+    PICKED_UP = "picked_up"
+    """Someone else took the call while this leg rang (call pickup)."""
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One target rung for the call: a group member, a forward's target, a transfer's."""
+
+    leg_id: str
+    target: str | None
+    rang_from: datetime
+    rang_until: datetime | None
+    answered: bool
+    outcome: LegOutcome
+
+
+@dataclass(frozen=True)
+class Forward:
+    """The edge sent the call on: ``forwarded_from``/``to`` are ``kind:name`` targets."""
+
+    at: datetime
+    forwarded_from: str | None
+    forwarded_to: str
+    reason: str | None
+    """no_answer, busy or unregistered."""
+    hop: int | None
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """``transferred_from`` handed the call to ``transferred_to`` (blind or attended)."""
+
+    at: datetime
+    transferred_from: str | None
+    transferred_to: str | None
+    kind: str | None
 
 
 @dataclass(frozen=True)
@@ -57,17 +112,54 @@ class Cdr:
     jitter_ms: float | None
     event_count: int
     last_event_ts: datetime
+    legs: tuple[Leg, ...] = ()
+    """Every target rung, by the time it started ringing."""
+    forwards: tuple[Forward, ...] = ()
+    transfers: tuple[Transfer, ...] = ()
+    hold_ms: int = 0
+    """Time on hold; 0 until the edge reports hold (re-INVITE sendonly) events."""
+    recorded: bool = False
+    recording_bytes: int | None = None
+    recording_duration_ms: int | None = None
+    rtp_packets: int | None = None
+    rtp_bytes: int | None = None
+    rtp_errors: int | None = None
 
 
 _TS_FIELDS = ("started_at", "answered_at", "ended_at", "last_event_ts")
+
+
+_PART_TS = {"legs": ("rang_from", "rang_until"), "forwards": ("at",), "transfers": ("at",)}
+_PART_TYPES: dict[str, type] = {"legs": Leg, "forwards": Forward, "transfers": Transfer}
+
+
+def _ts_out(value: datetime | None) -> str | None:
+    return format_ts(value) if value is not None else None
 
 
 def cdr_to_json(cdr: Cdr) -> bytes:
     out: dict[str, Any] = asdict(cdr)
     out["disposition"] = cdr.disposition.value
     for name in _TS_FIELDS:
-        out[name] = format_ts(out[name]) if out[name] is not None else None
+        out[name] = _ts_out(out[name])
+    for name, ts_names in _PART_TS.items():
+        for part in out[name]:
+            for ts_name in ts_names:
+                part[ts_name] = _ts_out(part[ts_name])
+    for leg in out["legs"]:
+        leg["outcome"] = LegOutcome(leg["outcome"]).value
     return json.dumps(out, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _part(kind: type, ts_names: tuple[str, ...], data: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(kind)}
+    values = {k: v for k, v in data.items() if k in known}
+    for name in ts_names:
+        if values.get(name) is not None:
+            values[name] = parse_ts(values[name])
+    if kind is Leg:
+        values["outcome"] = LegOutcome(values["outcome"])
+    return kind(**values)
 
 
 def cdr_from_json(raw: bytes | str) -> Cdr:
@@ -78,4 +170,8 @@ def cdr_from_json(raw: bytes | str) -> Cdr:
     for name in _TS_FIELDS:
         if values.get(name) is not None:
             values[name] = parse_ts(values[name])
+    for name, ts_names in _PART_TS.items():
+        if name in values:
+            values[name] = tuple(_part(_PART_TYPES[name], ts_names, part)
+                                 for part in values[name])
     return Cdr(**values)

@@ -157,12 +157,13 @@ def event_row(event: Event, record: Record) -> dict[str, Any]:
 
 _CDR_TYPES: dict[tuple[type, ...], tuple[str, ...]] = {
     (str,): ("tenant", "call_id"),
-    (int,): ("version", "ring_ms", "talk_ms", "event_count"),
-    (int, type(None)): ("sip_code",),
+    (int,): ("version", "ring_ms", "talk_ms", "event_count", "hold_ms"),
     (int, float, type(None)): ("mos", "packet_loss", "jitter_ms"),
     (str, type(None)): ("direction", "caller", "callee", "did", "agent", "reason",
                         "hangup_by", "recording"),
-    (bool,): ("closed",),
+    (bool,): ("closed", "recorded"),
+    (int, type(None)): ("sip_code", "recording_bytes", "recording_duration_ms",
+                        "rtp_packets", "rtp_bytes", "rtp_errors"),
 }
 
 
@@ -197,7 +198,29 @@ def cdr_row(cdr: Cdr, record: Record) -> dict[str, Any]:
         "closed": cdr.closed, "recording": cdr.recording, "mos": cdr.mos,
         "packet_loss": cdr.packet_loss, "jitter_ms": cdr.jitter_ms,
         "event_count": cdr.event_count, "last_event_ts": cdr.last_event_ts,
+        **_participant_columns(cdr),
         **_kafka_columns(record),
+    }
+
+
+def _participant_columns(cdr: Cdr) -> dict[str, Any]:
+    """The columns of migration 0007: legs/forwards/transfers as arrays of named tuples
+    (JSON objects on the way in), recording and RTP counters."""
+    return {
+        "legs": [{"leg_id": leg.leg_id, "target": leg.target, "rang_from": leg.rang_from,
+                  "rang_until": leg.rang_until, "answered": leg.answered,
+                  "outcome": str(leg.outcome)} for leg in cdr.legs],
+        "forwards": [{"at": f.at, "forwarded_from": f.forwarded_from,
+                      "forwarded_to": f.forwarded_to, "reason": f.reason, "hop": f.hop}
+                     for f in cdr.forwards],
+        "transfers": [{"at": t.at, "transferred_from": t.transferred_from,
+                       "transferred_to": t.transferred_to, "kind": t.kind}
+                      for t in cdr.transfers],
+        "hold_ms": cdr.hold_ms, "recorded": cdr.recorded,
+        "recording_bytes": cdr.recording_bytes,
+        "recording_duration_ms": cdr.recording_duration_ms,
+        "rtp_packets": cdr.rtp_packets, "rtp_bytes": cdr.rtp_bytes,
+        "rtp_errors": cdr.rtp_errors,
     }
 
 

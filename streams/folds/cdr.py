@@ -23,6 +23,30 @@ Rules (caller's view, Asterisk/CGRateS vocabulary, see ``reference/peer-survey.m
 - Disposition: answered; busy (486, 600); no_answer (408, 480); cancelled (487 or
   call.cancelled); failed (any other final code); in_progress until a terminal event.
 - version = event_count = number of distinct events folded.
+
+Participants (one pass over the sorted events, see :class:`_Legs`):
+
+- a *leg* is one target rung: it starts at its first ``call.ringing`` (``leg_id``, the
+  target in ``extra.leg_to``, else the callee). An answer with no ringing leg of its
+  agent makes one up, ringing from the offer.
+- a leg ends at the first of: its own ``call.failed``/``call.cancelled`` (an event whose
+  ``leg_id`` names the leg, not the call: outcome from the code), a ``call.forwarded``
+  (the edge forwards only once every branch of the current target failed: outcome = the
+  forward's reason), a ``call.picked_up`` (``picked_up``), an answer (the answering
+  agent's leg ``answered``, every other open leg ``cancelled`` - tm CANCELs them), the
+  call's terminal event (outcome = the call's disposition).
+- A failure that names a leg is not the call's end; only call-level failures
+  (``leg_id`` absent or equal to ``call_id``, as the edge sends them today) are.
+- Limitation: serial hunting inside one group emits no event between members today, so
+  such legs all end at the answer or the call's end; with per-branch ``call.failed``
+  events (``leg_id`` set) they get their real end.
+- forwards from ``call.forwarded`` (extra forwarded_from/forwarded_to/hop, reason);
+  transfers from ``call.transferred`` (extra transferred_from/transferred_to/kind);
+  ``call.picked_up`` adds the picker's leg (answered) and ends the ringing legs.
+- hold_ms stays 0: no hold events exist in schema v1 yet.
+- recording: ``call.recording_ready`` (extra file/recording, size, duration in s);
+  ``recorded`` also from ``call.ended``'s ``extra.recorded``. Media quality and RTP
+  counters from the latest ``media`` report (call.ended).
 """
 
 from __future__ import annotations
@@ -35,7 +59,7 @@ from functools import reduce
 from typing import Any
 
 from ingest.events import Event, EventType, from_dict, to_json
-from streams.records import Cdr, Disposition
+from streams.records import Cdr, Disposition, Forward, Leg, LegOutcome, Transfer
 
 __all__ = [
     "CallState",
@@ -67,12 +91,15 @@ _MS = timedelta(milliseconds=1)
 # Tie-break for events stamped in the same millisecond: the SIP lifecycle order.
 _RANK = {
     EventType.CALL_OFFERED: 0,
-    EventType.CALL_RINGING: 1,
-    EventType.CALL_ANSWERED: 2,
-    EventType.CALL_FAILED: 3,
-    EventType.CALL_CANCELLED: 3,
-    EventType.CALL_ENDED: 4,
-    EventType.CALL_RECORDING_READY: 5,
+    EventType.CALL_FORWARDED: 1,
+    EventType.CALL_RINGING: 2,
+    EventType.CALL_PICKED_UP: 3,
+    EventType.CALL_ANSWERED: 4,
+    EventType.CALL_TRANSFERRED: 5,
+    EventType.CALL_FAILED: 6,
+    EventType.CALL_CANCELLED: 6,
+    EventType.CALL_ENDED: 7,
+    EventType.CALL_RECORDING_READY: 8,
 }
 
 
@@ -133,15 +160,83 @@ def fold(call_id: str, events: Iterable[Event]) -> CallState:
 
 
 @dataclass
+class _OpenLeg:
+    leg_id: str
+    target: str | None
+    rang_from: datetime
+    rang_until: datetime | None = None
+    answered: bool = False
+    outcome: LegOutcome = LegOutcome.RINGING
+
+    def close(self, at: datetime, outcome: LegOutcome) -> None:
+        if self.rang_until is None:
+            self.rang_until, self.outcome = at, outcome
+            self.answered = outcome is LegOutcome.ANSWERED
+
+    def freeze(self) -> Leg:
+        return Leg(self.leg_id, self.target, self.rang_from, self.rang_until,
+                   self.answered, self.outcome)
+
+
+@dataclass
+class _Legs:
+    """The legs rung so far, by leg id, in the order they started ringing."""
+
+    by_id: dict[str, _OpenLeg] = field(default_factory=dict)
+
+    def open(self) -> list[_OpenLeg]:
+        return [leg for leg in self.by_id.values() if leg.rang_until is None]
+
+    def ring(self, leg_id: str, target: str | None, at: datetime) -> None:
+        self.by_id.setdefault(leg_id, _OpenLeg(leg_id, target, at))
+
+    def close_all(self, at: datetime, outcome: LegOutcome) -> None:
+        for leg in self.open():
+            leg.close(at, outcome)
+
+    def answer(self, call_id: str, agent: str | None, at: datetime, since: datetime) -> None:
+        """``agent`` answered: its open leg (made up if none) answered, the others cancelled."""
+        mine = [leg for leg in self.open() if leg.target == agent]
+        if not mine and not any(leg.target == agent and leg.answered
+                                for leg in self.by_id.values()):
+            self.ring(_made_up_leg_id(call_id, agent, self.by_id), agent, since)
+            mine = [self.by_id[next(reversed(self.by_id))]]
+        for leg in mine[:1]:
+            leg.close(at, LegOutcome.ANSWERED)
+        self.close_all(at, LegOutcome.CANCELLED)
+
+
+def _made_up_leg_id(call_id: str, agent: str | None, known: dict[str, _OpenLeg]) -> str:
+    base = f"{call_id}#{agent or 'answer'}"
+    return base if base not in known else f"{base}#{len(known)}"
+
+
+@dataclass
 class _Call:
     """Mutable accumulator filled by the handlers; only :func:`to_cdr` reads it."""
 
+    call_id: str
     offer: Event | None = None
     answer: Event | None = None
     end: Event | None = None
     failure: Event | None = None
     recording: str | None = None
+    recording_bytes: int | None = None
+    recording_duration_ms: int | None = None
+    recorded: bool = False
     media: dict[str, float] = field(default_factory=dict)
+    legs: _Legs = field(default_factory=_Legs)
+    forwards: list[Forward] = field(default_factory=list)
+    transfers: list[Transfer] = field(default_factory=list)
+
+    @property
+    def ring_start(self) -> datetime | None:
+        return self.offer.ts if self.offer is not None else None
+
+
+def _is_leg_event(ev: Event) -> bool:
+    """A failure of one branch (leg_id names a leg), not of the whole call."""
+    return ev.leg_id is not None and ev.leg_id != ev.call_id
 
 
 def _on_offered(ev: Event, call: _Call) -> _Call:
@@ -150,28 +245,92 @@ def _on_offered(ev: Event, call: _Call) -> _Call:
 
 
 def _on_ringing(ev: Event, call: _Call) -> _Call:
-    return call  # counts as a revision; 180 is not a final code, so nothing else changes
+    """One leg starts ringing (180/183); several ringing events of one leg count once."""
+    target = ev.extra.get("leg_to") or ev.callee
+    call.legs.ring(ev.leg_id or call.call_id, target, ev.ts)
+    return call
 
 
 def _on_answered(ev: Event, call: _Call) -> _Call:
     call.answer = call.answer or ev
+    call.legs.answer(call.call_id, ev.agent, ev.ts, call.ring_start or ev.ts)
     return call
 
 
+def _leg_outcome(ev: Event) -> LegOutcome:
+    if ev.type is EventType.CALL_CANCELLED:
+        return LegOutcome.CANCELLED
+    return LegOutcome(_FAILURE_DISPOSITIONS.get(ev.sip_code or 0, Disposition.FAILED).value)
+
+
 def _on_failure(ev: Event, call: _Call) -> _Call:
-    """call.failed / call.cancelled: the first final failure response decides the outcome."""
+    """call.failed / call.cancelled: of one leg, or of the call (the first one decides)."""
+    if _is_leg_event(ev):
+        leg = call.legs.by_id.get(ev.leg_id or "")
+        if leg is not None:
+            leg.close(ev.ts, _leg_outcome(ev))
+        return call
     call.failure = call.failure or ev
+    if call.answer is None:
+        call.legs.close_all(ev.ts, _leg_outcome(ev))
     return call
 
 
 def _on_ended(ev: Event, call: _Call) -> _Call:
     call.end = call.end or ev
+    call.recorded = call.recorded or ev.extra.get("recorded") is True
+    call.legs.close_all(ev.ts, LegOutcome.CANCELLED)
     return call
 
 
+def _on_forwarded(ev: Event, call: _Call) -> _Call:
+    """The edge forwards once every branch of the current target failed: they end here."""
+    reason = ev.reason
+    outcome = {"busy": LegOutcome.BUSY, "no_answer": LegOutcome.NO_ANSWER}.get(
+        reason or "", LegOutcome.FAILED)
+    call.legs.close_all(ev.ts, outcome)
+    hop = ev.extra.get("hop")
+    call.forwards.append(Forward(
+        at=ev.ts, forwarded_from=ev.extra.get("forwarded_from"),
+        forwarded_to=str(ev.extra.get("forwarded_to") or ""), reason=reason,
+        hop=hop if isinstance(hop, int) and not isinstance(hop, bool) else None))
+    return call
+
+
+def _on_transferred(ev: Event, call: _Call) -> _Call:
+    """The edge's REFER event: ``caller`` (from) transfers the call to ``callee`` (to)."""
+    call.transfers.append(Transfer(
+        at=ev.ts, transferred_from=ev.extra.get("transferred_from") or ev.caller or ev.agent,
+        transferred_to=ev.extra.get("transferred_to") or ev.callee, kind=ev.extra.get("kind")))
+    return call
+
+
+def _on_picked_up(ev: Event, call: _Call) -> _Call:
+    """Someone else took the ringing call: the ringing legs end, the picker's leg answers."""
+    call.legs.close_all(ev.ts, LegOutcome.PICKED_UP)
+    leg_id = ev.leg_id if _is_leg_event(ev) else f"{call.call_id}#pickup:{ev.agent}"
+    call.legs.ring(leg_id or call.call_id, ev.agent, ev.ts)
+    call.legs.by_id[leg_id or call.call_id].close(ev.ts, LegOutcome.ANSWERED)
+    return call
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def _on_recording(ev: Event, call: _Call) -> _Call:
-    """call.recording_ready carries the file in ``extra`` ("recording" or "path")."""
-    call.recording = ev.extra.get("recording") or ev.extra.get("path") or call.recording
+    """call.recording_ready: the file (extra "recording", "file" or "path"), size, duration."""
+    extra = ev.extra
+    call.recording = (extra.get("recording") or extra.get("file") or extra.get("path")
+                      or call.recording)
+    call.recorded = call.recorded or call.recording is not None
+    size, seconds = _number(extra.get("size")), _number(extra.get("duration"))
+    if size is not None:
+        call.recording_bytes = int(size)
+    if seconds is not None:
+        call.recording_duration_ms = round(seconds * 1000)
     return call
 
 
@@ -182,16 +341,19 @@ _HANDLERS: dict[EventType, Callable[[Event, _Call], _Call]] = {
     EventType.CALL_FAILED: _on_failure,
     EventType.CALL_CANCELLED: _on_failure,
     EventType.CALL_ENDED: _on_ended,
+    EventType.CALL_FORWARDED: _on_forwarded,
+    EventType.CALL_TRANSFERRED: _on_transferred,
+    EventType.CALL_PICKED_UP: _on_picked_up,
     EventType.CALL_RECORDING_READY: _on_recording,
 }
 
 FOLDED_TYPES = frozenset(_HANDLERS)
-"""Event types that change a CDR; every other type (agent.*, transfers...) is ignored."""
+"""Event types that change a CDR; every other type (agent.*) is ignored."""
 
 
 def _interpret(state: CallState) -> _Call:
     """Run the handlers over the sorted events; the latest media report wins."""
-    call = _Call()
+    call = _Call(state.call_id)
     for ev in state.events:
         if ev.media:
             call.media = dict(ev.media)
@@ -227,7 +389,28 @@ def to_cdr(state: CallState) -> Cdr:
         jitter_ms=call.media.get("jitter_ms"),
         event_count=len(state.events),
         last_event_ts=state.events[-1].ts,
+        **_participants(call),
+        recorded=call.recorded,
+        recording_bytes=call.recording_bytes,
+        recording_duration_ms=call.recording_duration_ms,
+        **_rtp(call.media),
     )
+
+
+def _participants(call: _Call) -> dict[str, Any]:
+    legs = sorted((leg.freeze() for leg in call.legs.by_id.values()),
+                  key=lambda leg: (leg.rang_from, leg.leg_id))
+    return {"legs": tuple(legs), "forwards": tuple(call.forwards),
+            "transfers": tuple(call.transfers), "hold_ms": 0}
+
+
+def _rtp(media: dict[str, float]) -> dict[str, int | None]:
+    """RTP counters of the latest media report (whole numbers)."""
+    def count(name: str) -> int | None:
+        value = media.get(name)
+        return int(value) if value is not None else None
+    return {"rtp_packets": count("packets"), "rtp_bytes": count("bytes"),
+            "rtp_errors": count("errors")}
 
 
 def _first_set(name: str, events: Iterable[Event | None]) -> Any:

@@ -177,7 +177,7 @@ def test_late_answer_corrects_the_timing_of_a_closed_call() -> None:
     assert (revised.version, revised.talk_ms, revised.ring_ms) == (3, 62_000, 3_400)
 
 
-@pytest.mark.parametrize("kind", [EventType.AGENT_REGISTERED, EventType.CALL_TRANSFERRED])
+@pytest.mark.parametrize("kind", [EventType.AGENT_REGISTERED, EventType.AGENT_STATE_CHANGED])
 def test_types_the_fold_does_not_interpret_are_ignored(kind: EventType) -> None:
     state = fold(CALL, BUSY_CALL)
     other = Event(event_id="x", type=kind, tenant="acme", ts=at(5), source="s",

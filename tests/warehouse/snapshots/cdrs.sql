@@ -27,7 +27,32 @@ CREATE TABLE tawag.cdrs
     `kafka_topic` LowCardinality(String),
     `kafka_partition` UInt32,
     `kafka_offset` UInt64,
-    `loaded_at` DateTime64(3, 'UTC') DEFAULT now64(3)
+    `loaded_at` DateTime64(3, 'UTC') DEFAULT now64(3),
+    `legs` Array(Tuple(
+        leg_id String,
+        target Nullable(String),
+        rang_from DateTime64(3, 'UTC'),
+        rang_until Nullable(DateTime64(3, 'UTC')),
+        answered Bool,
+        outcome LowCardinality(String))),
+    `forwards` Array(Tuple(
+        at DateTime64(3, 'UTC'),
+        forwarded_from Nullable(String),
+        forwarded_to String,
+        reason LowCardinality(Nullable(String)),
+        hop Nullable(UInt16))),
+    `transfers` Array(Tuple(
+        at DateTime64(3, 'UTC'),
+        transferred_from Nullable(String),
+        transferred_to Nullable(String),
+        kind LowCardinality(Nullable(String)))),
+    `hold_ms` Int64 DEFAULT 0,
+    `recorded` Bool DEFAULT false,
+    `recording_bytes` Nullable(UInt64),
+    `recording_duration_ms` Nullable(Int64),
+    `rtp_packets` Nullable(UInt64),
+    `rtp_bytes` Nullable(UInt64),
+    `rtp_errors` Nullable(UInt64)
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant, call_id)

@@ -1,0 +1,68 @@
+"""``tawag migrate``: bring the warehouse schema up to date (idempotent), or say where it is.
+
+    migrate(settings) -> names applied by this call ([] when already up to date)
+
+- server mode: the migrations are applied through clickhouse-driver (:class:`DriverClient`).
+- embedded mode, warehouse process running (its HTTP ``/ping`` answers): only that process
+  may open the chdb store, and it migrates at every start; this reads
+  ``schema_migrations`` over the read-only HTTP interface and raises
+  :class:`PendingMigrations` naming what the running process still lacks (restart it).
+- embedded mode, warehouse stopped: the store is opened here and migrated.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from tawag.settings import Settings
+from warehouse import schema
+from warehouse.client import ChdbClient, DriverClient, HttpClient, WarehouseClient
+from warehouse.migrate import load_migrations
+from warehouse.migrate import migrate as apply_migrations
+
+__all__ = ["PendingMigrations", "migrate", "applied", "warehouse_running"]
+
+
+class PendingMigrations(RuntimeError):
+    """The running warehouse lacks migrations; it applies them when it restarts."""
+
+
+def warehouse_running(settings: Settings, timeout: float = 1.0) -> bool:
+    """True when the embedded warehouse's HTTP interface answers ``/ping``."""
+    try:
+        return httpx.get(f"{settings.warehouse_url}ping", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def applied(client: WarehouseClient) -> list[str]:
+    """Names of the applied migrations, oldest first."""
+    rows = client.query(f"SELECT name FROM {schema.SCHEMA_MIGRATIONS} FINAL ORDER BY version")
+    return [r["name"] for r in rows]
+
+
+def migrate(settings: Settings) -> list[str]:
+    """Apply what is missing; the names applied by this call (see the module docstring)."""
+    if settings.warehouse_mode == "server":
+        client: WarehouseClient = DriverClient(settings)
+        try:
+            return apply_migrations(client)
+        finally:
+            client.close()
+    if warehouse_running(settings):
+        reader = HttpClient(settings.warehouse_url)
+        try:
+            done = set(applied(reader))
+        finally:
+            reader.close()
+        missing = [m.name for m in load_migrations() if m.name not in done]
+        if missing:
+            raise PendingMigrations(
+                f"the running warehouse lacks {', '.join(missing)}; restart it "
+                "(tawag down && tawag up) to apply them")
+        return []
+    store = ChdbClient(settings.chdb_path)
+    try:
+        return apply_migrations(store)
+    finally:
+        store.close()

@@ -1,0 +1,281 @@
+"""Participants of the CDR: legs, forwards, transfers, pickup, recording and media.
+
+Golden calls, one per shape, written by hand the way the ingest bridge emits Kamailio's
+events (``call.ringing`` once per leg with ``leg_id`` "<call>#<branch>" and ``leg_to`` in
+``extra``; ``call.forwarded`` with reason and ``kind:name`` targets). Expected legs are
+worked out from the rules in ``streams/folds/cdr.py``'s docstring, not by running the fold.
+Then a property: any arrival order of a multi-leg call's events, with repeats, gives the
+same CDR.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.events import Direction, Event, EventType
+from streams.folds.cdr import fold, to_cdr
+from streams.records import (
+    Disposition,
+    Forward,
+    Leg,
+    LegOutcome,
+    Transfer,
+    cdr_from_json,
+    cdr_to_json,
+)
+
+T0 = datetime(2026, 11, 26, 7, 0, 0, tzinfo=UTC)
+CALL = "7-777@127.0.0.1"
+MOBILE = "+79161234567"
+
+E = EventType
+O = LegOutcome  # noqa: E741
+
+
+def at(ms: int) -> datetime:
+    return T0 + timedelta(milliseconds=ms)
+
+
+def ev(kind: EventType, ms: int, event_id: str | None = None, **fields: Any) -> Event:
+    base: dict[str, Any] = {"caller": "101", "callee": "600", "direction": Direction.INTERNAL,
+                            "leg_id": CALL}
+    return Event(event_id=event_id or f"{kind.value}@{ms}", type=kind, tenant="acme",
+                 ts=at(ms), source="kamailio@127.0.0.1", call_id=CALL, **(base | fields))
+
+
+def ring(ms: int, branch: int, target: str) -> Event:
+    return ev(E.CALL_RINGING, ms, event_id=f"ring-{branch}", sip_code=180,
+              leg_id=f"{CALL}#{branch}", extra={"leg_to": target})
+
+
+def answer(ms: int, agent: str) -> Event:
+    return ev(E.CALL_ANSWERED, ms, event_id=f"answer-{agent}", sip_code=200, agent=agent)
+
+
+def end(ms: int, talk_ms: int, by: str = "101") -> Event:
+    return ev(E.CALL_ENDED, ms, hangup_by=by, duration_ms=talk_ms, reason="bye")
+
+
+def forward(ms: int, reason: str, source: str, target: str, hop: int = 1) -> Event:
+    return ev(E.CALL_FORWARDED, ms, reason=reason,
+              extra={"forwarded_from": source, "forwarded_to": target, "hop": hop})
+
+
+def leg_failed(ms: int, branch: int, code: int) -> Event:
+    return ev(E.CALL_FAILED, ms, event_id=f"leg-fail-{branch}", sip_code=code,
+              leg_id=f"{CALL}#{branch}")
+
+
+def leg(branch: int | str, target: str, start: int, until: int | None,
+        outcome: LegOutcome) -> Leg:
+    leg_id = branch if isinstance(branch, str) else f"{CALL}#{branch}"
+    return Leg(leg_id, target, at(start), at(until) if until is not None else None,
+               outcome is O.ANSWERED, outcome)
+
+
+GOLDEN: dict[str, tuple[list[Event], dict[str, Any]]] = {
+    "simple answered": ([
+        ev(E.CALL_OFFERED, 0, callee="102"), ring(120, 0, "102"), answer(3_400, "102"),
+        end(65_400, 62_000)], {
+        "disposition": Disposition.ANSWERED, "agent": "102", "ring_ms": 3_400,
+        "talk_ms": 62_000, "sip_code": 200, "hangup_by": "101",
+        "legs": (leg(0, "102", 120, 3_400, O.ANSWERED),), "forwards": ()}),
+    "busy": ([
+        ev(E.CALL_OFFERED, 0, callee="103"), ev(E.CALL_FAILED, 35, sip_code=486)], {
+        "disposition": Disposition.BUSY, "sip_code": 486, "agent": None, "ring_ms": 35,
+        "legs": ()}),
+    "no answer": ([
+        ev(E.CALL_OFFERED, 0, callee="104"), ring(90, 0, "104"),
+        ev(E.CALL_FAILED, 20_090, sip_code=408)], {
+        "disposition": Disposition.NO_ANSWER, "sip_code": 408, "ring_ms": 20_090,
+        "legs": (leg(0, "104", 90, 20_090, O.NO_ANSWER),)}),
+    "caller cancels": ([
+        ev(E.CALL_OFFERED, 0, callee="105"), ring(100, 0, "105"),
+        ev(E.CALL_CANCELLED, 7_250, sip_code=487)], {
+        "disposition": Disposition.CANCELLED, "sip_code": 487, "ring_ms": 7_250,
+        "legs": (leg(0, "105", 100, 7_250, O.CANCELLED),)}),
+    "group ring-all, one answers": ([
+        ev(E.CALL_OFFERED, 0), ring(100, 0, "102"), ring(110, 1, "103"), ring(130, 2, "104"),
+        answer(5_000, "103"), end(65_000, 60_000)], {
+        "disposition": Disposition.ANSWERED, "agent": "103", "ring_ms": 5_000,
+        "talk_ms": 60_000,
+        "legs": (leg(0, "102", 100, 5_000, O.CANCELLED),
+                 leg(1, "103", 110, 5_000, O.ANSWERED),
+                 leg(2, "104", 130, 5_000, O.CANCELLED))}),
+    "sequential group, second member answers": ([
+        ev(E.CALL_OFFERED, 0), ring(100, 0, "102"), leg_failed(10_100, 0, 408),
+        ring(10_150, 1, "103"), answer(12_000, "103"), end(42_000, 30_000)], {
+        "disposition": Disposition.ANSWERED, "agent": "103", "ring_ms": 12_000,
+        "talk_ms": 30_000,
+        "legs": (leg(0, "102", 100, 10_100, O.NO_ANSWER),
+                 leg(1, "103", 10_150, 12_000, O.ANSWERED))}),
+    "sequential group, nobody answers (member busy, member times out)": ([
+        ev(E.CALL_OFFERED, 0), ring(100, 0, "102"), leg_failed(2_100, 0, 486),
+        ring(2_150, 1, "103"), leg_failed(12_150, 1, 408),
+        ev(E.CALL_FAILED, 12_160, sip_code=480)], {
+        "disposition": Disposition.NO_ANSWER, "sip_code": 480, "closed": True,
+        "legs": (leg(0, "102", 100, 2_100, O.BUSY),
+                 leg(1, "103", 2_150, 12_150, O.NO_ANSWER))}),
+    "forward on no answer to a mobile": ([
+        ev(E.CALL_OFFERED, 0, callee="104"), ring(100, 0, "104"),
+        forward(20_100, "no_answer", "ext:104", f"tel:{MOBILE}"),
+        ring(20_400, 1, MOBILE), answer(25_000, MOBILE), end(85_000, 60_000)], {
+        "disposition": Disposition.ANSWERED, "agent": MOBILE, "ring_ms": 25_000,
+        "legs": (leg(0, "104", 100, 20_100, O.NO_ANSWER),
+                 leg(1, MOBILE, 20_400, 25_000, O.ANSWERED)),
+        "forwards": (Forward(at(20_100), "ext:104", f"tel:{MOBILE}", "no_answer", 1),)}),
+    "forward on busy": ([
+        ev(E.CALL_OFFERED, 0, callee="103"),
+        forward(40, "busy", "ext:103", "ext:105"), ring(80, 0, "105"),
+        answer(3_000, "105"), end(13_000, 10_000, by="105")], {
+        "disposition": Disposition.ANSWERED, "agent": "105", "hangup_by": "105",
+        "legs": (leg(0, "105", 80, 3_000, O.ANSWERED),),
+        "forwards": (Forward(at(40), "ext:103", "ext:105", "busy", 1),)}),
+    "unregistered, forwarded, then no answer": ([
+        ev(E.CALL_OFFERED, 0, callee="106"),
+        forward(5, "unregistered", "ext:106", "ext:107"), ring(50, 0, "107"),
+        ev(E.CALL_FAILED, 20_050, sip_code=408)], {
+        "disposition": Disposition.NO_ANSWER, "sip_code": 408, "agent": None,
+        "legs": (leg(0, "107", 50, 20_050, O.NO_ANSWER),),
+        "forwards": (Forward(at(5), "ext:106", "ext:107", "unregistered", 1),)}),
+    "blind transfer": ([
+        ev(E.CALL_OFFERED, 0, callee="102"), ring(100, 0, "102"), answer(2_000, "102"),
+        ev(E.CALL_TRANSFERRED, 30_000, agent="102",
+           extra={"transferred_from": "102", "transferred_to": "103", "kind": "blind"}),
+        ring(30_100, 1, "103"), answer(33_000, "103"), end(90_000, 88_000)], {
+        "disposition": Disposition.ANSWERED, "agent": "102", "ring_ms": 2_000,
+        "talk_ms": 88_000,
+        "legs": (leg(0, "102", 100, 2_000, O.ANSWERED),
+                 leg(1, "103", 30_100, 33_000, O.ANSWERED)),
+        "transfers": (Transfer(at(30_000), "102", "103", "blind"),)}),
+    "pickup by a colleague": ([
+        ev(E.CALL_OFFERED, 0, callee="102"), ring(100, 0, "102"),
+        ev(E.CALL_PICKED_UP, 4_000, agent="103", extra={"picked_up_from": "102"}),
+        answer(4_000, "103"), end(24_000, 20_000)], {
+        "disposition": Disposition.ANSWERED, "agent": "103", "ring_ms": 4_000,
+        "legs": (leg(0, "102", 100, 4_000, O.PICKED_UP),
+                 leg(f"{CALL}#pickup:103", "103", 4_000, 4_000, O.ANSWERED))}),
+    "answered without a ringing event": ([
+        ev(E.CALL_OFFERED, 0, callee="102"), answer(40, "102"), end(1_040, 1_000)], {
+        "disposition": Disposition.ANSWERED, "agent": "102",
+        "legs": (leg(f"{CALL}#102", "102", 0, 40, O.ANSWERED),)}),
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_call_gives_the_expected_participants(name: str) -> None:
+    events, expected = GOLDEN[name]
+    cdr = to_cdr(fold(CALL, events))
+    assert {k: getattr(cdr, k) for k in expected} == expected
+    assert cdr.closed and cdr.version == len(events)
+    assert all(leg.rang_until is not None for leg in cdr.legs), "a closed call rings no more"
+    assert cdr.hold_ms == 0  # no hold events in schema v1
+    assert cdr_from_json(cdr_to_json(cdr)) == cdr
+
+
+def test_serial_hunting_without_leg_events_ends_every_leg_at_the_answer() -> None:
+    """Today's edge sends nothing between two members of a serial group (documented)."""
+    events = [ev(E.CALL_OFFERED, 0), ring(100, 0, "102"), ring(10_150, 1, "103"),
+              answer(12_000, "103"), end(42_000, 30_000)]
+    legs = to_cdr(fold(CALL, events)).legs
+    assert legs == (leg(0, "102", 100, 12_000, O.CANCELLED),
+                    leg(1, "103", 10_150, 12_000, O.ANSWERED))
+
+
+def test_a_leg_failure_is_not_the_end_of_the_call() -> None:
+    events = [ev(E.CALL_OFFERED, 0), ring(100, 0, "102"), ring(110, 1, "103"),
+              leg_failed(900, 0, 486)]
+    cdr = to_cdr(fold(CALL, events))
+    assert (cdr.disposition, cdr.closed, cdr.ended_at) == (Disposition.IN_PROGRESS, False, None)
+    assert cdr.legs == (leg(0, "102", 100, 900, O.BUSY), leg(1, "103", 110, None, O.RINGING))
+
+
+def test_recording_and_media_counters_reach_the_cdr() -> None:
+    ended = end(65_400, 62_000).with_changes(
+        media={"packets": 3100.0, "bytes": 533200.0, "errors": 0.0, "mos": 4.3,
+               "packet_loss": 0.0, "jitter_ms": 2.0},
+        extra={"recorded": True})
+    ready = ev(E.CALL_RECORDING_READY, 66_000,
+               extra={"file": "/rec/7-777.wav", "recording": "/rec/7-777.wav",
+                      "size": 992044, "duration": 62.003})
+    events = [ev(E.CALL_OFFERED, 0, callee="102"), answer(3_400, "102"), ended]
+    before = to_cdr(fold(CALL, events))
+    after = to_cdr(fold(CALL, [*events, ready]))
+    assert (before.recorded, before.recording, before.recording_bytes) == (True, None, None)
+    assert (after.recording, after.recording_bytes, after.recording_duration_ms) == (
+        "/rec/7-777.wav", 992044, 62_003)
+    assert (after.rtp_packets, after.rtp_bytes, after.rtp_errors) == (3100, 533200, 0)
+    assert (after.mos, after.packet_loss, after.jitter_ms) == (4.3, 0.0, 2.0)
+
+
+def test_a_revision_of_an_older_worker_still_reads() -> None:
+    cdr = to_cdr(fold(CALL, GOLDEN["simple answered"][0]))
+    old = {k: v for k, v in json.loads(cdr_to_json(cdr)).items()
+           if k not in ("legs", "forwards", "transfers", "hold_ms", "recorded",
+                        "recording_bytes", "recording_duration_ms", "rtp_packets",
+                        "rtp_bytes", "rtp_errors")}
+    back = cdr_from_json(json.dumps(old))
+    assert (back.legs, back.hold_ms, back.recorded) == ((), 0, False)
+    assert back.call_id == cdr.call_id and back.version == cdr.version
+
+
+# --- arrival order does not matter, multi-leg calls -----------------------------------------
+
+
+@st.composite
+def multi_leg_calls(draw: st.DrawFn) -> list[Event]:
+    """A call that rings 1-4 legs (in parallel or one after another, some failing on their
+    own, some forwarded), then is answered by one of them, fails or is cancelled; gaps may be
+    0 ms so same-millisecond ties happen."""
+    events = [ev(E.CALL_OFFERED, 0)]
+    ms, targets = 0, []
+    for branch in range(draw(st.integers(1, 4))):
+        ms += draw(st.integers(0, 3_000))
+        target = draw(st.sampled_from(["102", "103", "104", MOBILE]))
+        targets.append(target)
+        events.append(ring(ms, branch, target))
+        step = draw(st.sampled_from(["parallel", "leg_fails", "forward"]))
+        if step == "leg_fails":
+            ms += draw(st.integers(0, 10_000))
+            events.append(leg_failed(ms, branch, draw(st.sampled_from([408, 480, 486, 603]))))
+        elif step == "forward":
+            ms += draw(st.integers(0, 10_000))
+            events.append(forward(ms, draw(st.sampled_from(["busy", "no_answer"])),
+                                  f"ext:{target}", "ext:105", hop=branch + 1).with_changes(
+                event_id=f"fwd-{branch}"))
+    ms += draw(st.integers(0, 20_000))
+    finish = draw(st.sampled_from(["answer", "fail", "cancel", "open"]))
+    if finish == "answer":
+        agent = draw(st.sampled_from(targets))
+        events += [answer(ms, agent), end(ms + draw(st.integers(0, 60_000)), 0)]
+        if draw(st.booleans()):
+            events.append(ev(E.CALL_TRANSFERRED, ms + 1, agent=agent,
+                             extra={"transferred_from": agent, "transferred_to": "103"}))
+    elif finish == "fail":
+        events.append(ev(E.CALL_FAILED, ms, sip_code=draw(st.sampled_from([408, 480, 486]))))
+    elif finish == "cancel":
+        events.append(ev(E.CALL_CANCELLED, ms, sip_code=487))
+    return events
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), events=multi_leg_calls())
+def test_any_arrival_order_gives_the_same_multi_leg_cdr(data: st.DataObject,
+                                                         events: list[Event]) -> None:
+    shuffled = data.draw(st.permutations(events))
+    repeats = data.draw(st.lists(st.sampled_from(events), max_size=3))
+    in_order = to_cdr(fold(CALL, events))
+    assert to_cdr(fold(CALL, [*shuffled, *repeats])) == in_order
+    assert cdr_from_json(cdr_to_json(in_order)) == in_order
+    # whatever the order: at most one leg answers per answer, and a closed call rings no more
+    answers = sum(e.type is E.CALL_ANSWERED for e in events)
+    assert sum(leg.answered for leg in in_order.legs) <= answers
+    if in_order.closed:
+        assert all(leg.rang_until is not None for leg in in_order.legs)
+        assert all(leg.outcome is not O.RINGING for leg in in_order.legs)
