@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["NO_VALUE", "CDR_TABLE_COLUMNS", "format_rate", "cdr_table", "hourly_outcomes"]
+__all__ = ["NO_VALUE", "CDR_TABLE_COLUMNS", "WORK_HOURS_UTC", "AGENT_TABLE_COLUMNS", "format_rate",
+           "cdr_table", "hourly_outcomes", "format_seconds", "format_duration_ms",
+           "target_delta", "change", "when_label", "callback_table", "agent_table",
+           "timeline_segments"]
 
 NO_VALUE = "—"
 """Shown for a figure that does not exist yet (a rate with nothing to divide)."""
@@ -57,3 +60,108 @@ def hourly_outcomes(by_hour: pd.DataFrame) -> pd.DataFrame:
         .astype("int64"),
     })
     return frame.set_index("hour (UTC)")
+
+
+# --- figures against targets, durations ------------------------------------------------------
+
+
+def format_seconds(seconds: float | None) -> str:
+    """Seconds with one decimal and a unit, or :data:`NO_VALUE`."""
+    return NO_VALUE if seconds is None or pd.isna(seconds) else f"{seconds:.1f} s"
+
+
+def format_duration_ms(ms: float | None) -> str:
+    """A duration in ms as ``H:MM:SS`` (``M:SS`` under an hour), or :data:`NO_VALUE`."""
+    if ms is None or pd.isna(ms):
+        return NO_VALUE
+    total = int(round(float(ms) / 1000))
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def target_delta(value: float | None, target: float, *, percent: bool) -> str | None:
+    """How far ``value`` is from ``target``: ``+3.0 pts`` for rates, ``-2.5 s`` for times;
+    None when there is no value (st.metric then shows no arrow)."""
+    if value is None or pd.isna(value):
+        return None
+    if percent:
+        return f"{(value - target) * 100:+.1f} pts vs {target * 100:.0f}%"
+    return f"{value - target:+.1f} s vs {target:.0f} s"
+
+
+def change(current: float | None, previous: float | None, *, percent: bool) -> str | None:
+    """Period-over-period change: points for rates, relative % for counts; None if unknown."""
+    if current is None or previous is None or pd.isna(current) or pd.isna(previous):
+        return None
+    if percent:
+        return f"{(current - previous) * 100:+.1f} pts"
+    if previous == 0:
+        return None
+    return f"{(current - previous) / previous * 100:+.1f}%"
+
+
+# --- missed calls ------------------------------------------------------------------------------
+
+WORK_HOURS_UTC = (8, 20)
+"""Business hours [start, end) in UTC: a missed call outside them was at night."""
+
+
+def when_label(ts: pd.Timestamp) -> str:
+    """``weekend`` (Saturday/Sunday), ``night`` (outside :data:`WORK_HOURS_UTC`) or ``""``."""
+    if ts.weekday() >= 5:
+        return "weekend"
+    start, end = WORK_HOURS_UTC
+    return "" if start <= ts.hour < end else "night"
+
+
+def callback_table(items: pd.DataFrame, *, open_items: bool) -> pd.DataFrame:
+    """Callback items as shown: client, first missed (UTC), when (night/weekend), missed
+    calls, then the age (open items) or who called back and how long it took (closed)."""
+    opened = pd.to_datetime(items["opened_at"], utc=True)
+    table = pd.DataFrame({
+        "client": items["client"],
+        "first missed (UTC)": opened,
+        "when": [when_label(ts) for ts in opened],
+        "missed calls": items["attempts"].astype("int64"),
+    })
+    if open_items:
+        table["age"] = [format_duration_ms(ms) for ms in items["age_ms"]]
+        table["callback attempts"] = items["callback_attempts"].astype("int64")
+    else:
+        table["called back by"] = items["called_back_by"]
+        table["direction"] = items["callback_direction"]
+        table["time to callback"] = [format_duration_ms(ms)
+                                     for ms in items["time_to_callback_ms"]]
+    return table.reset_index(drop=True)
+
+
+# --- agents --------------------------------------------------------------------------------------
+
+AGENT_TABLE_COLUMNS = {
+    "agent": "agent", "offered": "offered", "answered": "answered", "missed": "missed",
+    "talk_ms": "talk time", "aht_talk_ms": "AHT (talk)", "occupancy": "occupancy",
+    "logged_in_ms": "logged in",
+}
+"""agent_stats.agent_table columns shown, in order, with their headings."""
+
+
+def agent_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """The per-agent table as shown: durations as H:MM:SS, occupancy as a percentage."""
+    table = stats.loc[:, list(AGENT_TABLE_COLUMNS)].copy()
+    for column in ("talk_ms", "aht_talk_ms", "logged_in_ms"):
+        table[column] = [format_duration_ms(v) for v in table[column]]
+    table["occupancy"] = [format_rate(None if pd.isna(v) else float(v))
+                          for v in table["occupancy"]]
+    for column in ("offered", "answered", "missed"):
+        table[column] = table[column].astype("int64")
+    return table.rename(columns=AGENT_TABLE_COLUMNS).reset_index(drop=True)
+
+
+def timeline_segments(segments: pd.DataFrame, window_end: pd.Timestamp) -> pd.DataFrame:
+    """State segments ready to draw: an open segment (no ``until``) drawn up to the
+    window's end (or now, whichever the caller passes)."""
+    frame = segments.loc[:, ["agent", "state", "since", "until"]].copy()
+    frame["until"] = pd.to_datetime(frame["until"], utc=True).fillna(
+        pd.Timestamp(window_end).as_unit("ms"))
+    return frame.reset_index(drop=True)

@@ -22,7 +22,7 @@ STAMP_NAME=".tawag-complete" # keep in step with tawag.kafka.STAMP_FILE
 # config; their Debian services must not start (they would hold ports 5060/2223).
 PACKAGES=(
     kamailio kamailio-extra-modules kamailio-json-modules kamailio-utils-modules
-    rtpengine-daemon sip-tester openjdk-17-jre-headless maven
+    rtpengine-daemon sip-tester openjdk-17-jre-headless maven chromium
 )
 DAEMONS=(kamailio rtpengine rtpengine-recording)
 SERVICES=(kamailio rtpengine-daemon rtpengine-recording-daemon)

@@ -33,7 +33,7 @@ OUTCOME_COLORS = ["#2e7d32", "#c62828", "#9e9e9e"]
 def render() -> None:
     """The page: a static header, then the self-refreshing figures."""
     st.title("Today")
-    st.caption(f"Tenant `{data.settings().tenant}` · calls started since 00:00 UTC · "
+    st.caption(f"Tenant `{data.tenant()}` · calls started since 00:00 UTC · "
                f"times in UTC · refreshes every {REFRESH_S} s")
     live_figures()
 

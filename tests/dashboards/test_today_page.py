@@ -18,6 +18,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from dashboards.auth import User
 from dashboards.formatting import cdr_table, format_rate, hourly_outcomes
 from streams.records import Cdr, Disposition, cdr_to_json
 from tawag.settings import Settings
@@ -156,7 +157,10 @@ def serve_warehouse(tmp_path, monkeypatch):
 
 
 def run_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    """The Today page, logged in as an acme user (the router's default page is the wallboard)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    at.session_state["auth_user"] = User("alice", TENANT, "tenant-user")
+    at.switch_page("app_pages/today.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -1,0 +1,73 @@
+"""Missed calls: the callback list. Open items with their age; closed items with who
+called back and how long it took; calls missed at night or at the weekend called out.
+
+Figures: :mod:`warehouse.queries.callbacks` through :mod:`dashboards.data`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import streamlit as st
+
+from dashboards import data
+from dashboards.formatting import WORK_HOURS_UTC, callback_table, format_duration_ms, format_rate
+
+# Streamlit runs this file as a script: constants get comments, not docstrings.
+
+REFRESH_S = 30  # the open list ages while one looks at it
+
+
+def render() -> None:
+    st.title("Missed calls")
+    today = data.utc_today()
+    period = st.date_input("Closed / opened in (UTC days)", (today - timedelta(days=6), today),
+                           key="missed_period")
+    first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
+        else (today, today)
+    start, end = WORK_HOURS_UTC
+    st.caption(f"Tenant `{data.tenant()}` · night = outside {start:02d}:00–{end:02d}:00 UTC, "
+               "weekend = Saturday and Sunday")
+    try:
+        open_items()
+        closed_items(*data.period_bounds(first, last))
+    except data.UnavailableError:
+        st.error(f"warehouse not reachable at {data.warehouse_address()}")
+    except data.WarehouseError as exc:
+        st.error(f"the warehouse could not answer: {exc}")
+
+
+@st.fragment(run_every=REFRESH_S)
+def open_items() -> None:
+    items = data.open_callbacks(datetime.now(UTC).replace(microsecond=0))
+    st.subheader(f"To call back: {len(items)}", help=data.definition("callbacks.open_callbacks"))
+    if items.empty:
+        st.info("Nobody is waiting for a callback.")
+        return
+    st.dataframe(callback_table(items, open_items=True), hide_index=True, width="stretch",
+                 column_config={"first missed (UTC)": st.column_config.DatetimeColumn(
+                     format="YYYY-MM-DD HH:mm")})
+
+
+def closed_items(start, end) -> None:
+    summary = data.callback_summary(start, end)
+    help_ = data.definition("callbacks.callback_summary")
+    cols = st.columns(4)
+    cols[0].metric("Items opened", summary["items"], border=True, help=help_)
+    cols[1].metric("Called back", summary["closed"], border=True, help=help_)
+    cols[2].metric("Callback rate", format_rate(summary["success_rate"]), border=True,
+                   help=help_)
+    cols[3].metric("Median time to callback",
+                   format_duration_ms(summary["median_time_to_callback_ms"]), border=True,
+                   help=help_)
+    items = data.closed_callbacks(start, end)
+    st.subheader(f"Called back: {len(items)}", help=data.definition("callbacks.closed_callbacks"))
+    if items.empty:
+        st.info("No callback closed in the period.")
+        return
+    st.dataframe(callback_table(items, open_items=False), hide_index=True, width="stretch",
+                 column_config={"first missed (UTC)": st.column_config.DatetimeColumn(
+                     format="YYYY-MM-DD HH:mm")})
+
+
+render()

@@ -1,0 +1,106 @@
+"""Trends: volume by hour x weekday, service level and answer rate over time, the KPIs by
+DID and by group, and this period against the one before.
+
+Figures: :mod:`warehouse.queries.trends` and the KPI library, through
+:mod:`dashboards.data`; hover help is the library's definition.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import altair as alt
+import streamlit as st
+
+from dashboards import data
+from dashboards.formatting import change, format_rate, format_seconds
+
+# Streamlit runs this file as a script: constants get comments, not docstrings.
+
+WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+COMPARED = (("offered", "Calls closed", False), ("service_level_offered", "Service level", True),
+            ("answer_rate", "Answer rate", True), ("abandonment_rate", "Abandoned", True),
+            ("average_wait", "Average wait", False))
+
+
+def render() -> None:
+    st.title("Trends")
+    today = data.utc_today()
+    period = st.date_input("Period (UTC days)", (today - timedelta(days=27), today),
+                           key="trends_period")
+    first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
+        else (today, today)
+    st.caption(f"Tenant `{data.tenant()}` · {first} to {last} · times in UTC")
+    try:
+        page(first, last)
+    except data.UnavailableError:
+        st.error(f"warehouse not reachable at {data.warehouse_address()}")
+    except data.WarehouseError as exc:
+        st.error(f"the warehouse could not answer: {exc}")
+
+
+def page(first, last) -> None:
+    start, end = data.period_bounds(first, last)
+    comparison(start, end)
+    heatmap(start, end)
+    over_time(start, end, "1 hour" if (last - first).days < 2 else "1 day")
+    for dimension, title in (("did", "By DID"), ("group", "By group")):
+        by_dimension(start, end, dimension, title)
+
+
+def comparison(start, end) -> None:
+    length = end - start
+    now, before = data.kpi_summary(start, end), data.kpi_summary(start - length, start)
+    st.subheader("Against the previous period")
+    for tile, (name, title, percent) in zip(st.columns(len(COMPARED)), COMPARED, strict=True):
+        shown = (format_rate(now[name]) if percent else format_seconds(now[name])) \
+            if name != "offered" else now[name]
+        inverse = name in ("abandonment_rate", "average_wait")
+        tile.metric(title, shown, delta=change(now[name], before[name],
+                                               percent=percent and name != "offered"),
+                    delta_color="inverse" if inverse else "normal", border=True,
+                    help=data.definition(f"kpi.{name}") if name != "offered"
+                    else "Closed calls, whatever the outcome (KPI library: offered).")
+
+
+def heatmap(start, end) -> None:
+    st.subheader("Calls by hour and weekday (UTC)")
+    volume = data.volume_by_weekday_hour(start, end)
+    volume = volume.assign(day=[WEEKDAYS[d - 1] for d in volume["weekday"]])
+    chart = alt.Chart(volume).mark_rect().encode(
+        x=alt.X("hour:O", title="hour (UTC)"), y=alt.Y("day:O", sort=WEEKDAYS, title=None),
+        color=alt.Color("calls:Q", scale=alt.Scale(scheme="blues")),
+        tooltip=["day", "hour", "calls"])
+    st.altair_chart(chart, width="stretch")
+
+
+def over_time(start, end, interval: str) -> None:
+    st.subheader(f"Service level and answer rate per {interval.split()[-1]}")
+    frame = data.kpis_by_interval(start, end, interval)
+    shown = frame.set_index("interval_start")[["service_level_offered", "answer_rate"]] \
+        .rename(columns={"service_level_offered": "service level",
+                         "answer_rate": "answer rate"})
+    st.line_chart(shown, y_label="fraction", x_label="UTC")
+    st.caption(data.definition("kpi.service_level_offered") + " — "
+               + data.definition("kpi.answer_rate"))
+
+
+def by_dimension(start, end, dimension: str, title: str) -> None:
+    st.subheader(title)
+    frame = data.kpis_by_dimension(start, end, dimension)
+    if frame.empty:
+        st.info("No inbound calls in the period.")
+        return
+    percent = st.column_config.NumberColumn(format="percent")
+    st.dataframe(frame, hide_index=True, width="stretch", column_config={
+        "value": "DID" if dimension == "did" else "group",
+        "service_level_offered": st.column_config.NumberColumn(
+            "service level", format="percent", help=data.definition("kpi.service_level_offered")),
+        "answer_rate": st.column_config.NumberColumn(
+            "answer rate", format="percent", help=data.definition("kpi.answer_rate")),
+        "abandonment_rate": percent,
+        "average_wait": st.column_config.NumberColumn(
+            "average wait s", format="%.1f", help=data.definition("kpi.average_wait"))})
+
+
+render()

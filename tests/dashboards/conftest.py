@@ -1,0 +1,75 @@
+"""Shared fixtures of the dashboard tests: a real embedded warehouse with known data for
+two tenants, served read-only over ``warehouse.http_server``, a users file, and AppTest
+helpers that log a user in and open a page.
+
+The app finds the warehouse and the users file the way it does in production, through
+``TAWAG_*`` settings (``TAWAG_DATA_DIR`` holds ``dashboard-users.toml``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dash_known_data as known_data
+import pytest
+import streamlit as st
+from dash_app import PASSWORDS, PORT, USERS
+
+from dashboards.auth import hash_password
+from warehouse import schema
+from warehouse.client import ChdbClient
+from warehouse.http_server import make_server, serve_in_thread
+from warehouse.migrate import migrate
+from warehouse.service import READ_LIMITS
+
+
+def users_toml() -> str:
+    lines = []
+    for name, user in USERS.items():
+        lines += [f"[users.{name}]", f'role = "{user.role}"',
+                  f'password = "{hash_password(PASSWORDS[name])}"']
+        if user.tenant:
+            lines.append(f'tenant = "{user.tenant}"')
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches() -> Iterator[None]:
+    """Streamlit's caches are per process: settings and results must not leak across tests."""
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture(scope="module")
+def warehouse_dir(tmp_path_factory) -> Iterator[Path]:
+    """The known data of :mod:`known_data`, served on PORT for the module's tests."""
+    root = tmp_path_factory.mktemp("dash")
+    store = ChdbClient(root / "chdb")
+    migrate(store)
+    known_data.load(store)
+    reader = ChdbClient(root / "chdb", read_only=True, database=schema.DATABASE,
+                        settings=READ_LIMITS)
+    server = make_server("127.0.0.1", PORT, reader)
+    thread = serve_in_thread(server)
+    (root / "dashboard-users.toml").write_text(users_toml())
+    yield root
+    server.shutdown()
+    server.server_close()
+    thread.join()
+    reader.close()
+    store.close()
+
+
+@pytest.fixture
+def app_env(warehouse_dir, monkeypatch) -> Path:
+    """Settings pointing at the served warehouse and the users file."""
+    monkeypatch.setenv("TAWAG_WAREHOUSE_MODE", "embedded")
+    monkeypatch.setenv("TAWAG_WAREHOUSE_HOST", "127.0.0.1")
+    monkeypatch.setenv("TAWAG_WAREHOUSE_HTTP_PORT", str(PORT))
+    monkeypatch.setenv("TAWAG_DATA_DIR", str(warehouse_dir))
+    monkeypatch.setenv("TAWAG_TENANT", "acme")
+    return warehouse_dir
