@@ -99,6 +99,11 @@ class Settings:
     clickhouse_user: str = "default"
     clickhouse_password: str = field(default="", repr=False)
 
+    cdr_retention_days: int = 0
+    """CDRs (and agent stats, callbacks) older than this are dropped by TTL; 0 keeps them."""
+    call_events_retention_days: int = 0
+    """Raw events older than this are dropped by TTL; 0 keeps them (replay needs them)."""
+
     # --- dashboards --------------------------------------------------------------------
     dashboard_port: int = 8501
 
@@ -126,6 +131,11 @@ class Settings:
     @property
     def recordings_dir(self) -> Path:
         return self.data_dir / "recordings"
+
+    @property
+    def dashboard_users_file(self) -> Path:
+        """Who may log in to the dashboards (scrypt hashes; see dashboards/auth.py)."""
+        return self.data_dir / "dashboard-users.toml"
 
     @property
     def recordings_wav_dir(self) -> Path:
