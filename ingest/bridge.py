@@ -1,5 +1,9 @@
 """The evapi -> Kafka bridge: the only I/O of ingest.
 
+A ``call.end`` of a recorded call is also handed to a recorder (``ingest.recording``),
+which works on its own thread and gives back a ``call.recording_ready`` payload through
+:meth:`Bridge.emit_payload`, so the evapi socket is never left unread meanwhile.
+
 Kamailio's evapi does not buffer: events emitted while no client is connected are lost.
 So the bridge reconnects at once (within ``RECONNECT_DELAY_S``) whenever the socket
 closes, and the supervisor starts it before any traffic. Every payload becomes either a
@@ -14,10 +18,10 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ingest.decode import DecodeContext, FramingError, decode_evapi, split_netstrings
-from ingest.events import Event, InvalidEvent, to_json
+from ingest.events import Event, EventType, InvalidEvent, to_json
 
 __all__ = ["Bridge", "BridgeStats", "Sink", "KafkaSink", "dead_letter"]
 
@@ -50,6 +54,7 @@ class BridgeStats:
     dead_letters: int = 0
     connects: int = 0
     greetings: int = 0
+    recordings: int = 0
     ready: threading.Event = field(default_factory=threading.Event)
 
 
@@ -84,6 +89,10 @@ class KafkaSink:
         self._producer.close()
 
 
+class Recorder(Protocol):
+    def submit(self, end: dict[str, Any]) -> None: ...
+
+
 class Bridge:
     """Reads evapi netstrings from Kamailio and hands each payload to a :class:`Sink`.
 
@@ -93,11 +102,15 @@ class Bridge:
         bridge.run(stop)        # until stop.set()
     """
 
-    def __init__(self, address: tuple[str, int], ctx: DecodeContext, sink: Sink) -> None:
+    def __init__(self, address: tuple[str, int], ctx: DecodeContext, sink: Sink,
+                 recorder: Recorder | None = None) -> None:
         self.address = address
         self.ctx = ctx
         self.sink = sink
+        self.recorder = recorder
         self.stats = BridgeStats()
+        self._sink_lock = threading.Lock()
+        """The recorder's thread produces too."""
 
     def handle_frame(self, frame: bytes) -> None:
         """Decode one payload and route it to the log or the dead-letter topic."""
@@ -107,14 +120,36 @@ class Bridge:
         except InvalidEvent as exc:
             log.warning("dead letter: %s", exc)
             self.stats.dead_letters += 1
-            self.sink.dead_letter(dead_letter(str(exc), frame, self.ctx.source))
+            with self._sink_lock:
+                self.sink.dead_letter(dead_letter(str(exc), frame, self.ctx.source))
             return
         if ev is None:
             self.stats.greetings += 1
             self.stats.ready.set()
             return
         self.stats.events += 1
-        self.sink.event(ev)
+        with self._sink_lock:
+            self.sink.event(ev)
+        if (self.recorder is not None and ev.type is EventType.CALL_ENDED
+                and ev.extra.get("recorded") is True):
+            self.recorder.submit(json.loads(frame))
+
+    def emit_payload(self, payload: dict[str, Any]) -> None:
+        """Produce an evapi-shaped payload made outside Kamailio (call.recording_ready)."""
+        frame = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            ev = decode_evapi(frame, self.ctx)
+        except InvalidEvent as exc:
+            with self._sink_lock:
+                self.sink.dead_letter(dead_letter(str(exc), frame, self.ctx.source))
+                self.sink.flush()
+            return
+        if ev is None:
+            return
+        with self._sink_lock:
+            self.stats.recordings += 1
+            self.sink.event(ev)
+            self.sink.flush()
 
     def handle_bytes(self, buffer: bytes) -> bytes:
         """Consume every complete frame of ``buffer``; return the incomplete rest."""
@@ -122,7 +157,8 @@ class Bridge:
         for frame in frames:
             self.handle_frame(frame)
         if frames:
-            self.sink.flush()
+            with self._sink_lock:
+                self.sink.flush()
         return rest
 
     def _session(self, sock: socket.socket, stop: threading.Event) -> None:

@@ -123,8 +123,21 @@ def _call(payload: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[
     }
 
 
+_OFFER_EXTRA = ("speed_dial", "mask_code", "masked_to", "transferred_from", "referred_by")
+
+
 def _offered(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
-    return _call(p, EventType.CALL_OFFERED, ctx) | {"extra": {"sip_source": p.get("source")}}
+    """call.start; extra names a short number dialled, a masked client (code and masked
+    number, never the real one) or the call a blind transfer continues."""
+    extra = {"sip_source": p.get("source")} | {k: p[k] for k in _OFFER_EXTRA if k in p}
+    return _call(p, EventType.CALL_OFFERED, ctx) | {"extra": extra}
+
+
+def _transferred(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    """call.transferred (a REFER): ``from`` transfers ``transferee`` to ``to``."""
+    _require(p, "to")
+    extra = {k: p[k] for k in ("transferee", "kind") if k in p}
+    return _call(p, EventType.CALL_TRANSFERRED, ctx) | {"extra": extra}
 
 
 def _ringing(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
@@ -133,7 +146,9 @@ def _ringing(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
 
 def _answered(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
     fields = _call(p, EventType.CALL_ANSWERED, ctx)
-    return fields | {"agent": fields["callee"], "sip_code": fields["sip_code"] or 200}
+    # "agent" is who really answered (a group member, the extension behind a DID)
+    agent = normalise(p.get("agent"), ctx.country) or fields["callee"]
+    return fields | {"agent": agent, "sip_code": fields["sip_code"] or 200}
 
 
 def _failed(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
@@ -151,7 +166,9 @@ def _forwarded(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
 
 def _recording_ready(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
     _require(p, "file")
-    extra = {"recording": p["file"]} | {k: p[k] for k in ("size", "duration") if k in p}
+    # "recording" is what the CDR fold reads; "file" is the name the event documents
+    extra = {"file": p["file"], "recording": p["file"]}
+    extra |= {k: p[k] for k in ("size", "duration") if k in p}
     return _call(p, EventType.CALL_RECORDING_READY, ctx) | {"extra": extra}
 
 
@@ -193,6 +210,14 @@ def _agent(p: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[str, 
     return _base(p, kind, ctx) | {"agent": str(p["user"]), "extra": extra}
 
 
+def _picked_up(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    """call.picked_up (*8): ``picked_up_by`` took the call ringing a group peer."""
+    _require(p, "picked_up_by")
+    return _call(p, EventType.CALL_PICKED_UP, ctx) | {
+        "agent": normalise(p["picked_up_by"], ctx.country),
+        "extra": {"picked_up_by": p["picked_up_by"]}}
+
+
 _DECODERS: dict[str, Callable[[dict[str, Any], DecodeContext], dict[str, Any]]] = {
     "call.start": _offered,
     "call.ringing": _ringing,
@@ -205,6 +230,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any], DecodeContext], dict[str, Any]]] 
     "invite.auth_failed": lambda p, c: _agent(p | {"method": "INVITE"},
                                               EventType.AGENT_AUTH_FAILED, c),
     "call.forwarded": _forwarded,
+    "call.transferred": _transferred,
+    "call.picked_up": _picked_up,
     "call.recording_ready": _recording_ready,
 }
 

@@ -1,4 +1,5 @@
-"""The ingest process: one evapi bridge producing to Kafka, until SIGTERM."""
+"""The ingest process: one evapi bridge producing to Kafka (and the recorder that turns
+recorded calls into WAVs and call.recording_ready events), until SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 
 from ingest.bridge import Bridge, KafkaSink
 from ingest.decode import DecodeContext
+from ingest.recording import Recorder, recording_closed
 from tawag.settings import Settings
 
 __all__ = ["run", "ready_file"]
@@ -43,11 +45,17 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     sink = KafkaSink(settings.kafka_bootstrap, settings.topic_call_events,
                      settings.topic_dead_letter)
     bridge = Bridge((settings.sip_host, settings.evapi_port), ctx, sink)
+    recorder = Recorder(settings.recordings_dir, settings.recordings_wav_dir,
+                        closed=lambda call_id: recording_closed(settings, call_id),
+                        emit=bridge.emit_payload)
+    bridge.recorder = recorder
+    recorder.start()
     watcher = threading.Thread(target=_watch_ready, args=(bridge, settings, stop), daemon=True)
     watcher.start()
     try:
         bridge.run(stop)
     finally:
+        recorder.stop()
         sink.flush()
         sink.close()
         ready_file(settings).unlink(missing_ok=True)

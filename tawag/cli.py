@@ -4,6 +4,11 @@
     tawag status            each component: up/down, PID, ports
     tawag down              stop a stack started elsewhere, by its PID files
     tawag sql "SELECT ..."  ask the running warehouse (ClickHouse HTTP interface)
+    tawag provision FILE    apply tenants, extensions, groups, DIDs live (--check: validate)
+    tawag migrate           apply the warehouse migrations (idempotent)
+    tawag replay            rebuild everything from the raw events and compare with live
+    tawag provision FILE    apply a provisioning file to the running edge, live
+    tawag provision --check FILE   only validate it
 
 The per-process commands (ingest, streams, warehouse, demo) are what ``tawag up`` runs.
 """
@@ -33,13 +38,19 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from tawag.first_run import ADMIN_NAME, ensure_dashboard_admin
+
     sup = Supervisor(settings)
     print(f"Starting Tawag (data in {settings.data_dir})")
     try:
         sup.start(demo=not args.no_demo)
     except StackError as exc:
         return _fail(str(exc))
+    password = ensure_dashboard_admin(settings)
     print(f"\nDashboard: http://127.0.0.1:{settings.dashboard_port}/")
+    if password:
+        print(f"  first start: log in as '{ADMIN_NAME}' with password {password}\n"
+              f"  (shown once; stored hashed in {settings.dashboard_users_file})")
     print(f'Warehouse: {settings.warehouse_url}   (tawag sql "SELECT count() FROM cdrs")')
     print("Press Ctrl-C to stop.\n")
     dead = sup.watch(stop.is_set)
@@ -81,6 +92,57 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
         return _fail(resp.text.strip())
     sys.stdout.write(resp.text)
     return 0
+
+
+def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tawag import provision
+    from tawag.edge import EdgeError
+
+    path = Path(args.file)
+    errors = provision.check(path)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        return 1
+    if args.check:
+        print(f"{path}: ok")
+        return 0
+    try:
+        states = provision.apply(settings, path)
+    except provision.ProvisioningFailed as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    except EdgeError as exc:
+        return _fail(f"the edge is not answering at {settings.kamailio_rpc_url} ({exc})")
+    except Exception as exc:  # Kafka unreachable: applied live but not recorded
+        return _fail(f"applied to the edge but not recorded in {settings.topic_provisioning}: "
+                     f"{exc}")
+    print(f"{path}: applied ({', '.join(sorted(states))})")
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from tawag.migrate_cmd import PendingMigrations, migrate
+
+    try:
+        applied = migrate(settings)
+    except PendingMigrations as exc:
+        return _fail(str(exc))
+    print("applied: " + ", ".join(applied) if applied else "the warehouse schema is up to date")
+    return 0
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from tawag.replay import replay
+
+    report = replay(settings, compare_live=not args.no_compare, progress=print)
+    print(report.summary())
+    if args.no_compare:
+        return 0
+    return 0 if report.equal else 4
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
@@ -126,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--format", default="PrettyCompactMonoBlock")
     sql.set_defaults(func=cmd_sql)
+    prov = sub.add_parser("provision", help="apply (or --check) a provisioning file")
+    prov.add_argument("file")
+    prov.add_argument("--check", action="store_true", help="only validate the file")
+    prov.set_defaults(func=cmd_provision)
+    sub.add_parser("migrate", help="apply the warehouse migrations (idempotent)") \
+        .set_defaults(func=cmd_migrate)
+    rep = sub.add_parser("replay", help="rebuild CDRs and statistics from the raw events "
+                                        "into a fresh store and compare with the live one")
+    rep.add_argument("--no-compare", action="store_true", help="only rebuild")
+    rep.set_defaults(func=cmd_replay)
     sub.add_parser("ingest", help="run the evapi -> Kafka bridge").set_defaults(func=cmd_ingest)
     sub.add_parser("streams", help="run the Faust worker").set_defaults(func=cmd_streams)
     sub.add_parser("warehouse", help="run the warehouse (owns the chdb store)") \

@@ -1,5 +1,10 @@
 """Demo traffic: a few extensions register and real sipp calls keep flowing through the edge.
 
+It is driven by the provisioning file the stack applied (``settings.provisioning_file``,
+``sip-edge/provisioning.example.toml`` by default): the extensions register and call with
+their passwords (digest auth), and calls from outside come from the tenant's trunk
+sources to the extensions' direct-dial numbers (DIDs), as a carrier would send them.
+
 The mix is what a small sales office sees: most calls answered with varied talk times,
 some busy, some nobody answers (the edge gives up after ``no_answer_timeout``), some
 callers hang up while it rings, the odd wrong number; a share comes from outside
@@ -16,19 +21,22 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tawag import sipp
 from tawag.settings import Settings
 
-__all__ = ["DemoCall", "plan_call", "run", "AGENTS"]
+__all__ = ["DemoCall", "DemoTenant", "plan_call", "run", "AGENTS"]
 
 log = logging.getLogger("tawag.demo")
 
 AGENTS = ("101", "102", "103", "104")
 OUTSIDE_CALLERS = ("84951234567", "89161112233", "+74997654321", "88123334455")
 UNKNOWN_EXTENSION = "199"
+UNKNOWN_DID = "74950000199"
+"""A number of the company's range that is not provisioned: the carrier gets 404."""
 RE_REGISTER_S = 240
 """Registrations ask for 300 s; renew well before they lapse."""
 WORKERS = 2
@@ -44,6 +52,36 @@ class DemoCall:
     callee: str
     talk_ms: int = 0
     ring_ms: int = 0
+
+
+@dataclass(frozen=True)
+class DemoTenant:
+    """What the demo needs from the provisioning file: passwords, DIDs, trunk sources."""
+
+    passwords: dict[str, str] = field(default_factory=dict)
+    direct_dids: dict[str, str] = field(default_factory=dict)
+    """extension -> a DID that rings only it."""
+    trunk_ports: tuple[int, ...] = ()
+    """Loopback ports the tenant accepts DID calls from (one per demo worker)."""
+
+    @classmethod
+    def from_file(cls, path: Path, domain: str) -> DemoTenant:
+        """The tenant of ``domain`` in a provisioning file (empty when there is none)."""
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            return cls()
+        for spec in (doc.get("tenant") or {}).values():
+            if spec.get("domain") != domain:
+                continue
+            passwords = {u: e["password"] for u, e in (spec.get("extension") or {}).items()}
+            dids = {d["to"].partition(":")[2]: number
+                    for number, d in (spec.get("did") or {}).items()
+                    if str(d.get("to", "")).startswith("ext:")}
+            ports = tuple(int(src.rsplit(":", 1)[1]) for src in spec.get("trunk_sources", [])
+                          if src.startswith("127.0.0.1:"))
+            return cls(passwords, dids, ports)
+        return cls()
 
 
 def plan_call(rng: random.Random, free_agents: list[str]) -> DemoCall:
@@ -81,30 +119,40 @@ class Ports:
         )
 
 
-def place(edge: sipp.Edge, call: DemoCall, ports: Ports, worker: int) -> sipp.SippResult:
-    """Run one planned call with the callee side it needs; what the caller's sipp saw."""
+def place(edge: sipp.Edge, call: DemoCall, ports: Ports, worker: int,
+          tenant: DemoTenant | None = None) -> sipp.SippResult:
+    """Run one planned call with the callee side it needs; what the caller's sipp saw.
+
+    An extension calls with its password; an outside caller comes from the worker's trunk
+    source port and dials the callee's DID (without either, it calls as before).
+    """
+    tenant = tenant or DemoTenant()
     sip_port, media = ports.caller_sip[worker], ports.caller_media[worker]
+    callee, password = call.callee, tenant.passwords.get(call.caller)
+    if call.caller not in AGENTS and tenant.trunk_ports:
+        sip_port = tenant.trunk_ports[worker % len(tenant.trunk_ports)]
+        callee = tenant.direct_dids.get(call.callee, UNKNOWN_DID)
     if call.outcome == "not_found":
-        return sipp.call_expect_failure(edge, call.caller, call.callee, 404, port=sip_port,
-                                        media_port=media)
+        return sipp.call_expect_failure(edge, call.caller, callee, 404, port=sip_port,
+                                        media_port=media, password=password)
     agent_port = ports.agent_sip[call.callee]
     if call.outcome == "answered":
         uas = sipp.start_uas_answer(edge, port=agent_port,
                                     media_port=ports.agent_media[call.callee])
-        result = sipp.call(edge, call.caller, call.callee, port=sip_port, media_port=media,
-                           talk_ms=call.talk_ms)
+        result = sipp.call(edge, call.caller, callee, port=sip_port, media_port=media,
+                           talk_ms=call.talk_ms, password=password)
     elif call.outcome == "busy":
         uas = sipp.start_uas_busy(edge, port=agent_port)
-        result = sipp.call_expect_failure(edge, call.caller, call.callee, 486, port=sip_port,
-                                          media_port=media)
+        result = sipp.call_expect_failure(edge, call.caller, callee, 486, port=sip_port,
+                                          media_port=media, password=password)
     elif call.outcome == "cancelled":
         uas = sipp.start_uas_ring(edge, port=agent_port)
-        result = sipp.call_and_cancel(edge, call.caller, call.callee, ring_ms=call.ring_ms,
-                                      port=sip_port, media_port=media)
+        result = sipp.call_and_cancel(edge, call.caller, callee, ring_ms=call.ring_ms,
+                                      port=sip_port, media_port=media, password=password)
     else:
         uas = sipp.start_uas_ring(edge, port=agent_port)
-        result = sipp.call_expect_failure(edge, call.caller, call.callee, 408, port=sip_port,
-                                          media_port=media)
+        result = sipp.call_expect_failure(edge, call.caller, callee, 408, port=sip_port,
+                                          media_port=media, password=password)
     uas.stop()
     return result
 
@@ -113,17 +161,22 @@ class Demo:
     def __init__(self, settings: Settings, seed: int | None = None) -> None:
         self.edge_dir = Path(tempfile.mkdtemp(prefix="tawag-demo-"))
         self.edge = sipp.Edge.from_settings(settings, self.edge_dir)
+        # one trace folder per worker: a worker clears its own traces after each call
+        self.worker_edges = [sipp.Edge.from_settings(settings, self.edge_dir / f"w{i}")
+                             for i in range(WORKERS)]
         self.ports = Ports.for_settings(settings)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.busy: set[str] = set()
         self.placed = 0
         self.registered_at: dict[str, float] = {}
+        self.tenant = DemoTenant.from_file(settings.provisioning_file, settings.sip_domain)
 
-    def ensure_registered(self, agent: str) -> None:
+    def ensure_registered(self, agent: str, edge: sipp.Edge | None = None) -> None:
         """(Re-)register before the binding lapses; the agent's port is free right now."""
         if time.monotonic() - self.registered_at.get(agent, -RE_REGISTER_S) >= RE_REGISTER_S:
-            sipp.register(self.edge, agent, port=self.ports.agent_sip[agent])
+            sipp.register(edge or self.edge, agent, port=self.ports.agent_sip[agent],
+                          password=self.tenant.passwords.get(agent))
             self.registered_at[agent] = time.monotonic()
 
     def _claim(self) -> DemoCall:
@@ -139,8 +192,9 @@ class Demo:
             planned = self._claim()
             try:
                 if planned.callee in AGENTS:
-                    self.ensure_registered(planned.callee)
-                result = place(self.edge, planned, self.ports, index)
+                    self.ensure_registered(planned.callee, self.worker_edges[index])
+                result = place(self.worker_edges[index], planned, self.ports, index,
+                               self.tenant)
                 log.info("%s -> %s: %s, final %s, %s", planned.caller, planned.callee,
                          planned.outcome, result.final_code, "ok" if result.ok else "NOT OK")
             except Exception:  # a failed sipp run must not end the demo
@@ -148,7 +202,7 @@ class Demo:
             finally:
                 with self.lock:
                     self.busy.discard(planned.callee)
-            for trace in self.edge_dir.glob("*"):
+            for trace in self.worker_edges[index].work_dir.glob("*"):
                 trace.unlink(missing_ok=True)
             stop.wait(self.rng.uniform(0.5, 3.0))
 

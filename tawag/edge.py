@@ -20,8 +20,6 @@ file itself holds ``#!trydef`` defaults equal to the :class:`Settings` defaults.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -29,11 +27,13 @@ from typing import Any
 import httpx
 from jsonrpcclient import Ok, parse, request
 
+from ingest.rtpengine import NgError, bdecode, bencode, ng_command
 from tawag.settings import REPO_ROOT, Settings
 
 __all__ = [
     "KAMAILIO_CFG",
     "DEFAULT_SWITCHES",
+    "platform_switches",
     "EdgeError",
     "KamailioRpcError",
     "prepare_dirs",
@@ -53,6 +53,17 @@ KAMAILIO_CFG = REPO_ROOT / "sip-edge" / "kamailio.cfg"
 DEFAULT_SWITCHES: tuple[str, ...] = ("WITH_RTPENGINE", "WITH_TAWAG_EVAPI")
 """Feature switches of kamailio.cfg the platform always runs with."""
 
+
+def platform_switches(settings: Settings) -> tuple[str, ...]:
+    """The switches of the real stack: the PBX always, digest auth when ``sip_auth``,
+    pike flood protection when ``pike_density`` is above 0."""
+    switches = [*DEFAULT_SWITCHES, "WITH_PBX"]
+    if settings.sip_auth:
+        switches.append("WITH_AUTH")
+    if settings.pike_density > 0:
+        switches.append("WITH_ANTIFLOOD")
+    return tuple(switches)
+
 KAMAILIO_SHM_MB = 64
 KAMAILIO_PKG_MB = 8
 RTPENGINE_LOG_LEVEL = 6
@@ -62,7 +73,6 @@ RTP_SILENT_TIMEOUT_S = 3600
 """...or that kept sending only silence/one direction for this long."""
 READY_TIMEOUT_S = 1.0
 """Budget of one readiness probe; the supervisor polls it repeatedly."""
-NG_BUFFER = 65535
 MS_PER_S = 1000
 
 
@@ -100,19 +110,25 @@ def kamailio_defines(settings: Settings) -> dict[str, str]:
         "EVAPI_BIND": _quoted(f"{host}:{settings.evapi_port}"),
         "RTPENGINE_SOCK": _quoted(f"udp:{host}:{settings.rtpengine_ng_port}"),
         "NO_ANSWER_TIMEOUT_MS": str(settings.no_answer_timeout * MS_PER_S),
+        "MAX_CALL_DURATION_S": str(settings.max_call_duration_s),
+        "PIKE_DENSITY": str(max(settings.pike_density, 1)),
     }
 
 
 def kamailio_command(
     settings: Settings,
     *,
-    switches: Iterable[str] = DEFAULT_SWITCHES,
+    switches: Iterable[str] | None = None,
     check_only: bool = False,
 ) -> list[str]:
     """Kamailio in the foreground (``-DD -E``), logging to stderr, with Settings applied.
 
-    ``check_only`` gives the ``kamailio -c`` syntax check of the same configuration.
+    ``switches`` default to :func:`platform_switches` (PBX, auth and flood protection as
+    the settings say). ``check_only`` gives the ``kamailio -c`` syntax check of the same
+    configuration.
     """
+    if switches is None:
+        switches = platform_switches(settings)
     cmd = ["kamailio", "-f", str(KAMAILIO_CFG)]
     for name in switches:
         cmd += ["-A", name]
@@ -197,25 +213,11 @@ def rtpengine_ng(
     settings: Settings, command: Mapping[str, Any], *, timeout: float = 2.0
 ) -> dict[str, Any]:
     """Send one ng-protocol command (a bencoded dict over UDP) and return the reply dict."""
-    cookie = os.urandom(6).hex().encode()
-    packet = cookie + b" " + bencode(dict(command))
-    address = (settings.sip_host, settings.rtpengine_ng_port)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            # connected, so a closed port fails at once (ICMP) instead of timing out
-            sock.connect(address)
-            sock.send(packet)
-            data = sock.recv(NG_BUFFER)
-        except OSError as exc:
-            raise EdgeError(f"rtpengine ng {command.get('command')}: {exc}") from exc
-    reply_cookie, _, payload = data.partition(b" ")
-    if reply_cookie != cookie:
-        raise EdgeError("rtpengine ng: reply for another request")
-    reply = bdecode(payload)
-    if not isinstance(reply, dict):
-        raise EdgeError(f"rtpengine ng: reply is not a dictionary: {reply!r}")
-    return reply
+    try:
+        return ng_command(settings.sip_host, settings.rtpengine_ng_port, command,
+                          timeout=timeout)
+    except NgError as exc:
+        raise EdgeError(str(exc)) from exc
 
 
 def rtpengine_ready(settings: Settings) -> bool:
@@ -244,53 +246,3 @@ def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0
 def _quoted(value: str) -> str:
     """A string define: kamailio keeps the quotes, so it is a string token in the cfg."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def bencode(value: Any) -> bytes:
-    """Bencode ints, strings/bytes, lists and dicts (the ng protocol's encoding)."""
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, int):
-        return b"i%de" % value
-    if isinstance(value, str):
-        value = value.encode()
-    if isinstance(value, bytes):
-        return b"%d:%s" % (len(value), value)
-    if isinstance(value, list | tuple):
-        return b"l" + b"".join(bencode(item) for item in value) + b"e"
-    if isinstance(value, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items())
-        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
-    raise TypeError(f"cannot bencode {type(value).__name__}")
-
-
-def bdecode(data: bytes) -> Any:
-    """Decode one bencoded value; byte strings come back as ``str`` (UTF-8)."""
-    value, end = _bdecode_at(data, 0)
-    if end != len(data):
-        raise ValueError("bencode: trailing data")
-    return value
-
-
-def _bdecode_at(data: bytes, pos: int) -> tuple[Any, int]:
-    lead = data[pos : pos + 1]
-    if lead == b"i":
-        end = data.index(b"e", pos)
-        return int(data[pos + 1 : end]), end + 1
-    if lead in (b"l", b"d"):
-        items: list[Any] = []
-        pos += 1
-        while data[pos : pos + 1] != b"e":
-            item, pos = _bdecode_at(data, pos)
-            items.append(item)
-        if lead == b"l":
-            return items, pos + 1
-        return dict(zip(items[::2], items[1::2], strict=True)), pos + 1
-    if lead.isdigit():
-        colon = data.index(b":", pos)
-        start = colon + 1
-        end = start + int(data[pos:colon])
-        if end > len(data):
-            raise ValueError("bencode: string runs past the end")
-        return data[start:end].decode(errors="replace"), end
-    raise ValueError(f"bencode: unexpected byte {lead!r} at {pos}")

@@ -409,6 +409,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
       closed segments daily (the active segment is never compacted).
     - ``dead-letter`` holds rejected input with its reason for a human to inspect: kept
       for 30 days, one partition so it reads in arrival order.
+    - ``provisioning`` holds the last applied provisioning state per tenant (key =
+      tenant, HA1 hashes, never passwords), from which a restarted Kamailio is restored:
+      pure ``compact`` keeps the latest state of every tenant forever; one partition, as
+      it is tiny and read whole.
     """
     day_ms = 24 * 3600 * 1000
     return [
@@ -435,6 +439,45 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": str(30 * day_ms)},
             "rejected input with reason",
         ),
+        TopicSpec(
+            settings.topic_provisioning,
+            1,
+            {
+                "cleanup.policy": "compact",
+                "segment.ms": str(day_ms),
+                "min.cleanable.dirty.ratio": "0.5",
+                "delete.retention.ms": str(day_ms),
+            },
+            "applied provisioning, key=tenant, latest state per tenant kept",
+        ),
+        *_derived_topics(settings, day_ms),
+    ]
+
+
+def _derived_topics(settings: Settings, day_ms: int) -> list[TopicSpec]:
+    """What the stream processors derive, and their internal repartition topics.
+
+    Created up front: Faust subscribes before it creates topics of its own, and a
+    consumer that subscribed to a missing topic waits for its next metadata refresh.
+    Derived topics can be rebuilt by replaying ``call-events``, so they expire (30 days;
+    repartition topics are only a hop between two agents: a day). Not compacted: one
+    key (an agent) carries many rows, one per state segment or interval.
+    """
+    from streams.topics import AGENT_EVENTS_REPARTITION, CALLBACK_CDRS_REPARTITION
+
+    derived = {"cleanup.policy": "delete", "retention.ms": str(30 * day_ms)}
+    hop = {"cleanup.policy": "delete", "retention.ms": str(day_ms)}
+    return [
+        TopicSpec(settings.topic_agent_states, settings.topic_partitions, derived,
+                  "agent state segments, key=tenant:agent"),
+        TopicSpec(settings.topic_agent_stats, settings.topic_partitions, derived,
+                  "per-agent interval statistics, key=tenant:agent"),
+        TopicSpec(settings.topic_callbacks, settings.topic_partitions, derived,
+                  "missed-call callback items, key=tenant:client"),
+        TopicSpec(AGENT_EVENTS_REPARTITION, settings.topic_partitions, hop,
+                  "internal: events re-keyed by tenant:agent"),
+        TopicSpec(CALLBACK_CDRS_REPARTITION, settings.topic_partitions, hop,
+                  "internal: CDR revisions re-keyed by tenant:client"),
     ]
 
 

@@ -25,6 +25,17 @@ forwarding rules and trunk::
     to = "group:sales"                  # "ext:<user>" or "group:<name>"
     record = true
 
+    [tenant.acme.speed_dial]            # short numbers: code = target
+    "11" = "+79161234567"               # an outside number (through the trunk)
+    "12" = "group:sales"
+
+    [tenant.acme.mask]                  # number masking: an agent dials *77<code>;
+    "4501" = "+79035550199"             # the call goes out to the client's real number,
+                                        # always recorded; agents and events see only
+                                        # the code and +7********99
+
+Group members pick up each other's ringing calls by dialling ``*8`` (call pickup).
+
 Forwarding targets are ``ext:<user>``, ``group:<name>``, ``mobile`` (the extension's
 mobile number) or an outside number (``+79161234567``), sent through the trunk.
 
@@ -42,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -62,12 +74,15 @@ __all__ = [
     "load",
     "compile_tenant",
     "ha1",
+    "masked_number",
     "plan",
     "apply",
     "apply_states",
     "restore",
     "read_states",
     "publish_states",
+    "provision_started_edge",
+    "restore_restarted_edge",
 ]
 
 DEFAULT_NO_ANSWER_S = 20
@@ -85,10 +100,14 @@ _USER = re.compile(r"^[0-9]{2,6}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _NUMBER = re.compile(r"^\+?[0-9]{7,15}$")
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+_SPEED_CODE = re.compile(r"^[0-9]{1,4}$")
+_MASK_CODE = re.compile(r"^[0-9]{2,8}$")
+MASK_PREFIX = "*77"
+"""An agent dials MASK_PREFIX + a client's code to reach the client's hidden number."""
 _HOSTPORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$")
 
 _TENANT_KEYS = {"domain", "company_number", "trunk", "trunk_sources", "record",
-                "extension", "group", "did"}
+                "extension", "group", "did", "speed_dial", "mask"}
 _EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward"}
 _GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward"}
 _DID_KEYS = {"to", "record"}
@@ -278,7 +297,27 @@ def _check_tenant(report: _Reporter, name: str, spec: Any) -> None:
         _check_group(report, (*where, "group", group), group, grp, extensions, groups)
     for number, did in dids.items():
         _check_did(report, (*where, "did", number), number, did, extensions, groups)
-    if trunk is None and _uses_outside_numbers(extensions, groups):
+    speed = _table(report, (*where, "speed_dial"), spec.get("speed_dial"))
+    for code, target in speed.items():
+        at = (*where, "speed_dial", code)
+        if not _SPEED_CODE.match(code):
+            report(at, f"speed_dial {code!r}: codes are 1-4 digits")
+        elif code in extensions or code in groups:
+            report(at, f"speed_dial {code!r} is also an extension or group of this tenant")
+        problem = _target_problem(target, extensions, groups, allow_outside=True,
+                                  has_mobile=False)
+        if problem:
+            report(at, f"speed_dial {code}: {problem}")
+    masks = _table(report, (*where, "mask"), spec.get("mask"))
+    for code, number in masks.items():
+        at = (*where, "mask", code)
+        if not _MASK_CODE.match(code):
+            report(at, f"mask {code!r}: client codes are 2-8 digits")
+        if not _is_number(number):
+            report(at, f"mask {code}: not a phone number: {number!r}")
+    uses_outside = _uses_outside_numbers(extensions, groups) or bool(masks) or any(
+        isinstance(t, str) and _NUMBER.match(t) for t in speed.values())
+    if trunk is None and uses_outside:
         report((*where, "trunk"), "an outside number is a forwarding target but no trunk is set")
 
 
@@ -470,12 +509,40 @@ def compile_tenant(name: str, spec: Mapping[str, Any]) -> TenantState:
         strings |= {f"{key}:m{i}": member for i, member in enumerate(grp["members"])}
         ints[f"{key}:timeout"] = grp.get("ring_timeout", DEFAULT_NO_ANSWER_S)
         strings |= _forward_entries(key, grp.get("forward"), None)
+    for user, peers in _pickup_peers(spec.get("group") or {}).items():
+        key = f"pickup:{d}:{user}"
+        ints[f"{key}:n"] = len(peers)
+        strings |= {f"{key}:p{i}": peer for i, peer in enumerate(peers)}
+    for code, target in (spec.get("speed_dial") or {}).items():
+        strings[f"speed:{d}:{code}"] = f"tel:{target}" if _NUMBER.match(target) else target
+    for code, number in (spec.get("mask") or {}).items():
+        strings[f"mask:{d}:{code}"] = number
+        strings[f"mask:{d}:{code}:shown"] = masked_number(number)
     for number, did in (spec.get("did") or {}).items():
         key = f"did:{number.lstrip('+')}"
         strings[key] = d
         strings[f"{key}:to"] = did["to"]
         ints[f"{key}:record"] = int(did.get("record", False))
     return TenantState(name, d, creds, strings, ints)
+
+
+def _pickup_peers(groups: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Call pickup (*8): whose ringing calls each extension may take, namely those of the
+    other members of every group it belongs to (in group order, without repeats)."""
+    peers: dict[str, list[str]] = {}
+    for grp in groups.values():
+        for member in grp["members"]:
+            mine = peers.setdefault(member, [])
+            mine += [m for m in grp["members"] if m != member and m not in mine]
+    return {user: found for user, found in peers.items() if found}
+
+
+def masked_number(number: str) -> str:
+    """What agents and events may see of a client's number: the country digit and the
+    last two digits (``+79035550199`` -> ``+7********99``)."""
+    plus = "+" if number.startswith("+") else ""
+    digits = number.lstrip("+")
+    return plus + digits[0] + "*" * (len(digits) - 3) + digits[-2:]
 
 
 def _forward_entries(key: str, forward: Mapping[str, str] | None,
@@ -523,7 +590,7 @@ def _owned_by(table: str, key: str, value: str | int, domain: str,
     if table == CREDS_TABLE:
         return key.endswith(f"@{domain}")
     kind, _, rest = key.partition(":")
-    if kind in ("tenant", "ext", "group"):
+    if kind in ("tenant", "ext", "group", "speed", "mask", "pickup"):
         return rest == domain or rest.startswith(f"{domain}:")
     if kind == "trunksrc":
         return value == domain
@@ -598,17 +665,53 @@ def publish_states(settings: Settings, states: Iterable[TenantState]) -> None:
         producer.close()
 
 
-def read_states(settings: Settings, timeout_ms: int = 5000) -> dict[str, TenantState]:
-    """The last recorded state per tenant: the topic read from the start, last wins."""
-    from kafka import KafkaConsumer
+def read_states(settings: Settings, timeout_s: float = 15.0) -> dict[str, TenantState]:
+    """The last recorded state per tenant: the topic read from the start up to its end
+    offsets (as they were when the read began), last value per key wins."""
+    from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(_topic(settings), bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=timeout_ms)
+    topic = _topic(settings)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                             enable_auto_commit=False, client_id="tawag-provision")
     try:
-        return latest_states((m.key, m.value) for m in consumer)
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        if not partitions:
+            return {}
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        records: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: could not read up to the end offsets in "
+                                   f"{timeout_s:.0f} s")
+            for batch in consumer.poll(timeout_ms=200).values():
+                records += [(m.key, m.value) for m in batch]
+        return latest_states(records)
     finally:
         consumer.close()
+
+
+def provision_started_edge(settings: Settings) -> str:
+    """What the supervisor runs once a new Kamailio answers: the provisioning file when it
+    exists (applied and recorded in the topic), else the last state from the topic."""
+    path = Path(settings.provisioning_file)
+    if path.exists():
+        apply(settings, path)
+        return f"applied {path}"
+    return f"restored {restore(settings)} entries from {_topic(settings)} ({path} is absent)"
+
+
+def restore_restarted_edge(settings: Settings) -> str:
+    """What the supervisor runs after restarting Kamailio: the last applied state from the
+    topic (which holds live ``tawag provision`` changes too); the file only when the
+    topic has nothing yet."""
+    states = read_states(settings)
+    if states:
+        calls = apply_states(settings, states.values())
+        return f"restored {calls} entries from {_topic(settings)}"
+    return provision_started_edge(settings)
 
 
 def latest_states(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, TenantState]:

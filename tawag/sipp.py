@@ -42,6 +42,9 @@ __all__ = [
     "start_uas_answer",
     "start_uas_busy",
     "start_uas_ring",
+    "start_uas_carrier",
+    "start_uas_transferor",
+    "call_transferred",
     "call",
     "call_expect_failure",
     "call_and_cancel",
@@ -106,6 +109,8 @@ class SipMessage:
     """Method of a request, None for a response."""
     at: float | None = None
     """When sipp sent or received it (epoch seconds, from the trace's local-time stamp)."""
+    text: str = ""
+    """The whole message as sipp logged it (start line, headers, body)."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,22 @@ def start_uas_answer(
     return _spawn_uas(edge, "uas_answer_hangup.xml", port, [*media, "-d", str(hangup_after_ms)])
 
 
+def start_uas_carrier(edge: Edge, *, port: int, media_port: int, number: str) -> Uas:
+    """The carrier on the trunk port: answers an outbound call and, like real carriers,
+    puts the called ``number`` in P-Asserted-Identity and in its Contact."""
+    media = ["-mi", edge.local_ip, "-mp", str(media_port), "-rtp_echo"]
+    return _spawn_uas(edge, "uas_carrier_answer.xml", port, [*media, "-key", "number", number])
+
+
+def start_uas_transferor(edge: Edge, *, port: int, media_port: int, refer_to: str,
+                         talk_ms: int) -> Uas:
+    """A callee that answers, talks ``talk_ms`` and then blind-transfers the caller to the
+    extension ``refer_to`` (REFER; it takes the 202 and the NOTIFY, then sends BYE)."""
+    media = ["-mi", edge.local_ip, "-mp", str(media_port), "-rtp_echo"]
+    args = [*media, "-d", str(talk_ms), "-key", "refer_to", refer_to]
+    return _spawn_uas(edge, "uas_answer_refer.xml", port, args)
+
+
 def start_uas_busy(edge: Edge, *, port: int) -> Uas:
     """A callee that rejects the call with 486 Busy Here."""
     return _spawn_uas(edge, "uas_busy.xml", port, [])
@@ -296,6 +317,7 @@ def call(
     talk_ms: int,
     callee_hangs_up: bool = False,
     password: str | None = None,
+    referred_by: str | None = None,
 ) -> SippResult:
     """``caller`` calls ``callee`` (PCMA audio) and expects 200.
 
@@ -306,12 +328,28 @@ def call(
     args = _call_args(caller, callee, port, media_port)
     label = f"call-{caller}-{callee}"
     if callee_hangs_up:
-        if password is not None:
-            raise ValueError("callee_hangs_up has no digest-auth scenario yet")
-        return _run(edge, "uac_call_until_bye.xml", args, label=label, expected_code=200)
+        scenario = "uac_call_until_bye.xml" if password is None else "uac_call_until_bye_auth.xml"
+        args += _auth_args(caller, password)
+        return _run(edge, scenario, args, label=label, expected_code=200)
     args += ["-d", str(talk_ms)] + _auth_args(caller, password)
     scenario = "uac_call.xml" if password is None else "uac_call_auth.xml"
+    if referred_by is not None:
+        if password is None:
+            raise ValueError("the transferred call scenario authenticates: pass password")
+        scenario = "uac_call_auth_referred.xml"
+        args += ["-key", "referred_by", referred_by]
     return _run(edge, scenario, args, label=label, expected_code=200)
+
+
+def call_transferred(
+    edge: Edge, caller: str, callee: str, *, port: int, media_port: int, password: str
+) -> SippResult:
+    """``caller`` calls ``callee``, who answers and REFERs it elsewhere: the caller accepts
+    (202), NOTIFYs and takes the BYE. The Refer-To target is in the trace (the caller then
+    places the new call with ``call(..., referred_by=callee)``)."""
+    args = _call_args(caller, callee, port, media_port) + _auth_args(caller, password)
+    return _run(edge, "uac_call_auth_transferred.xml", args, label=f"xfer-{caller}-{callee}",
+                expected_code=200)
 
 
 def call_expect_failure(
@@ -332,12 +370,21 @@ def call_expect_failure(
 
 
 def call_and_cancel(
-    edge: Edge, caller: str, callee: str, *, ring_ms: int, port: int, media_port: int
+    edge: Edge,
+    caller: str,
+    callee: str,
+    *,
+    ring_ms: int,
+    port: int,
+    media_port: int,
+    password: str | None = None,
 ) -> SippResult:
     """``caller`` calls ``callee`` and hangs up (CANCEL) after ``ring_ms`` of ringing."""
     args = _call_args(caller, callee, port, media_port) + ["-d", str(ring_ms)]
+    args += _auth_args(caller, password)
     label = f"cancel-{caller}-{callee}"
-    return _run(edge, "uac_cancel.xml", args, label=label, expected_code=487)
+    scenario = "uac_cancel.xml" if password is None else "uac_cancel_auth.xml"
+    return _run(edge, scenario, args, label=label, expected_code=487)
 
 
 def _call_args(caller: str, callee: str, port: int, media_port: int) -> list[str]:
@@ -502,6 +549,7 @@ def _parse_block(block: str, at: float | None = None) -> SipMessage | None:
         status=int(status.group(1)) if status else None,
         method=request.group(1) if request else None,
         at=at,
+        text="\n".join(sip_lines),
     )
 
 

@@ -43,7 +43,9 @@ class Component:
     ports: tuple[tuple[int, str], ...] = ()
     programs: tuple[str, ...] = ()
     prepare: Callable[[Settings], None] | None = None
-    after_ready: Callable[[Settings], None] | None = None
+    after_ready: Callable[[Settings], object] | None = None
+    after_restart: Callable[[Settings], object] | None = None
+    """Run instead of ``after_ready`` when :meth:`Supervisor.restart` started it again."""
     ready_timeout_s: float = 60.0
     optional: bool = False
     """Optional components (the demo traffic) are left out by ``--no-demo``."""
@@ -65,7 +67,7 @@ def _http_ok(url: str) -> bool:
 def components(settings: Settings) -> list[Component]:
     """The stack in start order."""
     from ingest.service import ready_file
-    from tawag import edge, kafka
+    from tawag import edge, kafka, provision
     from tawag.readiness import consumer_group_ready
 
     s = settings
@@ -80,7 +82,10 @@ def components(settings: Settings) -> list[Component]:
         Component("kamailio", edge.kamailio_command, edge.kamailio_ready,
                   ports=((s.sip_port, "udp"), (s.sip_port, "tcp"),
                          (s.kamailio_http_port, "tcp"), (s.evapi_port, "tcp")),
-                  programs=("kamailio",), prepare=edge.prepare_dirs),
+                  programs=("kamailio",), prepare=edge.prepare_dirs,
+                  # a new Kamailio knows no extensions: provision it before any traffic
+                  after_ready=provision.provision_started_edge,
+                  after_restart=provision.restore_restarted_edge),
         Component("ingest", _python("ingest"), lambda st: ready_file(st).exists()),
         Component("streams", _python("streams"),
                   lambda st: consumer_group_ready(st, "tawag-streams"), ready_timeout_s=90.0),
@@ -211,7 +216,7 @@ class Supervisor:
             self.stop()
             raise
 
-    def _start_one(self, comp: Component) -> None:
+    def _start_one(self, comp: Component, *, restarting: bool = False) -> None:
         t0 = time.monotonic()
         if comp.prepare:
             comp.prepare(self.settings)
@@ -225,9 +230,16 @@ class Supervisor:
         _pid_file(self.settings, comp.name).write_text(f"{proc.pid} {running.started}\n")
         self.running.append(running)
         self._wait_ready(comp, running, log_path)
-        if comp.after_ready:
-            comp.after_ready(self.settings)
-        self.say(f"  {comp.name:<10} up   pid {proc.pid:<7} {time.monotonic() - t0:5.1f} s")
+        hook = comp.after_restart if restarting and comp.after_restart else comp.after_ready
+        try:
+            note = hook(self.settings) if hook else None
+        except StackError:
+            raise
+        except Exception as exc:  # an operator's problem (a bad file, Kafka down): one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StackError(f"{comp.name} started but setting it up failed: {first}") from exc
+        extra = f"  ({note})" if isinstance(note, str) else ""
+        self.say(f"  {comp.name:<10} up   pid {proc.pid:<7} {time.monotonic() - t0:5.1f} s{extra}")
 
     def _wait_ready(self, comp: Component, running: Running, log_path: Path) -> None:
         deadline = time.monotonic() + comp.ready_timeout_s
@@ -247,7 +259,7 @@ class Supervisor:
             _signal_group(running.pid, sig)
         terminate(self.settings, running)
         self.running.remove(running)
-        self._start_one(comp)
+        self._start_one(comp, restarting=True)
 
     def watch(self, stop: Callable[[], bool]) -> Running | None:
         """Block until ``stop()`` is true or a component dies; return the dead one."""

@@ -141,4 +141,39 @@ def test_recording_ready_names_the_file_for_the_cdr():
                             file="/var/rec/c1.wav", size=48044, duration=3.0,
                             **{"from": "101"}), CTX)
     assert ev.type is EventType.CALL_RECORDING_READY
-    assert ev.extra == {"recording": "/var/rec/c1.wav", "size": 48044, "duration": 3.0}
+    assert ev.extra == {"file": "/var/rec/c1.wav", "recording": "/var/rec/c1.wav",
+                        "size": 48044, "duration": 3.0}
+
+
+def test_transfer_names_the_transferor_the_target_and_the_transferee():
+    ev = decode_evapi(frame(event="call.transferred", ts=T0, call_id="c1", to="103",
+                            transferee="101", kind="blind", **{"from": "102"}), CTX)
+
+    assert ev.type is EventType.CALL_TRANSFERRED and ev.key == "c1"
+    assert (ev.caller, ev.callee) == ("102", "103")
+    assert ev.extra == {"transferee": "101", "kind": "blind"}
+
+
+def test_offer_keeps_speed_dial_mask_and_transfer_links_in_extra():
+    ev = decode_evapi(frame(event="call.start", ts=T0, call_id="c2", to="*774501",
+                            ruri_user="*774501", mask_code="4501", masked_to="+7********99",
+                            transferred_from="c1", referred_by="102", **{"from": "101"}), CTX)
+
+    assert ev.callee == "*774501"
+    assert ev.extra == {"sip_source": None, "mask_code": "4501", "masked_to": "+7********99",
+                        "transferred_from": "c1", "referred_by": "102"}
+
+
+def test_answered_names_who_really_answered():
+    ev = decode_evapi(frame(event="call.answered", ts=T0, call_id="c3", to="74951230001",
+                            agent="102", code=200, **{"from": "+79035550101"}), CTX)
+
+    assert (ev.callee, ev.agent) == ("+74951230001", "102")
+
+
+def test_pickup_names_who_took_the_call():
+    ev = decode_evapi(frame(event="call.picked_up", ts=T0, call_id="c4", to="102",
+                            picked_up_by="103", **{"from": "101"}), CTX)
+
+    assert (ev.type, ev.agent, ev.callee) == (EventType.CALL_PICKED_UP, "103", "102")
+    assert ev.extra == {"picked_up_by": "103"}

@@ -2,10 +2,13 @@
 -> Faust -> Kafka -> warehouse (chdb) -> read back over the ClickHouse HTTP interface.
 
 The whole stack is started by the same supervisor as ``tawag up`` (Kafka, rtpengine,
-Kamailio, ingest, streams, warehouse, dashboard), on ports and a data folder of its own.
-sipp places a known set of calls: answered ones with known talk times (one from an
-outside number), a 486, a 404, one nobody answers (the edge gives up after the no-answer
-timer: 408) and one the caller cancels while it rings (487). The test then waits until
+Kamailio, ingest, streams, warehouse, dashboard), on ports and a data folder of its own,
+with digest auth and the PBX on (the platform default): the supervisor provisions the
+edge from a test-local TOML once Kamailio is ready, and every extension registers and
+calls with its password. sipp places a known set of calls: answered ones with known talk
+times (one from an outside number, sent by the carrier from the trunk to a recorded
+DID), a 486, a 404, one nobody answers (the edge gives up after the extension's
+no-answer time: 408) and one the caller cancels while it rings (487). The test then waits until
 the warehouse holds a closed CDR for every call sipp placed and checks each against what
 sipp saw. It fails if the pipeline drops a call (a missing call id), duplicates one (a
 call id twice, or an extra CDR), or gets a field wrong.
@@ -14,7 +17,9 @@ call id twice, or an extra CDR), or gets a field wrong.
 from __future__ import annotations
 
 import io
+import json
 import time
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +37,49 @@ pytestmark = pytest.mark.integration
 NO_ANSWER_TIMEOUT_S = 3
 PIPELINE_DEADLINE_S = 90
 TALK_TOLERANCE_MS = 1000
+WAV_TOLERANCE_S = 0.5
+PASSWORDS = {u: f"e2e-pw-{u}" for u in ("101", "102", "103", "104", "105")}
+TRUNK_SOURCE_PORT = 26111
+RECORDED_DID = "74951230102"
+OUTSIDE = "84951234567"
+
+PROVISIONING = f"""
+[tenant.acme]
+domain = "pbx.test"
+company_number = "+74951230000"
+trunk = "127.0.0.1:26120"
+trunk_sources = ["127.0.0.1:{TRUNK_SOURCE_PORT}"]
+
+[tenant.acme.extension.101]
+password = "{PASSWORDS['101']}"
+
+[tenant.acme.extension.102]
+password = "{PASSWORDS['102']}"
+
+[tenant.acme.extension.103]
+password = "{PASSWORDS['103']}"
+
+[tenant.acme.extension.104]
+password = "{PASSWORDS['104']}"
+no_answer_timeout = {NO_ANSWER_TIMEOUT_S}
+
+[tenant.acme.extension.105]
+password = "{PASSWORDS['105']}"
+
+[tenant.acme.did."{RECORDED_DID}"]
+to = "ext:102"
+record = true
+"""
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    provisioning = tmp_path_factory.mktemp("e2e-prov") / "tawag.toml"
+    provisioning.write_text(PROVISIONING)
     settings = load(
         environ={},
+        provisioning_file=provisioning,
+        pike_density=0,  # every sipp of the test shares 127.0.0.1
         data_dir=tmp_path_factory.mktemp("e2e-data"),
         sip_port=26060, kamailio_http_port=26071, evapi_port=26448,
         rtpengine_ng_port=26223, rtpengine_cli_port=26224,
@@ -77,17 +119,28 @@ def media(agent: str) -> int:
 def answered(edge: sipp.Edge, caller: str, callee: str, talk_ms: int) -> Placed:
     uas = sipp.start_uas_answer(edge, port=AGENT_PORTS[callee], media_port=media(callee))
     result = sipp.call(edge, caller, callee, port=CALLER_PORT, media_port=CALLER_MEDIA,
-                       talk_ms=talk_ms)
+                       talk_ms=talk_ms, password=PASSWORDS[caller])
     uas.wait()
     assert result.ok, result.received()
     measured = round(result.talk_s * 1000)
     return Placed(result, caller, callee, "answered", 200, measured, agent=callee)
 
 
+def answered_from_outside(edge: sipp.Edge, did: str, agent: str, talk_ms: int) -> Placed:
+    """The carrier (a trunk source, no digest auth) sends a call to a DID of ``agent``."""
+    uas = sipp.start_uas_answer(edge, port=AGENT_PORTS[agent], media_port=media(agent))
+    result = sipp.call(edge, OUTSIDE, did, port=TRUNK_SOURCE_PORT, media_port=CALLER_MEDIA,
+                       talk_ms=talk_ms)
+    uas.wait()
+    assert result.ok, result.received()
+    measured = round(result.talk_s * 1000)
+    return Placed(result, OUTSIDE, did, "answered", 200, measured, agent=agent)
+
+
 def failed(edge: sipp.Edge, callee: str, code: int, disposition: str, uas=None) -> Placed:
     callee_side = uas(edge, port=AGENT_PORTS[callee]) if uas else None
     result = sipp.call_expect_failure(edge, "101", callee, code, port=CALLER_PORT,
-                                      media_port=CALLER_MEDIA)
+                                      media_port=CALLER_MEDIA, password=PASSWORDS["101"])
     if callee_side:
         callee_side.stop()
     assert result.ok, result.received()
@@ -97,18 +150,19 @@ def failed(edge: sipp.Edge, callee: str, code: int, disposition: str, uas=None) 
 def place_known_calls(settings: Settings, work_dir: Path) -> list[Placed]:
     edge = sipp.Edge.from_settings(settings, work_dir)
     for agent, port in AGENT_PORTS.items():
-        assert sipp.register(edge, agent, port=port).ok
+        assert sipp.register(edge, agent, port=port, password=PASSWORDS[agent]).ok
     placed = [
         answered(edge, "101", "102", 2000),
         answered(edge, "101", "103", 3500),
-        answered(edge, "84951234567", "102", 1500),  # from outside: normalised to E.164
+        # from outside: normalised to E.164, recorded by the DID's policy
+        answered_from_outside(edge, RECORDED_DID, "102", 1500),
         failed(edge, "103", 486, "busy", sipp.start_uas_busy),
         failed(edge, "199", 404, "failed"),          # nobody registered as 199
         failed(edge, "104", 408, "no_answer", sipp.start_uas_ring),
     ]
     ringing = sipp.start_uas_ring(edge, port=AGENT_PORTS["105"])
     cancel = sipp.call_and_cancel(edge, "101", "105", ring_ms=1200, port=CALLER_PORT,
-                                  media_port=CALLER_MEDIA)
+                                  media_port=CALLER_MEDIA, password=PASSWORDS["101"])
     ringing.stop()
     assert cancel.ok, cancel.received()
     placed.append(Placed(cancel, "101", "105", "cancelled", 487))
@@ -143,8 +197,8 @@ def test_every_sipp_call_becomes_exactly_one_right_cdr(stack: Settings, tmp_path
         cdr = by_id[p.result.call_id]
         assert cdr["disposition"] == p.disposition, p
         assert cdr["sip_code"] == p.sip_code, p
-        assert cdr["caller"] == ("+74951234567" if p.caller == "84951234567" else p.caller)
-        assert cdr["callee"] == p.callee
+        assert cdr["caller"] == ("+74951234567" if p.caller == OUTSIDE else p.caller)
+        assert cdr["callee"] == ("+" + p.callee if p.callee == RECORDED_DID else p.callee)
         assert cdr["agent"] == p.agent
         assert abs(cdr["talk_ms"] - p.talk_ms) <= TALK_TOLERANCE_MS, (p, cdr["talk_ms"])
 
@@ -159,6 +213,26 @@ def test_every_sipp_call_becomes_exactly_one_right_cdr(stack: Settings, tmp_path
         {"ids": call_ids})
     assert len(per_call) == len(placed)
     assert all(r["offers"] == 1 and r["ends"] == 1 for r in per_call), per_call
+
+    # Only the DID call was recorded (its policy); its WAV lands as call.recording_ready.
+    recorded = next(p for p in placed if p.callee == RECORDED_DID)
+    deadline = time.monotonic() + PIPELINE_DEADLINE_S
+    while not (ready := client.query(
+            "SELECT call_id, extra FROM call_events WHERE type = 'call.recording_ready'")):
+        assert time.monotonic() < deadline, "no call.recording_ready reached the warehouse"
+        time.sleep(0.25)
+    assert [r["call_id"] for r in ready] == [recorded.result.call_id]
+    extra = json.loads(ready[0]["extra"])
+    wav_path = Path(extra["file"])
+    assert wav_path.parent == stack.recordings_wav_dir
+    with wave.open(str(wav_path)) as wav:
+        seconds = wav.getnframes() / wav.getframerate()
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
+    assert abs(seconds - recorded.talk_ms / 1000) < WAV_TOLERANCE_S
+    assert extra["size"] == wav_path.stat().st_size and extra["duration"] == round(seconds, 3)
+    (cdr,) = client.query("SELECT recording FROM cdrs FINAL WHERE call_id = {id:String}",
+                          {"id": recorded.result.call_id})
+    assert cdr["recording"] == str(wav_path)
 
 
 def test_dashboard_and_sql_interface_answer(stack: Settings):

@@ -7,12 +7,21 @@ Tried, while sipp keeps placing calls through the edge:
   at once; registrations are in memory, so the extensions register again).
 Asserted afterwards: every call sipp completed has exactly one closed CDR with the right
 disposition, no other CDR exists, and no raw event is stored twice.
+
+Provisioning through the real broker: the supervisor applied the test's TOML at start
+(and recorded it in the compacted topic); ``tawag provision`` then changes a password
+live; the file the stack started from is spoilt, and Kamailio is restarted through the
+supervisor: it comes back with the live change, restored from the topic without reading
+any file, so REGISTER works with the new password only.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from tawag import sipp
-from tawag.settings import Settings, load
+from tawag import provision, sipp
+from tawag.settings import REPO_ROOT, Settings, load, to_environ
 from tawag.supervisor import Supervisor
 from warehouse.client import HttpClient
 
@@ -30,12 +39,29 @@ pytestmark = pytest.mark.integration
 DEADLINE_S = 120
 AGENT, AGENT_PORT, AGENT_MEDIA = "102", 27102, 34700
 CALLER_PORT, CALLER_MEDIA = 27110, 34600
+PASSWORDS = {"101": "restart-pw-101", "102": "restart-pw-102"}
+NEW_102 = "changed-live-102"
+
+PROVISIONING = f"""
+[tenant.acme]
+domain = "pbx.test"
+
+[tenant.acme.extension.101]
+password = "{PASSWORDS['101']}"
+
+[tenant.acme.extension.102]
+password = "{PASSWORDS['102']}"
+"""
 
 
 @pytest.fixture(scope="module")
 def supervisor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
+    provisioning = tmp_path_factory.mktemp("restart-prov") / "tawag.toml"
+    provisioning.write_text(PROVISIONING)
     settings = load(
         environ={},
+        provisioning_file=provisioning,
+        pike_density=0,  # every sipp of the test shares 127.0.0.1
         data_dir=tmp_path_factory.mktemp("restart-data"),
         sip_port=27060, kamailio_http_port=27071, evapi_port=27448,
         rtpengine_ng_port=27223, rtpengine_cli_port=27224,
@@ -54,10 +80,17 @@ def supervisor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]
 def answered_call(edge: sipp.Edge) -> str:
     uas = sipp.start_uas_answer(edge, port=AGENT_PORT, media_port=AGENT_MEDIA)
     result = sipp.call(edge, "101", AGENT, port=CALLER_PORT, media_port=CALLER_MEDIA,
-                       talk_ms=300)
+                       talk_ms=300, password=PASSWORDS["101"])
     uas.wait()
     assert result.ok, result.received()
     return result.call_id
+
+
+def tawag_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tawag ...`` as an operator runs it against this stack (settings via TAWAG_*)."""
+    return subprocess.run([sys.executable, "-m", "tawag", *args],
+                          env=os.environ | to_environ(settings), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def wait_for_cdrs(settings: Settings, call_ids: list[str]) -> list[dict]:
@@ -77,7 +110,7 @@ def test_crashes_and_an_edge_restart_lose_and_duplicate_nothing(
         supervisor: Supervisor, tmp_path: Path):
     settings = supervisor.settings
     edge = sipp.Edge.from_settings(settings, tmp_path)
-    assert sipp.register(edge, AGENT, port=AGENT_PORT).ok
+    assert sipp.register(edge, AGENT, port=AGENT_PORT, password=PASSWORDS[AGENT]).ok
     placed: list[str] = []
     calls_done = threading.Semaphore(0)
     stop = threading.Event()
@@ -99,8 +132,26 @@ def test_crashes_and_an_edge_restart_lose_and_duplicate_nothing(
         caller.join(60)
     wait_for_cdrs(settings, placed)
 
+    # a live change through the CLI, recorded in the topic
+    changed = tmp_path / "changed.toml"
+    changed.write_text(PROVISIONING.replace(PASSWORDS["102"], NEW_102))
+    cli = tawag_cli(settings, "provision", str(changed))
+    assert cli.returncode == 0, cli.stderr
+    assert sipp.register(edge, AGENT, port=AGENT_PORT, password=NEW_102).ok
+    # the file the stack started from is now unreadable: a restart must not need it
+    settings.provisioning_file.write_text("[tenant.acme\n")
+    spoilt = tawag_cli(settings, "provision", "--check", str(settings.provisioning_file))
+    assert spoilt.returncode == 1
+    assert spoilt.stderr.startswith(f"{settings.provisioning_file}:1: not valid TOML")
+
     supervisor.restart("kamailio")
-    assert sipp.register(edge, AGENT, port=AGENT_PORT).ok
+
+    assert sipp.register(edge, AGENT, port=AGENT_PORT, password=PASSWORDS[AGENT],
+                         expected_code=403).ok
+    assert sipp.register(edge, AGENT, port=AGENT_PORT, password=NEW_102).ok
+    recorded = provision.read_states(settings)["acme"]
+    assert recorded.creds[f"{AGENT}@pbx.test"] == provision.ha1(AGENT, "pbx.test", NEW_102)
+    assert NEW_102 not in recorded.to_json().decode()
     placed.append(answered_call(edge))
 
     rows = wait_for_cdrs(settings, placed)

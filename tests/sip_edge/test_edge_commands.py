@@ -44,6 +44,21 @@ def test_kamailio_gets_every_host_value_as_a_define(settings: Settings) -> None:
     assert {"WITH_RTPENGINE", "WITH_TAWAG_EVAPI"} <= set(defines)
 
 
+def test_the_platform_runs_the_pbx_with_auth_and_flood_protection_as_settings_say(
+    settings: Settings,
+) -> None:
+    defines = option_values(edge.kamailio_command(settings), "-A")
+    assert {"WITH_PBX", "WITH_AUTH", "WITH_ANTIFLOOD"} <= set(defines)
+    assert "MAX_CALL_DURATION_S=7200" in defines and "PIKE_DENSITY=30" in defines
+
+    open_edge = load(environ={}, data_dir=settings.data_dir, sip_auth=False, pike_density=0,
+                     max_call_duration_s=60)
+    defines = option_values(edge.kamailio_command(open_edge), "-A")
+    assert "WITH_PBX" in defines
+    assert not {"WITH_AUTH", "WITH_ANTIFLOOD"} & set(defines)
+    assert "MAX_CALL_DURATION_S=60" in defines
+
+
 def test_kamailio_runs_in_the_foreground_with_its_files_in_run_dir(settings: Settings) -> None:
     command = edge.kamailio_command(settings)
 

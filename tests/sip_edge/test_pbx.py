@@ -8,15 +8,20 @@ Every test asserts the SIP outcome and the exact evapi events of its call.
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 import wave
 from collections.abc import Iterator
+from itertools import cycle
 from pathlib import Path
 from typing import Any
 
 import pytest
 from edge_harness import EdgeStack, EvapiListener, connect_evapi
 
-from tawag import edge, provision, recording, sipp
+from ingest import recording
+from tawag import edge, provision, sipp
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +34,11 @@ DID_SALES, DID_SUPPORT, DID_RECORDED = "74951230001", "74951230002", "7495123000
 OUTSIDE_CALLER = "+79035550101"
 PASSWORDS = {u: f"secret-{u}" for u in ("101", "102", "103", "104", "105")}
 CONTACT_PORTS = {"101": 25070, "102": 25071, "103": 25072, "104": 25073}
-UAC_PORTS = iter(range(25080, 25090))
+UAC_PORTS = cycle(range(25080, 25090))
+"""Each sipp caller has exited before the next one binds, so the ports are reused."""
+CLIENT_CODE, CLIENT_NUMBER = "4501", "+79035550199"
+"""A masked client: agents dial *77<code>; the number may only reach the trunk."""
+SPEED_TO_102, SPEED_OUTSIDE = "7", "8"
 MEDIA_PORTS = iter(range(32500, 32999, 10))
 RING_S = 2
 """Short no-answer times of 104 and the serial group, so tests wait little."""
@@ -77,6 +86,13 @@ ring_timeout = 10
 strategy = "sequential"
 members = ["104", "102"]
 ring_timeout = {RING_S}
+
+[tenant.acme.speed_dial]
+"{SPEED_TO_102}" = "ext:102"
+"{SPEED_OUTSIDE}" = "+79261110000"
+
+[tenant.acme.mask]
+"{CLIENT_CODE}" = "{CLIENT_NUMBER}"
 
 [tenant.acme.did."{DID_SALES}"]
 to = "group:sales"
@@ -203,6 +219,39 @@ def test_authenticated_internal_call_is_answered(
         "call.start", "call.ringing", "call.answered", "call.end"]
 
 
+def test_authenticated_caller_cancels_while_it_rings(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    ringing = sipp.start_uas_ring(sip, port=CONTACT_PORTS["102"])
+    uas.append(ringing)
+
+    result = sipp.call_and_cancel(sip, "101", "102", ring_ms=500, port=next(UAC_PORTS),
+                                  media_port=next(MEDIA_PORTS), password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    assert ringing.wait().exit_code == 0
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.failed"]
+    assert (events[-1]["code"], events[-1]["origin"]) == (487, "downstream")
+
+
+def test_authenticated_call_the_callee_hangs_up(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    callee = sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"], media_port=next(MEDIA_PORTS),
+                                   hangup_after_ms=800)
+    uas.append(callee)
+
+    result = sipp.call(sip, "101", "102", port=next(UAC_PORTS), media_port=next(MEDIA_PORTS),
+                       talk_ms=0, callee_hangs_up=True, password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.answered", "call.end"]
+    assert events[2]["agent"] == "102"
+    assert (events[-1]["reason"], events[-1]["hangup_by"]) == ("bye", "102")
+
+
 # --- 3. call handling -----------------------------------------------------------------
 
 
@@ -228,6 +277,7 @@ def test_did_to_ring_all_group_one_answers_the_others_stop_ringing(
                              "call.answered", "call.end"]
     start = events[0]
     assert (start["from"], start["did"], start["domain"]) == (OUTSIDE_CALLER, DID_SALES, DOMAIN)
+    assert events[4]["agent"] == "102"  # the member who answered, not the DID
     legs = events[1:4]
     assert sorted(e["leg_to"] for e in legs) == ["102", "103", "104"]
     assert len({e["leg_id"] for e in legs}) == 3
@@ -389,6 +439,151 @@ def test_unrecorded_call_leaves_no_recording_flag(
     assert "recorded" not in end and end["media"]["packets"] > 0
 
 
+# --- transfers, short numbers, number masking -------------------------------------------
+
+
+def test_speed_dial_rings_what_the_short_number_stands_for(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    uas.append(sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"],
+                                     media_port=next(MEDIA_PORTS)))
+
+    result = sipp.call(sip, "101", SPEED_TO_102, port=next(UAC_PORTS),
+                       media_port=next(MEDIA_PORTS), talk_ms=500, password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.answered", "call.end"]
+    start = events[0]
+    assert (start["to"], start["speed_dial"]) == (SPEED_TO_102, SPEED_TO_102)
+    assert (events[1]["leg_to"], events[2]["agent"]) == ("102", "102")
+
+
+def test_speed_dial_to_an_outside_number_goes_through_the_trunk(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    carrier = sipp.start_uas_answer(sip, port=TRUNK_PORT, media_port=next(MEDIA_PORTS))
+    uas.append(carrier)
+
+    result = sipp.call(sip, "101", SPEED_OUTSIDE, port=next(UAC_PORTS),
+                       media_port=next(MEDIA_PORTS), talk_ms=500, password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    assert carrier_saw(carrier.wait(), f"INVITE sip:+79261110000@127.0.0.1:{TRUNK_PORT}")
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.answered", "call.end"]
+    assert events[0]["speed_dial"] == SPEED_OUTSIDE
+
+
+def test_blind_transfer_refer_then_the_transferee_calls_the_target(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    target = sipp.start_uas_answer(sip, port=CONTACT_PORTS["103"], media_port=next(MEDIA_PORTS))
+    transferor = sipp.start_uas_transferor(sip, port=CONTACT_PORTS["102"],
+                                           media_port=next(MEDIA_PORTS), refer_to="103",
+                                           talk_ms=500)
+    uas.extend([target, transferor])
+
+    first = sipp.call_transferred(sip, "101", "102", port=next(UAC_PORTS),
+                                  media_port=next(MEDIA_PORTS), password=PASSWORDS["101"])
+    assert first.ok, first.received()
+    assert transferor.wait().exit_code == 0
+    # the transferee (a phone) now calls the Refer-To target: a new dialog, a new Call-ID
+    second = sipp.call(sip, "101", "103", port=next(UAC_PORTS), media_port=next(MEDIA_PORTS),
+                       talk_ms=500, password=PASSWORDS["101"], referred_by="102")
+
+    assert second.ok, second.received()
+    assert second.call_id != first.call_id
+    events = call_events(evapi, first)
+    assert kinds(events) == ["call.start", "call.ringing", "call.answered", "call.transferred",
+                             "call.end"]
+    transferred = events[3]
+    assert {k: transferred[k] for k in ("from", "to", "transferee", "kind")} == {
+        "from": "102", "to": "103", "transferee": "101", "kind": "blind"}
+    assert events[-1]["hangup_by"] == "102"
+    new = call_events(evapi, second)
+    assert kinds(new) == ["call.start", "call.ringing", "call.answered", "call.end"]
+    assert (new[0]["transferred_from"], new[0]["referred_by"]) == (first.call_id, "102")
+    assert new[2]["agent"] == "103"
+
+
+def test_masked_client_number_reaches_only_the_trunk_and_the_call_is_recorded(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    carrier = sipp.start_uas_carrier(sip, port=TRUNK_PORT, media_port=next(MEDIA_PORTS),
+                                     number=CLIENT_NUMBER)
+    uas.append(carrier)
+
+    result = sipp.call(sip, "101", f"*77{CLIENT_CODE}", port=next(UAC_PORTS),
+                       media_port=next(MEDIA_PORTS), talk_ms=1000, password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    carrier_side = carrier.wait()
+    # toward the trunk: the real number, with the company's caller ID
+    assert carrier_saw(carrier_side, f"INVITE sip:{CLIENT_NUMBER}@127.0.0.1:{TRUNK_PORT}")
+    assert carrier_saw(carrier_side, f"From: <sip:{COMPANY}@{DOMAIN}>")
+    digits = CLIENT_NUMBER.lstrip("+")[1:]  # any spelling of the number: +7..., 8..., 7...
+    received = [m for m in result.messages if m.direction == "received"]
+    assert {m.first_line.split()[1] for m in received if m.status} >= {"407", "180", "200"}
+    assert [m.first_line for m in received if digits in m.text] == []
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.answered", "call.end"]
+    assert [e["event"] for e in events if digits in json.dumps(e)] == []
+    shown = provision.masked_number(CLIENT_NUMBER)
+    start = events[0]
+    assert (start["to"], start["mask_code"], start["masked_to"]) == (
+        f"*77{CLIENT_CODE}", CLIENT_CODE, shown)
+    assert (events[1]["leg_to"], events[2]["agent"]) == (shown, shown)
+    assert events[-1]["recorded"] is True
+
+
+def test_group_pickup_star8_takes_a_call_ringing_a_group_peer(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    ringing = sipp.start_uas_ring(sip, port=CONTACT_PORTS["102"])
+    picker_phone = sipp.start_uas_answer(sip, port=CONTACT_PORTS["103"],
+                                         media_port=next(MEDIA_PORTS))
+    uas.extend([ringing, picker_phone])
+    outcome: dict[str, sipp.SippResult] = {}
+    caller = threading.Thread(target=lambda: outcome.update(call=sipp.call(
+        sip, "101", "102", port=next(UAC_PORTS), media_port=next(MEDIA_PORTS), talk_ms=1000,
+        password=PASSWORDS["101"])))
+    started = time.time()
+    caller.start()
+    try:
+        first_ring = evapi.wait_for(lambda e: e["event"] == "call.ringing"
+                                    and e["leg_to"] == "102" and e["ts"] >= started)
+        # uas_ring.xml takes a CANCEL only once it has sent its second 180
+        assert edge.wait_until(lambda: ringing.trace.exists()
+                               and ringing.trace.read_text().count("SIP/2.0 180") >= 2,
+                               timeout=5)
+        # 103 shares the sales group with 102: *8 takes the call to 103's phone
+        star8 = sipp.call_expect_failure(sip, "103", "*8", 480, port=25092,
+                                         media_port=next(MEDIA_PORTS), password=PASSWORDS["103"])
+    finally:
+        caller.join(30)
+
+    assert star8.ok, star8.received()
+    result = outcome["call"]
+    assert result.ok, result.received()
+    assert result.call_id == first_ring["call_id"]
+    assert ringing.wait().exit_code == 0  # 102's branch was cancelled (487)
+    assert picker_phone.wait().call_id == result.call_id  # one call id: a new branch
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.ringing", "call.picked_up",
+                             "call.answered", "call.end"]
+    assert [e["leg_to"] for e in events[1:3]] == ["102", "103"]
+    assert (events[3]["picked_up_by"], events[3]["to"]) == ("103", "102")
+    assert events[4]["agent"] == "103"
+    assert evapi.for_call(star8.call_id) == []
+
+
+def test_star8_with_nothing_ringing_gets_404(sip: sipp.Edge, registered: None) -> None:
+    result = sipp.call_expect_failure(sip, "103", "*8", 404, port=25092,
+                                      media_port=next(MEDIA_PORTS), password=PASSWORDS["103"])
+    assert result.ok, result.received()
+
+
 # --- 2. provisioning live, and restored after a restart --------------------------------
 
 
@@ -435,3 +630,4 @@ def test_restore_after_a_kamailio_restart_serves_the_same_provisioning(
     finally:
         listener.close()
     assert edge_stack.alive()
+

@@ -149,3 +149,100 @@ def test_restore_replays_the_last_state_per_tenant_through_rpc(tmp_path: Path) -
     assert count == len(state.entries())
     assert ("htable.sets", ("creds", "101@pbx.test", state.creds["101@pbx.test"])) in sent
     assert all(params[0] != "gone" for _, params in sent)
+
+
+# --- the shipped example and the operator's command ------------------------------------
+
+
+def test_the_shipped_example_is_valid_and_is_what_the_stack_applies_by_default() -> None:
+    from tawag.demo import AGENTS, DemoTenant
+    from tawag.settings import load
+
+    settings = load(environ={})
+    assert settings.provisioning_file.exists()
+    assert provision.check(settings.provisioning_file) == []
+    acme = provision.load(settings.provisioning_file)["acme"]
+    assert acme.domain == settings.sip_domain
+    assert {f"{u}@pbx.test" for u in ("101", "102", "103", "104", "105")} == set(acme.creds)
+    # the demo registers and calls with these passwords, outside calls come from the trunk
+    demo = DemoTenant.from_file(settings.provisioning_file, settings.sip_domain)
+    assert set(AGENTS) <= set(demo.passwords) and set(AGENTS) <= set(demo.direct_dids)
+    assert len(demo.trunk_ports) >= 2
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from tawag.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_provision_check_prints_file_line_message_and_exits_1(tmp_path: Path) -> None:
+    bad = write(tmp_path, GOOD.replace('members = ["102", "101"]', 'members = ["102", "109"]')
+                .replace('no_answer_timeout = 15', 'no_answer_timeout = 0'))
+
+    code, out, err = run_cli("provision", "--check", str(bad))
+
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        f"{bad}:13: no_answer_timeout: whole seconds between 1 and 600, got 0",
+        f"{bad}:17: group sales: member '109' is not an extension of this tenant",
+    ]
+
+
+def test_provision_check_of_a_good_file_touches_nothing(tmp_path: Path) -> None:
+    code, out, err = run_cli("provision", "--check", str(write(tmp_path, GOOD)))
+
+    assert (code, err) == (0, "")
+    assert out.strip().endswith(": ok")
+
+
+def test_provision_of_a_bad_file_applies_nothing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(provision, "apply", lambda *a, **k: pytest.fail("applied a bad file"))
+    code, _, err = run_cli("provision", str(write(tmp_path, "[tenant.acme\n")))
+
+    assert code == 1 and ":1: not valid TOML" in err
+
+
+def test_speed_dial_and_masks_compile_and_only_the_mask_table_holds_the_number(
+    tmp_path: Path,
+) -> None:
+    text = GOOD + '''
+[tenant.acme.speed_dial]
+"7" = "ext:102"
+"8" = "+79261110000"
+
+[tenant.acme.mask]
+"4501" = "+79035550199"
+'''
+    state = provision.load(write(tmp_path, text))["acme"]
+
+    assert state.strings["speed:pbx.test:7"] == "ext:102"
+    assert state.strings["speed:pbx.test:8"] == "tel:+79261110000"
+    assert state.strings["mask:pbx.test:4501"] == "+79035550199"
+    assert state.strings["mask:pbx.test:4501:shown"] == "+7********99"
+    assert [k for k, v in state.strings.items() if "9035550199" in v] == ["mask:pbx.test:4501"]
+
+
+def test_bad_speed_dial_and_mask_entries_are_reported_at_their_lines(tmp_path: Path) -> None:
+    text = GOOD + '''
+[tenant.acme.speed_dial]
+"101" = "ext:102"
+"9" = "group:nope"
+
+[tenant.acme.mask]
+"4501" = "not-a-number"
+'''
+    path = write(tmp_path, text)
+    messages = [str(e) for e in provision.check(path)]
+
+    assert messages == [
+        f"{path}:24: speed_dial '101' is also an extension or group of this tenant",
+        f"{path}:25: speed_dial 9: 'group:nope' is not provisioned in this tenant",
+        f"{path}:28: mask 4501: not a phone number: 'not-a-number'",
+    ]

@@ -1,4 +1,4 @@
-"""tawag.recording without rtpengine: G.711 tables, pcap parsing, mixing, WAV output."""
+"""ingest.recording without rtpengine: G.711 tables, pcap parsing, mixing, WAV output."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tawag import recording
+from ingest import recording
 
 SAMPLE_PCAP = Path("/usr/share/sip-tester/g711a.pcap")
 
@@ -82,3 +82,55 @@ def test_sipps_pcma_sample_decodes_to_its_length(tmp_path: Path) -> None:
 
 def test_a_call_that_was_not_recorded_gives_nothing(tmp_path: Path) -> None:
     assert recording.on_call_end({"call_id": "c1"}, tmp_path, tmp_path) is None
+
+
+def test_the_bridge_hands_recorded_calls_to_the_recorder_and_produces_recording_ready(
+    tmp_path: Path,
+) -> None:
+    """call.end "recorded" -> the recorder waits for the pcap to be closed (off the reading
+    thread), decodes it and the bridge produces call.recording_ready keyed by call id."""
+    import json
+    import threading
+
+    from ingest.bridge import Bridge
+    from ingest.decode import DecodeContext
+    from ingest.events import EventType
+
+    call_id = "rec-1@127.0.0.1"
+    frames = [(100.0 + i * 0.02, _frame(_rtp(i, 160 * i, 0xA, b"\xd5" * 160))) for i in range(100)]
+    (tmp_path / "pcaps").mkdir()
+    (tmp_path / "pcaps" / "rec-1%40127.0.0.1-abc.pcap").write_bytes(_pcap(frames))
+    closed = threading.Event()
+    produced: list = []
+
+    class Sink:
+        def event(self, ev):
+            produced.append(ev)
+
+        def dead_letter(self, record):
+            raise AssertionError(record)
+
+        def flush(self):
+            pass
+
+    bridge = Bridge(("127.0.0.1", 1), DecodeContext(source="t", tenant_for_domain=lambda d: "acme"),
+                    Sink())
+    recorder = recording.Recorder(tmp_path, tmp_path / "wav", closed=lambda cid: closed.is_set(),
+                                  emit=bridge.emit_payload, close_timeout_s=5)
+    bridge.recorder = recorder
+    recorder.start()
+    end = {"event": "call.end", "ts": 102.0, "call_id": call_id, "from": "101", "to": "104",
+           "start_ts": 100, "answered_ts": 100.0, "duration": 2, "recorded": True,
+           "reason": "bye", "hangup_by": "101"}
+    bridge.handle_frame(json.dumps(end).encode())  # returns at once: the pcap is still open
+    assert [e.type for e in produced] == [EventType.CALL_ENDED]
+    closed.set()
+    recorder.stop()
+
+    ready = produced[-1]
+    assert (ready.type, ready.key, ready.callee) == (EventType.CALL_RECORDING_READY, call_id, "104")
+    assert ready.extra["duration"] == pytest.approx(2.0)
+    with wave.open(ready.extra["file"]) as wav:
+        assert wav.getnframes() == 16000
+    assert ready.extra["size"] == Path(ready.extra["file"]).stat().st_size
+    assert recorder.done == 1 and bridge.stats.recordings == 1

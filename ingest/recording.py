@@ -12,20 +12,27 @@ It is the step run for each ``call.end`` payload that carries ``"recorded": true
 rtpengine has closed the file (:func:`recording_closed`)::
 
     if recording_closed(settings, end["call_id"]):
-        ready = on_call_end(end, settings.recordings_dir, settings.recordings_dir / "wav")
+        ready = on_call_end(end, settings.recordings_dir, settings.recordings_wav_dir)
+
+In the ingest process a :class:`Recorder` thread does that for every recorded call and
+the bridge produces the payload as a ``call.recording_ready`` event (key = call id).
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import struct
+import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tawag.edge import EdgeError, rtpengine_ng
+from ingest.rtpengine import NgError, ng_command
 from tawag.settings import Settings
 
 __all__ = [
@@ -38,7 +45,10 @@ __all__ = [
     "find_pcap",
     "on_call_end",
     "recording_closed",
+    "Recorder",
 ]
+
+log = logging.getLogger("tawag.ingest.recording")
 
 SAMPLE_RATE = 8000
 PCMU, PCMA = 0, 8
@@ -240,7 +250,85 @@ def on_call_end(end: dict[str, Any], recordings_dir: Path, wav_dir: Path) -> dic
 def recording_closed(settings: Settings, call_id: str) -> bool:
     """True once rtpengine has no session for the call (so its pcap is complete)."""
     try:
-        reply = rtpengine_ng(settings, {"command": "query", "call-id": call_id})
-    except EdgeError:
+        reply = ng_command(settings.sip_host, settings.rtpengine_ng_port,
+                           {"command": "query", "call-id": call_id})
+    except NgError:
         return False
     return reply.get("result") != "ok"
+
+
+# --- the recorder: the step in the ingest process -------------------------------------------
+
+CLOSE_TIMEOUT_S = 30.0
+"""How long the recorder waits for rtpengine to close a call's pcap before giving up."""
+CLOSE_POLL_S = 0.1
+
+
+class Recorder:
+    """Turns recorded calls into WAVs and ``call.recording_ready`` payloads, off the
+    evapi reading thread: :meth:`submit` queues a ``call.end`` payload that says
+    ``"recorded": true``; a worker thread waits until rtpengine has closed the pcap
+    (``closed(call_id)``, with a deadline), decodes it to a WAV in ``wav_dir`` and hands
+    the evapi-shaped payload to ``emit``::
+
+        recorder = Recorder(settings.recordings_dir, settings.recordings_wav_dir,
+                            closed=lambda cid: recording_closed(settings, cid),
+                            emit=bridge.emit_payload)
+        recorder.start()
+        ...
+        recorder.stop()
+    """
+
+    def __init__(self, recordings_dir: Path, wav_dir: Path, *,
+                 closed: Callable[[str], bool], emit: Callable[[dict[str, Any]], None],
+                 close_timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        self.recordings_dir = recordings_dir
+        self.wav_dir = wav_dir
+        self.closed = closed
+        self.emit = emit
+        self.close_timeout_s = close_timeout_s
+        self.done = 0
+        self.failed = 0
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="tawag-recorder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, end: dict[str, Any]) -> None:
+        """Queue a ``call.end`` payload; ignored unless it says ``"recorded": true``."""
+        if end.get("recorded") is True and end.get("call_id"):
+            self._queue.put(end)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish what is queued (within ``timeout``), then end the worker."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while (end := self._queue.get()) is not None:
+            try:
+                ready = self.process(end)
+            except Exception:  # one bad pcap must not stop the recorder
+                log.exception("recording of %s failed", end.get("call_id"))
+                ready = None
+            if ready is None:
+                self.failed += 1
+            else:
+                self.emit(ready)
+                self.done += 1
+
+    def process(self, end: dict[str, Any]) -> dict[str, Any] | None:
+        """Wait for the pcap to be closed, decode it; the payload, or None (logged)."""
+        call_id = str(end["call_id"])
+        deadline = time.monotonic() + self.close_timeout_s
+        while not self.closed(call_id):
+            if time.monotonic() > deadline:
+                log.warning("recording of %s: rtpengine kept the session open for %.0f s",
+                            call_id, self.close_timeout_s)
+                return None
+            time.sleep(CLOSE_POLL_S)
+        ready = on_call_end(end, self.recordings_dir, self.wav_dir)
+        if ready is None:
+            log.warning("recording of %s: no pcap in %s", call_id, self.recordings_dir)
+        return ready

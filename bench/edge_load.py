@@ -1,0 +1,236 @@
+"""Edge load: one sipp run at --rate calls/s through the full edge, events sent vs received.
+
+    .venv/bin/python bench/edge_load.py [--rate 100] [--calls 1000] [--talk-ms 500]
+
+Starts its own stack with the same supervisor as ``tawag up`` but only the edge part —
+Kafka, rtpengine, Kamailio (digest auth and the PBX on, as in production; pike off, as
+every sipp shares 127.0.0.1) and the ingest bridge — on ports 28523-28593 and RTP
+35000-35999 in a temporary data folder, provisioned from a generated file. Extension
+102 registers and a sipp UAS answers every call; one sipp UAC places ``--calls`` calls
+from 101 (407 challenge answered, SDP through rtpengine, no RTP) at ``--rate`` calls/s,
+each hung up after ``--talk-ms``.
+
+It counts the call events Kamailio sent (an extra evapi client sees every event
+``evapi_relay`` sends, as the bridge does) and the events that reached
+``tawag.call-events`` in Kafka for the same calls, and prints both with sipp's own
+success/failure counts and the edge processes' CPU time. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tawag import sipp  # noqa: E402
+from tawag.settings import load  # noqa: E402
+from tawag.supervisor import Supervisor, components  # noqa: E402
+
+EDGE = ("kafka", "rtpengine", "kamailio", "ingest")
+CALLER, CALLEE = "101", "102"
+PASSWORDS = {CALLER: "bench-pw-101", CALLEE: "bench-pw-102"}
+UAC_PORT, UAS_PORT = 28580, 28581
+DRAIN_TIMEOUT_S = 60.0
+CALL_EVENTS = ("call.start", "call.ringing", "call.answered", "call.end", "call.failed")
+
+PROVISIONING = f"""
+[tenant.bench]
+domain = "pbx.test"
+
+[tenant.bench.extension.{CALLER}]
+password = "{PASSWORDS[CALLER]}"
+
+[tenant.bench.extension.{CALLEE}]
+password = "{PASSWORDS[CALLEE]}"
+no_answer_timeout = 30
+"""
+
+
+class EvapiCounter:
+    """A second evapi client: what Kamailio sent, per event name, for the bench's calls."""
+
+    def __init__(self, host: str, port: int, prefix: str) -> None:
+        self.sock = socket.create_connection((host, port), timeout=5)
+        self.sock.settimeout(0.5)
+        self.prefix = prefix
+        self.counts: Counter[str] = Counter()
+        self.greeted = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while not self.stop.is_set():
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            buffer += chunk
+            while b":" in buffer:
+                size, _, rest = buffer.partition(b":")
+                if len(rest) < int(size) + 1:
+                    break
+                event = json.loads(rest[: int(size)])
+                buffer = rest[int(size) + 1:]
+                if event["event"] == "evapi.connected":
+                    self.greeted.set()
+                elif str(event.get("call_id", "")).startswith(self.prefix):
+                    self.counts[event["event"]] += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def kafka_counts(bootstrap: str, topic: str, prefix: str, expected: int) -> Counter[str]:
+    """Event types on the topic for the bench's calls, read until ``expected`` or idle."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=5000)
+    counts: Counter[str] = Counter()
+    try:
+        for message in consumer:
+            if message.key and message.key.decode().startswith(prefix):
+                counts[json.loads(message.value)["type"]] += 1
+            if sum(counts.values()) >= expected:
+                break
+    finally:
+        consumer.close()
+    return counts
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and its reaped children (kamailio's workers)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])
+    total = ticks
+    for child in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (child / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat[1]) == pid:
+            total += sum(int(f) for f in stat[11:13])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def sipp_stats(stat_file: Path) -> dict[str, str]:
+    rows = list(csv.reader(stat_file.read_text().splitlines(), delimiter=";"))
+    return dict(zip(rows[0], rows[-1], strict=False))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=int, default=100, help="calls per second")
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--talk-ms", type=int, default=500)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="tawag-edge-load-"))
+    prov = work / "bench.toml"
+    prov.write_text(PROVISIONING)
+    settings = load(environ={}, data_dir=work / "data", provisioning_file=prov, pike_density=0,
+                    sip_port=28560, kamailio_http_port=28571, evapi_port=28548,
+                    rtpengine_ng_port=28523, rtpengine_cli_port=28524,
+                    rtp_port_min=35000, rtp_port_max=35999,
+                    kafka_bootstrap="127.0.0.1:28592", kafka_controller_port=28593)
+    stack = [c for c in components(settings) if c.name in EDGE]
+    sup = Supervisor(settings, stack=stack, out=io.StringIO())
+    print(f"starting Kafka, rtpengine, Kamailio, ingest in {work} ...", flush=True)
+    sup.start(demo=False)
+    uas = None
+    counter = None
+    keep = True
+    try:
+        edge = sipp.Edge.from_settings(settings, work / "sipp")
+        assert sipp.register(edge, CALLEE, port=UAS_PORT, password=PASSWORDS[CALLEE]).ok
+        counter = EvapiCounter(settings.sip_host, settings.evapi_port, "bench-")
+        assert counter.greeted.wait(5), "no evapi greeting"
+        uas = subprocess.Popen(
+            ["sipp", "-sf", str(sipp.SCENARIO_DIR / "uas_answer.xml"), "-i", "127.0.0.1",
+             "-p", str(UAS_PORT), "-nostdin", "-trace_err",
+             "-error_file", str(work / "uas-errors.log")],
+            cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT)
+        assert sipp._wait_udp_bound("127.0.0.1", UAS_PORT, uas), "the sipp UAS did not start"
+        kam = next(r for r in sup.running if r.name == "kamailio").pid
+        rtp = next(r for r in sup.running if r.name == "rtpengine").pid
+        cpu0 = cpu_seconds(kam), cpu_seconds(rtp)
+        stat_file = work / "uac-stats.csv"
+        print(f"sipp: {args.calls} calls at {args.rate} cps, {args.talk_ms} ms each ...",
+              flush=True)
+        t0 = time.monotonic()
+        uac = subprocess.run(
+            ["sipp", f"127.0.0.1:{settings.sip_port}", "-sf",
+             str(sipp.SCENARIO_DIR / "uac_call_auth_signalling.xml"),
+             "-i", "127.0.0.1", "-p", str(UAC_PORT), "-s", CALLEE, "-key", "caller", CALLER,
+             "-key", "domain", settings.sip_domain, "-au", CALLER, "-ap", PASSWORDS[CALLER],
+             "-d", str(args.talk_ms), "-r", str(args.rate), "-m", str(args.calls),
+             "-l", str(args.rate * 5), "-cid_str", "bench-%u-%p@%s", "-nostdin",
+             "-timeout", "300s", "-trace_stat", "-stf", str(stat_file), "-fd", "1",
+             "-trace_err", "-error_file", str(work / "uac-errors.log")],
+            cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT, check=False)
+        elapsed = time.monotonic() - t0
+        cpu1 = cpu_seconds(kam), cpu_seconds(rtp)
+        stats = sipp_stats(stat_file)
+        ok, failed = int(stats["SuccessfulCall(C)"]), int(stats["FailedCall(C)"])
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:  # Kamailio's last call.end events
+            before = sum(counter.counts.values())
+            time.sleep(1.0)
+            if sum(counter.counts.values()) == before:
+                break
+        sent = Counter(counter.counts)
+        received = kafka_counts(settings.kafka_bootstrap, settings.topic_call_events,
+                                "bench-", sum(sent.values()))
+        print(f"\nsipp exit {uac.returncode}: {ok} successful, {failed} failed calls in "
+              f"{elapsed:.1f} s ({(ok + failed) / elapsed:.1f} cps measured, asked "
+              f"{args.rate})")
+        print(f"CPU during the run: kamailio {cpu1[0] - cpu0[0]:.2f} s, "
+              f"rtpengine {cpu1[1] - cpu0[1]:.2f} s")
+        print(f"\n{'event':<16}{'sent by Kamailio':>18}{'in Kafka':>10}")
+        kafka_name = {"call.start": "call.offered", "call.end": "call.ended"}
+        received["call.failed"] += received.pop("call.cancelled", 0)
+        for name in CALL_EVENTS:
+            print(f"{name:<16}{sent[name]:>18}{received[kafka_name.get(name, name)]:>10}")
+        total_sent, total_received = sum(sent.values()), sum(received.values())
+        print(f"{'total':<16}{total_sent:>18}{total_received:>10}")
+        lost = total_sent - total_received
+        print(f"\nevents sent {total_sent}, received {total_received}, lost {lost}")
+        keep = failed > 0
+        if keep:
+            print(f"sipp's reasons for the failed calls: {work / 'uac-errors.log'}")
+        return 0
+    finally:
+        if counter is not None:
+            counter.close()
+        if uas is not None:
+            uas.terminate()
+            uas.wait(5)
+        sup.stop()
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
