@@ -3,14 +3,16 @@
 chdb allows one process per data path, so in embedded mode this process is the only
 one that opens ``settings.chdb_path``. It:
 
-1. opens the store (:class:`~warehouse.client.ChdbClient`) and runs the migrations;
+1. opens the store (:class:`~warehouse.client.ChdbClient`), runs the migrations and
+   applies the retention TTLs of the settings (:mod:`warehouse.retention`);
 2. serves the read-only ClickHouse HTTP interface on
    ``settings.warehouse_host:warehouse_http_port`` from a second, ``mode=ro`` session;
 3. runs the Kafka loader (:func:`~warehouse.loader.run_loader`) in a thread;
 4. logs ``warehouse ready`` and waits for SIGTERM/SIGINT (or ``stop_event``).
 
 In server mode there is no store to own: the loader writes through clickhouse-driver
-and readers use the ClickHouse server directly, so no HTTP interface is started.
+and readers use the ClickHouse server directly, so no HTTP interface is started; the
+migrations and the retention TTLs are applied to the server the same way.
 
 Started by ``tawag warehouse`` or ``python -m warehouse``.
 """
@@ -29,6 +31,7 @@ from warehouse.client import ChdbClient, DriverClient, WarehouseClient
 from warehouse.http_server import make_server, serve_in_thread
 from warehouse.loader import run_loader
 from warehouse.migrate import migrate
+from warehouse.retention import apply_retention
 
 __all__ = ["READ_LIMITS", "run", "main"]
 
@@ -64,10 +67,22 @@ def _start_loader(settings: Settings, client: WarehouseClient,
     return thread
 
 
+def _prepare(settings: Settings, client: WarehouseClient) -> list[str]:
+    """Bring the schema and the retention TTLs up to date, before anything loads or reads.
+
+    Both steps are idempotent (applied migrations and TTLs already in place are
+    skipped), so every start runs them: a changed ``*_retention_days`` takes effect at
+    the next start. Returns the names of the migrations applied.
+    """
+    applied = migrate(client)
+    apply_retention(client, settings)
+    return applied
+
+
 def _open_store(settings: Settings) -> tuple[ChdbClient, ChdbClient]:
-    """The owner's read/write session (migrated) and the HTTP reader's read-only one."""
+    """The owner's read/write session (prepared) and the HTTP reader's read-only one."""
     writer = ChdbClient(settings.chdb_path)
-    applied = migrate(writer)
+    applied = _prepare(settings, writer)
     log.info("warehouse store %s: %d migration(s) applied", settings.chdb_path, len(applied))
     reader = ChdbClient(settings.chdb_path, read_only=True, database=schema.DATABASE,
                         settings=READ_LIMITS)
@@ -102,7 +117,7 @@ def _run_embedded(settings: Settings, stop: threading.Event, load: bool,
 def _run_server_mode(settings: Settings, stop: threading.Event, load: bool,
                      ready: threading.Event | None) -> None:
     client = DriverClient(settings)
-    migrate(client)
+    _prepare(settings, client)
     log.info("warehouse ready: ClickHouse server %s:%s (loader %s)",
              settings.clickhouse_host, settings.clickhouse_port, "on" if load else "off")
     if ready is not None:
