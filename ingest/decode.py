@@ -123,12 +123,15 @@ def _call(payload: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[
     }
 
 
-_OFFER_EXTRA = ("speed_dial", "mask_code", "masked_to", "transferred_from", "referred_by")
+_OFFER_EXTRA = ("speed_dial", "mask_code", "masked_to", "transferred_from", "referred_by",
+                "replaces")
 
 
 def _offered(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
     """call.start; extra names a short number dialled, a masked client (code and masked
-    number, never the real one) or the call a blind transfer continues."""
+    number, never the real one), the call a transfer continues (``transferred_from``,
+    also its ``call_id``; ``leg_id`` is then the new dialog's SIP Call-ID) and, for an
+    attended transfer, the consultation dialog it replaces (``replaces``, a SIP Call-ID)."""
     extra = {"sip_source": p.get("source")} | {k: p[k] for k in _OFFER_EXTRA if k in p}
     return _call(p, EventType.CALL_OFFERED, ctx) | {"extra": extra}
 
@@ -141,7 +144,18 @@ def _transferred(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
 
 
 def _ringing(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
-    return _call(p, EventType.CALL_RINGING, ctx)
+    """One ringing branch: ``leg_id`` "<SIP Call-ID>#<branch>", the member rung in
+    ``extra.leg_to`` (the callee may be a group or a DID)."""
+    fields = _call(p, EventType.CALL_RINGING, ctx)
+    leg_to = normalise(p.get("leg_to"), ctx.country) if p.get("leg_to") else None
+    return fields | {"extra": {"leg_to": leg_to} if leg_to else {}}
+
+
+def _hold(p: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[str, Any]:
+    """call.held / call.resumed: ``held_by`` sent the re-INVITE (hold or resume)."""
+    _require(p, "held_by")
+    return _call(p, kind, ctx) | {"agent": normalise(p["held_by"], ctx.country),
+                                  "extra": {"held_by": p["held_by"]}}
 
 
 def _answered(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
@@ -233,6 +247,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any], DecodeContext], dict[str, Any]]] 
     "call.transferred": _transferred,
     "call.picked_up": _picked_up,
     "call.recording_ready": _recording_ready,
+    "call.held": lambda p, c: _hold(p, EventType.CALL_HELD, c),
+    "call.resumed": lambda p, c: _hold(p, EventType.CALL_RESUMED, c),
 }
 
 

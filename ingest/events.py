@@ -11,6 +11,13 @@ shape. A message is one JSON object::
      "agent": "102", "sip_code": 200, "reason": "OK", "hangup_by": null,
      "duration_ms": null, "media": null}
 
+``call_id`` is the Tawag call: the same for every leg of a call (group ringing,
+forwards, and the transferee's new dialog after a transfer); ``leg_id`` is one SIP
+dialog (its SIP Call-ID) or one ringing branch of it (``<SIP Call-ID>#<branch>``).
+``call.held`` / ``call.resumed`` (added to v1, additive): a party put the call on hold
+with a re-INVITE (a=sendonly or a=inactive) or took it off hold; ``agent`` and
+``extra.held_by`` name that party.
+
 Call events are keyed by ``call_id`` (one call's events stay ordered on one
 partition); agent events by ``tenant:agent``. ``event_id`` is derived from the raw
 source payload, so a repeated delivery carries the same id and is dropped downstream.
@@ -55,6 +62,8 @@ class EventType(StrEnum):
     CALL_FORWARDED = "call.forwarded"
     CALL_PICKED_UP = "call.picked_up"
     CALL_RECORDING_READY = "call.recording_ready"
+    CALL_HELD = "call.held"
+    CALL_RESUMED = "call.resumed"
     AGENT_REGISTERED = "agent.registered"
     AGENT_UNREGISTERED = "agent.unregistered"
     AGENT_AUTH_FAILED = "agent.auth_failed"

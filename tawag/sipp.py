@@ -45,6 +45,7 @@ __all__ = [
     "start_uas_carrier",
     "start_uas_transferor",
     "call_transferred",
+    "call_with_hold",
     "call",
     "call_expect_failure",
     "call_and_cancel",
@@ -258,14 +259,21 @@ def start_uas_answer(
     media_port: int,
     hangup_after_ms: int | None = None,
     ring_ms: int | None = None,
+    accept_reinvites: bool = False,
 ) -> Uas:
     """A callee that rings, answers and echoes the caller's RTP.
 
     It waits for the caller's BYE, or with ``hangup_after_ms`` hangs up itself after
     that much talk time (then place the call with ``call(..., callee_hangs_up=True)``).
     With ``ring_ms`` it rings that long before answering (not with ``hangup_after_ms``).
+    With ``accept_reinvites`` it answers re-INVITEs (hold, resume) with 200 while it
+    waits for the caller's BYE.
     """
     media = ["-mi", edge.local_ip, "-mp", str(media_port), "-rtp_echo"]
+    if accept_reinvites:
+        if ring_ms is not None or hangup_after_ms is not None:
+            raise ValueError("accept_reinvites waits for the caller's BYE, without ring_ms")
+        return _spawn_uas(edge, "uas_answer_reinvite.xml", port, media)
     if ring_ms is not None:
         if hangup_after_ms is not None:
             raise ValueError("ring_ms and hangup_after_ms both use sipp's -d")
@@ -349,6 +357,19 @@ def call_transferred(
     places the new call with ``call(..., referred_by=callee)``)."""
     args = _call_args(caller, callee, port, media_port) + _auth_args(caller, password)
     return _run(edge, "uac_call_auth_transferred.xml", args, label=f"xfer-{caller}-{callee}",
+                expected_code=200)
+
+
+def call_with_hold(
+    edge: Edge, caller: str, callee: str, *, port: int, media_port: int, hold_ms: int,
+    password: str,
+) -> SippResult:
+    """``caller`` calls ``callee`` (who must accept re-INVITEs), talks 500 ms, holds the
+    call (re-INVITE a=sendonly) for ``hold_ms``, resumes it (a=sendrecv), talks 500 ms
+    more and hangs up; each re-INVITE must get 200."""
+    args = _call_args(caller, callee, port, media_port) + ["-d", str(hold_ms)]
+    args += _auth_args(caller, password)
+    return _run(edge, "uac_call_auth_hold.xml", args, label=f"hold-{caller}-{callee}",
                 expected_code=200)
 
 

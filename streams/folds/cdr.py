@@ -43,7 +43,21 @@ Participants (one pass over the sorted events, see :class:`_Legs`):
 - forwards from ``call.forwarded`` (extra forwarded_from/forwarded_to/hop, reason);
   transfers from ``call.transferred`` (extra transferred_from/transferred_to/kind);
   ``call.picked_up`` adds the picker's leg (answered) and ends the ringing legs.
-- hold_ms stays 0: no hold events exist in schema v1 yet.
+- dialogs: ``call_id`` is the Tawag call, and the dialog of an event is its ``leg_id``
+  up to the first ``#`` (a SIP Call-ID; ``#`` cannot occur in one, RFC 3261 25.1), the
+  call's own dialog when ``leg_id`` is absent. A transfer's new dialog (the transferee
+  calls the target: a new SIP Call-ID, same call id) starts with its own
+  ``call.offered``; its answer/ringing/end/failure close only its own legs. A failure
+  whose ``leg_id`` is such a dialog (no ``#``) ends that dialog, it is not a leg failure.
+  The call is closed once its own dialog has its terminal event (rules above) and every
+  other dialog offered has ended or failed; ended_at, hangup_by and reason come from the
+  last of those terminal events, the disposition from the call's own dialog. So a CDR
+  closed when the transferor hung up opens again (a higher version) when the
+  transferee's new dialog is folded in.
+- hold_ms: the time, in event time, during which at least one party of a dialog held
+  it (``call.held`` .. ``call.resumed`` of the same party, ``agent``/``extra.held_by``),
+  summed over the call; a hold still on ends at the dialog's end, or, while the call
+  is open, at the latest event folded.
 - recording: ``call.recording_ready`` (extra file/recording, size, duration in s);
   ``recorded`` also from ``call.ended``'s ``extra.recorded``. Media quality and RTP
   counters from the latest ``media`` report (call.ended).
@@ -100,6 +114,8 @@ _RANK = {
     EventType.CALL_CANCELLED: 6,
     EventType.CALL_ENDED: 7,
     EventType.CALL_RECORDING_READY: 8,
+    EventType.CALL_HELD: 5,
+    EventType.CALL_RESUMED: 5,
 }
 
 
@@ -184,26 +200,35 @@ class _Legs:
 
     by_id: dict[str, _OpenLeg] = field(default_factory=dict)
 
-    def open(self) -> list[_OpenLeg]:
-        return [leg for leg in self.by_id.values() if leg.rang_until is None]
+    def open(self, dialog: str | None = None) -> list[_OpenLeg]:
+        """Legs still ringing (of one dialog when ``dialog`` is given)."""
+        return [leg for leg in self.by_id.values() if leg.rang_until is None
+                and (dialog is None or _dialog_of(leg.leg_id) == dialog)]
 
     def ring(self, leg_id: str, target: str | None, at: datetime) -> None:
         self.by_id.setdefault(leg_id, _OpenLeg(leg_id, target, at))
 
-    def close_all(self, at: datetime, outcome: LegOutcome) -> None:
-        for leg in self.open():
+    def close_all(self, at: datetime, outcome: LegOutcome, dialog: str | None = None) -> None:
+        for leg in self.open(dialog):
             leg.close(at, outcome)
 
-    def answer(self, call_id: str, agent: str | None, at: datetime, since: datetime) -> None:
-        """``agent`` answered: its open leg (made up if none) answered, the others cancelled."""
-        mine = [leg for leg in self.open() if leg.target == agent]
+    def answer(self, dialog: str, agent: str | None, at: datetime, since: datetime) -> None:
+        """``agent`` answered ``dialog``: its open leg there (made up if none) answered,
+        the dialog's other legs cancelled."""
+        mine = [leg for leg in self.open(dialog) if leg.target == agent]
         if not mine and not any(leg.target == agent and leg.answered
+                                and _dialog_of(leg.leg_id) == dialog
                                 for leg in self.by_id.values()):
-            self.ring(_made_up_leg_id(call_id, agent, self.by_id), agent, since)
+            self.ring(_made_up_leg_id(dialog, agent, self.by_id), agent, since)
             mine = [self.by_id[next(reversed(self.by_id))]]
         for leg in mine[:1]:
             leg.close(at, LegOutcome.ANSWERED)
-        self.close_all(at, LegOutcome.CANCELLED)
+        self.close_all(at, LegOutcome.CANCELLED, dialog)
+
+
+def _dialog_of(leg_id: str) -> str:
+    """The SIP dialog (Call-ID) of a leg id "<Call-ID>#<branch>" or of a dialog id."""
+    return leg_id.split("#", 1)[0]
 
 
 def _made_up_leg_id(call_id: str, agent: str | None, known: dict[str, _OpenLeg]) -> str:
@@ -228,10 +253,57 @@ class _Call:
     legs: _Legs = field(default_factory=_Legs)
     forwards: list[Forward] = field(default_factory=list)
     transfers: list[Transfer] = field(default_factory=list)
+    own_answer: Event | None = None
+    """The first answer of the call's own dialog (``answer`` is the first of any)."""
+    dialogs: dict[str, _Dialog] = field(default_factory=dict)
+    """The other dialogs of the call (a transferee's new call), by SIP Call-ID."""
+    holds: _Holds = field(default_factory=lambda: _Holds())
 
     @property
     def ring_start(self) -> datetime | None:
         return self.offer.ts if self.offer is not None else None
+
+    def dialog(self, ev: Event) -> str:
+        return _dialog_of(ev.leg_id or self.call_id)
+
+
+@dataclass
+class _Dialog:
+    """Another dialog of the call: its offer and the event that ended it."""
+
+    offer: Event
+    end: Event | None = None
+
+
+@dataclass
+class _Holds:
+    """Who holds which dialog since when; the closed intervals summed in ``total_ms``."""
+
+    held: dict[str, dict[str, datetime]] = field(default_factory=dict)
+    total_ms: int = 0
+
+    def hold(self, dialog: str, party: str, at: datetime) -> None:
+        self.held.setdefault(dialog, {}).setdefault(party, at)
+
+    def resume(self, dialog: str, party: str, at: datetime) -> None:
+        parties = self.held.get(dialog, {})
+        if party in parties and len(parties) == 1:
+            self.total_ms += _ms(parties[party], at)
+            del self.held[dialog]
+        elif party in parties:
+            # another party still holds: the interval goes on from the earliest hold
+            since = min(parties.values())
+            del parties[party]
+            parties[min(parties, key=parties.__getitem__)] = since
+
+    def end(self, dialog: str, at: datetime) -> None:
+        parties = self.held.pop(dialog, {})
+        if parties:
+            self.total_ms += _ms(min(parties.values()), at)
+
+    def until(self, at: datetime) -> int:
+        """Hold time with the holds still on counted up to ``at``."""
+        return self.total_ms + sum(_ms(min(p.values()), at) for p in self.held.values() if p)
 
 
 def _is_leg_event(ev: Event) -> bool:
@@ -240,7 +312,11 @@ def _is_leg_event(ev: Event) -> bool:
 
 
 def _on_offered(ev: Event, call: _Call) -> _Call:
-    call.offer = call.offer or ev
+    dialog = call.dialog(ev)
+    if dialog == call.call_id:
+        call.offer = call.offer or ev
+    elif dialog not in call.dialogs:
+        call.dialogs[dialog] = _Dialog(ev)
     return call
 
 
@@ -253,7 +329,13 @@ def _on_ringing(ev: Event, call: _Call) -> _Call:
 
 def _on_answered(ev: Event, call: _Call) -> _Call:
     call.answer = call.answer or ev
-    call.legs.answer(call.call_id, ev.agent, ev.ts, call.ring_start or ev.ts)
+    dialog = call.dialog(ev)
+    since = call.ring_start or ev.ts
+    if dialog == call.call_id:
+        call.own_answer = call.own_answer or ev
+    elif dialog in call.dialogs:
+        since = call.dialogs[dialog].offer.ts
+    call.legs.answer(dialog, ev.agent, ev.ts, since)
     return call
 
 
@@ -265,21 +347,51 @@ def _leg_outcome(ev: Event) -> LegOutcome:
 
 def _on_failure(ev: Event, call: _Call) -> _Call:
     """call.failed / call.cancelled: of one leg, or of the call (the first one decides)."""
+    dialog = call.dialog(ev)
+    if dialog != call.call_id and ev.leg_id == dialog:
+        # the whole of another dialog failed (the transfer target was busy, ...)
+        if dialog not in call.dialogs:
+            call.dialogs[dialog] = _Dialog(ev)
+        other = call.dialogs[dialog]
+        other.end = other.end or ev
+        call.legs.close_all(ev.ts, _leg_outcome(ev), dialog)
+        return call
     if _is_leg_event(ev):
         leg = call.legs.by_id.get(ev.leg_id or "")
         if leg is not None:
             leg.close(ev.ts, _leg_outcome(ev))
         return call
     call.failure = call.failure or ev
-    if call.answer is None:
-        call.legs.close_all(ev.ts, _leg_outcome(ev))
+    if call.own_answer is None:
+        call.legs.close_all(ev.ts, _leg_outcome(ev), dialog)
     return call
 
 
 def _on_ended(ev: Event, call: _Call) -> _Call:
-    call.end = call.end or ev
+    dialog = call.dialog(ev)
+    if dialog == call.call_id:
+        call.end = call.end or ev
+    else:
+        if dialog not in call.dialogs:
+            call.dialogs[dialog] = _Dialog(ev)
+        other = call.dialogs[dialog]
+        other.end = other.end or ev
     call.recorded = call.recorded or ev.extra.get("recorded") is True
-    call.legs.close_all(ev.ts, LegOutcome.CANCELLED)
+    call.legs.close_all(ev.ts, LegOutcome.CANCELLED, dialog)
+    call.holds.end(dialog, ev.ts)
+    return call
+
+
+def _on_held(ev: Event, call: _Call) -> _Call:
+    """A party put its dialog on hold (re-INVITE a=sendonly/inactive, accepted)."""
+    party = ev.extra.get("held_by") or ev.agent or ev.caller or ""
+    call.holds.hold(call.dialog(ev), str(party), ev.ts)
+    return call
+
+
+def _on_resumed(ev: Event, call: _Call) -> _Call:
+    party = ev.extra.get("held_by") or ev.agent or ev.caller or ""
+    call.holds.resume(call.dialog(ev), str(party), ev.ts)
     return call
 
 
@@ -307,7 +419,7 @@ def _on_transferred(ev: Event, call: _Call) -> _Call:
 
 def _on_picked_up(ev: Event, call: _Call) -> _Call:
     """Someone else took the ringing call: the ringing legs end, the picker's leg answers."""
-    call.legs.close_all(ev.ts, LegOutcome.PICKED_UP)
+    call.legs.close_all(ev.ts, LegOutcome.PICKED_UP, call.dialog(ev))
     leg_id = ev.leg_id if _is_leg_event(ev) else f"{call.call_id}#pickup:{ev.agent}"
     call.legs.ring(leg_id or call.call_id, ev.agent, ev.ts)
     call.legs.by_id[leg_id or call.call_id].close(ev.ts, LegOutcome.ANSWERED)
@@ -345,6 +457,8 @@ _HANDLERS: dict[EventType, Callable[[Event, _Call], _Call]] = {
     EventType.CALL_TRANSFERRED: _on_transferred,
     EventType.CALL_PICKED_UP: _on_picked_up,
     EventType.CALL_RECORDING_READY: _on_recording,
+    EventType.CALL_HELD: _on_held,
+    EventType.CALL_RESUMED: _on_resumed,
 }
 
 FOLDED_TYPES = frozenset(_HANDLERS)
@@ -370,7 +484,8 @@ def to_cdr(state: CallState) -> Cdr:
     if call.offer is None:
         seen = ", ".join(ev.type.value for ev in state.events) or "nothing"
         raise IncompleteCall(f"call {state.call_id}: no call.offered folded yet (have: {seen})")
-    outcome = _outcome(call)
+    own = _own_outcome(call)
+    outcome = _outcome(call, own)
     return Cdr(
         tenant=call.offer.tenant,
         call_id=state.call_id,
@@ -378,8 +493,8 @@ def to_cdr(state: CallState) -> Cdr:
         **_parties(state, call.offer),
         agent=_first_set("agent", (call.answer, call.end)),
         **_timing(state, call, outcome),
-        disposition=_disposition(call, outcome),
-        sip_code=_sip_code(call, outcome),
+        disposition=_disposition(call, own if outcome is not None else None),
+        sip_code=_sip_code(call, own if outcome is not None else None),
         reason=_first_set("reason", (outcome, call.answer)),
         hangup_by=outcome.hangup_by if outcome else None,
         closed=outcome is not None,
@@ -389,7 +504,7 @@ def to_cdr(state: CallState) -> Cdr:
         jitter_ms=call.media.get("jitter_ms"),
         event_count=len(state.events),
         last_event_ts=state.events[-1].ts,
-        **_participants(call),
+        **_participants(call, state.events[-1].ts),
         recorded=call.recorded,
         recording_bytes=call.recording_bytes,
         recording_duration_ms=call.recording_duration_ms,
@@ -397,11 +512,11 @@ def to_cdr(state: CallState) -> Cdr:
     )
 
 
-def _participants(call: _Call) -> dict[str, Any]:
+def _participants(call: _Call, last: datetime) -> dict[str, Any]:
     legs = sorted((leg.freeze() for leg in call.legs.by_id.values()),
                   key=lambda leg: (leg.rang_from, leg.leg_id))
     return {"legs": tuple(legs), "forwards": tuple(call.forwards),
-            "transfers": tuple(call.transfers), "hold_ms": 0}
+            "transfers": tuple(call.transfers), "hold_ms": call.holds.until(last)}
 
 
 def _rtp(media: dict[str, float]) -> dict[str, int | None]:
@@ -431,11 +546,18 @@ def _parties(state: CallState, offer: Event) -> dict[str, Any]:
     }
 
 
-def _outcome(call: _Call) -> Event | None:
-    """The terminal event: a BYE always ends the call; a failure only if nobody answered."""
+def _own_outcome(call: _Call) -> Event | None:
+    """The call's own dialog's terminal event: a BYE always; a failure only unanswered."""
     if call.end is not None:
         return call.end
-    return call.failure if call.answer is None else None
+    return call.failure if call.own_answer is None else None
+
+
+def _outcome(call: _Call, own: Event | None) -> Event | None:
+    """The call's terminal event: the last one, once every dialog of the call has one."""
+    if own is None or any(d.end is None for d in call.dialogs.values()):
+        return None
+    return max((own, *(d.end for d in call.dialogs.values() if d.end is not None)), key=_order)
 
 
 def _answered_at(call: _Call) -> datetime | None:

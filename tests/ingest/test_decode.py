@@ -3,7 +3,7 @@ import json
 import pytest
 
 from ingest.decode import DecodeContext, FramingError, decode_evapi, split_netstrings
-from ingest.events import Direction, EventType, InvalidEvent
+from ingest.events import Direction, EventType, InvalidEvent, from_json, to_json
 
 CTX = DecodeContext(source="kamailio@test", country="RU", tenant_for_domain=lambda d: "acme")
 T0 = 1795673495.0
@@ -177,3 +177,37 @@ def test_pickup_names_who_took_the_call():
 
     assert (ev.type, ev.agent, ev.callee) == (EventType.CALL_PICKED_UP, "103", "102")
     assert ev.extra == {"picked_up_by": "103"}
+
+
+def test_ringing_keeps_the_member_rung_in_extra():
+    ev = decode_evapi(frame(event="call.ringing", ts=T0, call_id="c1", to="sales",
+                            code=180, reason="Ringing", leg_id="c1#2", leg_to="103",
+                            **{"from": "101"}), CTX)
+
+    assert ev.extra == {"leg_to": "103"}
+
+
+@pytest.mark.parametrize(("name", "kind"), [("call.held", EventType.CALL_HELD),
+                                            ("call.resumed", EventType.CALL_RESUMED)])
+def test_hold_and_resume_name_who_held(name, kind):
+    ev = decode_evapi(frame(event=name, ts=T0, call_id="c1", leg_id="c1", to="102",
+                            held_by="101", **{"from": "101"}), CTX)
+
+    assert (ev.type, ev.key, ev.leg_id, ev.agent) == (kind, "c1", "c1", "101")
+    assert ev.extra == {"held_by": "101"}
+    assert from_json(to_json(ev)) == ev
+
+
+def test_hold_without_held_by_is_invalid():
+    with pytest.raises(InvalidEvent, match="held_by"):
+        decode_evapi(frame(event="call.held", ts=T0, call_id="c1", to="102",
+                           **{"from": "101"}), CTX)
+
+
+def test_transferees_new_dialog_keeps_the_call_id_and_names_its_dialog():
+    ev = decode_evapi(frame(event="call.start", ts=T0, call_id="c1", leg_id="c9", to="103",
+                            transferred_from="c1", referred_by="102", replaces="c5",
+                            **{"from": "101"}), CTX)
+
+    assert (ev.call_id, ev.leg_id, ev.key) == ("c1", "c9", "c1")
+    assert (ev.extra["transferred_from"], ev.extra["replaces"]) == ("c1", "c5")

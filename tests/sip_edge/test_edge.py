@@ -24,7 +24,9 @@ CALLER, ANSWERS, BUSY, RINGS, UNKNOWN = "101", "102", "103", "104", "199"
 CONTACT_PORTS = {CALLER: 25070, ANSWERS: 25071, BUSY: 25072, RINGS: 25073}
 UAC_PORTS = iter(range(25080, 25090))
 RAW_SIP_PORT = 25095
-MEDIA_PORTS = iter(range(32500, 32999, 10))
+MEDIA_PORTS = iter(range(32500, 32768, 4))
+"""sipp binds media port .. +3; from 32768 on the kernel hands out ephemeral ports
+(net.ipv4.ip_local_port_range), which any other process may hold at that moment."""
 TALK_MS = 2000
 PTIME_MS = 20
 MIN_RELAYED_PACKETS = TALK_MS // PTIME_MS // 2

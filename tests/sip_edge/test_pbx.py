@@ -21,6 +21,10 @@ import pytest
 from edge_harness import EdgeStack, EvapiListener, connect_evapi
 
 from ingest import recording
+from ingest.decode import DecodeContext, decode_evapi
+from ingest.events import Event
+from streams.folds.cdr import fold, to_cdr
+from streams.records import Disposition, LegOutcome
 from tawag import edge, provision, sipp
 
 pytestmark = pytest.mark.integration
@@ -39,7 +43,9 @@ UAC_PORTS = cycle(range(25080, 25090))
 CLIENT_CODE, CLIENT_NUMBER = "4501", "+79035550199"
 """A masked client: agents dial *77<code>; the number may only reach the trunk."""
 SPEED_TO_102, SPEED_OUTSIDE = "7", "8"
-MEDIA_PORTS = iter(range(32500, 32999, 10))
+MEDIA_PORTS = iter(range(32500, 32768, 4))
+"""sipp binds media port .. +3; from 32768 on the kernel hands out ephemeral ports
+(net.ipv4.ip_local_port_range), which any other process may hold at that moment."""
 RING_S = 2
 """Short no-answer times of 104 and the serial group, so tests wait little."""
 TIMER_SLACK_S = 1.5
@@ -148,6 +154,13 @@ def call_events(evapi: EvapiListener, result: sipp.SippResult) -> list[dict[str,
 
 def kinds(events: list[dict[str, Any]]) -> list[str]:
     return [e["event"] for e in events]
+
+
+def decoded(events: list[dict[str, Any]]) -> list[Event]:
+    """The evapi payloads as the ingest bridge turns them into schema v1 events."""
+    ctx = DecodeContext(source="kamailio@test", tenant_for_domain=lambda _domain: "acme")
+    out = [decode_evapi(json.dumps(e).encode(), ctx) for e in events]
+    return [e for e in out if e is not None]
 
 
 def carrier_saw(result: sipp.SippResult, header: str) -> bool:
@@ -475,7 +488,7 @@ def test_speed_dial_to_an_outside_number_goes_through_the_trunk(
     assert events[0]["speed_dial"] == SPEED_OUTSIDE
 
 
-def test_blind_transfer_refer_then_the_transferee_calls_the_target(
+def test_blind_transfer_keeps_one_call_id_across_both_dialogs(
     sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
 ) -> None:
     target = sipp.start_uas_answer(sip, port=CONTACT_PORTS["103"], media_port=next(MEDIA_PORTS))
@@ -494,17 +507,76 @@ def test_blind_transfer_refer_then_the_transferee_calls_the_target(
 
     assert second.ok, second.received()
     assert second.call_id != first.call_id
-    events = call_events(evapi, first)
-    assert kinds(events) == ["call.start", "call.ringing", "call.answered", "call.transferred",
-                             "call.end"]
-    transferred = events[3]
+    assert target.wait().call_id == second.call_id
+    evapi.wait_for(lambda e: e["event"] == "call.end" and e.get("leg_id") == second.call_id)
+    # every event of both dialogs names the original call; leg_id tells the dialogs apart
+    assert evapi.for_call(second.call_id) == []
+    events = evapi.for_call(first.call_id)
+    old = [e for e in events if e.get("leg_id", first.call_id).startswith(first.call_id)]
+    new = [e for e in events if e.get("leg_id", "").startswith(second.call_id)]
+    assert len(old) + len(new) == len(events)
+    assert kinds(old) == ["call.start", "call.ringing", "call.answered", "call.transferred",
+                          "call.end"]
+    assert kinds(new) == ["call.start", "call.ringing", "call.answered", "call.end"]
+    transferred = old[3]
     assert {k: transferred[k] for k in ("from", "to", "transferee", "kind")} == {
         "from": "102", "to": "103", "transferee": "101", "kind": "blind"}
-    assert events[-1]["hangup_by"] == "102"
-    new = call_events(evapi, second)
-    assert kinds(new) == ["call.start", "call.ringing", "call.answered", "call.end"]
+    assert old[-1]["hangup_by"] == "102"
     assert (new[0]["transferred_from"], new[0]["referred_by"]) == (first.call_id, "102")
-    assert new[2]["agent"] == "103"
+    assert [e["leg_id"] for e in new] == [second.call_id, f"{second.call_id}#0",
+                                          second.call_id, second.call_id]
+    assert (new[2]["agent"], new[3]["hangup_by"]) == ("103", "101")
+    # the stream fold makes one CDR of it
+    cdr = to_cdr(fold(first.call_id, decoded(events)))
+    assert (cdr.disposition, cdr.closed, cdr.agent, cdr.hangup_by) == (
+        Disposition.ANSWERED, True, "102", "101")
+    assert [(t.transferred_from, t.transferred_to, t.kind) for t in cdr.transfers] == [
+        ("102", "103", "blind")]
+    assert [(leg.target, leg.outcome) for leg in cdr.legs] == [
+        ("102", LegOutcome.ANSWERED), ("103", LegOutcome.ANSWERED)]
+    # event times are kept to the millisecond: 1 ms of rounding either way
+    assert abs(cdr.talk_ms - (new[-1]["ts"] - old[2]["ts"]) * 1000) <= 1
+
+
+HOLD_MS = 1500
+HOLD_SLACK_MS = 300
+"""The 200 to each re-INVITE comes back in a few ms on loopback."""
+
+
+def test_reinvite_hold_and_resume_give_held_and_resumed_and_the_cdr_hold_time(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    callee = sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"], media_port=next(MEDIA_PORTS),
+                                   accept_reinvites=True)
+    uas.append(callee)
+
+    result = sipp.call_with_hold(sip, "101", "102", port=next(UAC_PORTS),
+                                 media_port=next(MEDIA_PORTS), hold_ms=HOLD_MS,
+                                 password=PASSWORDS["101"])
+
+    assert result.ok, result.received()
+    # 200 to the INVITE and to both re-INVITEs, and the callee answered both
+    assert [m.first_line for m in result.messages if m.direction == "received"
+            and m.cseq_method == "INVITE" and m.status == 200] == ["SIP/2.0 200 OK"] * 3
+    callee_side = callee.wait()
+    assert callee_side.exit_code == 0, callee_side.received()
+    offers = [m.text for m in callee_side.messages
+              if m.direction == "received" and m.method == "INVITE"]
+    assert ["a=sendonly" in o for o in offers] == [False, True, False]
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.answered", "call.held",
+                             "call.resumed", "call.end"]
+    held, resumed = events[3:5]
+    assert (held["held_by"], held["from"], held["to"]) == ("101", "101", "102")
+    assert resumed["held_by"] == "101"
+    assert abs((resumed["ts"] - held["ts"]) * 1000 - HOLD_MS) < HOLD_SLACK_MS
+    # media went on through rtpengine across both re-INVITEs (20 ms PCMA packets)
+    talk_s = events[-1]["ts"] - events[2]["ts"]
+    assert events[-1]["media"]["packets"] >= talk_s * 50 and events[-1]["media"]["errors"] == 0
+    cdr = to_cdr(fold(result.call_id, decoded(events)))
+    assert cdr.closed and cdr.disposition is Disposition.ANSWERED
+    assert abs(cdr.hold_ms - HOLD_MS) < HOLD_SLACK_MS
+    assert abs(cdr.hold_ms - (resumed["ts"] - held["ts"]) * 1000) <= 1
 
 
 def test_masked_client_number_reaches_only_the_trunk_and_the_call_is_recorded(

@@ -175,7 +175,7 @@ def test_golden_call_gives_the_expected_participants(name: str) -> None:
     assert {k: getattr(cdr, k) for k in expected} == expected
     assert cdr.closed and cdr.version == len(events)
     assert all(leg.rang_until is not None for leg in cdr.legs), "a closed call rings no more"
-    assert cdr.hold_ms == 0  # no hold events in schema v1
+    assert cdr.hold_ms == 0  # none of these calls is put on hold
     assert cdr_from_json(cdr_to_json(cdr)) == cdr
 
 
@@ -225,6 +225,133 @@ def test_a_revision_of_an_older_worker_still_reads() -> None:
     assert back.call_id == cdr.call_id and back.version == cdr.version
 
 
+# --- transfers: the transferee's new dialog under the same call id --------------------------
+
+NEW = "8-888@127.0.0.1"
+"""The SIP Call-ID of the transferee's new dialog; events carry it in leg_id."""
+
+
+def in_new(kind: EventType, ms: int, leg_id: str = NEW, **fields: Any) -> Event:
+    return ev(kind, ms, event_id=f"new-{kind.value}@{ms}", leg_id=leg_id, **fields)
+
+
+def blind_transfer(target_outcome: str) -> list[Event]:
+    """101 calls 102, 102 REFERs 101 to 103 and hangs up, 101 calls 103 (new Call-ID)."""
+    events = [
+        ev(E.CALL_OFFERED, 0, callee="102"), ring(100, 0, "102"), answer(2_000, "102"),
+        ev(E.CALL_TRANSFERRED, 30_000, caller="102", callee="103",
+           extra={"transferee": "101", "kind": "blind"}),
+        end(30_050, 28_050, by="102"),
+        in_new(E.CALL_OFFERED, 30_060, callee="103", extra={"transferred_from": CALL}),
+        in_new(E.CALL_RINGING, 30_100, leg_id=f"{NEW}#0", sip_code=180,
+               extra={"leg_to": "103"})]
+    if target_outcome == "answer":
+        events += [in_new(E.CALL_ANSWERED, 33_000, agent="103", sip_code=200),
+                   in_new(E.CALL_ENDED, 90_000, hangup_by="101", duration_ms=57_000,
+                          reason="bye")]
+    elif target_outcome == "busy":
+        events.append(in_new(E.CALL_FAILED, 30_200, sip_code=486, reason="Busy Here"))
+    return events
+
+
+def test_blind_transfer_with_a_new_dialog_is_one_cdr_until_the_last_dialog_ends() -> None:
+    cdr = to_cdr(fold(CALL, blind_transfer("answer")))
+    assert (cdr.disposition, cdr.closed, cdr.agent, cdr.hangup_by) == (
+        Disposition.ANSWERED, True, "102", "101")
+    assert (cdr.answered_at, cdr.ended_at, cdr.talk_ms, cdr.ring_ms) == (
+        at(2_000), at(90_000), 88_000, 2_000)
+    assert cdr.legs == (leg(0, "102", 100, 2_000, O.ANSWERED),
+                        leg(f"{NEW}#0", "103", 30_100, 33_000, O.ANSWERED))
+    assert cdr.transfers == (Transfer(at(30_000), "102", "103", "blind"),)
+
+
+def test_blind_transfer_closes_with_the_transferor_and_reopens_with_the_new_dialog() -> None:
+    events = blind_transfer("answer")
+    before = to_cdr(fold(CALL, events[:5]))  # the transferor hung up, nothing else yet
+    assert (before.closed, before.ended_at, before.hangup_by) == (True, at(30_050), "102")
+    ringing = to_cdr(fold(CALL, events[:7]))
+    assert (ringing.closed, ringing.disposition, ringing.ended_at) == (
+        False, Disposition.IN_PROGRESS, None)
+    assert ringing.version > before.version
+
+
+def test_transfer_target_busy_ends_the_call_when_the_new_dialog_fails() -> None:
+    cdr = to_cdr(fold(CALL, blind_transfer("busy")))
+    assert (cdr.closed, cdr.disposition, cdr.sip_code) == (True, Disposition.ANSWERED, 200)
+    assert (cdr.ended_at, cdr.hangup_by, cdr.talk_ms) == (at(30_200), None, 28_200)
+    assert cdr.legs[-1] == leg(f"{NEW}#0", "103", 30_100, 30_200, O.BUSY)
+
+
+def test_attended_transfer_the_consultation_call_stays_its_own_call() -> None:
+    """102 consults 103 (its own call, CONSULT), then REFERs 101 with Replaces: 101's
+    INVITE to 103 (NEW) joins the original call; CONSULT ends when 103 hangs it up."""
+    consult = "9-999@127.0.0.1"
+    events = [
+        ev(E.CALL_OFFERED, 0, callee="102"), answer(1_000, "102"),
+        ev(E.CALL_TRANSFERRED, 20_000, caller="102", callee="103",
+           extra={"transferee": "101", "kind": "attended"}),
+        in_new(E.CALL_OFFERED, 20_010, callee="103",
+               extra={"transferred_from": CALL, "replaces": consult}),
+        in_new(E.CALL_ANSWERED, 20_050, agent="103", sip_code=200),
+        end(20_100, 19_100, by="102"),
+        in_new(E.CALL_ENDED, 50_000, hangup_by="103", duration_ms=29_950, reason="bye")]
+    cdr = to_cdr(fold(CALL, events))
+    assert (cdr.closed, cdr.ended_at, cdr.hangup_by, cdr.talk_ms) == (
+        True, at(50_000), "103", 49_000)
+    assert [(t.transferred_to, t.kind) for t in cdr.transfers] == [("103", "attended")]
+    assert [(lg.target, lg.outcome) for lg in cdr.legs] == [
+        ("102", O.ANSWERED), ("103", O.ANSWERED)]
+
+
+# --- hold ------------------------------------------------------------------------------------
+
+
+def hold(kind: EventType, ms: int, by: str, leg_id: str = CALL) -> Event:
+    return ev(kind, ms, event_id=f"{kind.value}-{by}@{ms}", leg_id=leg_id, agent=by,
+              extra={"held_by": by})
+
+
+def answered_call(*extra_events: Event, end_ms: int = 60_000) -> list[Event]:
+    return [ev(E.CALL_OFFERED, 0), answer(1_000, "102"), *extra_events,
+            end(end_ms, end_ms - 1_000)]
+
+
+@pytest.mark.parametrize(("holds", "hold_ms"), [
+    ((hold(E.CALL_HELD, 10_000, "101"), hold(E.CALL_RESUMED, 14_500, "101")), 4_500),
+    ((hold(E.CALL_HELD, 10_000, "101"), hold(E.CALL_RESUMED, 12_000, "101"),
+      hold(E.CALL_HELD, 20_000, "102"), hold(E.CALL_RESUMED, 21_000, "102")), 3_000),
+    # both hold at once: the call is on hold from the first hold to the last resume
+    ((hold(E.CALL_HELD, 10_000, "101"), hold(E.CALL_HELD, 11_000, "102"),
+      hold(E.CALL_RESUMED, 12_000, "101"), hold(E.CALL_RESUMED, 15_000, "102")), 5_000),
+    # held until the hang-up
+    ((hold(E.CALL_HELD, 50_000, "102"),), 10_000),
+    # a resume without a hold, a repeated hold: nothing counted twice
+    ((hold(E.CALL_RESUMED, 5_000, "101"), hold(E.CALL_HELD, 10_000, "101"),
+      hold(E.CALL_HELD, 11_000, "101").with_changes(event_id="again"),
+      hold(E.CALL_RESUMED, 13_000, "101")), 3_000),
+], ids=["one hold", "two holds", "overlapping", "held at hang-up", "stray events"])
+def test_hold_time_is_the_time_on_hold_in_event_time(holds: tuple[Event, ...],
+                                                      hold_ms: int) -> None:
+    events = answered_call(*holds)
+    cdr = to_cdr(fold(CALL, events))
+    assert (cdr.hold_ms, cdr.closed, cdr.talk_ms) == (hold_ms, True, 59_000)
+    assert to_cdr(fold(CALL, list(reversed(events)))) == cdr
+    assert cdr_from_json(cdr_to_json(cdr)).hold_ms == hold_ms
+
+
+def test_a_call_still_on_hold_counts_up_to_its_latest_event() -> None:
+    events = answered_call(hold(E.CALL_HELD, 10_000, "101"))[:-1]
+    assert to_cdr(fold(CALL, events)).hold_ms == 0
+    later = ev(E.CALL_RECORDING_READY, 16_000, extra={"file": "/rec/x.wav"})
+    assert to_cdr(fold(CALL, [*events, later])).hold_ms == 6_000
+
+
+def test_hold_in_the_transferees_dialog_counts_for_the_call() -> None:
+    events = [*blind_transfer("answer"), hold(E.CALL_HELD, 40_000, "103", leg_id=NEW),
+              hold(E.CALL_RESUMED, 41_250, "103", leg_id=NEW)]
+    assert to_cdr(fold(CALL, events)).hold_ms == 1_250
+
+
 # --- arrival order does not matter, multi-leg calls -----------------------------------------
 
 
@@ -257,6 +384,10 @@ def multi_leg_calls(draw: st.DrawFn) -> list[Event]:
         if draw(st.booleans()):
             events.append(ev(E.CALL_TRANSFERRED, ms + 1, agent=agent,
                              extra={"transferred_from": agent, "transferred_to": "103"}))
+        if draw(st.booleans()):
+            held = ms + draw(st.integers(0, 5_000))
+            events += [hold(E.CALL_HELD, held, agent),
+                       hold(E.CALL_RESUMED, held + draw(st.integers(0, 5_000)), agent)]
     elif finish == "fail":
         events.append(ev(E.CALL_FAILED, ms, sip_code=draw(st.sampled_from([408, 480, 486]))))
     elif finish == "cancel":
