@@ -112,6 +112,8 @@ class Outbox:
             if entry.state == PENDING:
                 self._pending.setdefault(entry.crm, []).append(entry.id)
             self._next_id = max(self._next_id, entry.id + 1)
+        elif op == "revise":
+            self._entries[rec["id"]].data = rec["data"]
         elif op == "progress":
             self._entries[rec["id"]].progress[rec["key"]] = rec["value"]
         elif op == "done":
@@ -150,6 +152,17 @@ class Outbox:
                 return False
             self._write({"op": "add", "id": self._next_id, "crm": crm, "kind": kind,
                          "call_id": call_id, "data": data})
+            return True
+
+    def revise(self, crm: str, kind: str, call_id: str, data: dict[str, Any]) -> bool:
+        """Replace the payload of a pending delivery no request has been made for yet
+        (a later CDR revision that brings the recording); False otherwise."""
+        with self._lock:
+            entry_id = self._keys.get(f"{crm}|{kind}|{call_id}")
+            entry = self._entries.get(entry_id) if entry_id is not None else None
+            if entry is None or entry.state != PENDING or entry.progress:
+                return False
+            self._write({"op": "revise", "id": entry.id, "data": data})
             return True
 
     def head(self, crm: str) -> Entry | None:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from connectors.base import (
@@ -50,7 +51,8 @@ from ingest.phone import is_extension, normalise
 from streams.records import Cdr, Disposition, cdr_from_json, cdr_to_json
 
 __all__ = ["Backoff", "CallView", "SyncWorker", "Target", "apply_event", "client_phone",
-           "is_missed", "run", "deliveries_for"]
+           "contact_record", "extension_for", "is_missed", "recording_name", "run",
+           "deliveries_for"]
 
 log = logging.getLogger("tawag.connectors")
 
@@ -111,7 +113,9 @@ def client_phone(direction: str | None, caller: str | None, callee: str | None,
 
 
 def _ringing_agent(ev: Event) -> str | None:
-    agent = ev.agent or ev.callee
+    """The extension this leg rings: ``agent``, else the edge's ``extra.leg_to`` (the
+    callee of a DID or group call is the DID or group), else the callee."""
+    agent = ev.agent or (ev.extra or {}).get("leg_to") or ev.callee
     return agent if agent and is_extension(agent) else None
 
 
@@ -177,7 +181,9 @@ class SyncWorker:
     def __init__(self, targets: list[Target], outbox: Outbox, *, config: ConnectorConfig,
                  backoff: Backoff = Backoff(), clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
-                 on_screen_pop: Callable[[str, RingingCall], None] | None = None) -> None:
+                 on_screen_pop: Callable[[str, RingingCall], None] | None = None,
+                 on_contact: Callable[[str, str, Contact | None, str | None], None]
+                 | None = None) -> None:
         self.targets = {t.name: t for t in targets}
         self.outbox = outbox
         self.config = config
@@ -185,9 +191,13 @@ class SyncWorker:
         self.clock = clock
         self.wall = wall
         self.on_screen_pop = on_screen_pop
+        self.on_contact = on_contact
+        """``(crm, phone, contact, extension)`` after each fresh lookup (tawag.crm-contacts)."""
         self.pops_queued = 0
         self.pops_handled = 0
         self._views: dict[str, CallView] = {}
+        self._closed_at: dict[str, float] = {}
+        """When an answered call without a recording closed (it may still get one)."""
         self._pops: dict[str, queue.Queue[tuple[float, RingingCall] | None]] = {
             name: queue.Queue() for name in self.targets}
         self._wake: dict[str, threading.Event] = {n: threading.Event() for n in self.targets}
@@ -214,6 +224,8 @@ class SyncWorker:
         if self.wall() - ev.ts.timestamp() > self.config.screen_pop_deadline_s:
             # A replayed or late event: the caller is gone, and on Bitrix24 a register
             # after finish would be a second call.
+            log.info("screen-pop for call %s skipped: event %.1f s old", ev.call_id,
+                     self.wall() - ev.ts.timestamp())
             return
         now = self.clock()
         for name, target in self.targets.items():
@@ -226,8 +238,15 @@ class SyncWorker:
         """Delivery path: enqueue durably (idempotent per call); returns entries added."""
         added = 0
         for kind, data in deliveries_for(cdr, self.config.default_country):
+            if cdr.recording is None and cdr.disposition is Disposition.ANSWERED:
+                with self._lock:
+                    self._closed_at.setdefault(cdr.call_id, self.clock())
             for name, target in self.targets.items():
-                added += self.outbox.enqueue(name, kind, cdr.call_id, data)
+                if not self.outbox.enqueue(name, kind, cdr.call_id, data):
+                    if cdr.recording and self.outbox.revise(name, kind, cdr.call_id, data):
+                        self._wake[name].set()
+                    continue
+                added += 1
                 added += self._enqueue_task_follow_up(target, cdr, data["phone"])
                 self._wake[name].set()
         return added
@@ -321,6 +340,11 @@ class SyncWorker:
                 self._wake[name].wait(0.5)
                 self._wake[name].clear()
                 continue
+            wait = self._recording_wait(entry)
+            if wait > 0:
+                self._wake[name].wait(min(wait, 0.5))
+                self._wake[name].clear()
+                continue
             try:
                 self.deliver(target, entry)
                 attempt = 0
@@ -335,6 +359,26 @@ class SyncWorker:
                 attempt += 1
                 self._stop.wait(self.backoff.max_s)
 
+    def _recording_wait(self, entry: Entry) -> float:
+        """Seconds a call record should still wait for its recording (0: send it now).
+
+        Only for calls this process saw close: after a restart nothing waits."""
+        if entry.kind != LOG or entry.progress or entry.call_id not in self._closed_at:
+            return 0.0
+        if cdr_from_json(entry.data["cdr"]).recording is not None:
+            with self._lock:
+                self._closed_at.pop(entry.call_id, None)
+            return 0.0
+        with self._lock:
+            closed = self._closed_at.get(entry.call_id)
+        if closed is None:
+            return 0.0
+        left = closed + self.config.recording_wait_s - self.clock()
+        if left <= 0:
+            with self._lock:
+                self._closed_at.pop(entry.call_id, None)
+        return max(0.0, left)
+
     def deliver(self, target: Target, entry: Entry) -> None:
         """One delivery; Rejected is journalled and skipped, retryable errors propagate."""
         try:
@@ -347,6 +391,7 @@ class SyncWorker:
             self.outbox.mark_rejected(entry, str(exc), exc.body)
             return
         self.outbox.mark_done(entry)
+        log.info("%s: %s of call %s delivered", target.name, entry.kind, entry.call_id)
 
     def _deliver_log(self, target: Target, entry: Entry) -> None:
         client, progress = target.client, self.outbox.progress(entry)
@@ -356,6 +401,7 @@ class SyncWorker:
         if progress.get("contact") is None:
             contact = client.find_contact(phone)
             progress.set("contact", asdict(contact) if contact else {})
+            self._publish_contact(target, phone, contact)
         if contact is None and cdr.direction == "inbound" and client.capabilities.unknown_lead:
             if not progress.get("lead"):
                 lead = client.create_lead_for_unknown(
@@ -381,13 +427,56 @@ class SyncWorker:
                                  note=f"Перезвонили: звонок {entry.call_id}")
         self.outbox.set_mark(_task_mark(target.name, phone), None)
 
+    def _publish_contact(self, target: Target, phone: str, contact: Contact | None) -> None:
+        if self.on_contact is None:
+            return
+        owner = contact.responsible_user_id if contact else None
+        try:
+            self.on_contact(target.name, phone, contact, extension_for(target, owner))
+        except Exception:  # routing hints are best effort; the delivery goes on
+            log.exception("could not publish the %s contact of a number", target.name)
+
     def _recording_link(self, cdr: Cdr) -> str | None:
         cfg = self.config
         if not (cdr.recording and cfg.recording_base_url and cfg.recording_secret):
             return None
         expires = int(time.time()) + cfg.recording_ttl_s
-        return sign_url(cfg.recording_base_url, cdr.recording,
+        return sign_url(cfg.recording_base_url, recording_name(cdr.recording,
+                                                               cfg.recordings_wav_dir),
                         secret=cfg.recording_secret.encode(), expires_at=expires)
+
+
+def recording_name(recording: str, wav_dir: Path) -> str:
+    """What a link names: the file relative to the recordings folder, never a host path."""
+    path = Path(recording)
+    if not path.is_absolute():
+        return recording
+    try:
+        return path.relative_to(wav_dir).as_posix()
+    except ValueError:
+        return path.name
+
+
+def extension_for(target: Target, user: str | None) -> str | None:
+    """Our extension of a CRM user (the inverse of ``Target.users``)."""
+    if user is None:
+        return None
+    return next((ext for ext, uid in target.users.items() if str(uid) == str(user)), None)
+
+
+def contact_record(tenant: str, crm: str, phone: str, contact: Contact | None,
+                   extension: str | None, ts: float) -> tuple[bytes, bytes]:
+    """Key and JSON value of one ``tawag.crm-contacts`` record (key ``tenant:phone:crm``)."""
+    import json
+
+    value = {"tenant": tenant, "crm": crm, "phone": phone,
+             "contact_id": contact.id if contact else None,
+             "name": contact.name if contact else None,
+             "entity_type": contact.entity_type if contact else None,
+             "responsible_user_id": contact.responsible_user_id if contact else None,
+             "extension": extension, "ts": round(ts, 3)}
+    return (f"{tenant}:{phone}:{crm}".encode(),
+            json.dumps(value, ensure_ascii=False, sort_keys=True).encode())
 
 
 def _contact(raw: dict[str, Any] | None) -> Contact | None:
@@ -418,32 +507,63 @@ def build_targets(cfg: ConnectorConfig) -> list[Target]:
     return targets
 
 
-def run(settings: Any, *, stop: threading.Event | None = None, **overrides: Any) -> None:
+def run(settings: Any, *, stop: threading.Event | None = None,
+        ready: threading.Event | None = None, serve_http: bool = True,
+        originate: Callable[..., None] | None = None, **overrides: Any) -> None:
     """Consume tawag.call-events and tawag.cdrs until ``stop`` is set (``tawag connectors``).
 
     Offsets are committed only after the batch's CDRs are in the outbox (fsynced), so a
-    crash re-reads them and the outbox's keys drop the repeats.
+    crash re-reads them and the outbox's keys drop the repeats. With ``serve_http`` the
+    worker also serves signed recording links and Bitrix24 events (:mod:`connectors.web`);
+    its ``/health`` (and ``ready``) turn on once the consumer holds its partitions. Each
+    contact lookup is published to the compacted ``tawag.crm-contacts`` for routing.
     """
-    from kafka import KafkaConsumer
+    from kafka import KafkaConsumer, KafkaProducer
 
     from connectors import redact
-    from connectors.config import from_settings
+    from connectors.config import from_settings, with_link_defaults
+    from connectors.web import ConnectorsHttp
     from ingest.events import InvalidEvent, from_json
 
     redact.install()
-    cfg = from_settings(settings, **overrides)
+    cfg = with_link_defaults(from_settings(settings, **overrides))
+    http = None
+    if serve_http:
+        http = ConnectorsHttp(host=cfg.http_host, port=cfg.http_port,
+                              wav_dir=cfg.recordings_wav_dir,
+                              secret=cfg.recording_secret.encode(),
+                              bitrix24_token=cfg.bitrix24_application_token,
+                              bitrix24_users=dict(cfg.bitrix24_users),
+                              originate=originate).start()
+    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks=1, linger_ms=5)
+
+    def publish(crm: str, phone: str, contact: Contact | None, extension: str | None) -> None:
+        key, value = contact_record(cfg.tenant, crm, phone, contact, extension, time.time())
+        producer.send(cfg.topic_contacts, key=key, value=value)
+
     outbox = Outbox(cfg.state_dir / "outbox.jsonl")
     outbox.compact()
-    worker = SyncWorker(build_targets(cfg), outbox, config=cfg)
+    worker = SyncWorker(build_targets(cfg), outbox, config=cfg, on_contact=publish)
     worker.start()
     consumer = KafkaConsumer(cfg.topic_call_events, cfg.topic_cdrs,
                              bootstrap_servers=cfg.kafka_bootstrap, group_id="tawag-connectors",
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              fetch_max_wait_ms=20)
     stop = stop or threading.Event()
+    assigned: set[Any] = set()
+    log.info("connectors up: %s", ", ".join(cfg.enabled) or "no CRM enabled")
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=100)
+            if consumer.assignment() != assigned:
+                assigned = set(consumer.assignment())
+                log.info("consuming %d partitions of %s, %s", len(assigned),
+                         cfg.topic_call_events, cfg.topic_cdrs)
+            if assigned:
+                if http is not None:
+                    http.ready.set()
+                if ready is not None:
+                    ready.set()
             for records in batch.values():
                 for record in records:
                     try:
@@ -459,4 +579,8 @@ def run(settings: Any, *, stop: threading.Event | None = None, **overrides: Any)
     finally:
         worker.stop()
         consumer.close()
+        producer.flush(5)
+        producer.close(5)
         outbox.close()
+        if http is not None:
+            http.stop()

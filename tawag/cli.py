@@ -10,7 +10,8 @@
     tawag provision FILE    apply a provisioning file to the running edge, live
     tawag provision --check FILE   only validate it
 
-The per-process commands (ingest, streams, warehouse, demo) are what ``tawag up`` runs.
+The per-process commands (ingest, streams, warehouse, connectors, demo) are what
+``tawag up`` runs; ``connectors`` only when ``TAWAG_CRM_ENABLED`` names a CRM.
 """
 
 from __future__ import annotations
@@ -166,6 +167,18 @@ def cmd_warehouse(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors.sync import run
+
+    if not settings.crm_enabled:
+        return _fail("no CRM is enabled (set TAWAG_CRM_ENABLED, e.g. amocrm,bitrix24)")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run(settings, stop=stop)
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from tawag.demo import run
 
@@ -173,7 +186,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-PROCESS_COMMANDS = frozenset({"ingest", "streams", "warehouse", "demo"})
+PROCESS_COMMANDS = frozenset({"ingest", "streams", "warehouse", "demo", "connectors"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("streams", help="run the Faust worker").set_defaults(func=cmd_streams)
     sub.add_parser("warehouse", help="run the warehouse (owns the chdb store)") \
         .set_defaults(func=cmd_warehouse)
+    sub.add_parser("connectors", help="run the CRM sync worker (amoCRM, Bitrix24, 1C) and "
+                                      "its recording-link server").set_defaults(
+        func=cmd_connectors)
     demo = sub.add_parser("demo", help="place demo calls through the edge")
     demo.add_argument("--calls", type=int, default=0, help="stop after N calls (0: forever)")
     demo.set_defaults(func=cmd_demo)

@@ -413,6 +413,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
       tenant, HA1 hashes, never passwords), from which a restarted Kamailio is restored:
       pure ``compact`` keeps the latest state of every tenant forever; one partition, as
       it is tiny and read whole.
+    - ``crm-contacts`` holds, per client number and CRM (key ``tenant:phone:crm``), the
+      responsible manager the connectors last found and the extension mapped to them,
+      for routing to send the client to their manager: pure ``compact`` keeps the latest
+      lookup of every number; one partition, as routing reads it whole into a table.
     """
     day_ms = 24 * 3600 * 1000
     return [
@@ -449,6 +453,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "delete.retention.ms": str(day_ms),
             },
             "applied provisioning, key=tenant, latest state per tenant kept",
+        ),
+        TopicSpec(
+            settings.crm_topic_contacts,
+            1,
+            {
+                "cleanup.policy": "compact",
+                "segment.ms": str(day_ms),
+                "min.cleanable.dirty.ratio": "0.5",
+                "delete.retention.ms": str(day_ms),
+            },
+            "CRM contact owners, key=tenant:phone:crm, latest lookup per number kept",
         ),
         *_derived_topics(settings, day_ms),
     ]

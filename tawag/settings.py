@@ -107,6 +107,76 @@ class Settings:
     # --- dashboards --------------------------------------------------------------------
     dashboard_port: int = 8501
 
+    # --- CRM connectors (amoCRM, Bitrix24, 1C) -------------------------------------------
+    # ``TAWAG_CRM_ENABLED=amocrm,bitrix24`` turns the connectors worker on in ``tawag up``;
+    # user maps are ``TAWAG_CRM_AMOCRM_USERS="101=8001,102=8002"`` (extension=CRM user).
+    crm_enabled: tuple[str, ...] = ()
+    """Which CRMs to sync with: any of ``amocrm``, ``bitrix24``, ``onec`` (empty: none)."""
+    crm_topic_contacts: str = "tawag.crm-contacts"
+    """Compacted, key ``tenant:phone:crm``: the client's responsible manager and extension."""
+
+    crm_amocrm_base_url: str = ""
+    """The account's domain, ``https://{subdomain}.amocrm.ru`` (or ``.kommo.com``)."""
+    crm_amocrm_client_id: str = ""
+    """Integration id (OAuth ``client_id``)."""
+    crm_amocrm_client_secret: str = field(default="", repr=False)
+    crm_amocrm_redirect_uri: str = ""
+    """The redirect URI registered with the integration (sent again on every refresh)."""
+    crm_amocrm_users: dict[str, str] = field(default_factory=dict)
+    """Extension -> amoCRM user id (who gets the screen-pop, who answered)."""
+    crm_amocrm_default_user: str = ""
+    """amoCRM user that owns tasks for numbers nobody owns yet."""
+
+    crm_bitrix24_base_url: str = ""
+    """``https://portal/rest/`` (OAuth app) or an inbound webhook ``.../rest/{uid}/{code}/``."""
+    crm_bitrix24_oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
+    crm_bitrix24_client_id: str = ""
+    """OAuth application id; empty: ``crm_bitrix24_base_url`` is an inbound webhook."""
+    crm_bitrix24_client_secret: str = field(default="", repr=False)
+    crm_bitrix24_users: dict[str, str] = field(default_factory=dict)
+    """Extension -> Bitrix24 user id (USER_ID of register/show/hide/finish)."""
+    crm_bitrix24_default_user: str = ""
+    """Bitrix24 user that owns calls and leads nobody answered."""
+    crm_bitrix24_line_number: str = ""
+    """LINE_NUMBER of ``telephony.externalLine.add`` the calls are registered on."""
+    crm_bitrix24_application_token: str = field(default="", repr=False)
+    """``auth[application_token]`` that ONEXTERNALCALLSTART events must carry (click-to-call)."""
+
+    crm_onec_base_url: str = ""
+    """``http://host/publication/odata/standard.odata/``."""
+    crm_onec_user: str = ""
+    crm_onec_password: str = field(default="", repr=False)
+    crm_onec_users: dict[str, str] = field(default_factory=dict)
+    """Extension -> ``Catalog_Пользователи`` Ref_Key (Ответственный_Key)."""
+    crm_onec_manager_field: str = "ОсновнойМенеджер_Key"
+    """Counterparty attribute holding the responsible manager (varies by configuration)."""
+    crm_onec_timezone: str = "Europe/Moscow"
+    """1C OData dates carry no zone: they are the base's local time."""
+
+    crm_call_source: str = "tawag"
+    """``source`` of amoCRM calls and the tag of our 1C documents."""
+    crm_missed_task_deadline_s: int = 3600
+    """A missed call's callback task is due this long after the call."""
+    crm_http_timeout_s: float = 10.0
+    crm_recording_wait_s: float = 5.0
+    """An answered call's CDR closes just before its WAV is ready: its call record waits
+    this long for the CDR revision that carries the recording (and its link)."""
+    crm_screen_pop_deadline_s: float = 2.0
+    """A card shown later than this is useless; screen-pops are not queued durably."""
+
+    # --- recording links (served by the connectors worker) ------------------------------
+    recordings_http_host: str = "127.0.0.1"
+    """Address the connectors worker's HTTP server binds (put a TLS proxy in front)."""
+    recordings_http_port: int = 8502
+    """Signed, expiring recording downloads (``GET /recordings/<file>?expires=&sig=``)."""
+    recordings_base_url: str = ""
+    """Public base of those links as the CRM sees it (behind your reverse proxy);
+    empty: ``http://127.0.0.1:<recordings_http_port>/recordings`` (local use only)."""
+    recordings_link_secret: str = field(default="", repr=False)
+    """HMAC key of the links; empty: generated once into ``data_dir/connectors``."""
+    recordings_link_ttl_s: int = 7 * 24 * 3600
+    """amoCRM/Bitrix24 fetch the link when a user presses play, possibly days later."""
+
     # --- derived paths -----------------------------------------------------------------
     @property
     def run_dir(self) -> Path:
@@ -157,11 +227,39 @@ class Settings:
 def _coerce(raw: str, typ: object, current: object) -> object:
     if isinstance(current, bool):
         return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(current, float):
+        return float(raw)
     if isinstance(current, int):
         return int(raw)
+    if isinstance(current, tuple):
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if isinstance(current, dict):
+        return _parse_map(raw)
     if isinstance(current, Path):
         return Path(raw).expanduser().resolve()
     return raw
+
+
+def _parse_map(raw: str) -> dict[str, str]:
+    """``"101=8001, 102=8002"`` -> ``{"101": "8001", "102": "8002"}``."""
+    pairs: dict[str, str] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"expected key=value pairs separated by commas, got {item!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _format(value: object) -> str:
+    """The inverse of :func:`_coerce` (what a child process's environment carries)."""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 def load(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -179,4 +277,4 @@ def load(environ: dict[str, str] | None = None, **overrides: object) -> Settings
 
 def to_environ(settings: Settings) -> dict[str, str]:
     """The ``TAWAG_*`` variables that make a child process load the same settings."""
-    return {_env(f.name): str(getattr(settings, f.name)) for f in fields(Settings)}
+    return {_env(f.name): _format(getattr(settings, f.name)) for f in fields(Settings)}

@@ -95,9 +95,23 @@ def components(settings: Settings) -> list[Component]:
         Component("dashboard", _dashboard_command,
                   lambda st: _http_ok(f"http://127.0.0.1:{st.dashboard_port}/_stcore/health"),
                   ports=((s.dashboard_port, "tcp"),)),
+        *_connectors(s),
         Component("demo", _python("demo"), lambda st: True, programs=("sipp",),
                   optional=True),
     ]
+
+
+def _connectors(s: Settings) -> list[Component]:
+    """The CRM sync worker, only when a CRM is enabled (``TAWAG_CRM_ENABLED``).
+
+    Ready when its HTTP server says the Kafka consumer holds its partitions; it serves
+    the signed recording links and Bitrix24's click-to-call events on that port.
+    """
+    if not s.crm_enabled:
+        return []
+    url = f"http://{s.recordings_http_host}:{s.recordings_http_port}/health"
+    return [Component("connectors", _python("connectors"), lambda st: _http_ok(url),
+                      ports=((s.recordings_http_port, "tcp"),), ready_timeout_s=90.0)]
 
 
 def _prepare_kafka(settings: Settings) -> None:

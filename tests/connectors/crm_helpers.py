@@ -96,7 +96,7 @@ RECORDING_SECRET = "r" * 32
 def sync_config(**kw: Any) -> ConnectorConfig:
     values: dict[str, Any] = {"recording_base_url": "https://pbx.test/rec",
                               "recording_secret": RECORDING_SECRET,
-                              "screen_pop_deadline_s": 2.0}
+                              "screen_pop_deadline_s": 2.0, "recording_wait_s": 0.0}
     return ConnectorConfig(**(values | kw))
 
 

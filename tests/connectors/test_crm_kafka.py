@@ -31,7 +31,7 @@ KNOWN = "+79161234567"
 @pytest.fixture(scope="module")
 def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     s = load(data_dir=tmp_path_factory.mktemp("crm-kafka"), kafka_bootstrap="127.0.0.1:47090",
-             kafka_controller_port=47091)
+             kafka_controller_port=47091, recordings_http_port=47092)
     if tk.missing_jars(s):
         pytest.skip(f"Kafka jars not installed in {s.kafka_libs}")
     tk.prepare_storage(s)
@@ -62,7 +62,7 @@ def start_run(settings: Settings, amo, b24) -> tuple[threading.Thread, threading
         "bitrix24_base_url": b24[1].url + "/rest/",
         "bitrix24_oauth_url": b24[1].url + "/oauth/token/", "bitrix24_client_id": b24[0].client_id,
         "bitrix24_client_secret": b24[0].client_secret, "bitrix24_users": B24_USERS,
-        "screen_pop_deadline_s": 5.0})
+        "screen_pop_deadline_s": 5.0, "recording_wait_s": 0.0})
     thread.start()
     return thread, stop
 

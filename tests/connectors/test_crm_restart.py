@@ -45,7 +45,7 @@ def config(tmp_path: Path, amo, b24, onec) -> ConnectorConfig:
         bitrix24_client_id=b24[0].client_id, bitrix24_client_secret=b24[0].client_secret,
         bitrix24_users=B24_USERS, bitrix24_default_user="1",
         onec_base_url=onec[1].url + PREFIX, onec_user=onec[0].user,
-        onec_password=onec[0].password, onec_users=ONEC_USERS)
+        onec_password=onec[0].password, onec_users=ONEC_USERS, recording_wait_s=0.0)
 
 
 def test_worker_killed_mid_batch_loses_and_duplicates_nothing(amo, b24, onec, tmp_path):

@@ -1,0 +1,235 @@
+"""End to end with the CRMs: sipp calls through the real stack reach amoCRM and Bitrix24.
+
+The stack is started by the same supervisor as ``tawag up`` -- Kafka, rtpengine,
+Kamailio, ingest, streams, warehouse, dashboard and, because ``crm_enabled`` names two
+CRMs, the ``connectors`` worker -- on ports 47150-47169 and a data folder of its own. The
+fake amoCRM and Bitrix24 (tests/connectors/fakes, in this process) are configured only
+through settings, as an operator would with ``TAWAG_CRM_*``; their OAuth tokens are put
+in the token files the worker reads, as after the first authorisation.
+
+The carrier (a trunk source, no digest auth) sends two calls to DIDs:
+
+1. a known client (amoCRM contact owned by 8003 = extension 103) calls a recorded DID
+   that rings 102, who answers: Bitrix24 pops the card for 102's user (1270) while it
+   rings; each CRM gets exactly one call record with the talk time and a recording link
+   that downloads the WAV through the worker's signed endpoint (and only signed);
+   ``tawag.crm-contacts`` says the number's manager is extension 103;
+2. an unknown number calls a DID that rings 103, who does not answer (408): amoCRM gets
+   an incoming lead (unsorted/sip) and a missed-call task; Bitrix24 a lead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.tokens import FileTokenStore, Token
+from tawag import sipp
+from tawag.settings import Settings, load
+from tawag.supervisor import Supervisor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
+from fakes.amocrm import FakeAmoCrm  # noqa: E402
+from fakes.bitrix24 import FakeBitrix24  # noqa: E402
+from fakes.server import FakeServer  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+NO_ANSWER_TIMEOUT_S = 3
+DEADLINE_S = 90
+TRUNK_SOURCE_PORT = 47170
+AGENT_PORTS = {"102": 47172, "103": 47173}
+PASSWORDS = {u: f"crm-e2e-{u}" for u in AGENT_PORTS}
+RECORDED_DID, MISSED_DID = "74951230102", "74951230103"
+KNOWN, KNOWN_E164 = "89161234567", "+79161234567"
+UNKNOWN, UNKNOWN_E164 = "84957654321", "+74957654321"
+AMO_USERS = {"102": "8002", "103": "8003"}
+B24_USERS = {"102": "1270", "103": "1271"}
+HTTP_PORT = 47169
+
+PROVISIONING = f"""
+[tenant.acme]
+domain = "pbx.test"
+company_number = "+74951230000"
+trunk = "127.0.0.1:47179"
+trunk_sources = ["127.0.0.1:{TRUNK_SOURCE_PORT}"]
+
+[tenant.acme.extension.102]
+password = "{PASSWORDS['102']}"
+
+[tenant.acme.extension.103]
+password = "{PASSWORDS['103']}"
+no_answer_timeout = {NO_ANSWER_TIMEOUT_S}
+
+[tenant.acme.did."{RECORDED_DID}"]
+to = "ext:102"
+record = true
+
+[tenant.acme.did."{MISSED_DID}"]
+to = "ext:103"
+"""
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
+@pytest.fixture(scope="module")
+def crms() -> Iterator[tuple[tuple[FakeAmoCrm, FakeServer], tuple[FakeBitrix24, FakeServer]]]:
+    amo, b24 = FakeAmoCrm(), FakeBitrix24()
+    amo.add_contact("Иван Петров", "+7 916 123-45-67", responsible=8003)
+    b24.add_entity("Иван Петров", "+7 916 123-45-67", assigned=1271)
+    servers = FakeServer(amo).start(), FakeServer(b24).start()
+    yield (amo, servers[0]), (b24, servers[1])
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, crms) -> Iterator[Settings]:
+    (amo, amo_srv), (b24, b24_srv) = crms
+    provisioning = tmp_path_factory.mktemp("crm-e2e-prov") / "tawag.toml"
+    provisioning.write_text(PROVISIONING)
+    settings = load(
+        environ={},
+        provisioning_file=provisioning,
+        pike_density=0,
+        data_dir=tmp_path_factory.mktemp("crm-e2e-data"),
+        sip_port=47150, kamailio_http_port=47151, evapi_port=47152,
+        rtpengine_ng_port=47153, rtpengine_cli_port=47154,
+        rtp_port_min=37000, rtp_port_max=37499,
+        kafka_bootstrap="127.0.0.1:47155", kafka_controller_port=47156,
+        warehouse_http_port=47157, dashboard_port=47158,
+        no_answer_timeout=NO_ANSWER_TIMEOUT_S,
+        # --- what an operator sets as TAWAG_CRM_* ---
+        crm_enabled=("amocrm", "bitrix24"),
+        crm_amocrm_base_url=amo_srv.url, crm_amocrm_client_id=amo.client_id,
+        crm_amocrm_client_secret=amo.client_secret,
+        crm_amocrm_redirect_uri="https://tawag.test/cb",
+        crm_amocrm_users=AMO_USERS, crm_amocrm_default_user="8000",
+        crm_bitrix24_base_url=b24_srv.url + "/rest/",
+        crm_bitrix24_oauth_url=b24_srv.url + "/oauth/token/",
+        crm_bitrix24_client_id=b24.client_id, crm_bitrix24_client_secret=b24.client_secret,
+        crm_bitrix24_users=B24_USERS, crm_bitrix24_default_user="1",
+        crm_screen_pop_deadline_s=5.0,
+        recordings_http_port=HTTP_PORT,
+    )
+    state = settings.data_dir / "connectors"
+    FileTokenStore(state / "amocrm-token.json").save(Token(*amo.issue_tokens()))
+    FileTokenStore(state / "bitrix24-token.json").save(Token(*b24.issue_tokens()))
+    log = io.StringIO()
+    sup = Supervisor(settings, out=log)
+    try:
+        sup.start(demo=False)
+        assert "connectors" in [r.name for r in sup.running], log.getvalue()
+        yield settings
+    finally:
+        sup.stop()
+
+
+def media(agent: str) -> int:
+    return 37600 + 10 * (int(agent) - 100)
+
+
+def crm_contacts(settings: Settings) -> list[dict[str, Any]]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(settings.crm_topic_contacts,
+                             bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    try:
+        return [json.loads(r.value) | {"key": r.key.decode()} for r in consumer]
+    finally:
+        consumer.close()
+
+
+def test_calls_through_the_stack_reach_the_crms(stack: Settings, crms, tmp_path: Path):
+    (amo, _), (b24, _) = crms
+    edge = sipp.Edge.from_settings(stack, tmp_path)
+    for agent, port in AGENT_PORTS.items():
+        assert sipp.register(edge, agent, port=port, password=PASSWORDS[agent]).ok
+
+    # 1. known client -> recorded DID -> 102 answers
+    uas = sipp.start_uas_answer(edge, port=AGENT_PORTS["102"], media_port=media("102"))
+    answered = sipp.call(edge, KNOWN, RECORDED_DID, port=TRUNK_SOURCE_PORT,
+                         media_port=37700, talk_ms=2000)
+    uas.wait()
+    assert answered.ok, answered.received()
+    # 2. unknown number -> DID of 103, who lets it ring out (408)
+    ringing = sipp.start_uas_ring(edge, port=AGENT_PORTS["103"])
+    missed = sipp.call_expect_failure(edge, UNKNOWN, MISSED_DID, 408,
+                                      port=TRUNK_SOURCE_PORT, media_port=37700)
+    ringing.stop()
+    assert missed.ok, missed.received()
+
+    # Card popped on ring, for 102's Bitrix24 user (and only while it rang)
+    shows = wait_for("the Bitrix24 card", lambda: [
+        row for row in b24.card_log if row[1] == "show" and row[2] == 1270])
+    assert shows and all(row[2] in (1270, 1271) for row in b24.card_log)
+    assert any(row[1] == "show" and row[2] == 1271 for row in b24.card_log), \
+        "the missed call's card was not shown to 103's user"
+
+    # One call record per call, with the talk time and a recording link
+    calls = wait_for("amoCRM call records", lambda: [
+        c for c in amo.calls if c["uniq"] == answered.call_id])
+    assert len(calls) == 1
+    talk_s = answered.talk_s
+    assert talk_s is not None and abs(calls[0]["duration"] - talk_s) <= 1
+    assert calls[0]["direction"] == "inbound" and calls[0]["call_status"] == 4
+    assert calls[0]["phone"].endswith("9161234567")
+    link = calls[0]["link"]
+    assert link.startswith(f"http://127.0.0.1:{HTTP_PORT}/recordings/") and "sig=" in link
+    wav = httpx.get(link, timeout=10)
+    assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
+    recorded = sorted(stack.recordings_wav_dir.glob("*.wav"))
+    assert len(recorded) == 1 and wav.content == recorded[0].read_bytes()
+    assert httpx.get(link.split("?")[0], timeout=5).status_code == 403
+    assert httpx.get(link.replace("sig=", "sig=x"), timeout=5).status_code == 403
+
+    finished = wait_for("Bitrix24 finish of both calls", lambda: len(b24.finished) >= 2
+                        and b24.finished)
+    rows = list(finished.values())
+    assert sorted(r["EXTERNAL_CALL_ID"] for r in rows) == sorted(
+        [answered.call_id, missed.call_id])
+    done = next(r for r in rows if r["EXTERNAL_CALL_ID"] == answered.call_id)
+    assert done["PORTAL_USER_ID"] == 1270 and done["CALL_STATUS"] == 1
+    assert abs(done["CALL_DURATION"] - talk_s) <= 1
+    record = wait_for("Bitrix24 attachRecord", lambda: b24.records.get(done["CALL_ID"]))
+    assert httpx.get(record["RECORD_URL"], timeout=10).content == wav.content
+    failed = next(r for r in rows if r["EXTERNAL_CALL_ID"] == missed.call_id)
+    assert failed["CALL_STATUS"] == 0
+
+    # A lead for the unknown number, a task for the missed call
+    unsorted = wait_for("the amoCRM incoming lead", lambda: amo.unsorted)
+    assert [str(u["metadata"]["phone"])[-10:] for u in unsorted] == ["4957654321"]
+    tasks = wait_for("the amoCRM missed-call task", lambda: list(amo.tasks.values()))
+    assert len(tasks) == 1 and tasks[0]["responsible_user_id"] == 8000
+    assert [lead["PHONE"][-10:] for lead in b24.leads] == ["4957654321"]
+    assert len([c for c in amo.calls if c["uniq"] == answered.call_id]) == 1
+
+    # Routing: the known number's manager, as one of our extensions
+    contacts = wait_for("tawag.crm-contacts", lambda: [
+        r for r in crm_contacts(stack) if r["phone"] == KNOWN_E164])
+    by_crm = {r["crm"]: r for r in contacts}
+    assert by_crm["amocrm"]["extension"] == "103"
+    assert by_crm["amocrm"]["key"] == f"acme:{KNOWN_E164}:amocrm"
+    assert by_crm["bitrix24"]["extension"] == "103"
+
+
+def test_connectors_health_and_status(stack: Settings):
+    assert httpx.get(f"http://127.0.0.1:{HTTP_PORT}/health", timeout=5).status_code == 200
+    from tawag.supervisor import status
+
+    assert ("connectors", "up") in [(name, state) for name, state, _, _ in status(stack)]
