@@ -16,6 +16,7 @@ Two thin loops:
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,13 +32,14 @@ from streams.folds.agent_state import (
     AgentState,
     agent_keys,
     apply,
+    round_trips,
     state_changes,
 )
 from streams.folds.agent_stats import stats_changes
 from streams.tables import Tables
 from streams.topics import Topics
 
-__all__ = ["ROUTER_NAME", "AGENT_NAME", "register", "route", "fold_into"]
+__all__ = ["ROUTER_NAME", "AGENT_NAME", "register", "route", "fold_into", "DecodedStates"]
 
 ROUTER_NAME = "agent-router"
 AGENT_NAME = "agent-stats"
@@ -86,15 +88,59 @@ def route(value: Any) -> list[str]:
         return []
 
 
+class DecodedStates:
+    """Decoded agent states by key, each valid only while the table holds the very row it
+    was decoded from or written as.
+
+    Decoding a row costs O(kept history) (JSON to events, then the derived timeline); the
+    fold itself costs what the event changes. The table stays the source of truth: after a
+    rebalance or a restart Faust puts rows rebuilt from the changelog (new objects) in the
+    table, so the identity check misses and the row is decoded again. The accepted count
+    and the number of events also have to agree, against a row edited in place.
+    """
+
+    def __init__(self, max_keys: int = 50_000) -> None:
+        self.max_keys = max_keys
+        self._states: OrderedDict[str, tuple[dict[str, Any], AgentState]] = OrderedDict()
+        self.decoded = 0
+        """Rows decoded so far (misses): a fold that hits the cache decodes nothing."""
+
+    def state(self, key: str, row: dict[str, Any]) -> AgentState:
+        """The state of ``row`` (the table's value for ``key``), decoded only on a miss."""
+        hit = self._states.get(key)
+        if (hit is not None and hit[0] is row and row.get("accepted") == hit[1].accepted
+                and len(row.get("events", ())) == len(hit[1].events)):
+            self._states.move_to_end(key)
+            return hit[1]
+        self.decoded += 1
+        return AgentState.from_dict(row)
+
+    def remember(self, key: str, row: dict[str, Any], state: AgentState) -> None:
+        self._states[key] = (row, state)
+        self._states.move_to_end(key)
+        while len(self._states) > self.max_keys:
+            self._states.popitem(last=False)
+
+
+DECODED = DecodedStates()
+"""The process's cache (Faust worker or replay): one decoded state per recent agent."""
+
+
 def fold_into(agents: CollectionT, key: str, event: Event,
-              config: AgentConfig = DEFAULT_CONFIG,
+              config: AgentConfig = DEFAULT_CONFIG, decoded: DecodedStates = DECODED,
               ) -> tuple[list[AgentStateChange], list[AgentStats]]:
     """Fold ``event`` into the agent's row; the segments and interval rows it changed."""
     tenant, _, agent = key.partition(":")
     row = agents.get(key)
-    old = AgentState.from_dict(row) if row is not None else AgentState(tenant, agent)
+    old = decoded.state(key, row) if row is not None else AgentState(tenant, agent)
     new = apply(old, event, config)
     if new is old:
+        if row is not None:
+            decoded.remember(key, row, old)
         return [], []
-    agents[key] = new.to_dict()
-    return state_changes(old, new, config), stats_changes(old, new, config)
+    changes, stats = state_changes(old, new, config), stats_changes(old, new, config)
+    row = new.to_dict()
+    agents[key] = row
+    if round_trips(new, event):  # else the next fold must see the event as the table has it
+        decoded.remember(key, row, new)
+    return changes, stats

@@ -29,18 +29,23 @@ the current interval grow as events (registration refreshes included) come in.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import astuple, replace
+import operator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 
 from streams.agent_records import AgentStats, AgentStatus, IntervalKind
 from streams.folds.agent_state import (
     DEFAULT_CONFIG,
+    AgentCall,
     AgentConfig,
     AgentState,
+    Segment,
+    Step,
     calls,
     cutoff,
+    derived_of,
+    step_between,
     timeline,
 )
 
@@ -53,14 +58,21 @@ INTERVALS = {
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-_STATE_FIELDS = {
-    AgentStatus.AVAILABLE: "available_ms", AgentStatus.RINGING: "ringing_ms",
-    AgentStatus.ON_CALL: "talk_ms", AgentStatus.WRAP_UP: "wrap_up_ms",
-}
 _COUNTERS = ("logged_in_ms", "available_ms", "ringing_ms", "talk_ms", "wrap_up_ms",
              "offered", "answered", "missed", "handled", "handled_talk_ms")
+_AT = {name: i for i, name in enumerate(_COUNTERS)}
+_TOUCHES = len(_COUNTERS)
+"""Index, in an interval's counter list, of how many contributions touch it (0 = no row)."""
+_STATE_FIELDS = {
+    AgentStatus.AVAILABLE: _AT["available_ms"], AgentStatus.RINGING: _AT["ringing_ms"],
+    AgentStatus.ON_CALL: _AT["talk_ms"], AgentStatus.WRAP_UP: _AT["wrap_up_ms"],
+}
+_NUMBERS = operator.attrgetter(*(f.name for f in fields(AgentStats)
+                                 if f.name not in ("version", "complete_until")))
 
 Key = tuple[IntervalKind, datetime]
+Part = tuple[Key, tuple[tuple[int, int], ...]]
+"""One contribution to an interval: (interval, ((counter index, amount), ...))."""
 
 
 def interval_start(ts: datetime, kind: IntervalKind) -> datetime:
@@ -79,47 +91,119 @@ def split(start: datetime, end: datetime, kind: IntervalKind) -> Iterator[tuple[
         at = stop
 
 
-def _add_states(acc: dict[Key, dict[str, int]], state: AgentState,
-                config: AgentConfig) -> None:
-    newest = state.newest
-    for seg in timeline(state, config):
-        end = seg.until if seg.until is not None else newest
-        if seg.state is AgentStatus.OFFLINE or end is None:
-            continue
-        for kind in INTERVALS:
-            for bucket, ms in split(seg.since, end, kind):
-                acc[(kind, bucket)]["logged_in_ms"] += ms
-                acc[(kind, bucket)][_STATE_FIELDS[seg.state]] += ms
+def _segment_parts(seg: Segment, newest: datetime | None) -> list[Part]:
+    """A segment's time per interval; the current segment counts up to ``newest``."""
+    end = seg.until if seg.until is not None else newest
+    if seg.state is AgentStatus.OFFLINE or end is None:
+        return []
+    index = _STATE_FIELDS[seg.state]
+    return [((kind, bucket), ((0, ms), (index, ms)))
+            for kind in INTERVALS for bucket, ms in split(seg.since, end, kind)]
 
 
-def _add_calls(acc: dict[Key, dict[str, int]], state: AgentState) -> None:
-    for call in calls(state):
-        rang_at = call.ring_start or (call.talk_start if call.answered_by_agent else None)
-        for kind in INTERVALS:
-            if rang_at is not None:
-                row = acc[(kind, interval_start(rang_at, kind))]
-                row["offered"] += 1
-                row["answered"] += call.answered_by_agent
-                ring_over = call.ring_end is not None or call.settled
-                row["missed"] += ring_over and not call.answered_by_agent
-            if call.talk_start is not None and call.talk_end is not None:
-                row = acc[(kind, interval_start(call.talk_end, kind))]
-                row["handled"] += 1
-                row["handled_talk_ms"] += max(0, (call.talk_end - call.talk_start) // _MS)
+def _call_parts(call: AgentCall) -> list[Part]:
+    """offered/answered/missed where the call rang the agent, handled where its talk ended."""
+    parts: list[Part] = []
+    rang_at = call.ring_start or (call.talk_start if call.answered_by_agent else None)
+    for kind in INTERVALS:
+        if rang_at is not None:
+            ring_over = call.ring_end is not None or call.settled
+            parts.append(((kind, interval_start(rang_at, kind)), (
+                (_AT["offered"], 1), (_AT["answered"], int(call.answered_by_agent)),
+                (_AT["missed"], int(ring_over and not call.answered_by_agent)))))
+        if call.talk_start is not None and call.talk_end is not None:
+            talk = max(0, (call.talk_end - call.talk_start) // _MS)
+            parts.append(((kind, interval_start(call.talk_end, kind)),
+                          ((_AT["handled"], 1), (_AT["handled_talk_ms"], talk))))
+    return parts
 
 
-def _record(state: AgentState, key: Key, values: dict[str, int]) -> AgentStats:
-    handle = values["talk_ms"] + values["wrap_up_ms"]
-    busy_or_idle = handle + values["available_ms"]
+Counts = dict[Key, list[int]]
+
+
+def _add(counts: Counts, parts: Iterable[Part], sign: int,
+         seen: dict[Key, tuple[int, ...] | None] | None = None) -> None:
+    """Add (sign 1) or take back (-1) contributions; ``seen`` gets each interval's counters
+    as they were before its first change. An interval no contribution touches is dropped."""
+    for key, amounts in parts:
+        row = counts.get(key)
+        if seen is not None and key not in seen:
+            seen[key] = tuple(row) if row is not None else None
+        if row is None:
+            row = counts[key] = [0] * (_TOUCHES + 1)
+        for index, amount in amounts:
+            row[index] += sign * amount
+        row[_TOUCHES] += sign
+        if row[_TOUCHES] == 0:
+            del counts[key]
+
+
+def _record(state: AgentState, key: Key, values: list[int] | tuple[int, ...]) -> AgentStats:
+    handle = values[_AT["talk_ms"]] + values[_AT["wrap_up_ms"]]
+    busy_or_idle = handle + values[_AT["available_ms"]]
+    handled = values[_AT["handled"]]
     newest = state.newest
     assert newest is not None
     return AgentStats(
         tenant=state.tenant, agent=state.agent, interval_kind=key[0], interval_start=key[1],
-        version=state.accepted, **{name: values.get(name, 0) for name in _COUNTERS},
-        aht_talk_ms=values["handled_talk_ms"] / values["handled"] if values["handled"] else None,
+        version=state.accepted, **{name: values[i] for i, name in enumerate(_COUNTERS)},
+        aht_talk_ms=values[_AT["handled_talk_ms"]] / handled if handled else None,
         occupancy=handle / busy_or_idle if busy_or_idle else None,
         complete_until=newest,
     )
+
+
+def _full_counts(state: AgentState, config: AgentConfig) -> Counts:
+    """Every interval's counters recomputed from the state's events."""
+    counts: Counts = {}
+    newest = state.newest
+    for seg in timeline(state, config):
+        _add(counts, _segment_parts(seg, newest), 1)
+    for call in calls(state):
+        _add(counts, _call_parts(call), 1)
+    return counts
+
+
+@dataclass
+class _Tally:
+    """Interval counters of one state, with each segment's and call's contribution so a
+    step (:func:`streams.folds.agent_state.step_between`) updates only what it changed.
+
+    Attached to the state it describes (attribute ``_tally``); :func:`stats_changes` moves
+    it on to the new state."""
+
+    config: AgentConfig
+    counts: Counts = field(default_factory=dict)
+    segments: list[list[Part]] = field(default_factory=list)
+    """Contributions of the timeline's segments, in order."""
+    calls: dict[str, list[Part]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, state: AgentState, config: AgentConfig) -> _Tally | None:
+        """From the state's derived data (None if it has none): O(segments + calls)."""
+        derived = derived_of(state, config)
+        if derived is None:
+            return None
+        tally = cls(config)
+        for seg in derived.segments:
+            tally.segments.append(_segment_parts(seg, derived.newest))
+            _add(tally.counts, tally.segments[-1], 1)
+        for call_id, call in derived.calls.items():
+            tally.calls[call_id] = _call_parts(call)
+            _add(tally.counts, tally.calls[call_id], 1)
+        return tally
+
+
+def _tally(state: AgentState, config: AgentConfig) -> _Tally | None:
+    tally: _Tally | None = state.__dict__.get("_tally")
+    if tally is not None and tally.config == config:
+        return tally
+    if not state.events:
+        return _Tally(config)
+    tally = _Tally.build(state, config)
+    if tally is not None:
+        object.__setattr__(state, "_tally", tally)
+    return tally
 
 
 def stats(state: AgentState, config: AgentConfig = DEFAULT_CONFIG,
@@ -128,28 +212,86 @@ def stats(state: AgentState, config: AgentConfig = DEFAULT_CONFIG,
     if not state.events:
         return {}
     limit = since if since is not None else cutoff(state, config)
-    acc: dict[Key, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    _add_states(acc, state, config)
-    _add_calls(acc, state)
-    return {key: _record(state, key, values) for key, values in sorted(acc.items())
+    tally = _tally(state, config)
+    counts = tally.counts if tally is not None else _full_counts(state, config)
+    return {key: _record(state, key, values) for key, values in sorted(counts.items())
             if limit is None or key[1] >= limit}
 
 
 def _numbers(row: AgentStats) -> tuple:
-    return astuple(replace(row, version=0, complete_until=_EPOCH))
+    """Every field but the version and ``complete_until`` (no deep copy: all are scalars)."""
+    return _NUMBERS(row)
 
 
 def stats_changes(old: AgentState, new: AgentState,
                   config: AgentConfig = DEFAULT_CONFIG) -> list[AgentStats]:
     """Interval rows whose numbers differ between ``old`` and ``new`` (from the cutoff on).
 
-    An interval that had numbers before and has none now is sent with zeros.
+    An interval that had numbers before and has none now is sent with zeros. When ``new``
+    came from ``old`` through ``apply``, only the intervals the step touched are compared.
     """
     if new is old or not new.events:
         return []
+    step = step_between(old, new, config)
+    tally = old.__dict__.get("_tally") if old.events else _Tally(config)
+    if step is None or tally is None or tally.config != config:
+        return _stats_changes_full(old, new, config)
+    seen: dict[Key, tuple[int, ...] | None] = {}
+    if step.rebuilt:
+        fresh = _Tally.build(new, config)
+        assert fresh is not None
+        seen = {key: tuple(row) for key, row in tally.counts.items()}
+        seen.update({key: None for key in fresh.counts if key not in seen})
+        tally = fresh
+    else:
+        _advance(tally, step, new, seen)
+    object.__setattr__(old, "_tally", None)
+    object.__setattr__(new, "_tally", tally)
+    return _changed_rows(new, config, seen, tally.counts)
+
+
+def _advance(tally: _Tally, step: Step, new: AgentState,
+             seen: dict[Key, tuple[int, ...] | None]) -> None:
+    """Move ``tally`` from the step's old state to ``new``, noting the intervals touched."""
+    for call_id, call in step.calls:
+        _add(tally.counts, tally.calls.pop(call_id, []), -1, seen)
+        tally.calls[call_id] = _call_parts(call)
+        _add(tally.counts, tally.calls[call_id], 1, seen)
+    for parts in tally.segments[step.index:]:
+        _add(tally.counts, parts, -1, seen)
+    del tally.segments[step.index:]
+    newest = new.newest
+    for seg in step.new_tail:
+        tally.segments.append(_segment_parts(seg, newest))
+        _add(tally.counts, tally.segments[-1], 1, seen)
+
+
+def _changed_rows(new: AgentState, config: AgentConfig,
+                  seen: dict[Key, tuple[int, ...] | None], counts: Counts) -> list[AgentStats]:
+    """Rows of the touched intervals whose counters changed, zeros for vanished ones."""
+    limit = cutoff(new, config)
+    out: list[AgentStats] = []
+    for key, before in seen.items():
+        if limit is not None and key[1] < limit:
+            continue
+        after = counts.get(key)
+        if after is not None and (before is None or before[:_TOUCHES] != tuple(after[:_TOUCHES])):
+            out.append(_record(new, key, after))
+        elif after is None and before is not None:
+            out.append(_record(new, key, [0] * _TOUCHES))
+    return sorted(out, key=lambda r: (r.interval_kind, r.interval_start))
+
+
+def _stats_changes_full(old: AgentState, new: AgentState,
+                        config: AgentConfig) -> list[AgentStats]:
+    """:func:`stats_changes` by comparing every interval (the straightforward way)."""
     limit = cutoff(new, config)
     before, after = stats(old, config, limit), stats(new, config, limit)
     out = [row for key, row in after.items()
            if key not in before or _numbers(before[key]) != _numbers(row)]
-    out += [_record(new, key, defaultdict(int)) for key in before if key not in after]
-    return sorted(out, key=lambda r: (r.interval_kind, r.interval_start))
+    out += [_record(new, key, [0] * _TOUCHES) for key in before if key not in after]
+    out = sorted(out, key=lambda r: (r.interval_kind, r.interval_start))
+    tally = _Tally.build(new, config)  # the next step can be incremental again
+    if tally is not None:
+        object.__setattr__(new, "_tally", tally)
+    return out

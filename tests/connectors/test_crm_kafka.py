@@ -76,12 +76,17 @@ def test_run_consumes_both_topics_and_resumes_without_repeats(kafka_settings, am
     FileTokenStore(state / "bitrix24-token.json").save(Token(*b24[0].issue_tokens()))
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=0)
 
-    def produce(call_id: str) -> float:
+    def produce(call_id: str, *, card_first: bool = False) -> float:
+        """Send a call's events, then its CDRs. With ``card_first`` the CDRs wait until the
+        card is up: events and CDRs travel on two topics, and a worker that reads the
+        closed CDR first rightly shows no card for a call that is over."""
         events, cdrs = inbound_call(call_id, KNOWN, answer="101")
         sent = time.perf_counter()
         for ev in events:
             producer.send(s.topic_call_events, key=call_id.encode(), value=to_json(ev))
         producer.flush()
+        if card_first:
+            wait_for(lambda: b24[0].call_for(call_id), timeout=30, what=f"card for {call_id}")
         for cdr in cdrs:
             producer.send(s.topic_cdrs, key=call_id.encode(), value=cdr_to_json(cdr))
         producer.flush()
@@ -94,8 +99,7 @@ def test_run_consumes_both_topics_and_resumes_without_repeats(kafka_settings, am
         first = [f"Q{n:02d}" for n in range(10)]
         sent = {}
         for call_id in first:
-            sent[call_id] = produce(call_id)
-            wait_for(lambda c=call_id: b24[0].call_for(c), what=f"card for {call_id}")
+            sent[call_id] = produce(call_id, card_first=True)
         # Kafka orders one call's messages (one key, one partition), not calls across
         # partitions, so the CRM order is the order the CDRs were consumed in.
         wait_for(lambda: len(amo[0].calls) == 11, timeout=30, what="first batch logged")

@@ -19,6 +19,7 @@ offline from 09:40 (open).
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -287,3 +288,99 @@ def test_unknown_state_format_is_refused(bad) -> None:
 def test_state_round_trips_through_its_dict() -> None:
     state = agent_101(DAY_EVENTS)
     assert AgentState.from_dict(state.to_dict()) == state
+
+
+# --- the incremental fold equals the straightforward one, and stays linear ---------------
+
+
+def _plain(state: AgentState) -> AgentState:
+    """The same state without its derived data: every function recomputes from the events."""
+    return AgentState.from_dict(state.to_dict())
+
+
+def long_history(seed: int, days: int = 3, calls_per_day: int = 60) -> list[Event]:
+    """Registrations (odd expires too), calls of every outcome incl. lost answers, internal
+    calls and duplicates for agent 101 over ``days`` days, in a jittered, partly late order."""
+    rnd = random.Random(seed)
+    events = []
+    for n in range(days * 24):
+        kind = EventType.AGENT_UNREGISTERED if rnd.random() < 0.2 else EventType.AGENT_REGISTERED
+        expires = rnd.choice([None, 0, 600, 3600, 7200, "x"])
+        events.append(reg(DAY + timedelta(hours=n, minutes=rnd.randrange(60)), kind,
+                          **({"expires": expires} if expires is not None else {})))
+    for n in range(days * calls_per_day):
+        start = DAY + timedelta(seconds=rnd.randrange(days * 86_400))
+        caller, callee = rnd.choice([(CLIENT, "101"), ("101", "+74957654321"), ("102", "101")])
+        ring, talk = timedelta(seconds=rnd.randrange(60)), timedelta(seconds=rnd.randrange(900))
+        answerer = rnd.choice([callee, callee, "102"])
+        evs = [call(f"h{n}", R, start, caller=caller, callee=callee)]
+        if rnd.random() < 0.2:
+            evs.append(call(f"h{n}", EventType.CALL_FAILED, start + ring, caller=caller,
+                            callee=callee, sip_code=486))
+        else:
+            if rnd.random() < 0.8:
+                evs.append(call(f"h{n}", A, start + ring, caller=caller, callee=callee,
+                                agent=answerer))
+            evs.append(call(f"h{n}", E, start + ring + talk, caller=caller, callee=callee,
+                            agent=answerer, duration_ms=talk // timedelta(milliseconds=1)))
+        events += evs
+    events.sort(key=lambda e: e.ts)
+    arrival = [(i + (rnd.uniform(0, 30) if rnd.random() < 0.3 else 0), e)
+               for i, e in enumerate(events)]
+    arrival += [(rnd.uniform(0, len(events)), e) for e in rnd.sample(events, len(events) // 20)]
+    return [e for _, e in sorted(arrival, key=lambda x: x[0])]
+
+
+@pytest.mark.parametrize("config", [DEFAULT, AgentConfig(wrap_up_ms=20_000,
+                                                         retention=timedelta(days=1))])
+def test_the_incremental_fold_gives_what_recomputing_everything_gives(config) -> None:
+    """Every step of a long history (pruning included): same state, records and revisions
+    as the straightforward path (states without derived data recompute from their events)."""
+    state = AgentState("acme", "101")
+    for event in long_history(seed=5, days=4, calls_per_day=25):
+        new = apply(state, event, config)
+        plain_old, plain_new = _plain(state), _plain(new)
+        assert apply(plain_old, event, config) == new  # same events kept, same version
+        assert state_changes(state, new, config) == state_changes(plain_old, plain_new, config)
+        assert stats_changes(state, new, config) == stats_changes(plain_old, plain_new, config)
+        state = new
+    assert timeline(state, config) == timeline(_plain(state), config)
+    assert stats(state, config) == stats(_plain(state), config)
+
+
+def test_the_work_per_event_does_not_grow_with_the_history(monkeypatch) -> None:
+    """Counted, not timed: each event is serialised once, the timeline sweep and the interval
+    splits visit a bounded number of points per event, however long the agent's history."""
+    from streams.folds import agent_state as state_module
+    from streams.folds import agent_stats as stats_module
+
+    counted = {"json": 0, "sweep": 0, "split": 0}
+
+    def counting(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counted[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(state_module, "_event_json", counting("json", state_module._event_json))
+    monkeypatch.setattr(state_module, "_status_of", counting("sweep", state_module._status_of))
+    monkeypatch.setattr(stats_module, "split", counting("split", stats_module.split))
+
+    def work(days: int) -> dict[str, float]:
+        counted.update(json=0, sweep=0, split=0)
+        config = AgentConfig(retention=timedelta(days=30))  # nothing pruned: history grows
+        events = sorted(long_history(seed=9, days=days, calls_per_day=100),
+                        key=lambda e: e.ts)  # in order, as a live agent mostly sees them
+        state = AgentState("acme", "101")
+        for event in events:
+            new = apply(state, event, config)
+            state_changes(state, new, config)
+            stats_changes(state, new, config)
+            new.to_dict()
+            state = new
+        return {name: n / len(events) for name, n in counted.items()}
+
+    short, long = work(1), work(6)  # 6x the history, the same traffic per hour
+    assert short["json"] <= 1 and long["json"] <= 1, (short, long)  # once per new event
+    for name in ("sweep", "split"):  # quadratic work would grow ~6x per event
+        assert long[name] < 1.5 * short[name] + 2, (name, short, long)

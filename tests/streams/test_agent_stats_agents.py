@@ -7,6 +7,7 @@ the tests read back the keys and JSON the agents sent.
 from __future__ import annotations
 
 import asyncio
+import copy
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from streams.agent_records import (
     IntervalKind,
     record_from_json,
 )
+from streams.agents.agent_stats import DecodedStates, fold_into
 from streams.app import Streams, build_streams, new_app
 from streams.folds.agent_state import AgentState, timeline
 from streams.records import cdr_to_json
@@ -127,3 +129,26 @@ def test_callback_fold_publishes_item_revisions(streams: Streams) -> None:
         ("m1", CallbackStatus.CLOSED, 2), ("m3", CallbackStatus.OPEN, 1)]
     assert latest["m1"].called_back_by == "102"
     assert f"acme:{CLIENT}" in streams.tables.callbacks
+
+
+def test_fold_into_decodes_a_row_only_when_the_table_holds_another_value() -> None:
+    """The decoded-state cache is checked against the table: a row replaced behind its back
+    (a changelog recovery after a rebalance) is decoded again, so is a row whose newest event
+    does not survive the JSON round trip, and the outputs match folding with no cache."""
+    events = [ev(EventType.AGENT_REGISTERED, 0, agent="102"), ev(EventType.CALL_RINGING, 60),
+              ev(EventType.CALL_ANSWERED, 70, agent="102"), ev(EventType.CALL_ENDED, 130),
+              ev(EventType.CALL_RINGING, 200, call_id="c2"),
+              # not from the wire: microseconds, which the table value truncates
+              replace(ev(EventType.CALL_CANCELLED, 205, call_id="c2"),
+                      ts=at(205) + timedelta(microseconds=1_500)),
+              ev(EventType.AGENT_UNREGISTERED, 300, agent="102")]
+    cached, uncached = DecodedStates(), DecodedStates(max_keys=0)
+    table: dict[str, Any] = {}
+    reference: dict[str, Any] = {}
+    for n, event in enumerate(events):
+        if n == 3:
+            table["acme:102"] = copy.deepcopy(table["acme:102"])  # recovered from the changelog
+        assert fold_into(table, "acme:102", event, decoded=cached) == fold_into(
+            reference, "acme:102", event, decoded=uncached)
+    assert table == reference
+    assert (cached.decoded, uncached.decoded) == (2, len(events) - 1)
