@@ -17,7 +17,6 @@ owner) are killed with SIGKILL and restarted. Afterwards:
 
 from __future__ import annotations
 
-import io
 import signal
 import threading
 import time
@@ -27,10 +26,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from stack_harness import running_stack, stack_settings
 
 from tawag import sipp
 from tawag.replay import compare, replay
-from tawag.settings import load
 from tawag.supervisor import Supervisor
 from warehouse import schema
 from warehouse.client import ChdbClient, HttpClient
@@ -58,23 +57,10 @@ password = "{PASSWORDS['102']}"
 
 @pytest.fixture(scope="module")
 def supervisor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
-    provisioning = tmp_path_factory.mktemp("crash-prov") / "tawag.toml"
-    provisioning.write_text(PROVISIONING)
-    settings = load(
-        environ={}, provisioning_file=provisioning, pike_density=0,
-        data_dir=tmp_path_factory.mktemp("crash-data"),
-        sip_port=28060, kamailio_http_port=28071, evapi_port=28448,
-        rtpengine_ng_port=28223, rtpengine_cli_port=28224,
-        rtp_port_min=35000, rtp_port_max=35499,
-        kafka_bootstrap="127.0.0.1:28092", kafka_controller_port=28093,
-        warehouse_http_port=28123, dashboard_port=28501,
-    )
-    sup = Supervisor(settings, out=io.StringIO())
-    try:
-        sup.start(demo=False)
+    settings = stack_settings(tmp_path_factory, "crash", block=28000, rtp_min=35000,
+                              provisioning=PROVISIONING)
+    with running_stack(settings) as sup:
         yield sup
-    finally:
-        sup.stop()
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ call id twice, or an extra CDR), or gets a field wrong.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import wave
@@ -26,10 +25,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from stack_harness import running_stack, stack_settings
 
 from tawag import sipp
-from tawag.settings import Settings, load
-from tawag.supervisor import Supervisor
+from tawag.settings import Settings
 from warehouse.client import HttpClient
 
 pytestmark = pytest.mark.integration
@@ -74,27 +73,10 @@ record = true
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    provisioning = tmp_path_factory.mktemp("e2e-prov") / "tawag.toml"
-    provisioning.write_text(PROVISIONING)
-    settings = load(
-        environ={},
-        provisioning_file=provisioning,
-        pike_density=0,  # every sipp of the test shares 127.0.0.1
-        data_dir=tmp_path_factory.mktemp("e2e-data"),
-        sip_port=26060, kamailio_http_port=26071, evapi_port=26448,
-        rtpengine_ng_port=26223, rtpengine_cli_port=26224,
-        rtp_port_min=33000, rtp_port_max=33499,
-        kafka_bootstrap="127.0.0.1:26092", kafka_controller_port=26093,
-        warehouse_http_port=26123, dashboard_port=26501,
-        no_answer_timeout=NO_ANSWER_TIMEOUT_S,
-    )
-    log = io.StringIO()
-    sup = Supervisor(settings, out=log)
-    try:
-        sup.start(demo=False)
+    settings = stack_settings(tmp_path_factory, "e2e", block=26000, rtp_min=33000,
+                              provisioning=PROVISIONING, no_answer_timeout=NO_ANSWER_TIMEOUT_S)
+    with running_stack(settings):
         yield settings
-    finally:
-        sup.stop()
 
 
 @dataclass(frozen=True)

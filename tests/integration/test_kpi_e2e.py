@@ -26,7 +26,6 @@ a KPI differs.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,10 +35,10 @@ from statistics import mean
 from typing import Any
 
 import pytest
+from stack_harness import running_stack, stack_settings
 
 from tawag import sipp
-from tawag.settings import Settings, load
-from tawag.supervisor import Supervisor
+from tawag.settings import Settings
 from warehouse.client import HttpClient
 from warehouse.queries.kpi import kpi_summary
 
@@ -119,25 +118,10 @@ class Observed:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    provisioning = tmp_path_factory.mktemp("kpi-prov") / "tawag.toml"
-    provisioning.write_text(PROVISIONING)
-    settings = load(
-        environ={}, provisioning_file=provisioning,
-        pike_density=0,  # every sipp of the test shares 127.0.0.1
-        data_dir=tmp_path_factory.mktemp("kpi-data"),
-        sip_port=24060, kamailio_http_port=24071, evapi_port=24448,
-        rtpengine_ng_port=24223, rtpengine_cli_port=24224,
-        rtp_port_min=36000, rtp_port_max=36499,
-        kafka_bootstrap="127.0.0.1:24092", kafka_controller_port=24093,
-        warehouse_http_port=24123, dashboard_port=24501,
-        no_answer_timeout=NO_ANSWER_TIMEOUT_S,
-    )
-    sup = Supervisor(settings, out=io.StringIO())
-    try:
-        sup.start(demo=False)
+    settings = stack_settings(tmp_path_factory, "kpi", block=24000, rtp_min=36000,
+                              provisioning=PROVISIONING, no_answer_timeout=NO_ANSWER_TIMEOUT_S)
+    with running_stack(settings):
         yield settings
-    finally:
-        sup.stop()
 
 
 # --- placing the mix ----------------------------------------------------------------------

@@ -17,7 +17,6 @@ any file, so REGISTER works with the new password only.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -28,9 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stack_harness import running_stack, stack_settings
 
 from tawag import provision, sipp
-from tawag.settings import REPO_ROOT, Settings, load, to_environ
+from tawag.settings import REPO_ROOT, Settings, to_environ
 from tawag.supervisor import Supervisor
 from warehouse.client import HttpClient
 
@@ -56,25 +56,10 @@ password = "{PASSWORDS['102']}"
 
 @pytest.fixture(scope="module")
 def supervisor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
-    provisioning = tmp_path_factory.mktemp("restart-prov") / "tawag.toml"
-    provisioning.write_text(PROVISIONING)
-    settings = load(
-        environ={},
-        provisioning_file=provisioning,
-        pike_density=0,  # every sipp of the test shares 127.0.0.1
-        data_dir=tmp_path_factory.mktemp("restart-data"),
-        sip_port=27060, kamailio_http_port=27071, evapi_port=27448,
-        rtpengine_ng_port=27223, rtpengine_cli_port=27224,
-        rtp_port_min=34000, rtp_port_max=34499,
-        kafka_bootstrap="127.0.0.1:27092", kafka_controller_port=27093,
-        warehouse_http_port=27123, dashboard_port=27501,
-    )
-    sup = Supervisor(settings, out=io.StringIO())
-    try:
-        sup.start(demo=False)
+    settings = stack_settings(tmp_path_factory, "restart", block=27000, rtp_min=34000,
+                              provisioning=PROVISIONING)
+    with running_stack(settings) as sup:
         yield sup
-    finally:
-        sup.stop()
 
 
 def answered_call(edge: sipp.Edge) -> str:

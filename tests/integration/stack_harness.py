@@ -1,0 +1,52 @@
+"""A whole Tawag stack for one integration-test module, on a port block of its own.
+
+Each module gets a block of ports (``block`` + 60 SIP, +71 JSON-RPC, +448 evapi, +223/+224
+rtpengine, +92/+93 Kafka, +123 warehouse, +501 dashboard) and an RTP range, so modules
+never meet each other or a `make run` on the default ports. The stack is the one
+``tawag up`` starts (:class:`tawag.supervisor.Supervisor`), provisioned from a TOML text.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from tawag.settings import Settings, load
+from tawag.supervisor import Supervisor
+
+RTP_PORTS = 500
+"""RTP ports given to rtpengine; the module's sipp media ports sit above them."""
+
+
+def stack_settings(tmp_path_factory: pytest.TempPathFactory, name: str, *, block: int,
+                   rtp_min: int, provisioning: str, **overrides: Any) -> Settings:
+    """Settings of a test stack: its own data folder, ports and provisioning file."""
+    provisioning_file = tmp_path_factory.mktemp(f"{name}-prov") / "tawag.toml"
+    provisioning_file.write_text(provisioning)
+    return load(
+        environ={},
+        provisioning_file=provisioning_file,
+        pike_density=0,  # every sipp of a test shares 127.0.0.1
+        data_dir=tmp_path_factory.mktemp(f"{name}-data"),
+        sip_port=block + 60, kamailio_http_port=block + 71, evapi_port=block + 448,
+        rtpengine_ng_port=block + 223, rtpengine_cli_port=block + 224,
+        rtp_port_min=rtp_min, rtp_port_max=rtp_min + RTP_PORTS - 1,
+        kafka_bootstrap=f"127.0.0.1:{block + 92}", kafka_controller_port=block + 93,
+        warehouse_http_port=block + 123, dashboard_port=block + 501,
+        **overrides,
+    )
+
+
+@contextmanager
+def running_stack(settings: Settings) -> Iterator[Supervisor]:
+    """The stack started (no demo traffic) for the duration, stopped by PID afterwards."""
+    sup = Supervisor(settings, out=io.StringIO())
+    try:
+        sup.start(demo=False)
+        yield sup
+    finally:
+        sup.stop()
