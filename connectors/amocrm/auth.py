@@ -7,13 +7,12 @@ holds a lock and the new pair is saved before it is used.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Generator
 
 import httpx
 
-from connectors.base import AuthExpired
+from connectors.oauth import RefreshingAuth
 from connectors.tokens import Token, TokenStore
 
 __all__ = ["AmoOAuth"]
@@ -22,27 +21,22 @@ REFRESH_AHEAD_S = 300.0
 """Refresh this long before ``expires_in`` runs out, so no request is sent with a dying token."""
 
 
-class AmoOAuth(httpx.Auth):
+class AmoOAuth(RefreshingAuth):
     """Usage: ``httpx.Client(base_url=..., auth=AmoOAuth(token_url=..., ..., store=store))``."""
 
-    requires_response_body = True
+    crm = "amocrm"
 
     def __init__(self, *, token_url: str, client_id: str, client_secret: str,
                  redirect_uri: str, store: TokenStore,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(store=store, clock=clock)
         self._token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
         self._redirect_uri = redirect_uri
-        self._store = store
-        self._clock = clock
-        self._lock = threading.Lock()
-        self.refreshes = 0
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self._store.load()
-        if token is None:
-            raise AuthExpired("no amoCRM token stored: authorise the integration", crm="amocrm")
+        token = self._stored("no amoCRM token stored: authorise the integration")
         if token.expires_at - REFRESH_AHEAD_S <= self._clock():
             token = yield from self._refresh(token)
         request.headers["Authorization"] = f"Bearer {token.access_token}"
@@ -52,24 +46,11 @@ class AmoOAuth(httpx.Auth):
             request.headers["Authorization"] = f"Bearer {token.access_token}"
             yield request
 
-    def _refresh(self, used: Token) -> Generator[httpx.Request, httpx.Response, Token]:
-        with self._lock:
-            current = self._store.load()
-            if current is not None and current.access_token != used.access_token:
-                return current  # another thread refreshed while we waited
-            response = yield httpx.Request("POST", self._token_url, json={
-                "client_id": self._client_id,
-                "client_secret": self._client_secret,
-                "grant_type": "refresh_token",
-                "refresh_token": used.refresh_token,
-                "redirect_uri": self._redirect_uri,
-            })
-            if response.status_code != 200:
-                raise AuthExpired(f"amoCRM token refresh failed: HTTP {response.status_code}",
-                                  crm="amocrm")
-            data = response.json()
-            token = Token(access_token=data["access_token"], refresh_token=data["refresh_token"],
-                          expires_at=self._clock() + float(data["expires_in"]))
-            self._store.save(token)
-            self.refreshes += 1
-            return token
+    def _refresh_request(self, used: Token) -> httpx.Request:
+        return httpx.Request("POST", self._token_url, json={
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+            "grant_type": "refresh_token",
+            "refresh_token": used.refresh_token,
+            "redirect_uri": self._redirect_uri,
+        })

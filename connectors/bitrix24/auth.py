@@ -10,59 +10,40 @@ up in a logged URL.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Generator
 
 import httpx
 
-from connectors.base import AuthExpired
+from connectors.oauth import RefreshingAuth
 from connectors.tokens import Token, TokenStore
 
 __all__ = ["Bitrix24OAuth"]
 
 
-class Bitrix24OAuth(httpx.Auth):
+class Bitrix24OAuth(RefreshingAuth):
     """Usage: ``httpx.Client(base_url="https://portal/rest/", auth=Bitrix24OAuth(...))``."""
 
-    requires_response_body = True
+    crm = "bitrix24"
 
     def __init__(self, *, oauth_url: str, client_id: str, client_secret: str,
                  store: TokenStore, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(store=store, clock=clock)
         self._oauth_url = oauth_url
         self._client_id = client_id
         self._client_secret = client_secret
-        self._store = store
-        self._clock = clock
-        self._lock = threading.Lock()
-        self.refreshes = 0
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self._store.load()
-        if token is None:
-            raise AuthExpired("no Bitrix24 token stored: install the application", crm="bitrix24")
+        token = self._stored("no Bitrix24 token stored: install the application")
         response = yield _with_token(request, token)
         if response.status_code == 401 and _error_code(response) == "expired_token":
             token = yield from self._refresh(token)
             yield _with_token(request, token)
 
-    def _refresh(self, used: Token) -> Generator[httpx.Request, httpx.Response, Token]:
-        with self._lock:
-            current = self._store.load()
-            if current is not None and current.access_token != used.access_token:
-                return current
-            response = yield httpx.Request("GET", self._oauth_url, params={
-                "grant_type": "refresh_token", "client_id": self._client_id,
-                "client_secret": self._client_secret, "refresh_token": used.refresh_token})
-            if response.status_code != 200:
-                raise AuthExpired(f"Bitrix24 token refresh failed: HTTP {response.status_code}",
-                                  crm="bitrix24")
-            data = response.json()
-            token = Token(access_token=data["access_token"], refresh_token=data["refresh_token"],
-                          expires_at=self._clock() + float(data["expires_in"]))
-            self._store.save(token)
-            self.refreshes += 1
-            return token
+    def _refresh_request(self, used: Token) -> httpx.Request:
+        return httpx.Request("GET", self._oauth_url, params={
+            "grant_type": "refresh_token", "client_id": self._client_id,
+            "client_secret": self._client_secret, "refresh_token": used.refresh_token})
 
 
 def _with_token(request: httpx.Request, token: Token) -> httpx.Request:
