@@ -47,7 +47,8 @@ __all__ = ["CACHE_TTL_S", "USER_KEY", "ADMIN_TENANT_KEY", "UnavailableError", "W
            "QueryError", "SqlRefused", "NotLoggedIn", "settings", "client",
            "warehouse_address", "current_user", "tenant", "utc_today", "day_bounds",
            "period_bounds", "definition", "calls_summary", "calls_by_hour", "latest_cdrs",
-           "kpi_summary", "kpis_by_interval", "live_summary", "live_calls", "agents_by_state",
+           "kpi_summary", "period_comparison", "kpis_by_interval", "live_summary", "live_calls",
+           "agents_by_state",
            "find_calls", "count_calls", "export_calls_csv", "call_record", "call_events",
            "call_legs", "filter_values", "recording_file", "volume_by_weekday_hour",
            "kpis_by_dimension", "quality_summary", "quality_distribution", "worst_calls",
@@ -175,6 +176,11 @@ def _latest_cdrs(tenant_: str, limit: int) -> pd.DataFrame:
 def _kpi_summary(tenant_: str, start: datetime, end: datetime,
                  filters: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     return kpi.kpi_summary(client(), tenant_, start, end, **dict(filters))
+
+
+@_cached
+def _period_comparison(tenant_: str, start: datetime, end: datetime) -> dict[str, Any]:
+    return kpi.period_comparison(client(), tenant_, start, end)
 
 
 @_cached
@@ -307,6 +313,12 @@ def latest_cdrs(limit: int = 50) -> pd.DataFrame:
 def kpi_summary(start: datetime, end: datetime, **filters: str | None) -> dict[str, Any]:
     """:func:`warehouse.queries.kpi.kpi_summary` over ``[start, end)`` (direction/did/agent)."""
     return _kpi_summary(tenant(), start, end, _filters(filters))
+
+
+def period_comparison(start: datetime, end: datetime) -> dict[str, Any]:
+    """:func:`warehouse.queries.kpi.period_comparison`: ``[start, end)`` and the period
+    of the same length before it."""
+    return _period_comparison(tenant(), start, end)
 
 
 def kpis_by_interval(start: datetime, end: datetime, interval: str) -> pd.DataFrame:

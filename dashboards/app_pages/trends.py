@@ -49,8 +49,8 @@ def page(first, last) -> None:
 
 
 def comparison(start, end) -> None:
-    length = end - start
-    now, before = data.kpi_summary(start, end), data.kpi_summary(start - length, start)
+    compared = data.period_comparison(start, end)
+    now, before = compared["current"], compared["previous"]
     st.subheader("Against the previous period")
     for tile, (name, title, percent) in zip(st.columns(len(COMPARED)), COMPARED, strict=True):
         shown = (format_rate(now[name]) if percent else format_seconds(now[name])) \

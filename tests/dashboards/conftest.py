@@ -8,6 +8,7 @@ The app finds the warehouse and the users file the way it does in production, th
 
 from __future__ import annotations
 
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,16 @@ def users_toml() -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_silence(path: Path, seconds: float = 0.5, rate: int = 8000) -> None:
+    """A playable WAV (16-bit mono silence), as the recording decoder leaves them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\0\0" * int(seconds * rate))
+
+
 @pytest.fixture(autouse=True)
 def fresh_caches() -> Iterator[None]:
     """Streamlit's caches are per process: settings and results must not leak across tests."""
@@ -56,6 +67,7 @@ def warehouse_dir(tmp_path_factory) -> Iterator[Path]:
     server = make_server("127.0.0.1", PORT, reader)
     thread = serve_in_thread(server)
     (root / "dashboard-users.toml").write_text(users_toml())
+    write_silence(root / "recordings" / known_data.RECORDING)
     yield root
     server.shutdown()
     server.server_close()

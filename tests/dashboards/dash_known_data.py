@@ -23,6 +23,10 @@ MIDNIGHT = datetime.combine(NOW.date(), time.min, tzinfo=UTC)
 D1, D2 = "+74950000001", "+74950000002"
 GLOBEX_DID = "+74990000009"
 KAFKA = {"kafka_topic": "test", "kafka_partition": 0}
+RECORDING = "wav/a1.wav"
+"""a1's recording: a file the fixture writes under the recordings folder."""
+LOST_RECORDING = "wav/a2.wav"
+"""a2's recording: named in the CDR, absent on this server."""
 
 
 def call(tenant: str, call_id: str, started_at: datetime, disposition: Disposition, *,
@@ -30,7 +34,7 @@ def call(tenant: str, call_id: str, started_at: datetime, disposition: Dispositi
          did: str | None = D1, agent: str | None = None, ring_s: float = 0,
          talk_s: float = 0, closed: bool = True, answered: bool | None = None,
          mos: float | None = None, loss: float | None = None, jitter: float | None = None,
-         sip_code: int | None = None) -> Cdr:
+         sip_code: int | None = None, recording: str | None = None) -> Cdr:
     answered = talk_s > 0 if answered is None else answered
     answered_at = started_at + timedelta(seconds=ring_s) if answered else None
     ended_at = started_at + timedelta(seconds=ring_s + talk_s) if closed else None
@@ -39,7 +43,7 @@ def call(tenant: str, call_id: str, started_at: datetime, disposition: Dispositi
                answered_at=answered_at, ended_at=ended_at, ring_ms=int(ring_s * 1000),
                talk_ms=int(talk_s * 1000), disposition=disposition, sip_code=sip_code,
                reason=None, hangup_by="caller" if closed else None, closed=closed,
-               recording=None, mos=mos, packet_loss=loss, jitter_ms=jitter, event_count=3,
+               recording=recording, mos=mos, packet_loss=loss, jitter_ms=jitter, event_count=3,
                last_event_ts=ended_at or started_at)
 
 
@@ -53,9 +57,11 @@ def acme_calls() -> list[Cdr]:
     h = MIDNIGHT
     return [
         call("acme", "a1", h + timedelta(minutes=1), Disposition.ANSWERED, caller="+74951110001",
-             agent="101", ring_s=5, talk_s=60, mos=4.3, loss=0.0, jitter=2.0, sip_code=200),
+             agent="101", ring_s=5, talk_s=60, mos=4.3, loss=0.0, jitter=2.0, sip_code=200,
+             recording=RECORDING),
         call("acme", "a2", h + timedelta(minutes=2), Disposition.ANSWERED, caller="+74951110002",
-             agent="102", ring_s=30, talk_s=30, mos=2.9, loss=0.05, jitter=40.0, sip_code=200),
+             agent="102", ring_s=30, talk_s=30, mos=2.9, loss=0.05, jitter=40.0, sip_code=200,
+             recording=LOST_RECORDING),
         call("acme", "a3", h + timedelta(minutes=3), Disposition.CANCELLED,
              caller="+74951110003", ring_s=12, sip_code=487),
         call("acme", "a4", h + timedelta(minutes=4), Disposition.NO_ANSWER,

@@ -4,10 +4,12 @@ here from the inserted values."""
 
 from __future__ import annotations
 
+import io
+
 import dash_known_data as known
 import pandas as pd
 import pytest
-from dash_app import APP, TIMEOUT_S, metrics, open_page
+from dash_app import APP, TIMEOUT_S, USERS, metrics, open_page
 from streamlit.testing.v1 import AppTest
 
 from dashboards import data
@@ -123,6 +125,63 @@ def test_a_call_shows_its_legs_and_events_once_each():
     assert list(events["type"]) == ["call.offered", "call.ringing", "call.answered",
                                     "call.ended"]
     assert len(at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")) == 1
+
+
+def test_a_calls_recording_plays_in_the_page():
+    at = open_page("calls")
+    at.text_input(key="calls_call_id").input("a1").run()
+    [audio] = at.get("audio")
+    # served from the file (a media URL), not passed on as a path the browser cannot open
+    assert audio.proto.url.startswith("/mock/media/") and audio.proto.url.endswith(".wav")
+    assert not [c for c in at.caption if "not available" in c.value]
+
+
+def test_a_recording_missing_on_disk_is_said_not_played():
+    at = open_page("calls")
+    at.text_input(key="calls_call_id").input("a2").run()
+    assert not at.get("audio")
+    assert f"Recording {known.LOST_RECORDING} is not available on this server." in \
+        [c.value for c in at.caption]
+
+
+def test_the_csv_button_exports_what_the_filters_select():
+    at = open_page("calls")
+    at.selectbox(key="calls_disposition").select("answered").run()
+    [button] = at.get("download_button")
+    assert button.proto.label == "Download CSV" and not button.proto.disabled
+    assert button.proto.deferred_file_id  # the CSV is made when clicked, with these filters
+
+
+def export_script(start_iso: str, end_iso: str, disposition: str | None) -> None:
+    """Runs as a Streamlit script: the page's own export call, its bytes shown as text."""
+    from datetime import datetime
+
+    import streamlit as st
+
+    from dashboards import data
+    csv = data.export_calls_csv(datetime.fromisoformat(start_iso),
+                                datetime.fromisoformat(end_iso), disposition=disposition)
+    st.text(csv.decode())
+
+
+@pytest.mark.parametrize("user, disposition, expected", [
+    ("alice", "answered", {"a1", "a2"}),
+    ("alice", None, {c.call_id for c in known.acme_calls()}),
+    ("bob", None, {c.call_id for c in known.globex_calls()}),
+])
+def test_csv_export_holds_every_selected_call_of_the_users_tenant(user, disposition, expected):
+    start, end = data.day_bounds(known.MIDNIGHT.date())
+    at = AppTest.from_function(export_script, args=(start.isoformat(), end.isoformat(),
+                                                    disposition), default_timeout=TIMEOUT_S)
+    at.session_state[data.USER_KEY] = USERS[user]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    exported = pd.read_csv(io.StringIO(at.text[0].value), dtype=str)  # as a person reads it
+    assert set(exported["call_id"]) == expected and len(exported) == len(expected)
+    if user == "alice":
+        a1 = exported.set_index("call_id").loc["a1"]
+        assert (a1["caller"], a1["agent"], a1["talk_ms"]) == ("+74951110001", "101", "60000")
+        assert a1["recording"] == known.RECORDING
 
 
 def test_another_tenants_call_is_not_found():

@@ -384,3 +384,30 @@ def test_naive_datetimes_are_utc(day):
     naive = kpi.talk_time_by_interval(day, "acme", START.replace(tzinfo=None),
                                       END.replace(tzinfo=None), "1 hour")
     assert list(naive["talk_time_ms"]) == [1_710_000, 400_000, 0]
+
+
+# --- period over period -------------------------------------------------------------------
+
+CONTACT_KEYS = ("contacts_per_client", "repeat_call_rate", "repeat_callers")
+
+
+def test_period_comparison_is_kpi_summary_of_each_window(day):
+    """Each side equals kpi_summary over its own window, contact KPIs aside; the previous
+    window (same length, just before START) holds pre1 (answered) and the revised mv."""
+    compared = kpi.period_comparison(day, "acme", START, END, threshold_s=20,
+                                     short_abandon_s=10)
+    before = START - (END - START)
+    for side, (start, end) in (("current", (START, END)), ("previous", (before, START))):
+        summary = kpis(day, start=start, end=end, threshold_s=20, short_abandon_s=10)
+        expected = {k: v for k, v in summary.items() if k not in CONTACT_KEYS}
+        assert compared[side] == pytest.approx(expected)
+    assert compared["previous"]["offered"] == 3  # pre1, mv (moved back), x2 (1 ms before)
+    assert compared["current"]["offered"] == 12
+
+
+def test_period_comparison_of_an_empty_period_has_no_rates(day):
+    later = END + timedelta(days=30)
+    compared = kpi.period_comparison(day, "acme", later, later + timedelta(hours=1))
+    assert compared["current"]["offered"] == compared["previous"]["offered"] == 0
+    assert compared["current"]["answer_rate"] is None
+    assert compared["previous"]["average_wait"] is None

@@ -68,6 +68,7 @@ __all__ = [
     "contacts_per_client",
     "repeat_call_rate",
     "kpi_summary",
+    "period_comparison",
     "kpis_by_interval",
     "talk_time_by_interval",
 ]
@@ -441,6 +442,41 @@ def kpi_summary(client: WarehouseClient, tenant: str, start: datetime, end: date
     rows = client.query(sql, {**params, **filter_params, "no_cutoff_ms": 0})
     return {key: (int(value) if key in _COUNTS or key == "repeat_callers" else value)
             for key, value in rows[0].items()}
+
+
+def period_comparison(client: WarehouseClient, tenant: str, start: datetime, end: datetime,
+                      *, threshold_s: float = DEFAULT_THRESHOLD_S,
+                      short_abandon_s: float = DEFAULT_SHORT_ABANDON_S,
+                      direction: str | None = None, did: str | None = None,
+                      agent: str | None = None) -> dict[str, Row]:
+    """The counts and outcome KPIs of ``[start, end)`` and of the window of the same length
+    just before it: ``{"current": {...}, "previous": {...}}``.
+
+    Each side holds exactly the keys and values :func:`kpi_summary` gives over its window,
+    without the contact KPIs (``contacts_per_client``, ``repeat_call_rate``,
+    ``repeat_callers``): those group every call by caller, which costs more than the rest
+    together, and a period-over-period view does not show them. One statement and one
+    FINAL read of the double window, split by period, so the two sides are read at the
+    same moment and cannot disagree about a call revised in between.
+    """
+    filter_sql, filter_params = _filters(direction, did, agent)
+    exprs = {**_COUNTS, **_OUTCOMES, **_abandon_kpis("no_cutoff_ms"),
+             **_abandon_kpis(_CUTOFF, "_adjusted")}
+    previous_start = start - (end - start)
+    sql = (f"{_calls_cte(filter_sql)}SELECT started_at >= {{split:DateTime64(3, 'UTC')}} "
+           f"AS is_current, {_select(exprs)} FROM calls GROUP BY is_current")
+    params = _params(tenant, previous_start, end, threshold_s=threshold_s,
+                     short_abandon_s=short_abandon_s)
+    rows = client.query(sql, {**params, **filter_params, "no_cutoff_ms": 0, "split": start})
+    by_period = {bool(row.pop("is_current")): row for row in rows}
+    return {name: {key: (int(value) if key in _COUNTS else value)
+                   for key, value in by_period.get(side, _empty(exprs)).items()}
+            for name, side in (("current", True), ("previous", False))}
+
+
+def _empty(exprs: dict[str, str]) -> Row:
+    """A period without calls: counts 0, every rate and mean None (its denominator is 0)."""
+    return {key: (0 if key in _COUNTS else None) for key in exprs}
 
 
 # --- intervals ----------------------------------------------------------------------------
