@@ -40,6 +40,9 @@ UNKNOWN_DID = "74950000199"
 RE_REGISTER_S = 240
 """Registrations ask for 300 s; renew well before they lapse."""
 WORKERS = 2
+ANSWER_RING_MS = (1_000, 12_000)
+"""How long an answered demo call rings: a real wait for ASA and the service level, below
+the example provisioning's 15 s no-answer timeout so the answer always wins."""
 
 # (outcome, weight): the share of each kind of call in the demo.
 MIX = (("answered", 55), ("busy", 12), ("no_answer", 8), ("cancelled", 18), ("not_found", 7))
@@ -93,7 +96,8 @@ def plan_call(rng: random.Random, free_agents: list[str]) -> DemoCall:
     if outcome == "not_found":
         return DemoCall(outcome, caller, UNKNOWN_EXTENSION)
     if outcome == "answered":
-        return DemoCall(outcome, caller, callee, talk_ms=rng.randrange(2_000, 20_000, 250))
+        return DemoCall(outcome, caller, callee, talk_ms=rng.randrange(2_000, 20_000, 250),
+                        ring_ms=rng.randrange(*ANSWER_RING_MS, 250))
     if outcome == "cancelled":
         return DemoCall(outcome, caller, callee, ring_ms=rng.randrange(1_000, 6_000, 250))
     return DemoCall(outcome, caller, callee)
@@ -137,7 +141,7 @@ def place(edge: sipp.Edge, call: DemoCall, ports: Ports, worker: int,
                                         media_port=media, password=password)
     agent_port = ports.agent_sip[call.callee]
     if call.outcome == "answered":
-        uas = sipp.start_uas_answer(edge, port=agent_port,
+        uas = sipp.start_uas_answer(edge, port=agent_port, ring_ms=call.ring_ms or None,
                                     media_port=ports.agent_media[call.callee])
         result = sipp.call(edge, call.caller, callee, port=sip_port, media_port=media,
                            talk_ms=call.talk_ms, password=password)
