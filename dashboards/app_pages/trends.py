@@ -77,10 +77,18 @@ def heatmap(start, end) -> None:
 def over_time(start, end, interval: str) -> None:
     st.subheader(f"Service level and answer rate per {interval.split()[-1]}")
     frame = data.kpis_by_interval(start, end, interval)
-    shown = frame.set_index("interval_start")[["service_level_offered", "answer_rate"]] \
-        .rename(columns={"service_level_offered": "service level",
-                         "answer_rate": "answer rate"})
-    st.line_chart(shown, y_label="fraction", x_label="UTC")
+    shown = frame.rename(columns={"service_level_offered": "service level",
+                                  "answer_rate": "answer rate"}).melt(
+        id_vars="interval_start", value_vars=["service level", "answer rate"],
+        var_name="KPI", value_name="fraction").dropna()
+    # points as well as lines: an interval between two empty ones is still seen
+    chart = alt.Chart(shown).mark_line(point=True).encode(
+        x=alt.X("interval_start:T", title="UTC",
+                scale=alt.Scale(domain=[start.isoformat(), end.isoformat()])),
+        y=alt.Y("fraction:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        color="KPI:N", tooltip=["interval_start:T", "KPI", alt.Tooltip("fraction:Q",
+                                                                         format=".1%")])
+    st.altair_chart(chart, width="stretch")
     st.caption(data.definition("kpi.service_level_offered") + " — "
                + data.definition("kpi.answer_rate"))
 
@@ -91,14 +99,14 @@ def by_dimension(start, end, dimension: str, title: str) -> None:
     if frame.empty:
         st.info("No inbound calls in the period.")
         return
-    percent = st.column_config.NumberColumn(format="percent")
     st.dataframe(frame, hide_index=True, width="stretch", column_config={
         "value": "DID" if dimension == "did" else "group",
         "service_level_offered": st.column_config.NumberColumn(
             "service level", format="percent", help=data.definition("kpi.service_level_offered")),
         "answer_rate": st.column_config.NumberColumn(
             "answer rate", format="percent", help=data.definition("kpi.answer_rate")),
-        "abandonment_rate": percent,
+        "abandonment_rate": st.column_config.NumberColumn(
+            "abandoned", format="percent", help=data.definition("kpi.abandonment_rate")),
         "average_wait": st.column_config.NumberColumn(
             "average wait s", format="%.1f", help=data.definition("kpi.average_wait"))})
 

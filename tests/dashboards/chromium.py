@@ -29,7 +29,7 @@ PAGES = ["Wallboard", "Today", "Calls", "Agents", "Missed calls", "Trends", "Qua
 def chromium_flags(devtools_port: int) -> list[str]:
     return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
             "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--window-size=1600,1200",
+            "--disable-component-update", "--disable-sync", "--window-size=1600,2600",
             "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={devtools_port}"]
 
 
