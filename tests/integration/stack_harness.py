@@ -42,11 +42,12 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory, name: str, *, block
 
 
 @contextmanager
-def running_stack(settings: Settings) -> Iterator[Supervisor]:
-    """The stack started (no demo traffic) for the duration, stopped by PID afterwards."""
+def running_stack(settings: Settings, *, demo: bool = False) -> Iterator[Supervisor]:
+    """The stack started (demo traffic only if asked) for the duration, stopped by PID
+    afterwards."""
     sup = Supervisor(settings, out=io.StringIO())
     try:
-        sup.start(demo=False)
+        sup.start(demo=demo)
         yield sup
     finally:
         sup.stop()

@@ -12,18 +12,16 @@ warehouse held before the browser opened it (the demo keeps calling meanwhile).
 
 from __future__ import annotations
 
-import io
 import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stack_harness import stack_settings
+from stack_harness import running_stack, stack_settings
 
 from dashboards.auth import ADMIN, hash_password
 from tawag.settings import REPO_ROOT, Settings
-from tawag.supervisor import Supervisor
 from warehouse.client import HttpClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboards"))
@@ -58,12 +56,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings.dashboard_users_file.write_text(
         f'[users.admin]\ntenant = "{settings.tenant}"\nrole = "{ADMIN}"\n'
         f'password = "{hash_password(ADMIN_PASSWORD)}"\n')
-    supervisor = Supervisor(settings, out=io.StringIO())
-    try:
-        supervisor.start(demo=True)
+    with running_stack(settings, demo=True):
         yield settings
-    finally:
-        supervisor.stop()
 
 
 def closed_calls(client: HttpClient) -> dict[str, int]:
