@@ -46,6 +46,8 @@ class Component:
     after_ready: Callable[[Settings], object] | None = None
     after_restart: Callable[[Settings], object] | None = None
     """Run instead of ``after_ready`` when :meth:`Supervisor.restart` started it again."""
+    before_stop: Callable[[Settings], object] | None = None
+    """Run while it still runs, just before it is sent SIGTERM."""
     ready_timeout_s: float = 60.0
     optional: bool = False
     """Optional components (the demo traffic) are left out by ``--no-demo``."""
@@ -78,7 +80,8 @@ def components(settings: Settings) -> list[Component]:
                   programs=("java",), prepare=_prepare_kafka, after_ready=kafka.ensure_topics),
         Component("rtpengine", edge.rtpengine_command, edge.rtpengine_ready,
                   ports=((s.rtpengine_ng_port, "udp"), (s.rtpengine_cli_port, "tcp")),
-                  programs=("rtpengine",), prepare=edge.prepare_dirs),
+                  programs=("rtpengine",), prepare=edge.prepare_dirs,
+                  before_stop=edge.end_media_sessions),
         Component("kamailio", edge.kamailio_command, edge.kamailio_ready,
                   ports=((s.sip_port, "udp"), (s.sip_port, "tcp"),
                          (s.kamailio_http_port, "tcp"), (s.evapi_port, "tcp")),
@@ -271,7 +274,7 @@ class Supervisor:
         running = next(r for r in self.running if r.name == name)
         if sig != signal.SIGTERM:
             _signal_group(running.pid, sig)
-        terminate(self.settings, running)
+        terminate(self.settings, running, comp.before_stop)
         self.running.remove(running)
         self._start_one(comp, restarting=True)
 
@@ -286,15 +289,20 @@ class Supervisor:
 
     def stop(self) -> None:
         """Stop what this supervisor started, newest first."""
+        hooks = {c.name: c.before_stop for c in self.stack}
         for running in reversed(self.running):
-            terminate(self.settings, running)
+            terminate(self.settings, running, hooks.get(running.name))
             self.say(f"  {running.name:<10} stopped")
         self.running.clear()
 
 
-def terminate(settings: Settings, running: Running) -> None:
-    """SIGTERM the process group led by ``running.pid``; SIGKILL it if it lingers."""
+def terminate(settings: Settings, running: Running,
+              before_stop: Callable[[Settings], object] | None = None) -> None:
+    """SIGTERM the process group led by ``running.pid`` (after ``before_stop``, while it
+    still runs); SIGKILL it if it lingers."""
     if running.alive():
+        if before_stop is not None:
+            before_stop(settings)
         _signal_group(running.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while running.alive() and time.monotonic() < deadline:
@@ -319,7 +327,7 @@ def stop_recorded(settings: Settings) -> list[str]:
     for comp in reversed(components(settings)):
         running = read_pid(settings, comp.name)
         if running:
-            terminate(settings, running)
+            terminate(settings, running, comp.before_stop)
             stopped.append(comp.name)
         else:
             _pid_file(settings, comp.name).unlink(missing_ok=True)
