@@ -17,6 +17,10 @@ dialog (its SIP Call-ID) or one ringing branch of it (``<SIP Call-ID>#<branch>``
 ``call.held`` / ``call.resumed`` (added to v1, additive): a party put the call on hold
 with a re-INVITE (a=sendonly or a=inactive) or took it off hold; ``agent`` and
 ``extra.held_by`` name that party.
+``call.ended``: ``reason`` is ``bye`` (``hangup_by`` is the party that sent it),
+``max_duration`` (the edge ended the call at its maximum duration, BYE to both
+parties; ``hangup_by`` is ``system``) or ``local`` (ended over the edge's JSON-RPC,
+``hangup_by`` null).
 
 Call events are keyed by ``call_id`` (one call's events stay ordered on one
 partition); agent events by ``tenant:agent``. ``event_id`` is derived from the raw

@@ -32,7 +32,11 @@ from tawag.settings import Settings, load
 
 
 @pytest.fixture(scope="module")
-def edge_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def edge_settings(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Settings:
+    """The test ports; a test module may set ``EDGE_SETTINGS`` (Settings field -> value)
+    to run its stack with other values, e.g. a short maximum call duration."""
     return load(
         environ={},
         data_dir=tmp_path_factory.mktemp("edge-data"),
@@ -44,6 +48,7 @@ def edge_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         rtp_port_min=RTP_PORT_MIN,
         rtp_port_max=RTP_PORT_MAX,
         no_answer_timeout=NO_ANSWER_TIMEOUT_S,
+        **getattr(request.module, "EDGE_SETTINGS", {}),
     )
 
 
