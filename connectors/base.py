@@ -34,6 +34,7 @@ __all__ = [
     "Contact",
     "CrmClient",
     "LeakyBucket",
+    "LINKED_CALL_ID",
     "Limiter",
     "SlidingWindow",
     "MemoryProgress",
@@ -134,6 +135,11 @@ class Progress(Protocol):
     def get(self, key: str) -> Any: ...
 
     def set(self, key: str, value: Any) -> None: ...
+
+
+LINKED_CALL_ID = "linked_crm_call_id"
+"""Progress key: the CRM's own id of a call the CRM started (Bitrix24 click-to-call's
+CALL_ID). A client logs the call there and never registers it a second time."""
 
 
 class MemoryProgress(dict):

@@ -203,6 +203,11 @@ class Outbox:
         with self._lock:
             return self._marks.get(name)
 
+    def marks(self, prefix: str) -> dict[str, Any]:
+        """Every mark whose name starts with ``prefix`` (pending click-to-calls)."""
+        with self._lock:
+            return {n: v for n, v in self._marks.items() if n.startswith(prefix)}
+
     # --- maintenance -----------------------------------------------------------------
     def compact(self) -> None:
         """Rewrite the journal as one line per entry; delivered payloads are dropped."""

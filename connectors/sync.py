@@ -14,6 +14,9 @@ clients do the vendor I/O. Two paths per CRM:
   inbound call; an answered call with a number that has an open missed-call task
   closes it. 429/503/timeouts back off and retry the same head (order is kept);
   a permanent rejection is journalled with the CRM's error body and skipped.
+- **click-to-call** (:mod:`connectors.click_to_call`): an outbound call that realises a
+  CRM-started call is logged on that CRM call (``links``); one nobody placed in time is
+  finished there as not connected.
 
     worker = SyncWorker(targets, Outbox(path), config=cfg)
     worker.start()
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import (
+    LINKED_CALL_ID,
     AuthExpired,
     ConnectorError,
     Contact,
@@ -43,6 +47,7 @@ from connectors.base import (
     TaskRef,
     Unavailable,
 )
+from connectors.click_to_call import ClickToCallLinks
 from connectors.config import ConnectorConfig
 from connectors.outbox import Entry, Outbox
 from connectors.recording_links import sign_url
@@ -56,7 +61,7 @@ __all__ = ["Backoff", "CallView", "SyncWorker", "Target", "apply_event", "client
 
 log = logging.getLogger("tawag.connectors")
 
-LOG, CLOSE_TASK = "log", "close_task"
+LOG, CLOSE_TASK, UNPLACED = "log", "close_task", "click_to_call_unplaced"
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,8 @@ class SyncWorker:
         self.on_screen_pop = on_screen_pop
         self.on_contact = on_contact
         """``(crm, phone, contact, extension)`` after each fresh lookup (tawag.crm-contacts)."""
+        self.links = ClickToCallLinks(outbox)
+        """CRM-started calls (click-to-call) and the Tawag calls that realise them."""
         self.pops_queued = 0
         self.pops_handled = 0
         self._views: dict[str, CallView] = {}
@@ -208,6 +215,9 @@ class SyncWorker:
     # --- input -----------------------------------------------------------------------
     def handle_event(self, ev: Event) -> None:
         """Screen-pop path: decide under a lock, hand the change to each CRM's thread."""
+        if (ev.type is EventType.CALL_OFFERED and ev.direction is Direction.OUTBOUND
+                and ev.call_id):
+            self.links.claim(ev.call_id, ev.caller, ev.callee, ev.ts.timestamp())
         if ev.type not in (EventType.CALL_OFFERED, EventType.CALL_RINGING,
                            EventType.CALL_ANSWERED, EventType.CALL_ENDED,
                            EventType.CALL_FAILED, EventType.CALL_CANCELLED) or not ev.call_id:
@@ -237,6 +247,8 @@ class SyncWorker:
     def handle_cdr(self, cdr: Cdr) -> int:
         """Delivery path: enqueue durably (idempotent per call); returns entries added."""
         added = 0
+        if cdr.direction == "outbound":  # in case its call.offered was not seen
+            self.links.claim(cdr.call_id, cdr.caller, cdr.callee, cdr.started_at.timestamp())
         for kind, data in deliveries_for(cdr, self.config.default_country):
             if cdr.recording is None and cdr.disposition is Disposition.ANSWERED:
                 with self._lock:
@@ -249,6 +261,18 @@ class SyncWorker:
                 added += 1
                 added += self._enqueue_task_follow_up(target, cdr, data["phone"])
                 self._wake[name].set()
+        return added
+
+    def expire_click_to_calls(self, now: float) -> int:
+        """Click-to-calls no call followed in time: finish them in their CRM (durably)."""
+        added = 0
+        for link in self.links.expired(now):
+            log.warning("click-to-call %s %s: no call from %s to %s followed", link.crm,
+                        link.crm_call_id, link.extension, link.phone)
+            if link.crm in self.targets and self.outbox.enqueue(
+                    link.crm, UNPLACED, link.crm_call_id, {"user": link.crm_user}):
+                added += 1
+                self._wake[link.crm].set()
         return added
 
     def _enqueue_task_follow_up(self, target: Target, cdr: Cdr, phone: str) -> int:
@@ -386,6 +410,10 @@ class SyncWorker:
                 self._deliver_log(target, entry)
             elif entry.kind == CLOSE_TASK:
                 self._deliver_close(target, entry)
+            elif entry.kind == UNPLACED:
+                target.client.finish_unplaced(  # type: ignore[attr-defined]
+                    entry.call_id, user=entry.data["user"],
+                    progress=self.outbox.progress(entry))
         except Rejected as exc:
             log.error("%s rejected call %s (%s): %s", target.name, entry.call_id, entry.kind, exc)
             self.outbox.mark_rejected(entry, str(exc), exc.body)
@@ -410,6 +438,12 @@ class SyncWorker:
             contact = _contact(progress.get("lead"))
         responsible = (contact.responsible_user_id if contact else None) or target.default_user
         user = target.user_for(cdr.agent) if cdr.agent else responsible
+        started = self.links.linked(cdr.call_id)
+        if started is not None and started.crm == target.name:
+            # a click-to-call: logged on the CRM's call, in the name of who clicked
+            if progress.get(LINKED_CALL_ID) is None:
+                progress.set(LINKED_CALL_ID, started.crm_call_id)
+            user = started.crm_user or user
         client.log_call(cdr, phone=phone, user=user, contact=contact, recording_url=link,
                         progress=progress)
         if is_missed(cdr) and client.capabilities.tasks:
@@ -517,6 +551,8 @@ def run(settings: Any, *, stop: threading.Event | None = None,
     worker also serves signed recording links and Bitrix24 events (:mod:`connectors.web`);
     its ``/health`` (and ``ready``) turn on once the consumer holds its partitions. Each
     contact lookup is published to the compacted ``tawag.crm-contacts`` for routing.
+    With Bitrix24 enabled, its click-to-call events are placed through the edge
+    (:class:`connectors.click_to_call.EdgeOriginator`) unless ``originate`` is given.
     """
     from kafka import KafkaConsumer, KafkaProducer
 
@@ -527,6 +563,13 @@ def run(settings: Any, *, stop: threading.Event | None = None,
 
     redact.install()
     cfg = with_link_defaults(from_settings(settings, **overrides))
+    outbox = Outbox(cfg.state_dir / "outbox.jsonl")
+    outbox.compact()
+    worker = SyncWorker(build_targets(cfg), outbox, config=cfg, on_contact=None)
+    if originate is None and "bitrix24" in cfg.enabled:
+        from connectors.click_to_call import EdgeOriginator
+
+        originate = EdgeOriginator(settings, worker.links)
     http = None
     if serve_http:
         http = ConnectorsHttp(host=cfg.http_host, port=cfg.http_port,
@@ -541,9 +584,7 @@ def run(settings: Any, *, stop: threading.Event | None = None,
         key, value = contact_record(cfg.tenant, crm, phone, contact, extension, time.time())
         producer.send(cfg.topic_contacts, key=key, value=value)
 
-    outbox = Outbox(cfg.state_dir / "outbox.jsonl")
-    outbox.compact()
-    worker = SyncWorker(build_targets(cfg), outbox, config=cfg, on_contact=publish)
+    worker.on_contact = publish
     worker.start()
     consumer = KafkaConsumer(cfg.topic_call_events, cfg.topic_cdrs,
                              bootstrap_servers=cfg.kafka_bootstrap, group_id="tawag-connectors",
@@ -551,6 +592,7 @@ def run(settings: Any, *, stop: threading.Event | None = None,
                              fetch_max_wait_ms=20)
     stop = stop or threading.Event()
     assigned: set[Any] = set()
+    next_expiry = 0.0
     log.info("connectors up: %s", ", ".join(cfg.enabled) or "no CRM enabled")
     try:
         while not stop.is_set():
@@ -576,6 +618,9 @@ def run(settings: Any, *, stop: threading.Event | None = None,
                         log.error("skipped %s offset %s: %s", record.topic, record.offset, exc)
             if batch:
                 consumer.commit()
+            if time.time() >= next_expiry:
+                worker.expire_click_to_calls(time.time())
+                next_expiry = time.time() + 1.0
     finally:
         worker.stop()
         consumer.close()

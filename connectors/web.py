@@ -14,7 +14,11 @@ signature we never issued cannot name such a file anyway).
 Bitrix24 posts its events ``application/x-www-form-urlencoded`` with bracketed keys
 (``data[USER_ID]``, ``auth[application_token]``); the token must equal
 ``crm_bitrix24_application_token`` (compared in constant time) and the Bitrix24 user must
-map to one of our extensions (``crm_bitrix24_users``); then ``originate`` places the call.
+map to one of our extensions (``crm_bitrix24_users``); then ``originate`` places the call
+(:class:`connectors.click_to_call.EdgeOriginator`). Every refusal is answered with a status
+and a one-line reason, and logged: 403 token, 400 no CALL_ID / no or bad number, 404 a
+user without an extension or an extension the edge does not know, 409 an extension with
+no phone registered, 501 no originator, 502/503 the edge failed.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import mimetypes
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,9 @@ class ClickToCall:
     phone: str
     crm_call_id: str
     """Bitrix24's CALL_ID: the call is already registered there; only ``finish`` remains."""
+    crm_user: str = field(default="", compare=False)
+    """The CRM user who clicked (Bitrix24 USER_ID): the call is finished in their name.
+    Not part of equality: ``crm_call_id`` already names the click."""
 
 
 def parse_bitrix_event(body: bytes) -> dict[str, Any]:
@@ -125,19 +132,36 @@ class ConnectorsHttp:
         if event.get("event", "").upper() != "ONEXTERNALCALLSTART":
             return 200, "ignored"
         data = event["data"]
-        extension = self.bitrix24_extension.get(data.get("USER_ID", ""))
+        status, reason = self._click_to_call(data)
+        if status != 200:
+            log.warning("Bitrix24 click-to-call %s (user %s, number %s) refused: %d %s",
+                        data.get("CALL_ID", "?"), data.get("USER_ID", "?"),
+                        data.get("PHONE_NUMBER", "?"), status, reason)
+        return status, reason
+
+    def _click_to_call(self, data: dict[str, str]) -> tuple[int, str]:
+        from connectors.click_to_call import OriginationRefused
+
+        user, crm_call_id = data.get("USER_ID", ""), data.get("CALL_ID", "")
         phone = data.get("PHONE_NUMBER_INTERNATIONAL") or data.get("PHONE_NUMBER") or ""
-        if extension is None or not phone:
-            return 404, "unknown user or no number"
-        call = ClickToCall("bitrix24", extension, phone, data.get("CALL_ID", ""))
+        if not crm_call_id:
+            return 400, "no CALL_ID"
+        if not phone:
+            return 400, "no PHONE_NUMBER"
+        extension = self.bitrix24_extension.get(user)
+        if extension is None:
+            return 404, f"Bitrix24 user {user or '(none)'} has no extension (crm_bitrix24_users)"
+        call = ClickToCall("bitrix24", extension, phone, crm_call_id, user)
         self.click_to_calls.append(call)
         if self.originate is None:
             return 501, "click-to-call origination is not configured"
         try:
             self.originate(call)
-        except Exception as exc:  # the edge refused or is down: Bitrix24 shows nothing
-            log.warning("click-to-call %s -> %s failed: %s", extension, phone, exc)
-            return 502, "the edge could not place the call"
+        except OriginationRefused as exc:
+            return exc.status, exc.reason
+        except Exception as exc:  # a bug or an odd edge answer: Bitrix24 shows nothing
+            log.exception("click-to-call %s -> %s crashed", extension, phone)
+            return 502, f"the edge could not place the call: {type(exc).__name__}"
         return 200, "ok"
 
 

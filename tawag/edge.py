@@ -24,6 +24,7 @@ import contextlib
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -47,6 +48,12 @@ __all__ = [
     "kamailio_rpc",
     "kamailio_ready",
     "wait_until",
+    "Registration",
+    "registrations",
+    "pbx_value",
+    "bridge_call",
+    "bridge_controller",
+    "bridge_contact",
     "bencode",
     "bdecode",
 ]
@@ -76,6 +83,8 @@ RTP_SILENT_TIMEOUT_S = 3600
 READY_TIMEOUT_S = 1.0
 """Budget of one readiness probe; the supervisor polls it repeatedly."""
 MS_PER_S = 1000
+NOT_FOUND = 404
+"""Code of a Kamailio RPC error for "no such AoR / htable key"."""
 
 
 class EdgeError(RuntimeError):
@@ -114,6 +123,8 @@ def kamailio_defines(settings: Settings) -> dict[str, str]:
         "NO_ANSWER_TIMEOUT_MS": str(settings.no_answer_timeout * MS_PER_S),
         "MAX_CALL_DURATION_S": str(settings.max_call_duration_s),
         "PIKE_DENSITY": str(max(settings.pike_density, 1)),
+        "BRIDGE_CONTROLLER": _quoted(bridge_controller(settings)),
+        "BRIDGE_CONTACT": _quoted(bridge_contact(settings)),
     }
 
 
@@ -177,6 +188,100 @@ def kamailio_ready(settings: Settings) -> bool:
     except EdgeError:
         return False
     return str(version).startswith("kamailio")
+
+
+# --- click-to-call: dlg.bridge_dlg ---------------------------------------------------
+
+BRIDGE_USER = "click-to-call"
+"""User part of the From of the edge's INVITE to the agent (shown on the phone)."""
+
+
+def bridge_controller(settings: Settings) -> str:
+    """From of the bridge's INVITE and Referred-By of its REFER (dialog ``bridge_controller``)."""
+    return f"sip:{BRIDGE_USER}@{settings.sip_domain}"
+
+
+def bridge_contact(settings: Settings) -> str:
+    """Contact of the bridge's INVITE: the edge itself, so the agent's in-dialog requests
+    (NOTIFY after the REFER, an early BYE) come back here instead of going to the
+    dialog module's default ``kamailio.org``."""
+    return f"sip:{BRIDGE_USER}@{settings.sip_host}:{settings.sip_port}"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered contact of an extension, as usrloc holds it."""
+
+    address: str
+    """The Contact URI the phone registered (``sip:101@10.0.0.5:5062``)."""
+    received: str | None = None
+    """Where the REGISTER really came from when it differs (NAT), else None."""
+
+
+def registrations(settings: Settings, user: str) -> list[Registration]:
+    """The contacts ``user`` has registered now (``ul.lookup location``); [] when none.
+
+    usrloc answers an unknown AoR with an RPC error ("AOR not found in location table"),
+    which is the normal "not registered" case here, not a failure of the edge.
+    """
+    try:
+        result = kamailio_rpc(settings, "ul.lookup", "location", user)
+    except KamailioRpcError as exc:
+        if _missing(exc):
+            return []
+        raise
+    out = []
+    for item in (result or {}).get("Contacts") or []:
+        contact = item.get("Contact", item) if isinstance(item, dict) else {}
+        address = contact.get("Address")
+        if address:
+            received = contact.get("Received")
+            out.append(Registration(str(address), str(received) if received and
+                                    received != "[not set]" else None))
+    return out
+
+
+def _missing(exc: KamailioRpcError) -> bool:
+    """An RPC error that only says "no such thing": Kamailio 5.6 sends these as code 500
+    ("AOR not found in location table", "Key name doesn't exist in htable.")."""
+    text = str(exc).lower()
+    return exc.code == NOT_FOUND or "not found" in text or "doesn't exist" in text
+
+
+def pbx_value(settings: Settings, key: str) -> str | None:
+    """One key of the provisioning htable ``pbx`` (``ext:<domain>:<user>``), None if unset."""
+    try:
+        result = kamailio_rpc(settings, "htable.get", "pbx", key)
+    except KamailioRpcError as exc:
+        if _missing(exc):
+            return None
+        raise
+    value = (result or {}).get("item", {}).get("value")
+    return None if value is None else str(value)
+
+
+def bridge_call(settings: Settings, first: str, refer_to: str, *,
+                proxy: str | None = None) -> None:
+    """Ring ``first`` (a SIP URI) from the edge; when it answers, REFER it to ``refer_to``.
+
+    Why ``dlg.bridge_dlg`` (Kamailio's dialog module, INVITE-REFER-BYE) and not the uac
+    module or a B2BUA: after the REFER the agent's *own phone* places the call to the
+    client, so that leg is exactly an outbound call dialled on the phone -- the edge's
+    digest auth, ``route[PBX]`` classification, the trunk with the company caller ID,
+    recording policy, evapi events, CDR and CRM logging all apply unchanged, and the cfg
+    needs nothing but the bridge's From/Contact (BRIDGE_CONTROLLER/BRIDGE_CONTACT).
+    ``uac_req_send`` sends one request and cannot hold an INVITE dialog (ACK, REFER,
+    BYE); a third-party-call-control B2BUA would need SDP juggling Kamailio is not built
+    for. The price: the phone must accept a REFER (blind transfer, which desk phones and
+    softphones do), and the agent's ringing leg is not a Tawag call -- it has no events;
+    when the agent does not answer, the only sign is that no outbound call follows.
+
+    ``first`` is the agent's registered contact, not its AoR: the edge sends this INVITE
+    itself (no ``request_route``), and it could not answer its own digest challenge.
+    ``proxy`` (a NAT'ed phone's received address) is where the INVITE is sent instead.
+    Returns once Kamailio has sent the INVITE; the RPC does not wait for the answer.
+    """
+    kamailio_rpc(settings, "dlg.bridge_dlg", first, refer_to, proxy or ".")
 
 
 # --- rtpengine ------------------------------------------------------------------------

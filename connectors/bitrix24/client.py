@@ -23,6 +23,7 @@ import httpx
 
 from connectors.base import (
     BITRIX24_LIMIT,
+    LINKED_CALL_ID,
     AuthExpired,
     Capabilities,
     Contact,
@@ -133,7 +134,9 @@ class Bitrix24Client:
             raise Rejected("Bitrix24 needs a USER_ID for register/finish", crm=CRM,
                            body={"error": "NO_USER", "call_id": cdr.call_id})
         with self._lock_for(cdr.call_id):
-            b24_id = progress.get("b24_call_id") or self._registered.get(cdr.call_id)
+            # a click-to-call: Bitrix24 registered it before it asked us to place it
+            b24_id = (progress.get("b24_call_id") or progress.get(LINKED_CALL_ID)
+                      or self._registered.get(cdr.call_id))
             if b24_id is None:
                 b24_id = self._register(cdr.call_id, phone, user, cdr.direction,
                                         cdr.started_at.timestamp(), show=False)
@@ -149,6 +152,26 @@ class Bitrix24Client:
                 b24_call_id=b24_id, url=recording_url, call_id=cdr.call_id))
             progress.set("record_attached", True)
         self._forget(cdr.call_id)
+
+    def finish_unplaced(self, b24_call_id: str, *, user: str, progress: Progress) -> None:
+        """Close a click-to-call that never became a call (the agent did not answer).
+
+        ``603-S`` is the contract's "cancelled" code, the one an unanswered outgoing
+        call gets (mapping.status_code); without a finish the call stays open there.
+        """
+        if progress.get("finished"):
+            return
+        resent = bool(progress.get("finish_sent"))
+        progress.set("finish_sent", True)
+        try:
+            self.call("telephony.externalcall.finish", {
+                "CALL_ID": b24_call_id, "USER_ID": int(user), "DURATION": 0,
+                "STATUS_CODE": "603-S", "FAILED_REASON": "the agent's phone did not answer",
+                "ADD_TO_CHAT": 0})
+        except Rejected as exc:
+            if not (resent and CALL_NOT_FOUND in str(exc.body)):
+                raise
+        progress.set("finished", True)
 
     def create_missed_call_task(self, cdr: Cdr, *, phone: str, contact: Contact | None,
                                 responsible: str | None, progress: Progress) -> TaskRef | None:

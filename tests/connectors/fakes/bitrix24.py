@@ -15,7 +15,7 @@ import threading
 import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from fakes.server import FaultPlan, Reply, Request, json_reply
 
@@ -280,6 +280,32 @@ class FakeBitrix24:
             return _core("Wrong file extension. Only wav and mp3 are allowed")
         self.records[cid] = {"FILENAME": name, "RECORD_URL": p.get("RECORD_URL")}
         return {"FILE_ID": next(self.ids)}
+
+    # --- click-to-call (contract §2.10) ------------------------------------------------
+    def click_to_call(self, user_id: int, phone: str, *, token: str,
+                      line_number: str = "") -> tuple[str, bytes]:
+        """A user clicks ``phone`` with our app as the default line: the portal registers
+        the outgoing call itself (TYPE 1, no EXTERNAL_CALL_ID) and posts
+        ONEXTERNALCALLSTART form-encoded with ``auth[application_token]``. Returns the
+        CALL_ID and the body to post; the integration must only ``finish`` that call."""
+        with self.lock:
+            cid = f"externalCall.{secrets.token_hex(16)}.{int(time.time())}"
+            entity = self._search(phone)
+            params = {"USER_ID": user_id, "PHONE_NUMBER": phone, "TYPE": 1,
+                      "LINE_NUMBER": line_number}
+            self.registrations[cid] = {"key": ("click", cid), "at": time.time(),
+                                       "params": params, "entity": entity,
+                                       "created_lead": None}
+        data = {"PHONE_NUMBER": phone, "PHONE_NUMBER_INTERNATIONAL": phone, "EXTENSION": "",
+                "USER_ID": str(user_id), "CALL_LIST_ID": "0", "LINE_NUMBER": line_number,
+                "IS_MOBILE": "0", "CALL_ID": cid,
+                "CRM_ENTITY_TYPE": entity["CRM_ENTITY_TYPE"] if entity else "",
+                "CRM_ENTITY_ID": str(entity["CRM_ENTITY_ID"]) if entity else ""}
+        form = {"event": "ONEXTERNALCALLSTART", "event_handler_id": "1055",
+                **{f"data[{k}]": v for k, v in data.items()}, "ts": str(int(time.time())),
+                "auth[domain]": "tawag.bitrix24.test", "auth[member_id]": "a223",
+                "auth[application_token]": token}
+        return cid, urlencode(form).encode()
 
     # --- views for tests ---------------------------------------------------------------
     def call_for(self, external_id: str) -> list[str]:
