@@ -94,7 +94,7 @@ class Cdr:
     callee: str | None
     did: str | None
     agent: str | None
-    """Extension that answered, if any."""
+    """Extension that handled the call: answered it, or placed it (outbound); if any."""
     started_at: datetime
     answered_at: datetime | None
     ended_at: datetime | None

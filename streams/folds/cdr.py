@@ -22,6 +22,8 @@ Rules (caller's view, Asterisk/CGRateS vocabulary, see ``reference/peer-survey.m
   (after an answer they are other fork branches being cancelled, not the call's end).
 - Disposition: answered; busy (486, 600); no_answer (408, 480); cancelled (487 or
   call.cancelled); failed (any other final code); in_progress until a terminal event.
+- agent = the extension that answered; on an outbound call the extension that placed it
+  (answered or not: the party answering there is the client).
 - version = event_count = number of distinct events folded.
 
 Participants (one pass over the sorted events, see :class:`_Legs`):
@@ -72,7 +74,7 @@ from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any
 
-from ingest.events import Event, EventType, from_dict, to_json
+from ingest.events import Direction, Event, EventType, from_dict, to_json
 from streams.records import Cdr, Disposition, Forward, Leg, LegOutcome, Transfer
 
 __all__ = [
@@ -486,12 +488,13 @@ def to_cdr(state: CallState) -> Cdr:
         raise IncompleteCall(f"call {state.call_id}: no call.offered folded yet (have: {seen})")
     own = _own_outcome(call)
     outcome = _outcome(call, own)
+    parties = _parties(state, call.offer)
     return Cdr(
         tenant=call.offer.tenant,
         call_id=state.call_id,
         version=len(state.events),
-        **_parties(state, call.offer),
-        agent=_first_set("agent", (call.answer, call.end)),
+        **parties,
+        agent=_agent(call, parties),
         **_timing(state, call, outcome),
         disposition=_disposition(call, own if outcome is not None else None),
         sip_code=_sip_code(call, own if outcome is not None else None),
@@ -544,6 +547,14 @@ def _parties(state: CallState, offer: Event) -> dict[str, Any]:
         "callee": _first_set("callee", sources),
         "did": _first_set("did", sources),
     }
+
+
+def _agent(call: _Call, parties: dict[str, Any]) -> str | None:
+    """The extension that handled the call: on an outbound call the one that placed it
+    (whoever answers there is the client, not an agent), else the one that answered."""
+    if parties["direction"] == Direction.OUTBOUND:
+        return parties["caller"]
+    return _first_set("agent", (call.answer, call.end))
 
 
 def _own_outcome(call: _Call) -> Event | None:

@@ -69,6 +69,15 @@ DECLINED_CALL = [
     ev(RINGING, 200, sip_code=180),
     ev(FAILED, 4_000, sip_code=603, reason="Decline"),
 ]
+OUTSIDE = "+79261112233"
+OUT = {"direction": Direction.OUTBOUND, "callee": OUTSIDE}
+OUTBOUND_CALL = [  # 101 dials a client through the trunk; the client's side answers
+    ev(OFFERED, 0, **OUT),
+    ev(RINGING, 300, sip_code=180, **OUT),
+    ev(ANSWERED, 6_000, sip_code=200, agent=OUTSIDE, **OUT),
+    ev(ENDED, 36_000, hangup_by="101", duration_ms=30_000, reason="bye", **OUT),
+]
+OUTBOUND_NO_ANSWER = [ev(OFFERED, 0, **OUT), ev(FAILED, 20_000, sip_code=480, **OUT)]
 
 GOLDEN = {
     "answered": (ANSWERED_CALL, {
@@ -94,6 +103,14 @@ GOLDEN = {
         "disposition": Disposition.CANCELLED, "sip_code": 487, "answered_at": None,
         "ended_at": at(7_250), "ring_ms": 7_250, "talk_ms": 0, "closed": True, "version": 3,
     }),
+    "outbound answered by the client": (OUTBOUND_CALL, {
+        "direction": "outbound", "callee": OUTSIDE, "agent": "101",  # who placed it
+        "disposition": Disposition.ANSWERED, "ring_ms": 6_000, "talk_ms": 30_000,
+        "closed": True, "version": 4,
+    }),
+    "outbound nobody answered": (OUTBOUND_NO_ANSWER, {
+        "agent": "101", "disposition": Disposition.NO_ANSWER, "talk_ms": 0, "closed": True,
+    }),
     "ringing then 603": (DECLINED_CALL, {
         "disposition": Disposition.FAILED, "sip_code": 603, "reason": "Decline",
         "ended_at": at(4_000), "ring_ms": 4_000, "talk_ms": 0, "closed": True, "version": 3,
@@ -107,7 +124,8 @@ def test_golden_call_gives_the_expected_cdr(name: str) -> None:
     cdr = to_cdr(fold(CALL, events))
     got = {field: getattr(cdr, field) for field in expected}
     assert got == expected
-    assert (cdr.call_id, cdr.tenant, cdr.caller, cdr.callee) == (CALL, "acme", "101", "102")
+    callee = events[0].callee  # 102, or the client of an outbound call
+    assert (cdr.call_id, cdr.tenant, cdr.caller, cdr.callee) == (CALL, "acme", "101", callee)
     assert cdr.started_at == at(0) and cdr.event_count == cdr.version == len(events)
     assert cdr.last_event_ts == events[-1].ts
 

@@ -43,7 +43,7 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "caller": "Calling number (E.164 when the country is known).",
         "callee": "Called number, extension or ring group.",
         "did": "Number dialled from outside (inbound calls).",
-        "agent": "Extension that answered, if any.",
+        "agent": "Extension that handled the call: answered it, or placed it (outbound).",
         "started_at": "When the call was offered (UTC).",
         "answered_at": "When it was answered (UTC), NULL if never.",
         "ended_at": "When it ended (UTC), NULL while in progress.",

@@ -10,8 +10,9 @@ Population (every function):
   window ``[start, end)``, UTC, read with ``FINAL`` so a call counts once, with its latest
   revision (a late event may move a call in or out of the window);
 * optionally only ``direction``, ``did`` (the number dialled) or ``agent`` (the extension
-  that answered -- unanswered calls have none, so rates filtered by agent are over that
-  agent's answered calls only); filters are bound parameters;
+  that answered, or that placed an outbound call -- unanswered inbound calls have none,
+  so rates filtered by agent are over that agent's answered calls and outbound attempts);
+  filters are bound parameters;
 * **outcome KPIs count closed calls only**: a call still ``in_progress`` has no outcome
   yet, and counting it as "not answered" would make the figures of the current hour drop
   and then recover. **Contact KPIs** (contacts per client, repeat calls) count every call
