@@ -269,11 +269,17 @@ class SyncWorker:
         for link in self.links.expired(now):
             log.warning("click-to-call %s %s: no call from %s to %s followed", link.crm,
                         link.crm_call_id, link.extension, link.phone)
-            if link.crm in self.targets and self.outbox.enqueue(
-                    link.crm, UNPLACED, link.crm_call_id, {"user": link.crm_user}):
-                added += 1
-                self._wake[link.crm].set()
+            added += self.click_not_placed(link.crm, link.crm_call_id, link.crm_user)
         return added
+
+    def click_not_placed(self, crm: str, crm_call_id: str, user: str) -> bool:
+        """Finish a CRM-started call that will not happen (refused, or nobody answered) in
+        that CRM, durably and once: the CRM shows it in progress until then."""
+        if crm not in self.targets or not self.outbox.enqueue(crm, UNPLACED, crm_call_id,
+                                                               {"user": user}):
+            return False
+        self._wake[crm].set()
+        return True
 
     def _enqueue_task_follow_up(self, target: Target, cdr: Cdr, phone: str) -> int:
         """Remember a missed inbound number; a later answered call with it closes the task."""
@@ -577,7 +583,9 @@ def run(settings: Any, *, stop: threading.Event | None = None,
                               secret=cfg.recording_secret.encode(),
                               bitrix24_token=cfg.bitrix24_application_token,
                               bitrix24_users=dict(cfg.bitrix24_users),
-                              originate=originate).start()
+                              originate=originate,
+                              not_placed=lambda click: worker.click_not_placed(
+                                  click.crm, click.crm_call_id, click.crm_user)).start()
     producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks=1, linger_ms=5)
 
     def publish(crm: str, phone: str, contact: Contact | None, extension: str | None) -> None:

@@ -80,6 +80,7 @@ class ConnectorsHttp:
     def __init__(self, *, host: str, port: int, wav_dir: Path, secret: bytes,
                  bitrix24_token: str = "", bitrix24_users: dict[str, str] | None = None,
                  originate: Callable[[ClickToCall], None] | None = None,
+                 not_placed: Callable[[ClickToCall], object] | None = None,
                  now: Callable[[], float] = time.time) -> None:
         self.host, self.port = host, port
         self.wav_dir = wav_dir
@@ -87,6 +88,9 @@ class ConnectorsHttp:
         self.bitrix24_token = bitrix24_token
         self.bitrix24_extension = {str(uid): ext for ext, uid in (bitrix24_users or {}).items()}
         self.originate = originate
+        self.not_placed = not_placed
+        """Told of every refused click that named a CALL_ID: Bitrix24 has registered that
+        call already, and it stays "in progress" there until somebody finishes it."""
         self.now = now
         self.ready = threading.Event()
         self.click_to_calls: list[ClickToCall] = []
@@ -137,6 +141,9 @@ class ConnectorsHttp:
             log.warning("Bitrix24 click-to-call %s (user %s, number %s) refused: %d %s",
                         data.get("CALL_ID", "?"), data.get("USER_ID", "?"),
                         data.get("PHONE_NUMBER", "?"), status, reason)
+            if data.get("CALL_ID") and self.not_placed is not None:
+                self.not_placed(ClickToCall("bitrix24", "", data.get("PHONE_NUMBER", ""),
+                                            data["CALL_ID"], data.get("USER_ID", "")))
         return status, reason
 
     def _click_to_call(self, data: dict[str, str]) -> tuple[int, str]:

@@ -145,9 +145,10 @@ def test_the_http_answer_says_why(tmp_path):
     def refuse(call: ClickToCall) -> None:
         raise OriginationRefused(409, f"extension {call.extension} is not registered")
 
+    not_placed: list[ClickToCall] = []
     http = ConnectorsHttp(host="127.0.0.1", port=0, wav_dir=tmp_path, secret=b"s",
                           bitrix24_token="tok", bitrix24_users={"101": "1269"},
-                          originate=refuse).start()
+                          originate=refuse, not_placed=not_placed.append).start()
     try:
         url = f"http://127.0.0.1:{http.port}/bitrix24/events"
         form = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -165,5 +166,13 @@ def test_the_http_answer_says_why(tmp_path):
         assert stranger.status_code == 404 and "user 7 has no extension" in stranger.text
         offline = post(USER_ID="1269", CALL_ID="c1", PHONE_NUMBER=CLIENT)
         assert (offline.status_code, offline.text) == (409, "extension 101 is not registered")
+        forged = httpx.post(url, headers=form, data={
+            "event": "ONEXTERNALCALLSTART", "auth[application_token]": "wrong",
+            "data[USER_ID]": "1269", "data[CALL_ID]": "c9", "data[PHONE_NUMBER]": CLIENT})
+        assert forged.status_code == 403
     finally:
         http.stop()
+    # every refused click that named a Bitrix24 call is to be finished there, in the name
+    # of who clicked; one without a CALL_ID names nothing, a forged one is not ours
+    assert [(c.crm_call_id, c.crm_user) for c in not_placed] == [
+        ("c1", "1269"), ("c1", "7"), ("c1", "1269")]

@@ -200,7 +200,7 @@ def test_click_to_call_rings_the_agent_then_the_client_and_finishes_the_bitrix24
     assert list(b24.finished) == [b24_call]
 
 
-def test_bad_click_to_calls_get_a_clear_answer_and_nothing_is_placed(
+def test_bad_click_to_calls_get_a_clear_answer_nothing_placed_and_are_finished(
         stack: Settings, b24: FakeBitrix24):
     before = edge_requests(stack)
     refused = {
@@ -212,7 +212,12 @@ def test_bad_click_to_calls_get_a_clear_answer_and_nothing_is_placed(
     for case, (_, reply, status, text) in refused.items():
         assert reply.status_code == status and text in reply.text, (case, reply.text)
     assert edge_requests(stack) == before  # the edge sent no INVITE of its own
-    assert not {cid for cid, *_ in refused.values()} & set(b24.finished)
+    # each was registered by the portal before it asked us: finish it there, not connected
+    for case, (b24_call, *_) in refused.items():
+        done = wait_for(f"the refused call's finish ({case})",
+                        lambda c=b24_call: b24.finished.get(c))
+        assert done["CALL_STATUS"] == 0 and done["CALL_FAILED_CODE"] == "603-S", case
+    assert b24.register_requests == []
 
 
 def test_a_click_to_call_the_agent_rejects_is_finished_as_not_connected(
