@@ -525,6 +525,9 @@ class Step:
     new_tail: tuple[Segment, ...]
     calls: tuple[tuple[str, AgentCall], ...]
     rebuilt: bool = False
+    newest_before: datetime | None = None
+    """The old state's newest event time (the new one's is ``derived.newest``): the
+    intervals between the two are the ones whose ``complete_until`` moved."""
 
 
 class _Derived:
@@ -589,6 +592,7 @@ class _Derived:
 
     def add(self, event: Event, at: int, parent: AgentState) -> Step:
         """Fold ``event`` (at index ``at`` of the new events) into ``parent``'s data."""
+        newest_before = self.newest
         self.ids.add(event.event_id)
         self.newest = event.ts if self.newest is None else max(self.newest, event.ts)
         if self.json is not None:
@@ -610,7 +614,7 @@ class _Derived:
             removed += [("session", start, end) for start, end in gone.elements()]
             added += [("session", start, end) for start, end in new.elements()]
         self.sessions = sessions
-        return self._step(added, removed, changed, parent)
+        return self._step(added, removed, changed, parent, newest_before)
 
     def _add_call_event(self, event: Event, added: list[Span],
                         removed: list[Span]) -> list[tuple[str, AgentCall]]:
@@ -649,7 +653,8 @@ class _Derived:
             self.checkpoints.append((cursor, len(self.closed)))
 
     def _step(self, added: list[Span], removed: list[Span],
-              changed: list[tuple[str, AgentCall]], parent: AgentState) -> Step:
+              changed: list[tuple[str, AgentCall]], parent: AgentState,
+              newest_before: datetime | None) -> Step:
         """Apply the span changes, resweep the timeline from the earliest changed point."""
         last = max(len(self.segments) - 1, 0)  # the open segment grows with ``newest``
         index = last
@@ -660,7 +665,7 @@ class _Derived:
             old = list(old)
             self._resweep(bisect_left(self.points, earliest), earliest)
         return Step(weakref.ref(parent), self.config, index, tuple(old[index:]),
-                     tuple(self.segments[index:]), tuple(changed))
+                    tuple(self.segments[index:]), tuple(changed), newest_before=newest_before)
 
     def _change_spans(self, added: list[Span], removed: list[Span]) -> datetime | None:
         """Add/remove span ends to the point deltas; the earliest point touched."""
@@ -758,5 +763,5 @@ def _rebuilt(old: AgentState, new: AgentState, derived: _Derived,
     """After a prune dropped events: recompute everything (once a day per agent)."""
     fresh = _Derived.build(new, config)
     step = Step(weakref.ref(old), config, 0, tuple(derived.segments), tuple(fresh.segments),
-                 tuple(fresh.calls.items()), rebuilt=True)
+                tuple(fresh.calls.items()), rebuilt=True, newest_before=derived.newest)
     return _hand_over(old, new, fresh, step)

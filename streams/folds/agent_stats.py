@@ -23,8 +23,15 @@ Definitions (named, see ``reference/peer-survey.md`` §3):
 * ``occupancy`` - **Amazon Connect variant**: handle / (handle + idle) with handle =
   talk + wrap-up and idle = available; ringing counts in neither. None when both are 0.
 
-An agent's current state counts up to its newest event (``complete_until``): numbers of
-the current interval grow as events (registration refreshes included) come in.
+An agent's current state counts up to its newest event: numbers of the current interval
+grow as events (registration refreshes included) come in. ``complete_until`` says how far
+a row is counted: the newest event time, capped at the interval's end. The cap makes it a
+function of the agent's events, not of their arrival order: uncapped, a finished
+interval's row kept the newest time of whichever event happened to change it last, which
+differs between two deliveries of the same events (the live worker's interleaving of
+partitions and a replay's), while every number is the same. A row is sent again when its
+numbers or its ``complete_until`` change, so the last revision of every interval has the
+final value of both.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from streams.folds.agent_state import (
     timeline,
 )
 
-__all__ = ["INTERVALS", "interval_start", "split", "stats", "stats_changes"]
+__all__ = ["INTERVALS", "interval_start", "split", "complete_until", "stats", "stats_changes"]
 
 INTERVALS = {
     IntervalKind.QUARTER: timedelta(minutes=15),
@@ -67,8 +74,7 @@ _STATE_FIELDS = {
     AgentStatus.AVAILABLE: _AT["available_ms"], AgentStatus.RINGING: _AT["ringing_ms"],
     AgentStatus.ON_CALL: _AT["talk_ms"], AgentStatus.WRAP_UP: _AT["wrap_up_ms"],
 }
-_NUMBERS = operator.attrgetter(*(f.name for f in fields(AgentStats)
-                                 if f.name not in ("version", "complete_until")))
+_CONTENT = operator.attrgetter(*(f.name for f in fields(AgentStats) if f.name != "version"))
 
 Key = tuple[IntervalKind, datetime]
 Part = tuple[Key, tuple[tuple[int, int], ...]]
@@ -138,6 +144,17 @@ def _add(counts: Counts, parts: Iterable[Part], sign: int,
             del counts[key]
 
 
+def complete_until(key: Key, newest: datetime) -> datetime:
+    """How far interval ``key``'s row is counted once the newest event is at ``newest``:
+    up to ``newest``, and never past the interval's end (then the row is complete)."""
+    kind, start = key
+    return min(newest, start + INTERVALS[kind])
+
+
+def _complete_until(key: Key, newest: datetime | None) -> datetime | None:
+    return None if newest is None else complete_until(key, newest)
+
+
 def _record(state: AgentState, key: Key, values: list[int] | tuple[int, ...]) -> AgentStats:
     handle = values[_AT["talk_ms"]] + values[_AT["wrap_up_ms"]]
     busy_or_idle = handle + values[_AT["available_ms"]]
@@ -149,7 +166,7 @@ def _record(state: AgentState, key: Key, values: list[int] | tuple[int, ...]) ->
         version=state.accepted, **{name: values[i] for i, name in enumerate(_COUNTERS)},
         aht_talk_ms=values[_AT["handled_talk_ms"]] / handled if handled else None,
         occupancy=handle / busy_or_idle if busy_or_idle else None,
-        complete_until=newest,
+        complete_until=complete_until(key, newest),
     )
 
 
@@ -218,17 +235,19 @@ def stats(state: AgentState, config: AgentConfig = DEFAULT_CONFIG,
             if limit is None or key[1] >= limit}
 
 
-def _numbers(row: AgentStats) -> tuple:
-    """Every field but the version and ``complete_until`` (no deep copy: all are scalars)."""
-    return _NUMBERS(row)
+def _content(row: AgentStats) -> tuple:
+    """Every field but the version (no deep copy: all are scalars)."""
+    return _CONTENT(row)
 
 
 def stats_changes(old: AgentState, new: AgentState,
                   config: AgentConfig = DEFAULT_CONFIG) -> list[AgentStats]:
-    """Interval rows whose numbers differ between ``old`` and ``new`` (from the cutoff on).
+    """Interval rows whose numbers or ``complete_until`` differ between ``old`` and ``new``
+    (from the cutoff on).
 
     An interval that had numbers before and has none now is sent with zeros. When ``new``
-    came from ``old`` through ``apply``, only the intervals the step touched are compared.
+    came from ``old`` through ``apply``, only the intervals the step touched, and those
+    between the two newest event times, are compared.
     """
     if new is old or not new.events:
         return []
@@ -245,9 +264,28 @@ def stats_changes(old: AgentState, new: AgentState,
         tally = fresh
     else:
         _advance(tally, step, new, seen)
+    _note_moved(tally.counts, step.newest_before, new.newest, config, seen)
     object.__setattr__(old, "_tally", None)
     object.__setattr__(new, "_tally", tally)
-    return _changed_rows(new, config, seen, tally.counts)
+    return _changed_rows(new, config, seen, tally.counts, step.newest_before)
+
+
+def _note_moved(counts: Counts, before: datetime | None, after: datetime | None,
+                config: AgentConfig, seen: dict[Key, tuple[int, ...] | None]) -> None:
+    """Add to ``seen`` the intervals with a row whose ``complete_until`` moves when the
+    newest event time goes from ``before`` to ``after``: those ending after ``before``.
+    No row starts later than ``after`` plus a wrap-up, so the walk is short."""
+    if before is None or after is None or after <= before:
+        return
+    last = after + config.wrap_up_ms * _MS
+    for kind, size in INTERVALS.items():
+        at = interval_start(before, kind)
+        while at <= last:
+            key = (kind, at)
+            row = counts.get(key)
+            if row is not None and key not in seen:
+                seen[key] = tuple(row)
+            at += size
 
 
 def _advance(tally: _Tally, step: Step, new: AgentState,
@@ -267,15 +305,20 @@ def _advance(tally: _Tally, step: Step, new: AgentState,
 
 
 def _changed_rows(new: AgentState, config: AgentConfig,
-                  seen: dict[Key, tuple[int, ...] | None], counts: Counts) -> list[AgentStats]:
-    """Rows of the touched intervals whose counters changed, zeros for vanished ones."""
+                  seen: dict[Key, tuple[int, ...] | None], counts: Counts,
+                  newest_before: datetime | None) -> list[AgentStats]:
+    """Rows of the touched intervals whose counters or ``complete_until`` changed, zeros
+    for vanished ones."""
     limit = cutoff(new, config)
+    newest = new.newest
     out: list[AgentStats] = []
     for key, before in seen.items():
         if limit is not None and key[1] < limit:
             continue
         after = counts.get(key)
-        if after is not None and (before is None or before[:_TOUCHES] != tuple(after[:_TOUCHES])):
+        moved = _complete_until(key, newest_before) != _complete_until(key, newest)
+        if after is not None and (before is None or moved
+                                  or before[:_TOUCHES] != tuple(after[:_TOUCHES])):
             out.append(_record(new, key, after))
         elif after is None and before is not None:
             out.append(_record(new, key, [0] * _TOUCHES))
@@ -288,7 +331,7 @@ def _stats_changes_full(old: AgentState, new: AgentState,
     limit = cutoff(new, config)
     before, after = stats(old, config, limit), stats(new, config, limit)
     out = [row for key, row in after.items()
-           if key not in before or _numbers(before[key]) != _numbers(row)]
+           if key not in before or _content(before[key]) != _content(row)]
     out += [_record(new, key, [0] * _TOUCHES) for key in before if key not in after]
     out = sorted(out, key=lambda r: (r.interval_kind, r.interval_start))
     tally = _Tally.build(new, config)  # the next step can be incremental again
