@@ -9,7 +9,8 @@ never meet each other or a `make run` on the default ports. The stack is the one
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,3 +52,13 @@ def running_stack(settings: Settings, *, demo: bool = False) -> Iterator[Supervi
         yield sup
     finally:
         sup.stop()
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float) -> Any:
+    """Poll ``condition`` until it returns something truthy (returned), or fail naming
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)  # polling interval, not a wait for an event
+    return value

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import stack_harness
 from stack_harness import running_stack, stack_settings
 
 from connectors.tokens import FileTokenStore, Token
@@ -67,11 +67,7 @@ password = "{PASSWORDS['103']}"
 
 
 def wait_for(what: str, condition: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
+    return stack_harness.wait_for(what, condition, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,13 @@ from __future__ import annotations
 import io
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import stack_harness
 
 from connectors.tokens import FileTokenStore, Token
 from tawag import sipp
@@ -79,11 +79,7 @@ to = "ext:103"
 
 
 def wait_for(what: str, condition: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
+    return stack_harness.wait_for(what, condition, timeout)
 
 
 @pytest.fixture(scope="module")
