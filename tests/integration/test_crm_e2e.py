@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ from connectors.tokens import FileTokenStore, Token
 from tawag import sipp
 from tawag.settings import Settings, load
 from tawag.supervisor import Supervisor
+from warehouse.client import HttpClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
 from fakes.amocrm import FakeAmoCrm  # noqa: E402
@@ -48,7 +50,9 @@ DEADLINE_S = 90
 TRUNK_SOURCE_PORT = 47170
 AGENT_PORTS = {"102": 47172, "103": 47173}
 PASSWORDS = {u: f"crm-e2e-{u}" for u in AGENT_PORTS}
-RECORDED_DID, MISSED_DID = "74951230102", "74951230103"
+RECORDED_DID, MISSED_DID, POP_DID = "74951230102", "74951230103", "74951230112"
+POP_CALLS, POP_RING_MS = 12, 2500
+"""The screen-pop measurement: calls from the known client, each ringing 102 this long."""
 KNOWN, KNOWN_E164 = "89161234567", "+79161234567"
 UNKNOWN, UNKNOWN_E164 = "84957654321", "+74957654321"
 AMO_USERS = {"102": "8002", "103": "8003"}
@@ -72,6 +76,9 @@ no_answer_timeout = {NO_ANSWER_TIMEOUT_S}
 [tenant.acme.did."{RECORDED_DID}"]
 to = "ext:102"
 record = true
+
+[tenant.acme.did."{POP_DID}"]
+to = "ext:102"
 
 [tenant.acme.did."{MISSED_DID}"]
 to = "ext:103"
@@ -229,3 +236,48 @@ def test_connectors_health_and_status(stack: Settings):
     from tawag.supervisor import status
 
     assert ("connectors", "up") in [(name, state) for name, state, _, _ in status(stack)]
+
+
+def test_screen_pop_while_it_rings_end_to_end(stack: Settings, crms, tmp_path: Path):
+    """SIP ringing at the edge -> Bitrix24 shows the card, for calls placed one by one.
+
+    Latency per call: the fake portal's wall-clock time of the ``show`` for 102's user
+    minus the ``call.ringing`` event's time (the edge's clock: one machine, one clock).
+    Each card must be up before the call is answered (the agent picks up after
+    POP_RING_MS): the card pops while the phone rings. The figures are printed (``-s``).
+    """
+    (_, _), (b24, _) = crms
+    edge = sipp.Edge.from_settings(stack, tmp_path)
+    assert sipp.register(edge, "102", port=AGENT_PORTS["102"], password=PASSWORDS["102"]).ok
+    placed = []
+    for _ in range(POP_CALLS):
+        uas = sipp.start_uas_answer(edge, port=AGENT_PORTS["102"], media_port=media("102"),
+                                    ring_ms=POP_RING_MS)
+        result = sipp.call(edge, KNOWN, POP_DID, port=TRUNK_SOURCE_PORT, media_port=37700,
+                           talk_ms=300)
+        uas.wait()
+        assert result.ok, result.received()
+        placed.append(result.call_id)
+
+    client = HttpClient(stack.warehouse_url)
+    rows = wait_for("the calls' ringing and answer events", lambda: (lambda r: r if len(
+        {(x["call_id"], x["type"]) for x in r}) == 2 * POP_CALLS else None)(client.query(
+            "SELECT call_id, type, min(toUnixTimestamp64Milli(ts)) AS ms FROM call_events "
+            "WHERE call_id IN {ids:Array(String)} AND type IN ('call.ringing', "
+            "'call.answered') GROUP BY call_id, type", {"ids": placed})))
+    at = {(r["call_id"], r["type"]): int(r["ms"]) / 1000 for r in rows}
+
+    def shown() -> dict[str, float] | None:
+        tawag_call = {cid: reg["params"]["EXTERNAL_CALL_ID"]
+                      for cid, reg in b24.registrations.items()}
+        times = {tawag_call[cid]: t for cid, action, user, t in b24.card_log
+                 if action == "show" and user == 1270 and tawag_call.get(cid) in placed}
+        return times if len(times) == POP_CALLS else None
+
+    show_at = wait_for("a card for every call", shown)
+    latency_ms = sorted((show_at[c] - at[(c, "call.ringing")]) * 1000 for c in placed)
+    print(f"\nscreen-pop SIP 180 -> Bitrix24 card, {POP_CALLS} calls through the stack: "
+          f"median {statistics.median(latency_ms):.0f} ms, max {latency_ms[-1]:.0f} ms")
+    late = [c for c in placed if show_at[c] >= at[(c, "call.answered")]]
+    assert late == [], f"cards shown only after the answer: {late}"
+    assert all(ms > 0 for ms in latency_ms)  # the card follows the ringing, never precedes it

@@ -256,5 +256,5 @@ class FakeAmoCrm:
         for item in (req.json() or {}).get("add", []):
             if item.get("type") != "phone_call":
                 return _validation("0", "type", "The value you selected is not a valid choice.")
-            self.notifications.append({**item, "at": time.perf_counter()})
+            self.notifications.append({**item, "at": time.time()})
         return json_reply(202, {})

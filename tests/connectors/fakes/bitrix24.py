@@ -214,7 +214,7 @@ class FakeBitrix24:
     def _card(self, cid: str, action: str, users: list[int]) -> None:
         shown = self.cards.setdefault(cid, set())
         for user in users:
-            self.card_log.append((cid, action, user, time.perf_counter()))
+            self.card_log.append((cid, action, user, time.time()))
             (shown.add if action == "show" else shown.discard)(user)
 
     def _users(self, p: dict[str, Any], cid: str) -> list[int]:
