@@ -42,7 +42,7 @@ from warehouse.schema import CDRS  # noqa: E402
 from warehouse.service import READ_LIMITS  # noqa: E402
 
 APP = Path(__file__).resolve().parent.parent / "dashboards" / "streamlit_app.py"
-PORT = 48160
+PORT = 31160
 DAY = (MONTH_START + timedelta(days=15)).date()
 WEEK = (DAY - timedelta(days=6), DAY)
 MONTH = (MONTH_START.date() + timedelta(days=2), MONTH_START.date() + timedelta(days=29))

@@ -1,4 +1,4 @@
-"""Fixtures: each fake CRM on a loopback port (47000-47099)."""
+"""Fixtures: each fake CRM on a loopback port (31000-31099)."""
 
 from __future__ import annotations
 

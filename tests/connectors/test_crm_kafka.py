@@ -1,4 +1,4 @@
-"""``connectors.sync.run`` on a real Kafka broker (ports 47090/47091) against the fakes.
+"""``connectors.sync.run`` on a real Kafka broker (ports 31190/31191) against the fakes.
 
 Schema-v1 events and CDRs are produced the way the bridge and the Faust worker do (keyed
 by call id); the run loop must screen-pop and deliver them, and a second run after a
@@ -30,8 +30,8 @@ KNOWN = "+79161234567"
 
 @pytest.fixture(scope="module")
 def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = load(data_dir=tmp_path_factory.mktemp("crm-kafka"), kafka_bootstrap="127.0.0.1:47090",
-             kafka_controller_port=47091, recordings_http_port=47092)
+    s = load(data_dir=tmp_path_factory.mktemp("crm-kafka"), kafka_bootstrap="127.0.0.1:31190",
+             kafka_controller_port=31191, recordings_http_port=31192)
     if tk.missing_jars(s):
         pytest.skip(f"Kafka jars not installed in {s.kafka_libs}")
     tk.prepare_storage(s)

@@ -29,7 +29,7 @@ from tawag.settings import Settings, load, to_environ
 from tawag.supervisor import components
 
 SECRET = b"k" * 32
-PORT = 47093
+PORT = 31193
 
 
 def test_connector_defaults_come_from_settings_only():

@@ -13,7 +13,7 @@ from dashboards import data
 from dashboards.auth import ADMIN, TENANT_USER, User
 
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "streamlit_app.py"
-PORT = 48125
+PORT = 31125
 TIMEOUT_S = 60  # the first chdb query of a process is slow
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "root": "root-pw"}
 USERS = {"alice": User("alice", "acme", TENANT_USER), "bob": User("bob", "globex", TENANT_USER),

@@ -20,8 +20,8 @@ from chromium import CHROMIUM, PAGES, DevTools, chromium, stop, visit_every_page
 
 from tawag.settings import REPO_ROOT
 
-APP_PORT = 48150
-DEVTOOLS_PORT = 48151
+APP_PORT = 31150
+DEVTOOLS_PORT = 31151
 SHOTS = REPO_ROOT / "var" / "screenshots"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed")
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium no
 @pytest.fixture(scope="module")
 def app_url(warehouse_dir) -> Iterator[str]:
     env = {**os.environ, "TAWAG_WAREHOUSE_MODE": "embedded",
-           "TAWAG_WAREHOUSE_HOST": "127.0.0.1", "TAWAG_WAREHOUSE_HTTP_PORT": "48125",
+           "TAWAG_WAREHOUSE_HOST": "127.0.0.1", "TAWAG_WAREHOUSE_HTTP_PORT": "31125",
            "TAWAG_DATA_DIR": str(warehouse_dir), "TAWAG_TENANT": "acme"}
     log = (warehouse_dir / "streamlit.log").open("w")
     app = subprocess.Popen(

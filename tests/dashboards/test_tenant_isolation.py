@@ -76,7 +76,7 @@ CRAFTED = [
     "SELECT toDate((SELECT any(query) FROM system.query_log))",
     "SELECT * FROM information_schema.tables",
     "SELECT * FROM remote('127.0.0.1', tawag.cdrs)",
-    "SELECT * FROM url('http://127.0.0.1:48125/?query=SELECT+1', CSV)",
+    "SELECT * FROM url('http://127.0.0.1:31125/?query=SELECT+1', CSV)",
     "SELECT 'globex' IN tawag.cdrs",
     "SELECT dictGet('x', 'y', 1)",
     "SELECT * FROM cdrs; SELECT * FROM tawag.cdrs WHERE tenant = 'globex'",

@@ -31,8 +31,8 @@ from warehouse.queries import cdr as q
 from warehouse.service import READ_LIMITS
 
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "streamlit_app.py"
-UP_PORT = 48123
-DOWN_PORT = 48124  # nothing listens here
+UP_PORT = 31123
+DOWN_PORT = 31124  # nothing listens here
 TENANT = "acme"
 MISSED = {Disposition.BUSY, Disposition.NO_ANSWER, Disposition.CANCELLED,
           Disposition.FAILED}

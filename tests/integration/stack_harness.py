@@ -2,7 +2,9 @@
 
 Each module gets a block of ports (``block`` + 60 SIP, +71 JSON-RPC, +448 evapi, +223/+224
 rtpengine, +92/+93 Kafka, +123 warehouse, +501 dashboard) and an RTP range, so modules
-never meet each other or a `make run` on the default ports. The stack is the one
+never meet each other or a `make run` on the default ports. Listening ports stay below
+32768: the kernel hands out 32768-60999 to outgoing connections, and a port one of
+them holds cannot be bound (a test broker on 47090 once failed that way). The stack is the one
 ``tawag up`` starts (:class:`tawag.supervisor.Supervisor`), provisioned from a TOML text.
 """
 

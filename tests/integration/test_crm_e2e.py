@@ -2,7 +2,7 @@
 
 The stack is started by the same supervisor as ``tawag up`` -- Kafka, rtpengine,
 Kamailio, ingest, streams, warehouse, dashboard and, because ``crm_enabled`` names two
-CRMs, the ``connectors`` worker -- on ports 47150-47169 and a data folder of its own. The
+CRMs, the ``connectors`` worker -- on ports 30150-30169 and a data folder of its own. The
 fake amoCRM and Bitrix24 (tests/connectors/fakes, in this process) are configured only
 through settings, as an operator would with ``TAWAG_CRM_*``; their OAuth tokens are put
 in the token files the worker reads, as after the first authorisation.
@@ -47,8 +47,8 @@ pytestmark = pytest.mark.integration
 
 NO_ANSWER_TIMEOUT_S = 3
 DEADLINE_S = 90
-TRUNK_SOURCE_PORT = 47170
-AGENT_PORTS = {"102": 47172, "103": 47173}
+TRUNK_SOURCE_PORT = 30170
+AGENT_PORTS = {"102": 30172, "103": 30173}
 PASSWORDS = {u: f"crm-e2e-{u}" for u in AGENT_PORTS}
 RECORDED_DID, MISSED_DID, POP_DID = "74951230102", "74951230103", "74951230112"
 POP_CALLS, POP_RING_MS = 12, 2500
@@ -57,13 +57,13 @@ KNOWN, KNOWN_E164 = "89161234567", "+79161234567"
 UNKNOWN, UNKNOWN_E164 = "84957654321", "+74957654321"
 AMO_USERS = {"102": "8002", "103": "8003"}
 B24_USERS = {"102": "1270", "103": "1271"}
-HTTP_PORT = 47169
+HTTP_PORT = 30169
 
 PROVISIONING = f"""
 [tenant.acme]
 domain = "pbx.test"
 company_number = "+74951230000"
-trunk = "127.0.0.1:47179"
+trunk = "127.0.0.1:30179"
 trunk_sources = ["127.0.0.1:{TRUNK_SOURCE_PORT}"]
 
 [tenant.acme.extension.102]
@@ -110,11 +110,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, crms) -> Iterator[Settings]:
         provisioning_file=provisioning,
         pike_density=0,
         data_dir=tmp_path_factory.mktemp("crm-e2e-data"),
-        sip_port=47150, kamailio_http_port=47151, evapi_port=47152,
-        rtpengine_ng_port=47153, rtpengine_cli_port=47154,
+        sip_port=30150, kamailio_http_port=30151, evapi_port=30152,
+        rtpengine_ng_port=30153, rtpengine_cli_port=30154,
         rtp_port_min=37000, rtp_port_max=37499,
-        kafka_bootstrap="127.0.0.1:47155", kafka_controller_port=47156,
-        warehouse_http_port=47157, dashboard_port=47158,
+        kafka_bootstrap="127.0.0.1:30155", kafka_controller_port=30156,
+        warehouse_http_port=30157, dashboard_port=30158,
         no_answer_timeout=NO_ANSWER_TIMEOUT_S,
         # --- what an operator sets as TAWAG_CRM_* ---
         crm_enabled=("amocrm", "bitrix24"),

@@ -1,4 +1,4 @@
-"""A stdlib ThreadingHTTPServer in a thread, on a port in the tests' range 47000-47099.
+"""A stdlib ThreadingHTTPServer in a thread, on a port in the tests' range 31000-31099.
 
 A fake is an app object with ``handle(Request) -> Reply``; the server can be stopped
 and restarted on the same port to play "CRM down for ten minutes, then back".
@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-PORTS = range(47000, 47100)
+PORTS = range(31000, 31100)
 HOLD_S = 20.0
 _taken: set[int] = set()
 _taken_lock = threading.Lock()
@@ -105,7 +105,7 @@ def _bind_free(handler: type) -> tuple[ThreadingHTTPServer, int]:
                 raise
             _taken.add(port)
             return server, port
-    raise RuntimeError("no free port in 47000-47099")
+    raise RuntimeError("no free port in 31000-31099")
 
 
 def _handler_for(app: Any) -> type:
