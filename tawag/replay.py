@@ -10,8 +10,11 @@
 2. **fold**: the very functions the Faust agents call (``streams.agents.cdr.fold_into``,
    ``agent_stats.route``/``fold_into``, ``callbacks.route``/``fold_into``) over plain dicts
    instead of Faust tables, in the agents' emission order: each event goes to the call
-   assembly (a CDR revision if the call changed), then to the agent router (one fold per
-   extension concerned); each CDR revision goes on to the callback router and fold.
+   assembly (a CDR revision if the call changed, the current one again if the event is a
+   repeat), then to the agent router (one fold per extension concerned); each CDR
+   revision goes on to the callback router and fold. A repeated event or revision sends
+   its agent's current records again here as live (which is what makes a crash between
+   a changelog write and the send lose nothing there); they change no row as read.
 3. **write**: through :class:`warehouse.loader.Loader` into a fresh chdb store
    (``settings.data_dir / "replay" / <UTC timestamp>``), the same rows the live loader
    writes (the raw events keep their real Kafka coordinates; derived rows get synthetic

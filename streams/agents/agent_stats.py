@@ -11,6 +11,14 @@ Two thin loops:
    the agents table (co-partitioned: same key, same partition count) and sends the new
    state segments to ``tawag.agent-states`` and the changed interval rows to
    ``tawag.agent-stats``, keyed ``tenant:agent``.
+
+Redelivery: the agent's row reaches the changelog before its records are sent, so a
+worker killed in between gets the event again (offset not committed) and finds it folded.
+A repeated event therefore sends the agent's current records around the event's time
+again (``agent_state.resent_changes``, ``agent_stats.resent_stats``: from the start of the
+day holding it, not the whole history) instead of nothing, which would lose them. The
+router is stateless: a redelivered event is re-keyed and sent again, and ends up a repeat
+here.
 """
 
 from __future__ import annotations
@@ -32,10 +40,12 @@ from streams.folds.agent_state import (
     AgentState,
     agent_keys,
     apply,
+    resent_changes,
     round_trips,
     state_changes,
+    without_event,
 )
-from streams.folds.agent_stats import stats_changes
+from streams.folds.agent_stats import resent_stats, stats_changes
 from streams.tables import Tables
 from streams.topics import Topics
 
@@ -129,7 +139,8 @@ DECODED = DecodedStates()
 def fold_into(agents: CollectionT, key: str, event: Event,
               config: AgentConfig = DEFAULT_CONFIG, decoded: DecodedStates = DECODED,
               ) -> tuple[list[AgentStateChange], list[AgentStats]]:
-    """Fold ``event`` into the agent's row; the segments and interval rows it changed."""
+    """Fold ``event`` into the agent's row; the segments and interval rows it changed, or,
+    for a repeated event, the current ones it concerns again (module docstring)."""
     tenant, _, agent = key.partition(":")
     row = agents.get(key)
     old = decoded.state(key, row) if row is not None else AgentState(tenant, agent)
@@ -137,7 +148,11 @@ def fold_into(agents: CollectionT, key: str, event: Event,
     if new is old:
         if row is not None:
             decoded.remember(key, row, old)
-        return [], []
+        if row is None or not old.has(event.event_id):
+            return [], []  # unrelated or too old: the first delivery sent nothing either
+        prior = without_event(old, event, config)
+        return (resent_changes(old, event, config, prior),
+                resent_stats(old, event, config, prior))
     changes, stats = state_changes(old, new, config), stats_changes(old, new, config)
     row = new.to_dict()
     agents[key] = row

@@ -5,6 +5,14 @@
    repartition topic (``group_by`` by client; internal calls are left out).
 2. ``callbacks`` folds each revision into the client's row of the callbacks table and sends
    the items it opened, changed or retracted to ``tawag.callbacks``, keyed ``tenant:client``.
+
+Redelivery: the row reaches the changelog before the items are sent, so a worker killed in
+between gets the revision again (offset not committed) with the row already folded. A
+repeated revision therefore sends the client's current items again
+(:func:`streams.folds.callbacks.resent_items`) instead of nothing, which would lose them.
+The router is stateless: a redelivered revision is simply re-keyed and sent again, and
+the CDR agent re-sends a revision on a repeated event, so a crash anywhere upstream also
+ends in a repeat here.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from streams.folds.callbacks import (
     apply,
     client_key,
     item_changes,
+    resent_items,
 )
 from streams.records import Cdr, cdr_from_json
 from streams.tables import Tables
@@ -79,12 +88,13 @@ def route(value: Any, config: CallbackConfig = DEFAULT_CONFIG) -> str | None:
 
 def fold_into(callbacks: CollectionT, key: str, cdr: Cdr,
               config: CallbackConfig = DEFAULT_CONFIG) -> list[CallbackItem]:
-    """Fold a CDR revision into the client's row; the items it changed."""
+    """Fold a CDR revision into the client's row; the items to send: those it changed, or,
+    for a repeated revision, the client's current items again (module docstring)."""
     tenant, _, client = key.partition(":")
     row = callbacks.get(key)
     old = CallbackState.from_dict(row) if row is not None else CallbackState(tenant, client)
     new = apply(old, cdr, config)
     if new is old:
-        return []
+        return resent_items(old, cdr, config)
     callbacks[key] = new.to_dict()
     return item_changes(old, new)

@@ -5,6 +5,14 @@ calls table, and when the fold changed the call, send the new CDR revision to
 ``tawag.cdrs`` keyed by call id. Input that cannot be decoded or folded goes to the
 dead-letter topic with the reason and is counted, so one bad message never stalls the
 partition behind it (the way wazo-call-logd isolates one failing call).
+
+A repeated event (one the call already holds) sends the call's current revision again,
+same version. The row is written to the changelog before the revision is sent; a worker
+killed between the two comes back with the row folded but the event's offset not
+committed, so the event is delivered again and finds the call unchanged. Sending nothing
+then would lose that revision for good; sending the current one makes it good, and the
+warehouse (ReplacingMergeTree on version) and the CRM outbox (keyed by call id) take the
+same revision twice as once. evapi's own repeats are re-sent too: rare, and as harmless.
 """
 
 from __future__ import annotations
@@ -19,7 +27,14 @@ import faust
 from faust.types import AgentT, CollectionT, EventT, StreamT
 
 from ingest.events import Event, InvalidEvent, from_json
-from streams.folds.cdr import FOLDED_TYPES, CallState, IncompleteCall, apply, to_cdr
+from streams.folds.cdr import (
+    FOLDED_TYPES,
+    CallState,
+    IncompleteCall,
+    apply,
+    resends,
+    to_cdr,
+)
 from streams.records import Cdr, cdr_to_json
 from streams.tables import Tables
 from streams.topics import Topics
@@ -58,15 +73,20 @@ def decode(value: Any) -> Event:
 
 
 def fold_into(calls: CollectionT, event: Event) -> Cdr | None:
-    """Fold ``event`` into its call's table row; the new CDR if the call changed, else None."""
+    """Fold ``event`` into its call's table row; the CDR revision to send, or None.
+
+    A new event gives the new revision; a repeated one gives the current revision again
+    (the first delivery's may have been lost in a crash, see the module docstring). None
+    for other types and while the call's offer is missing.
+    """
     if event.type not in FOLDED_TYPES:
         return None  # agent.* and transfer events belong to other agents
     assert event.call_id is not None  # every call.* event has one (schema v1)
     row = calls.get(event.call_id)
     state = CallState.from_dict(row) if row is not None else CallState(event.call_id)
     new = apply(state, event)
-    if new is state:
-        return None  # a repeated delivery: nothing to publish
+    if new is state:  # a repeated delivery: the call already holds this event
+        return _revision(state) if resends(state, event) else None
     cdr = _revision(new)
     calls[event.call_id] = new.to_dict()
     return cdr

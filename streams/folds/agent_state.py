@@ -76,6 +76,9 @@ __all__ = [
     "sessions",
     "timeline",
     "state_changes",
+    "without_event",
+    "resend_since",
+    "resent_changes",
 ]
 
 STATE_FORMAT = 1
@@ -466,6 +469,70 @@ def state_changes(old: AgentState, new: AgentState,
                              deleted=True)
             for since, s in sorted(before.items()) if since not in after]
     return sorted(out, key=lambda c: c.since)
+
+
+# --- redelivery: what a repeated event sends again -----------------------------------------
+
+
+def without_event(state: AgentState, event: Event,
+                  config: AgentConfig = DEFAULT_CONFIG) -> AgentState | None:
+    """``state`` without ``event`` (None if it does not hold it), with its derived data built.
+
+    After a crash between the changelog write and the output, the redelivered event finds
+    itself already folded and the state it was folded into is gone. Taking the event out
+    again gives that state exactly when the event was the last one folded and folding it
+    pruned nothing (the usual crash window); otherwise it is the state as if the event had
+    never come, whose differences with ``state`` are still current truth. O(kept history):
+    only repeated events pay it.
+    """
+    if not state.has(event.event_id):
+        return None
+    events = tuple(ev for ev in state.events if ev.event_id != event.event_id)
+    prior = AgentState(state.tenant, state.agent, events, state.accepted - 1)
+    _derived_for(prior, config)
+    return prior
+
+
+def resend_since(state: AgentState, event: Event,
+                 config: AgentConfig = DEFAULT_CONFIG) -> datetime:
+    """Where the records a repeated ``event`` sends again start: the UTC day (the largest
+    statistics interval) holding the earlier of the event's time and the newest time of
+    the state's other events, and not before the cutoff.
+
+    The event changes the timeline from its own time on, and the counted-up-to time of the
+    rows since the previous newest event (``complete_until``, the open segment): both lie
+    in this window. Starting on a day boundary makes every interval the event touches
+    start inside it.
+    """
+    newest_other = next((ev.ts for ev in reversed(state.events)
+                         if ev.event_id != event.event_id), event.ts)
+    earliest = min(event.ts, newest_other).astimezone(UTC)
+    day = earliest.replace(hour=0, minute=0, second=0, microsecond=0)
+    limit = cutoff(state, config)
+    return max(day, limit) if limit is not None else day
+
+
+def resent_changes(state: AgentState, event: Event, config: AgentConfig = DEFAULT_CONFIG,
+                   prior: AgentState | None = None) -> list[AgentStateChange]:
+    """The segments a repeated ``event`` sends again ([] if ``state`` does not hold it).
+
+    Every current segment that reaches into :func:`resend_since`'s window, plus what
+    :func:`state_changes` finds from ``prior`` (:func:`without_event`, computed if not
+    given): the retractions the first delivery sent, and any change reaching back before
+    the window (a BYE that rebuilds a lost answer). All at ``state.accepted``: when the event
+    was the last folded, exactly the revisions the first delivery produced, and current
+    rows in any case, which the warehouse (ReplacingMergeTree on version) takes again.
+    """
+    if not state.has(event.event_id):
+        return []
+    since = resend_since(state, event, config)
+    out = {s.since: AgentStateChange(state.tenant, state.agent, s.since, s.state, s.until,
+                                     state.accepted)
+           for s in timeline(state, config) if s.until is None or s.until > since}
+    prior = prior if prior is not None else without_event(state, event, config)
+    if prior is not None:
+        out.update((c.since, c) for c in state_changes(prior, state, config))
+    return sorted(out.values(), key=lambda c: c.since)
 
 
 # --- pruning ---------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 
+from ingest.events import Event
 from streams.agent_records import AgentStats, AgentStatus, IntervalKind
 from streams.folds.agent_state import (
     DEFAULT_CONFIG,
@@ -52,11 +53,14 @@ from streams.folds.agent_state import (
     calls,
     cutoff,
     derived_of,
+    resend_since,
     step_between,
     timeline,
+    without_event,
 )
 
-__all__ = ["INTERVALS", "interval_start", "split", "complete_until", "stats", "stats_changes"]
+__all__ = ["INTERVALS", "interval_start", "split", "complete_until", "stats", "stats_changes",
+           "resent_stats"]
 
 INTERVALS = {
     IntervalKind.QUARTER: timedelta(minutes=15),
@@ -328,13 +332,44 @@ def _changed_rows(new: AgentState, config: AgentConfig,
 def _stats_changes_full(old: AgentState, new: AgentState,
                         config: AgentConfig) -> list[AgentStats]:
     """:func:`stats_changes` by comparing every interval (the straightforward way)."""
+    out = _compare_all(old, new, config)
+    tally = _Tally.build(new, config)  # the next step can be incremental again
+    if tally is not None:
+        object.__setattr__(new, "_tally", tally)
+    return out
+
+
+def _compare_all(old: AgentState, new: AgentState, config: AgentConfig) -> list[AgentStats]:
+    """Rows of every interval (from the cutoff) that differ, zeros for vanished ones."""
     limit = cutoff(new, config)
     before, after = stats(old, config, limit), stats(new, config, limit)
     out = [row for key, row in after.items()
            if key not in before or _content(before[key]) != _content(row)]
     out += [_record(new, key, [0] * _TOUCHES) for key in before if key not in after]
-    out = sorted(out, key=lambda r: (r.interval_kind, r.interval_start))
-    tally = _Tally.build(new, config)  # the next step can be incremental again
-    if tally is not None:
-        object.__setattr__(new, "_tally", tally)
-    return out
+    return sorted(out, key=lambda r: (r.interval_kind, r.interval_start))
+
+
+# --- redelivery: what a repeated event sends again -----------------------------------------
+
+
+def resent_stats(state: AgentState, event: Event, config: AgentConfig = DEFAULT_CONFIG,
+                 prior: AgentState | None = None) -> list[AgentStats]:
+    """The interval rows a repeated ``event`` sends again ([] if ``state`` does not hold it).
+
+    A repeat finds the state unchanged, yet the first delivery's rows may have been lost
+    (the worker killed after the changelog write, before the send). So: every current row
+    from :func:`~streams.folds.agent_state.resend_since` on (the day of the event, or of
+    the previous newest event if earlier: every interval whose numbers or
+    ``complete_until`` the event moved), not the whole history; plus what comparing with
+    ``prior`` (``agent_state.without_event``, computed if not given) finds - intervals
+    sent back with zeros, changes reaching before that day. All at ``state.accepted``:
+    the first delivery's rows when the event was the last one folded, current rows always.
+    """
+    if not state.has(event.event_id):
+        return []
+    out = stats(state, config, resend_since(state, event, config))
+    prior = prior if prior is not None else without_event(state, event, config)
+    if prior is not None:
+        out.update(((r.interval_kind, r.interval_start), r)
+                   for r in _compare_all(prior, state, config))
+    return sorted(out.values(), key=lambda r: (r.interval_kind, r.interval_start))

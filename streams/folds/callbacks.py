@@ -52,6 +52,7 @@ __all__ = [
     "fold",
     "items",
     "item_changes",
+    "resent_items",
 ]
 
 STATE_FORMAT = 1
@@ -277,6 +278,31 @@ def item_changes(old: CallbackState, new: CallbackState) -> list[CallbackItem]:
     out += [replace(i, version=new.version, deleted=True) for key, i in before.items()
             if key not in after and new.get(key) is not None]
     return sorted(out, key=lambda i: (i.opened_at, i.item_id))
+
+
+def resent_items(state: CallbackState, cdr: Cdr,
+                 config: CallbackConfig = DEFAULT_CONFIG) -> list[CallbackItem]:
+    """The items a repeated revision sends again ([] if it is not one).
+
+    A revision is repeated when the state holds its call at that version or a later one.
+    The worker writes the client's row to the changelog before sending the items; killed
+    in between, it gets the revision again and finds nothing changed, while the items may
+    never have left. So every current item of the client is sent again - a revision can
+    change the item it falls into and every later one, and a client's items are few
+    (bounded by ``retention``) - with the retractions found by comparing with the state
+    without the call (the state before the revision, as far as items go: a call still in
+    progress and unanswered counts for nothing). Versions are ``state.version``: those of
+    the first delivery when this revision was the client's last, and the warehouse
+    (ReplacingMergeTree on version) takes an item again with its content unchanged.
+    """
+    if cdr.tenant != state.tenant or client_of(cdr, config.country) != state.client:
+        return []
+    known = state.get(cdr.call_id)
+    if known is None or known.version < cdr.version:
+        return []
+    without = replace(state, calls=tuple(c for c in state.calls if c.call_id != cdr.call_id))
+    retracted = [i for i in item_changes(without, state) if i.deleted]
+    return sorted([*items(state), *retracted], key=lambda i: (i.opened_at, i.item_id))
 
 
 # --- pruning ---------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ __all__ = [
     "STATE_FORMAT",
     "apply",
     "fold",
+    "resends",
     "to_cdr",
 ]
 
@@ -167,6 +168,18 @@ def apply(state: CallState, event: Event) -> CallState:
         raise ValueError(f"event {event.event_id} of call {event.call_id!r} "
                          f"folded into call {state.call_id!r}")
     return CallState(state.call_id, tuple(sorted((*state.events, event), key=_order)))
+
+
+def resends(state: CallState, event: Event) -> bool:
+    """Whether ``event`` is a repeat that must send ``state``'s current CDR revision again.
+
+    A repeat is a folded type whose ``event_id`` the state already holds. It is redelivered
+    either by evapi or, after a crash, because the worker wrote the call's row to the
+    changelog but died before the revision was sent and the offset committed: the current
+    revision, sent again with its version, makes good what may have been lost. A state
+    with no offer yet has nothing to send (:class:`IncompleteCall`); the caller checks that.
+    """
+    return event.type in _HANDLERS and state.has(event.event_id)
 
 
 def fold(call_id: str, events: Iterable[Event]) -> CallState:

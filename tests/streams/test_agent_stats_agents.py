@@ -95,13 +95,16 @@ def test_agent_fold_publishes_segments_and_interval_stats(streams: Streams) -> N
               ev(EventType.CALL_ANSWERED, 70, agent="102"), ev(EventType.CALL_ENDED, 130)]
     messages = [(b"acme:102", to_json(e)) for e in events]
     out = run(streams, "agent_stats", ["agent_states", "agent_stats"],
-              messages + messages[1:2])  # one repeated delivery: nothing more sent
+              messages + messages[1:2])  # one repeated delivery: the day's records again
     assert {key for key, _ in out["agent_states"] + out["agent_stats"]} == {b"acme:102"}
     changes = [record_from_json(AgentStateChange, v) for _, v in out["agent_states"]]
     final = {c.since: c for c in changes}  # the highest revision of each segment
     assert [(c.state, c.since, c.until) for c in final.values()] == [
         (AgentStatus.AVAILABLE, at(0), at(60)), (AgentStatus.RINGING, at(60), at(70)),
         (AgentStatus.ON_CALL, at(70), at(130)), (AgentStatus.AVAILABLE, at(130), None)]
+    # the repeat re-sent the four current segments (test_redelivery.py), as they were
+    assert changes[-4:] == list(final.values())
+    assert {c.version for c in changes[-4:]} == {4}
     assert [c.version for c in changes] == sorted(c.version for c in changes)
     rows = [record_from_json(AgentStats, v) for _, v in out["agent_stats"]]
     quarter = [r for r in rows if r.interval_kind is IntervalKind.QUARTER][-1]
