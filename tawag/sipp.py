@@ -14,7 +14,8 @@ message trace into ``edge.work_dir`` and reads the outcome back from that trace:
 The caller's Call-ID is fixed up front (``-cid_str``) and checked against the trace, so a
 test can match each call with the events and CDRs the platform produced for it. sipp is
 never daemonised (``-bg`` breaks reply matching); a callee runs as a child process and
-:meth:`Uas.stop` ends it by PID. Scenario files live in ``sip-edge/scenarios/``.
+:meth:`Uas.stop` ends it by PID. Scenario files live in ``sip-edge/scenarios/``; a
+scenario without a function of its own here runs with :func:`run_scenario`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "call",
     "call_expect_failure",
     "call_and_cancel",
+    "run_scenario",
     "parse_trace",
 ]
 
@@ -444,10 +446,33 @@ def _base_command(edge: Edge, scenario: str, trace: Path, remote: list[str]) -> 
     ]
 
 
+def run_scenario(
+    edge: Edge,
+    scenario: str,
+    args: list[str],
+    *,
+    label: str,
+    expected_code: int | None = None,
+) -> SippResult:
+    """Run any scenario of ``sip-edge/scenarios/`` as a UAC for one call and wait for it.
+
+    For scenarios the functions above do not cover (a test's own, e.g. a call that only
+    the edge ends). ``args`` are the scenario's own sipp options (``-s``, ``-key NAME
+    VALUE``, ``-p`` local SIP port, ``-mp`` media port, ``-au``/``-ap``, ``-d``); the
+    edge address, local IP, ``-key domain``, ``-m 1``, sipp's timeout and the message
+    trace are added as for every run. The Call-ID is ``<label>-<random>-1@<local_ip>``,
+    so ``label`` names the run in traces and events. With ``expected_code`` the result is
+    ``ok`` only if the INVITE (or REGISTER) ended with that final status.
+    """
+    if not (SCENARIO_DIR / scenario).is_file():
+        raise ValueError(f"no scenario {scenario} in {SCENARIO_DIR}")
+    return _run(edge, scenario, args, label=label, expected_code=expected_code)
+
+
 def _run(
     edge: Edge, scenario: str, args: list[str], *, label: str, expected_code: int | None
 ) -> SippResult:
-    """Run sipp as a UAC for one call and wait for it."""
+    """Run sipp as a UAC for one call and wait for it (see :func:`run_scenario`)."""
     prefix = f"{label}-{secrets.token_hex(4)}"
     trace = _trace_path(edge, prefix)
     # -cid_str: sipp puts exactly this in Call-ID (%u call number, %s local IP)

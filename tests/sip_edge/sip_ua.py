@@ -18,6 +18,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 WAIT_S = 10.0
@@ -257,11 +258,19 @@ class SipUa:
             out.append(("Content-Type", "application/sdp"))
         self.send(SipMessage(f"SIP/2.0 {status} {reason}", out, body))
 
-    def answer(self, invite: SipMessage, sdp: str, ring: bool = True) -> Dialog:
-        """Ring (180) unless told not to, answer 200 with ``sdp`` and wait for the ACK."""
+    def answer(self, invite: SipMessage, sdp: str, ring: bool = True,
+               after_ring: Callable[[], object] | None = None) -> Dialog:
+        """Ring (180) unless told not to, answer 200 with ``sdp`` and wait for the ACK.
+
+        ``after_ring`` runs between the 180 and the 200, like the person who picks up:
+        the edge handles a 180 and a 200 sent back to back in two workers at once, so a
+        test that checks call.ringing comes before call.answered waits there for it.
+        """
         tag = secrets.token_hex(4)
         if ring:
             self.reply(invite, 180, "Ringing", to_tag=tag)
+            if after_ring is not None:
+                after_ring()
         self.reply(invite, 200, "OK", body=sdp, to_tag=tag)
         self.wait_request("ACK")
         return Dialog(self, invite.call_id, f"{invite.get('To')};tag={tag}",

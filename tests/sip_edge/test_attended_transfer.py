@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -87,18 +87,27 @@ def phones(sip: sipp.Edge, registered: None) -> Iterator[tuple[SipUa, SipUa]]:
 
 def run_a(sip: sipp.Edge, scenario: str, port: int, media_port: int, *extra: str
           ) -> sipp.SippResult:
-    """A's sipp run of a scenario of these tests (tawag.sipp's runner is private; its
-    public calls cover only the scenarios of the platform's own traffic)."""
+    """A's sipp run of a scenario of these tests (tawag.sipp has no call function of its
+    own for them)."""
     args = ["-s", (B if scenario == "uac_call_auth_attended.xml" else C), "-key", "caller", A,
             "-p", str(port), "-mp", str(media_port), "-au", A, "-ap", PASSWORDS[A], *extra]
-    return sipp._run(sip, scenario, args, label=f"attended-{A}", expected_code=200)
+    return sipp.run_scenario(sip, scenario, args, label=f"attended-{A}", expected_code=200)
 
 
-def target_side(c: SipUa, out: dict[str, Any]) -> None:
+def rung(evapi: EvapiListener, invite: SipMessage) -> Callable[[], object]:
+    """For SipUa.answer(after_ring=...): wait until the edge has sent call.ringing for
+    this INVITE, so call.answered cannot overtake it (the edge handles a 180 and a 200
+    that come back to back in two workers at once)."""
+    return lambda: evapi.wait_for(
+        lambda e: e["event"] == "call.ringing" and e.get("leg_id", "").startswith(invite.call_id))
+
+
+def target_side(c: SipUa, evapi: EvapiListener, out: dict[str, Any]) -> None:
     """C: answers B's consultation call, then the INVITE that replaces it (no ringing,
     RFC 3891 3), ends the consultation with BYE and takes A's BYE at the end."""
     try:
-        consult = c.answer(c.wait_request("INVITE"), sdp("127.0.0.1", C_MEDIA))
+        invite = c.wait_request("INVITE")
+        consult = c.answer(invite, sdp("127.0.0.1", C_MEDIA), after_ring=rung(evapi, invite))
         replacing = c.wait_request("INVITE", timeout=PARTY_TIMEOUT_S)
         out["replaces"] = replacing.get("Replaces")
         out["replacing_call_id"] = replacing.call_id
@@ -128,10 +137,11 @@ def test_attended_transfer_a_ends_up_talking_to_c_in_the_same_tawag_call(
         sip, "uac_call_auth_attended.xml", A_FIRST_PORT, A_MEDIA)))
     a_first.start()
     target: dict[str, Any] = {}
-    c_thread = threading.Thread(target=target_side, args=(c, target))
+    c_thread = threading.Thread(target=target_side, args=(c, evapi, target))
     try:
-        # B answers A, then puts A on hold
-        ab = b.answer(b.wait_request("INVITE"), sdp("127.0.0.1", B_MEDIA))
+        # B answers A (once the edge reported the ringing), then puts A on hold
+        invite = b.wait_request("INVITE")
+        ab = b.answer(invite, sdp("127.0.0.1", B_MEDIA), after_ring=rung(evapi, invite))
         held = ab.request("INVITE", body=sdp("127.0.0.1", B_MEDIA, "sendonly", session=2))
         assert held.status == 200 and "a=recvonly" in held.body
         # B consults C in a dialog of its own
