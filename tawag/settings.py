@@ -82,7 +82,8 @@ class Settings:
     provisioning_file: Path = REPO_ROOT / "sip-edge" / "provisioning.example.toml"
     """Tenants, extensions, groups, DIDs, forwarding and trunk applied when the edge starts."""
     max_call_duration_s: int = 7200
-    """A dialog older than this is ended by the edge (BYE to both sides)."""
+    """A call answered longer ago than this is ended by the edge: BYE to both parties,
+    ``call.ended`` with reason ``max_duration`` and hangup_by ``system``."""
     pike_density: int = 30
     """Requests per source and 2 s before the edge bans it for a while (flood protection)."""
 
