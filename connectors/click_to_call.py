@@ -2,8 +2,9 @@
 
 Bitrix24's ONEXTERNALCALLSTART (contract §2.10) arrives at :mod:`connectors.web` with
 the CALL_ID Bitrix24 has *already registered*; :class:`EdgeOriginator` checks the
-extension and the number and asks the edge to bridge them (:func:`tawag.edge.bridge_call`:
-ring the agent, then REFER the agent's phone to the client). The phone's own INVITE is
+extension and the number and asks the edge to bridge them (``bridge_call`` of the edge's
+control API, :class:`EdgeControl`: ring the agent, then REFER the agent's phone to the
+client). The phone's own INVITE is
 an ordinary outbound call with a SIP Call-ID of the phone's choosing, so the Tawag call
 id is not known when the call is placed. :class:`ClickToCallLinks` ties the two:
 
@@ -29,14 +30,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from connectors.outbox import Outbox
 from ingest.phone import normalise
-from tawag import edge
 from tawag.settings import Settings
 
-__all__ = ["ClickToCallLinks", "EdgeOriginator", "Link", "OriginationRefused",
+__all__ = ["ClickToCallLinks", "EdgeControl", "EdgeOriginator", "Link", "OriginationRefused",
            "outside_number"]
 
 log = logging.getLogger("tawag.connectors.click_to_call")
@@ -48,6 +48,20 @@ CLOCK_SKEW_S = 2.0
 _OUTSIDE = re.compile(r"^\+[0-9]{7,15}$")
 """What kamailio.cfg sends to the trunk (``^\\+?[0-9]{7,15}$``), in E.164."""
 _PENDING, _LINKED = "c2c-pending|", "c2c-call|"
+
+
+class EdgeControl(Protocol):
+    """What click-to-call needs of the edge's JSON-RPC control: :mod:`tawag.edge`, handed
+    in by ``tawag connectors`` (the core packages import no operator module of tawag/)."""
+
+    EdgeError: type[Exception]
+
+    def pbx_value(self, settings: Settings, key: str) -> str | None: ...
+
+    def registrations(self, settings: Settings, user: str) -> list[Any]: ...
+
+    def bridge_call(self, settings: Settings, first: str, refer_to: str, *,
+                    proxy: str | None = None) -> None: ...
 
 
 class OriginationRefused(Exception):
@@ -131,10 +145,11 @@ class EdgeOriginator:
     registered now (409), a number the trunk may not dial (400), the edge down (503).
     """
 
-    def __init__(self, settings: Settings, links: ClickToCallLinks, *,
+    def __init__(self, settings: Settings, links: ClickToCallLinks, edge: EdgeControl, *,
                  now: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.links = links
+        self.edge = edge
         self.now = now
         self.window_s = settings.no_answer_timeout + CLAIM_MARGIN_S
 
@@ -144,6 +159,7 @@ class EdgeOriginator:
         phone = outside_number(call.phone, s.default_country)
         if phone is None:
             raise OriginationRefused(400, f"{call.phone!r} is not an outside number")
+        edge = self.edge
         try:
             if edge.pbx_value(s, f"ext:{s.sip_domain}:{call.extension}") is None:
                 raise OriginationRefused(

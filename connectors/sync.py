@@ -549,7 +549,8 @@ def build_targets(cfg: ConnectorConfig) -> list[Target]:
 
 def run(settings: Any, *, stop: threading.Event | None = None,
         ready: threading.Event | None = None, serve_http: bool = True,
-        originate: Callable[..., None] | None = None, **overrides: Any) -> None:
+        originate: Callable[..., None] | None = None, edge: Any = None,
+        **overrides: Any) -> None:
     """Consume tawag.call-events and tawag.cdrs until ``stop`` is set (``tawag connectors``).
 
     Offsets are committed only after the batch's CDRs are in the outbox (fsynced), so a
@@ -557,7 +558,8 @@ def run(settings: Any, *, stop: threading.Event | None = None,
     worker also serves signed recording links and Bitrix24 events (:mod:`connectors.web`);
     its ``/health`` (and ``ready``) turn on once the consumer holds its partitions. Each
     contact lookup is published to the compacted ``tawag.crm-contacts`` for routing.
-    With Bitrix24 enabled, its click-to-call events are placed through the edge
+    With Bitrix24 enabled and the edge's control API given (``edge``, :mod:`tawag.edge`),
+    its click-to-call events are placed through the edge
     (:class:`connectors.click_to_call.EdgeOriginator`) unless ``originate`` is given.
     """
     from kafka import KafkaConsumer, KafkaProducer
@@ -572,10 +574,10 @@ def run(settings: Any, *, stop: threading.Event | None = None,
     outbox = Outbox(cfg.state_dir / "outbox.jsonl")
     outbox.compact()
     worker = SyncWorker(build_targets(cfg), outbox, config=cfg, on_contact=None)
-    if originate is None and "bitrix24" in cfg.enabled:
+    if originate is None and edge is not None and "bitrix24" in cfg.enabled:
         from connectors.click_to_call import EdgeOriginator
 
-        originate = EdgeOriginator(settings, worker.links)
+        originate = EdgeOriginator(settings, worker.links, edge)
     http = None
     if serve_http:
         http = ConnectorsHttp(host=cfg.http_host, port=cfg.http_port,

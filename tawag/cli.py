@@ -169,13 +169,14 @@ def cmd_warehouse(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
     from connectors.sync import run
+    from tawag import edge
 
     if not settings.crm_enabled:
         return _fail("no CRM is enabled (set TAWAG_CRM_ENABLED, e.g. amocrm,bitrix24)")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    run(settings, stop=stop)
+    run(settings, stop=stop, edge=edge)  # the edge's control API, for click-to-call
     return 0
 
 

@@ -129,7 +129,8 @@ def fake_edge(monkeypatch):
 
 def test_originator_refuses_clearly_and_links_before_it_bridges(fake_edge, tmp_path):
     links = ClickToCallLinks(Outbox(tmp_path / "o.jsonl"))
-    originate = EdgeOriginator(load(environ={}, data_dir=tmp_path), links, now=lambda: 50.0)
+    originate = EdgeOriginator(load(environ={}, data_dir=tmp_path), links, edge,
+                               now=lambda: 50.0)
     cases = {("199", CLIENT): 404, ("102", CLIENT): 409, ("101", "12"): 400}
     for (ext, phone), status in cases.items():
         with pytest.raises(OriginationRefused) as refused:
