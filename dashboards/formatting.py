@@ -141,7 +141,7 @@ def callback_table(items: pd.DataFrame, *, open_items: bool) -> pd.DataFrame:
 AGENT_TABLE_COLUMNS = {
     "agent": "agent", "offered": "offered", "answered": "answered", "missed": "missed",
     "talk_ms": "talk time", "aht_talk_ms": "AHT (talk)", "occupancy": "occupancy",
-    "logged_in_ms": "logged in",
+    "logged_in_ms": "logged in", "counted_until": "counted until (UTC)",
 }
 """agent_stats.agent_table columns shown, in order, with their headings."""
 
@@ -155,6 +155,8 @@ def agent_table(stats: pd.DataFrame) -> pd.DataFrame:
                           for v in table["occupancy"]]
     for column in ("offered", "answered", "missed"):
         table[column] = table[column].astype("int64")
+    table["counted_until"] = pd.to_datetime(table["counted_until"], utc=True).dt.strftime(
+        "%H:%M:%S")
     return table.rename(columns=AGENT_TABLE_COLUMNS).reset_index(drop=True)
 
 

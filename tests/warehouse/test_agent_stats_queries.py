@@ -122,6 +122,9 @@ def test_agent_table_sums_the_latest_revisions(agents):
     assert math.isclose(a.occupancy, 84 / 237) and a.answer_ratio == 0.5
     b = table.loc["102"]
     assert b.occupancy == 0.0 and b.answer_ratio == 0.0 and pd.isna(b.aht_talk_ms)
+    # counted up to the newest complete_until of the agent's rows in the window
+    assert pd.Timestamp(a.counted_until) == pd.Timestamp(at(9.5))
+    assert pd.Timestamp(b.counted_until) == pd.Timestamp(at(9.25))
 
 
 def test_agent_table_by_hour_and_of_an_empty_period(agents):

@@ -40,7 +40,10 @@ def agent_table(client: WarehouseClient, tenant: str, start: datetime, end: date
     """One row per agent with activity in ``[start, end)``, summed over ``interval_kind`` rows.
 
     Columns: agent, logged_in_ms, available_ms, ringing_ms, talk_ms, wrap_up_ms, offered,
-    answered, missed, handled, handled_talk_ms, aht_talk_ms, occupancy, answer_ratio.
+    answered, missed, handled, handled_talk_ms, aht_talk_ms, occupancy, answer_ratio,
+    counted_until. An agent's figures are counted up to its newest event (a registration
+    refresh, a call): ``counted_until`` is that time (the latest ``complete_until``), so a
+    reader knows the time in the current state after it is not in the figures yet.
     """
     if interval_kind not in INTERVAL_KINDS:
         raise ValueError(f"interval_kind: one of {INTERVAL_KINDS}, got {interval_kind!r}")
@@ -53,9 +56,9 @@ def agent_table(client: WarehouseClient, tenant: str, start: datetime, end: date
         "if(handled = 0, NULL, handled_talk_ms / handled) AS aht_talk_ms, "
         "if(talk_ms + wrap_up_ms + available_ms = 0, NULL, "
         "   (talk_ms + wrap_up_ms) / (talk_ms + wrap_up_ms + available_ms)) AS occupancy, "
-        "if(offered = 0, NULL, answered / offered) AS answer_ratio "
-        f"FROM (SELECT agent, {sums} FROM {AGENT_STATS} FINAL WHERE {_WINDOW} "
-        "GROUP BY agent) ORDER BY agent",
+        "if(offered = 0, NULL, answered / offered) AS answer_ratio, counted_until "
+        f"FROM (SELECT agent, {sums}, max(complete_until) AS counted_until "
+        f"FROM {AGENT_STATS} FINAL WHERE {_WINDOW} GROUP BY agent) ORDER BY agent",
         {"tenant": tenant, "kind": interval_kind, "start": start, "end": end})
 
 
