@@ -6,7 +6,6 @@ the tests read back the keys and JSON the agents sent.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faust_harness import run, streams_on_channels
 from test_callbacks_fold import CALLS, CLIENT
 
 from ingest.events import Direction, Event, EventType, to_json
@@ -27,10 +27,9 @@ from streams.agent_records import (
     record_from_json,
 )
 from streams.agents.agent_stats import DecodedStates, fold_into
-from streams.app import Streams, build_streams, new_app
+from streams.app import Streams
 from streams.folds.agent_state import AgentState, timeline
 from streams.records import cdr_to_json
-from streams.topics import declare_topics
 from tawag.settings import load
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -51,40 +50,13 @@ def ev(kind: EventType, second: int, **fields: Any) -> Event:
 
 @pytest.fixture
 def streams(tmp_path: Path) -> Streams:
-    settings = load(environ={}, data_dir=tmp_path)
-    app = new_app(settings)
-    topics = declare_topics(app, settings)
-    channels = {name: app.channel() for name in (
-        "cdrs", "dead_letter", "agent_events", "agent_states", "agent_stats",
-        "callback_cdrs", "callbacks")}
-    return build_streams(app, settings, topics=replace(topics, **channels))
-
-
-def run(streams: Streams, agent: str, outputs: list[str],
-        messages: list[tuple[bytes, Any]]) -> dict[str, list[tuple[bytes, bytes]]]:
-    async def go() -> dict[str, list]:
-        clones = {name: getattr(streams.topics, name).clone(is_iterator=True)
-                  for name in outputs}
-        async with streams.agents[agent].test_context() as running:
-            for key, value in messages:
-                await running.put(value, key=key)
-        return {name: _drain(channel) for name, channel in clones.items()}
-
-    return asyncio.run(go())
-
-
-def _drain(channel: Any) -> list[tuple[bytes, bytes]]:
-    sent = []
-    while not channel.queue.empty():
-        event = channel.queue.get_nowait()
-        sent.append((event.key, event.value))
-    return sent
+    return streams_on_channels(load(environ={}, data_dir=tmp_path))
 
 
 def test_router_sends_each_event_to_every_extension_it_concerns(streams: Streams) -> None:
     ringing = to_json(ev(EventType.CALL_RINGING, 1))
     registered = to_json(ev(EventType.AGENT_REGISTERED, 0, agent="101"))
-    out = run(streams, "agent_router", ["agent_events"],
+    out = run(streams, "agent_router",
               [(b"c1", ringing), (b"acme:101", registered), (b"x", b"{bad")])
     assert out["agent_events"] == [(b"acme:101", ringing), (b"acme:102", ringing),
                                    (b"acme:101", registered)]
@@ -94,8 +66,8 @@ def test_agent_fold_publishes_segments_and_interval_stats(streams: Streams) -> N
     events = [ev(EventType.AGENT_REGISTERED, 0, agent="102"), ev(EventType.CALL_RINGING, 60),
               ev(EventType.CALL_ANSWERED, 70, agent="102"), ev(EventType.CALL_ENDED, 130)]
     messages = [(b"acme:102", to_json(e)) for e in events]
-    out = run(streams, "agent_stats", ["agent_states", "agent_stats"],
-              messages + messages[1:2])  # one repeated delivery: the day's records again
+    # one repeated delivery: the day's records again
+    out = run(streams, "agent_stats", messages + messages[1:2])
     assert {key for key, _ in out["agent_states"] + out["agent_stats"]} == {b"acme:102"}
     changes = [record_from_json(AgentStateChange, v) for _, v in out["agent_states"]]
     final = {c.since: c for c in changes}  # the highest revision of each segment
@@ -116,15 +88,14 @@ def test_agent_fold_publishes_segments_and_interval_stats(streams: Streams) -> N
 
 def test_callback_router_rekeys_cdrs_by_client(streams: Streams) -> None:
     internal = replace(CALLS[0], direction="internal", caller="101", callee="102")
-    out = run(streams, "callback_router", ["callback_cdrs"],
-              [(b"m1", cdr_to_json(CALLS[0])), (b"i9", cdr_to_json(internal)),
-               (b"junk", b"{")])
+    out = run(streams, "callback_router", [(b"m1", cdr_to_json(CALLS[0])),
+                                           (b"i9", cdr_to_json(internal)), (b"junk", b"{")])
     assert out["callback_cdrs"] == [(f"acme:{CLIENT}".encode(), cdr_to_json(CALLS[0]))]
 
 
 def test_callback_fold_publishes_item_revisions(streams: Streams) -> None:
     key = f"acme:{CLIENT}".encode()
-    out = run(streams, "callbacks", ["callbacks"], [(key, cdr_to_json(c)) for c in CALLS])
+    out = run(streams, "callbacks", [(key, cdr_to_json(c)) for c in CALLS])
     sent = [record_from_json(CallbackItem, v) for _, v in out["callbacks"]]
     assert {k for k, _ in out["callbacks"]} == {key}
     latest = {i.item_id: i for i in sent}

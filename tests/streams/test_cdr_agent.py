@@ -10,19 +10,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import faust_harness
 import pytest
-from faust.types import Message
+from faust_harness import Sent, recover, streams_on_channels
 
 from ingest.events import Direction, Event, EventType, to_json
-from streams.app import Streams, build_streams, new_app
+from streams.app import Streams
 from streams.folds.cdr import CallState, fold, to_cdr
 from streams.records import Disposition, cdr_from_json
-from streams.topics import declare_topics
 from tawag.settings import load
 
 CALL = "7-4242@127.0.0.1"
@@ -55,39 +54,18 @@ ENDED = ev(EventType.CALL_ENDED, 64, hangup_by="+74951234567", duration_ms=60_00
 
 @pytest.fixture
 def streams(tmp_path: Path) -> Streams:
-    settings = load(environ={}, data_dir=tmp_path)
-    app = new_app(settings)
-    topics = replace(declare_topics(app, settings), cdrs=app.channel(),
-                     dead_letter=app.channel())
-    return build_streams(app, settings, topics=topics)
+    return streams_on_channels(load(environ={}, data_dir=tmp_path))
 
 
-def run(streams: Streams, messages: list[tuple[bytes | None, Any]]) -> dict[str, list]:
-    """Put each (key, value) through the agent; return what reached the output channels."""
-
-    async def go() -> dict[str, list]:
-        outputs = {"cdrs": streams.topics.cdrs.clone(is_iterator=True),
-                   "dead": streams.topics.dead_letter.clone(is_iterator=True)}
-        async with streams.agents["cdr"].test_context() as agent:
-            for key, value in messages:
-                await agent.put(value, key=key)
-        return {name: _drain(channel) for name, channel in outputs.items()}
-
-    return asyncio.run(go())
-
-
-def _drain(channel: Any) -> list[tuple[bytes, bytes]]:
-    sent = []
-    while not channel.queue.empty():
-        event = channel.queue.get_nowait()
-        sent.append((event.key, event.value))
-    return sent
+def run(streams: Streams, messages: list[tuple[bytes | None, Any]]) -> dict[str, Sent]:
+    """Put each (key, value) through the call-assembly agent; what it sent, per topic."""
+    return faust_harness.run(streams, "cdr", messages)
 
 
 def test_events_in_cdr_revisions_out(streams: Streams) -> None:
     messages = [OFFERED, RINGING, ANSWERED, ANSWERED, ENDED]  # one repeated delivery
     out = run(streams, [(KEY, to_json(e)) for e in messages])
-    assert out["dead"] == []
+    assert out["dead_letter"] == []
     assert [key for key, _ in out["cdrs"]] == [KEY] * 5
     cdrs = [cdr_from_json(value) for _, value in out["cdrs"]]
     # the repeat sends the current revision again, unchanged (see test_redelivery.py)
@@ -112,7 +90,7 @@ def test_cdr_waits_for_the_offer_when_it_arrives_late(streams: Streams) -> None:
     out = run(streams, [(KEY, to_json(ANSWERED)), (KEY, to_json(OFFERED))])
     cdrs = [cdr_from_json(value) for _, value in out["cdrs"]]
     assert [(c.version, c.started_at, c.answered_at) for c in cdrs] == [(2, _at(0), _at(4))]
-    assert out["dead"] == []
+    assert out["dead_letter"] == []
 
 
 def test_malformed_message_is_dead_lettered_and_the_next_one_still_folds(
@@ -126,8 +104,8 @@ def test_malformed_message_is_dead_lettered_and_the_next_one_still_folds(
         (b"k3", not_utf8),
         (KEY, to_json(OFFERED)),
     ])
-    dead = [json.loads(value) for _, value in out["dead"]]
-    assert [key for key, _ in out["dead"]] == [b"k1", b"k2", b"k3"]
+    dead = [json.loads(value) for _, value in out["dead_letter"]]
+    assert [key for key, _ in out["dead_letter"]] == [b"k1", b"k2", b"k3"]
     assert [d["source_topic"] for d in dead] == ["tawag.call-events"] * 3
     assert [d["offset"] for d in dead] == [0, 1, 2]
     assert dead[0]["error"].startswith("not JSON") and dead[0]["value"] == "{not json"
@@ -144,7 +122,7 @@ def test_agent_events_and_tombstones(streams: Streams) -> None:
                        ts=_at(0), source="kamailio@127.0.0.1", agent="101")
     out = run(streams, [(b"acme:101", to_json(registered)), (KEY, None)])
     assert out["cdrs"] == []
-    dead = [json.loads(value) for _, value in out["dead"]]
+    dead = [json.loads(value) for _, value in out["dead_letter"]]
     assert len(dead) == 1 and "expected JSON bytes" in dead[0]["error"]
     assert CALL not in streams.tables.calls
 
@@ -156,20 +134,7 @@ def test_table_rows_survive_a_changelog_recovery(streams: Streams) -> None:
         rows = dict(table)
         assert rows
         table.data.clear()
-        asyncio.run(_recover(table, rows))
+        asyncio.run(recover(table, rows))
         assert dict(table) == rows
     assert to_cdr(CallState.from_dict(streams.tables.calls[CALL])).version == 3
 
-
-async def _recover(table: Any, rows: dict[str, Any]) -> None:
-    """Replay ``rows`` through the table's changelog codec, as Faust's recovery does."""
-    topic = table.changelog_topic
-    events = []
-    for offset, (key, value) in enumerate(rows.items()):
-        raw_key, _ = topic.prepare_key(key, table.key_serializer)
-        raw_value, _ = topic.prepare_value(value, table.value_serializer)
-        message = Message(topic=topic.get_topic_name(), partition=0, offset=offset,
-                          timestamp=0.0, timestamp_type=0, headers=[], key=raw_key,
-                          value=raw_value, checksum=None)
-        events.append(await topic.decode(message, propagate=True))
-    table.apply_changelog_batch(events)

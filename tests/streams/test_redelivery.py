@@ -13,14 +13,14 @@ plus the current records around the event, and nothing from the rest of the hist
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from faust_harness import OUTPUTS, Sent, deliver, recover, streams_on_channels
 from test_callbacks_fold import CALLS, CLIENT, cdr
-from test_cdr_agent import _recover
 
 from ingest.events import Direction, Event, EventType, to_json
 from streams.agent_records import (
@@ -31,56 +31,22 @@ from streams.agent_records import (
     record_from_json,
 )
 from streams.agents import agent_stats as agent_stats_agent
-from streams.app import Streams, build_streams, new_app
+from streams.app import Streams
 from streams.folds.agent_state import AgentState, timeline
 from streams.folds.agent_stats import stats
 from streams.folds.callbacks import CallbackState, items
 from streams.folds.cdr import CallState, to_cdr
 from streams.records import Cdr, Disposition, cdr_from_json, cdr_to_json
-from streams.topics import declare_topics
 from tawag.settings import load
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
 T0 = DAY + timedelta(hours=9)
 YESTERDAY = T0 - timedelta(days=1)
-OUTPUTS = ("cdrs", "dead_letter", "agent_events", "agent_states", "agent_stats",
-           "callback_cdrs", "callbacks")
-
-Sent = list[tuple[bytes, bytes]]
 
 
 @pytest.fixture
 def streams(tmp_path: Path) -> Streams:
-    settings = load(environ={}, data_dir=tmp_path)
-    app = new_app(settings)
-    channels = {name: app.channel() for name in OUTPUTS}
-    return build_streams(app, settings, topics=replace(declare_topics(app, settings),
-                                                       **channels))
-
-
-def deliver(streams: Streams, agent: str, messages: list[tuple[bytes, bytes]]
-            ) -> list[dict[str, Sent]]:
-    """Run ``messages`` through ``agent`` (a fresh worker); what each one sent, per topic."""
-
-    async def go() -> list[dict[str, Sent]]:
-        clones = {name: getattr(streams.topics, name).clone(is_iterator=True)
-                  for name in OUTPUTS}
-        sent = []
-        async with streams.agents[agent].test_context() as running:
-            for key, value in messages:
-                await running.put(value, key=key)  # returns once the agent yielded for it
-                sent.append({name: _drain(ch) for name, ch in clones.items()})
-        return sent
-
-    return asyncio.run(go())
-
-
-def _drain(channel: Any) -> Sent:
-    out = []
-    while not channel.queue.empty():
-        event = channel.queue.get_nowait()
-        out.append((event.key, event.value))
-    return out
+    return streams_on_channels(load(environ={}, data_dir=tmp_path))
 
 
 def restart(streams: Streams, table: Any) -> None:
@@ -88,7 +54,7 @@ def restart(streams: Streams, table: Any) -> None:
     decoded state cached from before."""
     rows = dict(table)
     table.data.clear()
-    asyncio.run(_recover(table, rows))
+    asyncio.run(recover(table, rows))
     agent_stats_agent.DECODED.__init__()  # type: ignore[misc]
 
 
