@@ -260,12 +260,17 @@ def test_screen_pop_while_it_rings_end_to_end(stack: Settings, crms, tmp_path: P
         placed.append(result.call_id)
 
     client = HttpClient(stack.warehouse_url)
-    rows = wait_for("the calls' ringing and answer events", lambda: (lambda r: r if len(
-        {(x["call_id"], x["type"]) for x in r}) == 2 * POP_CALLS else None)(client.query(
+
+    def ringing_and_answer() -> dict[tuple[str, str], float] | None:
+        """(call id, type) -> first event time, s; None until every call has both."""
+        rows = client.query(
             "SELECT call_id, type, min(toUnixTimestamp64Milli(ts)) AS ms FROM call_events "
             "WHERE call_id IN {ids:Array(String)} AND type IN ('call.ringing', "
-            "'call.answered') GROUP BY call_id, type", {"ids": placed})))
-    at = {(r["call_id"], r["type"]): int(r["ms"]) / 1000 for r in rows}
+            "'call.answered') GROUP BY call_id, type", {"ids": placed})
+        times = {(r["call_id"], r["type"]): int(r["ms"]) / 1000 for r in rows}
+        return times if len(times) == 2 * POP_CALLS else None
+
+    at = wait_for("the calls' ringing and answer events", ringing_and_answer)
 
     def shown() -> dict[str, float] | None:
         tawag_call = {cid: reg["params"]["EXTERNAL_CALL_ID"]

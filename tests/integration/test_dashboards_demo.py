@@ -68,9 +68,13 @@ def closed_calls(client: HttpClient) -> dict[str, int]:
 
 def test_every_page_renders_the_demo_traffic_in_chromium(stack, tmp_path):
     client = HttpClient(stack.warehouse_url)
-    seen = wait_for(lambda: (lambda c: c if sum(c.values()) >= CLOSED_CALLS
-                             and c.get("answered") else None)(closed_calls(client)),
-                    DEMO_DEADLINE_S, f"{CLOSED_CALLS} closed demo calls, one answered")
+
+    def enough() -> dict[str, int] | None:
+        closed = closed_calls(client)
+        return closed if sum(closed.values()) >= CLOSED_CALLS and closed.get("answered") \
+            else None
+
+    seen = wait_for(enough, DEMO_DEADLINE_S, f"{CLOSED_CALLS} closed demo calls, one answered")
     with chromium(tmp_path / "profile", DEVTOOLS_PORT) as tools:
         texts = visit_every_page(tools, f"http://127.0.0.1:{stack.dashboard_port}/",
                                  "admin", ADMIN_PASSWORD, SHOTS)
