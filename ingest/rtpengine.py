@@ -1,9 +1,13 @@
-"""rtpengine's ng control protocol: bencoded dictionaries over UDP (no I/O but one call).
+"""rtpengine's two control protocols, each one call of I/O.
 
-Used by the ingest recorder (is a call's media session gone, so its pcap is complete?)
-and by ``tawag.edge`` (readiness ping). ::
+- ng: bencoded dictionaries over UDP. Used by the ingest recorder (is a call's media
+  session gone, so its pcap is complete?) and by ``tawag.edge`` (readiness ping).
+- CLI: one text line over TCP, answered with text until rtpengine closes the connection
+  -- what Debian's ``rtpengine-ctl`` (package ``rtpengine-utils``) sends; spoken here so
+  the stack needs no Perl tool to stop rtpengine cleanly. ::
 
     reply = ng_command("127.0.0.1", 2223, {"command": "query", "call-id": call_id})
+    text = cli_command("127.0.0.1", 2224, "terminate all")
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["NgError", "ng_command", "bencode", "bdecode"]
+__all__ = ["NgError", "bdecode", "bencode", "cli_command", "ng_command"]
 
 NG_BUFFER = 65535
 
@@ -46,6 +50,19 @@ def ng_command(host: str, port: int, command: Mapping[str, Any], *,
     if not isinstance(reply, dict):
         raise NgError(f"rtpengine ng: reply is not a dictionary: {reply!r}")
     return reply
+
+
+def cli_command(host: str, port: int, line: str, *, timeout: float = 5.0) -> str:
+    """Send one CLI command (``terminate all``, ``list totals``) and return rtpengine's text."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(NG_BUFFER):
+                chunks.append(chunk)
+    except OSError as exc:
+        raise NgError(f"rtpengine cli {line!r} on {host}:{port}: {exc}") from exc
+    return b"".join(chunks).decode(errors="replace")
 
 
 def bencode(value: Any) -> bytes:

@@ -20,8 +20,6 @@ file itself holds ``#!trydef`` defaults equal to the :class:`Settings` defaults.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from typing import Any
 import httpx
 from jsonrpcclient import Ok, parse, request
 
-from ingest.rtpengine import NgError, bdecode, bencode, ng_command
+from ingest.rtpengine import NgError, bdecode, bencode, cli_command, ng_command
 from tawag.settings import REPO_ROOT, Settings
 
 __all__ = [
@@ -337,17 +335,19 @@ def rtpengine_ready(settings: Settings) -> bool:
 
 
 def end_media_sessions(settings: Settings) -> None:
-    """End every rtpengine session (``rtpengine-ctl terminate all``) before rtpengine stops.
+    """End every rtpengine session (the CLI's ``terminate all``) before rtpengine stops.
 
     rtpengine 10.5 dies with SIGSEGV (in ``recording_finish``, freeing calls at exit) when
     SIGTERM finds a call still being recorded: it leaves a core file and the recording's
     metadata unfinished. Terminating the sessions first takes the normal path, which
-    closes each recording. Best effort: a stopped or unreachable rtpengine is no error.
+    closes each recording. Raises :class:`EdgeError` when rtpengine does not take it.
     """
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(["rtpengine-ctl", "-ip", settings.sip_host,
-                        "-port", str(settings.rtpengine_cli_port), "terminate", "all"],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=5, check=False)
+    try:
+        reply = cli_command(settings.sip_host, settings.rtpengine_cli_port, "terminate all")
+    except NgError as exc:
+        raise EdgeError(str(exc)) from exc
+    if "terminated" not in reply.lower():
+        raise EdgeError(f"rtpengine cli 'terminate all' answered {reply.strip()!r}")
 
 
 # --- helpers --------------------------------------------------------------------------

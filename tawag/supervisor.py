@@ -302,7 +302,11 @@ def terminate(settings: Settings, running: Running,
     still runs); SIGKILL it if it lingers."""
     if running.alive():
         if before_stop is not None:
-            before_stop(settings)
+            try:
+                before_stop(settings)
+            except Exception as exc:  # said, and the stop goes on: a stack must stop
+                print(f"  {running.name}: stopping without its clean-up step: {exc}",
+                      file=sys.stderr, flush=True)
         _signal_group(running.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while running.alive() and time.monotonic() < deadline:
