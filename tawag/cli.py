@@ -1,7 +1,8 @@
 """``tawag``: the operator's entry point. It only builds and wires; the work is elsewhere.
 
-    tawag up [--no-demo]    start the whole stack in the foreground (Ctrl-C stops it)
-    tawag status            each component: up/down, PID, ports
+    tawag up [--no-demo]    start the whole stack in the foreground (Ctrl-C stops it);
+                            a component that dies is restarted, the others run on
+    tawag status            each component: up/down, PID, uptime, restarts, last exit, ports
     tawag down              stop a stack started elsewhere, by its PID files
     tawag sql "SELECT ..."  ask the running warehouse (ClickHouse HTTP interface)
     tawag provision FILE    apply tenants, extensions, groups, DIDs live (--check: validate)
@@ -21,6 +22,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 from tawag import settings as settings_mod
 from tawag.settings import Settings
@@ -54,11 +56,11 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
               f"  (shown once; stored hashed in {settings.dashboard_users_file})")
     print(f'Warehouse: {settings.warehouse_url}   (tawag sql "SELECT count() FROM cdrs")')
     print("Press Ctrl-C to stop.\n")
-    dead = sup.watch(stop.is_set)
-    print("\nStopping Tawag")
-    sup.stop()
-    if dead is not None:
-        return _fail(f"{dead.name} exited unexpectedly; see {settings.log_dir / dead.name}.log")
+    try:
+        sup.watch(stop.is_set)  # restarts what dies on its own; returns on Ctrl-C/SIGTERM
+    finally:
+        print("\nStopping Tawag")
+        sup.stop()
     return 0
 
 
@@ -74,10 +76,29 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from tawag.supervisor import status
 
     rows = status(settings)
-    for name, state, pid, ports in rows:
-        print(f"{name:<10} {state:<5} {pid or '-':<8} {ports}")
-    required = [r for r in rows if r[0] != "demo"]
-    return 0 if all(state == "up" for _, state, _, _ in required) else 3
+    print(f"{'component':<10} {'state':<10} {'pid':<8} {'uptime':<8} {'restarts':<8} "
+          f"{'last exit':<28} ports")
+    for row in rows:
+        last = "-"
+        if row.last_exit:
+            last = f"{row.last_exit} ({_duration(time.time() - row.last_exit_at)} ago)" \
+                if row.last_exit_at else row.last_exit
+        uptime = _duration(row.uptime_s) if row.uptime_s is not None else "-"
+        restarts = "-" if row.restarts is None else str(row.restarts)
+        print(f"{row.name:<10} {row.state:<10} {row.pid or '-':<8} {uptime:<8} {restarts:<8} "
+              f"{last:<28} {row.ports}")
+    return 0 if all(row.up for row in rows if row.name != "demo") else 3
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:

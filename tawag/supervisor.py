@@ -5,6 +5,12 @@ rtpengine module disables a proxy that does not answer its first ping), the inge
 before any traffic (evapi does not buffer), then the stream processors, the warehouse
 and the dashboard. Each step waits on a real readiness check, never on a fixed sleep.
 
+Once up, :meth:`Supervisor.watch` keeps it up: a component that exits on its own is started
+again after a backoff (:mod:`tawag.restart_policy`), with its ``after_restart`` hook, while
+every other component keeps running; one that keeps crashing is reported and left down.
+What happened is kept in ``run/supervisor/state.json`` (replaced atomically) for
+``tawag status`` in another terminal.
+
 A PID file holds ``<pid> <start time>``; the start time (from /proc) makes sure a
 recycled PID never gets a signal meant for a process of ours.
 """
@@ -12,6 +18,7 @@ recycled PID never gets a signal meant for a process of ours.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -23,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tawag.restart_policy import Backoff, RestartPolicy
 from tawag.settings import REPO_ROOT, Settings, to_environ
 
 __all__ = ["Component", "StackError", "Supervisor", "components"]
@@ -45,7 +53,8 @@ class Component:
     prepare: Callable[[Settings], None] | None = None
     after_ready: Callable[[Settings], object] | None = None
     after_restart: Callable[[Settings], object] | None = None
-    """Run instead of ``after_ready`` when :meth:`Supervisor.restart` started it again."""
+    """Run instead of ``after_ready`` when it is started again (:meth:`Supervisor.restart`,
+    or :meth:`Supervisor.watch` after it exited on its own)."""
     before_stop: Callable[[Settings], object] | None = None
     """Run while it still runs, just before it is sent SIGTERM."""
     ready_timeout_s: float = 60.0
@@ -202,24 +211,53 @@ def preflight(settings: Settings, wanted: list[Component]) -> None:
 
 # --- the supervisor ------------------------------------------------------------------------
 
+@dataclass
+class Record:
+    """What ``tawag status`` shows of one component beyond its PID file."""
+
+    state: str = "starting"
+    """starting | up | restarting (waiting out its backoff) | failed (given up on)."""
+    restarts: int = 0
+    last_exit: str | None = None
+    last_exit_at: float | None = None
+    next_start_at: float | None = None
+
+
+class _Stopping(Exception):
+    """Ctrl-C arrived while a restarted component was starting."""
+
+
 class Supervisor:
     """Usage::
 
         sup = Supervisor(settings)
         sup.start(demo=False)     # raises StackError with one line on failure
-        sup.watch(stop_event)     # until stopped or a component dies
+        sup.watch(stop_event.is_set)   # restarts what dies, until stop() is true
         sup.stop()
     """
 
     def __init__(self, settings: Settings, *, stack: list[Component] | None = None,
-                 out=sys.stdout) -> None:
+                 out=sys.stdout, policy: RestartPolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.stack = components(settings) if stack is None else stack
         self.out = out
+        self.policy = policy or RestartPolicy()
+        self.clock = clock
         self.running: list[Running] = []
+        self.records: dict[str, Record] = {}
+        self._backoffs: dict[str, Backoff] = {}
+        self._due: dict[str, float] = {}
+        self._stopping: Callable[[], bool] = lambda: False
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
+
+    def shout(self, line: str) -> None:
+        """A line the operator must not miss: on the output and on stderr."""
+        self.say(line)
+        if self.out is not sys.stderr:
+            print(f"tawag: {line.strip()}", file=sys.stderr, flush=True)
 
     def start(self, *, demo: bool = True) -> None:
         wanted = [c for c in self.stack if demo or not c.optional]
@@ -228,7 +266,13 @@ class Supervisor:
         preflight(self.settings, wanted)
         try:
             for comp in wanted:
+                self.records[comp.name] = Record()
+                self._backoffs[comp.name] = Backoff(self.policy, clock=self.clock)
+                self._write_state()
                 self._start_one(comp)
+                self.records[comp.name].state = "up"
+                self._backoffs[comp.name].started()
+                self._write_state()
         except BaseException:
             self.stop()
             raise
@@ -266,6 +310,8 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise StackError(f"{comp.name} not ready after {comp.ready_timeout_s:.0f} s; "
                                  f"see {log_path}")
+            if self._stopping():
+                raise _Stopping
             time.sleep(POLL_S)
 
     def restart(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
@@ -278,14 +324,73 @@ class Supervisor:
         self.running.remove(running)
         self._start_one(comp, restarting=True)
 
-    def watch(self, stop: Callable[[], bool]) -> Running | None:
-        """Block until ``stop()`` is true or a component dies; return the dead one."""
-        while not stop():
-            for running in self.running:
-                if not running.alive():
-                    return running
-            time.sleep(0.5)
-        return None
+    def watch(self, stop: Callable[[], bool]) -> None:
+        """Until ``stop()`` is true: restart each component that exits on its own (after its
+        backoff), give up on one that keeps crashing; the others run on untouched."""
+        self._stopping = stop
+        try:
+            while not stop():
+                for running in list(self.running):
+                    if (code := _exit_status(running)) is not None:
+                        self._exited(running, describe_exit(code))
+                now = self.clock()
+                for name, due in sorted(self._due.items(), key=lambda item: item[1]):
+                    if now >= due and not stop():
+                        self._start_again(name)
+                time.sleep(POLL_S)
+        except _Stopping:
+            pass
+        finally:
+            self._stopping = lambda: False
+
+    def _exited(self, running: Running, how: str) -> None:
+        """``running`` exited on its own (reaped): clear its remains, schedule or give up."""
+        self.running.remove(running)
+        _pid_file(self.settings, running.name).unlink(missing_ok=True)
+        self._failed(running.name, how, f"{running.name} (pid {running.pid}) exited: {how}")
+
+    def _failed(self, name: str, how: str, headline: str) -> None:
+        record = self.records[name]
+        record.last_exit, record.last_exit_at = how, time.time()
+        backoff = self._backoffs[name]
+        delay = backoff.exited()
+        log_path = self.settings.log_dir / f"{name}.log"
+        if delay is None:
+            record.state, record.next_start_at = "failed", None
+            self.shout(f"!! {headline}; it exited {backoff.recent_exits} times within "
+                       f"{self.policy.window_s:.0f} s: giving up, it stays DOWN while the rest "
+                       f"runs on. See {log_path}; fix it and run `tawag up` again.")
+        else:
+            record.state, record.next_start_at = "restarting", time.time() + delay
+            self._due[name] = self.clock() + delay
+            self.say(f"  {headline}; restarting in {delay:g} s (see {log_path})")
+        self._write_state()
+
+    def _start_again(self, name: str) -> None:
+        del self._due[name]
+        comp = next(c for c in self.stack if c.name == name)
+        record = self.records[name]
+        record.restarts += 1
+        record.state, record.next_start_at = "starting", None
+        self._write_state()
+        try:
+            self._start_one(comp, restarting=True)
+        except StackError as exc:
+            self._abandon_start(name)
+            self._failed(name, f"restart failed: {exc}", f"restarting {name} failed: {exc}")
+            return
+        except _Stopping:
+            self._abandon_start(name)
+            raise
+        record.state = "up"
+        self._backoffs[name].started()
+        self._write_state()
+
+    def _abandon_start(self, name: str) -> None:
+        comp = next(c for c in self.stack if c.name == name)
+        for running in [r for r in self.running if r.name == name]:
+            terminate(self.settings, running, comp.before_stop)
+            self.running.remove(running)
 
     def stop(self) -> None:
         """Stop what this supervisor started, newest first."""
@@ -294,6 +399,92 @@ class Supervisor:
             terminate(self.settings, running, hooks.get(running.name))
             self.say(f"  {running.name:<10} stopped")
         self.running.clear()
+        self._due.clear()
+        _state_file(self.settings).unlink(missing_ok=True)
+
+    def _write_state(self) -> None:
+        """Replace the state file in one step, so a reader never sees half of it."""
+        path = _state_file(self.settings)
+        body = {"supervisor": {"pid": os.getpid(), "started": _start_time(os.getpid())},
+                "components": {name: vars(record) for name, record in self.records.items()}}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(body, indent=1) + "\n")
+        os.replace(tmp, path)
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.run_dir / "supervisor" / "state.json"
+
+
+def read_state(settings: Settings) -> dict[str, dict]:
+    """The records of the live ``tawag up``, by component; empty when none runs (a state
+    file left by a supervisor that is gone is not believed)."""
+    try:
+        body = json.loads(_state_file(settings).read_text())
+        owner = body["supervisor"]
+        if _start_time(int(owner["pid"])) != owner["started"]:
+            return {}
+        return dict(body["components"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def describe_exit(returncode: int) -> str:
+    """``killed by SIGKILL`` / ``exit status 3``, from a Popen return code."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def _exit_status(running: Running) -> int | None:
+    """None while ``running`` (a child of ours) runs; once it exited: its return code,
+    after killing what is left of its process group (Kamailio's children outlive a killed
+    main process and hold its ports). The group is signalled while the leader is still an
+    unreaped zombie, so its PID cannot have been given to anyone else."""
+    proc = running.proc
+    assert proc is not None, "only the processes this supervisor started are watched"
+    if proc.returncode is None:
+        try:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return None
+        except ChildProcessError:  # reaped already
+            pass
+        else:
+            _signal_group(proc.pid, signal.SIGKILL)
+    code = proc.wait()
+    _wait_group_gone(proc.pid)
+    return code
+
+
+def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
+    """Until no live process is left in group ``pgid`` (zombies hold no ports)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _group_members(pgid):
+        time.sleep(POLL_S)
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+            members.append(int(stat.parent.name))
+    return members
+
+
+def uptime_s(running: Running) -> float | None:
+    """Seconds since ``running`` started, from /proc (no state file needed)."""
+    try:
+        since_boot = float(Path("/proc/uptime").read_text().split()[0])
+        return since_boot - int(running.started) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
 
 
 def terminate(settings: Settings, running: Running,
@@ -317,6 +508,9 @@ def terminate(settings: Settings, running: Running,
             _signal_group(running.pid, signal.SIGKILL)
     if running.proc is not None:
         running.proc.wait()
+    if _group_members(running.pid):  # children left by a leader that died on its own
+        _signal_group(running.pid, signal.SIGKILL)
+        _wait_group_gone(running.pid)
     _pid_file(settings, running.name).unlink(missing_ok=True)
 
 
@@ -338,12 +532,34 @@ def stop_recorded(settings: Settings) -> list[str]:
     return stopped
 
 
-def status(settings: Settings) -> list[tuple[str, str, int | None, str]]:
-    """(name, up/down, pid, ports) for each component."""
+@dataclass(frozen=True)
+class Status:
+    name: str
+    up: bool
+    pid: int | None
+    uptime_s: float | None
+    state: str
+    """up | down, or what the live supervisor says: restarting, failed, starting."""
+    restarts: int | None
+    last_exit: str | None
+    last_exit_at: float | None
+    ports: str
+
+
+def status(settings: Settings) -> list[Status]:
+    """Each component: alive by its PID file; restarts and last exit from the state file
+    of the ``tawag up`` that runs it."""
+    records = read_state(settings)
     rows = []
     for comp in components(settings):
         running = read_pid(settings, comp.name)
-        ports = ", ".join(f"{p}/{proto}" for p, proto in comp.ports) or "-"
-        rows.append((comp.name, "up" if running else "down",
-                     running.pid if running else None, ports))
+        record = records.get(comp.name, {})
+        state = "up" if running else "down"
+        if record.get("state") in ("restarting", "failed", "starting") and not running:
+            state = record["state"]
+        rows.append(Status(
+            comp.name, running is not None, running.pid if running else None,
+            uptime_s(running) if running else None, state, record.get("restarts"),
+            record.get("last_exit"), record.get("last_exit_at"),
+            ", ".join(f"{p}/{proto}" for p, proto in comp.ports) or "-"))
     return rows
