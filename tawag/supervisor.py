@@ -79,9 +79,10 @@ def components(settings: Settings) -> list[Component]:
     """The stack in start order."""
     from ingest.service import ready_file
     from tawag import edge, kafka, provision
-    from tawag.readiness import consumer_group_ready
+    from tawag.readiness import ConsumerGroupReady
 
     s = settings
+    streams_ready = ConsumerGroupReady("tawag-streams")
     return [
         Component("kafka", kafka.kafka_command, kafka.kafka_ready,
                   ports=((int(s.kafka_bootstrap.rsplit(":", 1)[1]), "tcp"),
@@ -99,8 +100,8 @@ def components(settings: Settings) -> list[Component]:
                   after_ready=provision.provision_started_edge,
                   after_restart=provision.restore_restarted_edge),
         Component("ingest", _python("ingest"), lambda st: ready_file(st).exists()),
-        Component("streams", _python("streams"),
-                  lambda st: consumer_group_ready(st, "tawag-streams"), ready_timeout_s=90.0),
+        Component("streams", _python("streams"), streams_ready,
+                  prepare=streams_ready.prepare, ready_timeout_s=90.0),
         Component("warehouse", _python("warehouse"),
                   lambda st: _http_ok(st.warehouse_url + "ping"),
                   ports=((s.warehouse_http_port, "tcp"),)),
