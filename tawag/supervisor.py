@@ -255,10 +255,11 @@ class Supervisor:
         print(line, file=self.out, flush=True)
 
     def shout(self, line: str) -> None:
-        """A line the operator must not miss: on the output and on stderr."""
-        self.say(line)
-        if self.out is not sys.stderr:
-            print(f"tawag: {line.strip()}", file=sys.stderr, flush=True)
+        """A line the operator must not miss: on stderr (and in ``out`` if that is not the
+        terminal's stdout, e.g. a test's buffer)."""
+        if self.out is not sys.stdout:
+            self.say(line)
+        print(line, file=sys.stderr, flush=True)
 
     def start(self, *, demo: bool = True) -> None:
         wanted = [c for c in self.stack if demo or not c.optional]
@@ -376,13 +377,14 @@ class Supervisor:
         self._write_state()
         try:
             self._start_one(comp, restarting=True)
-        except StackError as exc:
-            self._abandon_start(name)
-            self._failed(name, f"restart failed: {exc}", f"restarting {name} failed: {exc}")
-            return
         except _Stopping:
             self._abandon_start(name)
             raise
+        except Exception as exc:  # not ready, exited, its hook failed: one more exit
+            self._abandon_start(name)
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self._failed(name, f"restart failed: {why}", f"restarting {name} failed: {why}")
+            return
         record.state = "up"
         self._backoffs[name].started()
         self._write_state()

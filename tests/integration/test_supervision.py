@@ -143,6 +143,7 @@ def test_kill_9_of_the_faust_worker_restarts_it_alone(up: Up, tmp_path: Path):
     assert f"streams (pid {pids['streams']}) exited: killed by SIGKILL; restarting in 1 s" \
         in up.text()
     status = tawag_cli(settings, "status")
+    print(status.stdout)
     assert status.returncode == 0, status.stdout
     rows = {line.split()[0]: line for line in status.stdout.splitlines()}
     assert rows["streams"].split()[:3] == ["streams", "up", str(new_pid)]
