@@ -224,8 +224,14 @@ class Record:
     next_start_at: float | None = None
 
 
-class _Stopping(Exception):
-    """Ctrl-C arrived while a restarted component was starting."""
+@dataclass
+class _Starting:
+    """A restarted component that :meth:`Supervisor.watch` waits on without blocking."""
+
+    comp: Component
+    running: Running
+    t0: float
+    deadline: float
 
 
 class Supervisor:
@@ -249,7 +255,7 @@ class Supervisor:
         self.records: dict[str, Record] = {}
         self._backoffs: dict[str, Backoff] = {}
         self._due: dict[str, float] = {}
-        self._stopping: Callable[[], bool] = lambda: False
+        self._starting: dict[str, _Starting] = {}
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -281,6 +287,11 @@ class Supervisor:
 
     def _start_one(self, comp: Component, *, restarting: bool = False) -> None:
         t0 = time.monotonic()
+        running = self._spawn(comp)
+        self._wait_ready(comp, running, self.settings.log_dir / f"{comp.name}.log")
+        self._set_up(comp, running, restarting=restarting, t0=t0)
+
+    def _spawn(self, comp: Component) -> Running:
         if comp.prepare:
             comp.prepare(self.settings)
         log_path = self.settings.log_dir / f"{comp.name}.log"
@@ -292,7 +303,11 @@ class Supervisor:
         running = Running(comp.name, proc.pid, _start_time(proc.pid) or "?", proc)
         _pid_file(self.settings, comp.name).write_text(f"{proc.pid} {running.started}\n")
         self.running.append(running)
-        self._wait_ready(comp, running, log_path)
+        return running
+
+    def _set_up(self, comp: Component, running: Running, *, restarting: bool,
+                t0: float) -> None:
+        """Its hook, once it is ready; then the 'up' line."""
         hook = comp.after_restart if restarting and comp.after_restart else comp.after_ready
         try:
             note = hook(self.settings) if hook else None
@@ -302,7 +317,8 @@ class Supervisor:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StackError(f"{comp.name} started but setting it up failed: {first}") from exc
         extra = f"  ({note})" if isinstance(note, str) else ""
-        self.say(f"  {comp.name:<10} up   pid {proc.pid:<7} {time.monotonic() - t0:5.1f} s{extra}")
+        self.say(f"  {comp.name:<10} up   pid {running.pid:<7} "
+                 f"{time.monotonic() - t0:5.1f} s{extra}")
 
     def _wait_ready(self, comp: Component, running: Running, log_path: Path) -> None:
         deadline = time.monotonic() + comp.ready_timeout_s
@@ -312,8 +328,6 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise StackError(f"{comp.name} not ready after {comp.ready_timeout_s:.0f} s; "
                                  f"see {log_path}")
-            if self._stopping():
-                raise _Stopping
             time.sleep(POLL_S)
 
     def restart(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
@@ -328,28 +342,29 @@ class Supervisor:
 
     def watch(self, stop: Callable[[], bool]) -> None:
         """Until ``stop()`` is true: restart each component that exits on its own (after its
-        backoff), give up on one that keeps crashing; the others run on untouched."""
-        self._stopping = stop
-        try:
-            while not stop():
-                for running in list(self.running):
-                    if (code := _exit_status(running)) is not None:
-                        self._exited(running, describe_exit(code))
-                now = self.clock()
-                for name, due in sorted(self._due.items(), key=lambda item: item[1]):
-                    if now >= due and not stop():
-                        self._start_again(name)
-                time.sleep(POLL_S)
-        except _Stopping:
-            pass
-        finally:
-            self._stopping = lambda: False
+        backoff), give up on one that keeps crashing; the others run on untouched. Never
+        blocks on one component: a restarted one is waited for tick by tick, so another
+        that dies meanwhile is seen at once."""
+        while not stop():
+            for running in list(self.running):
+                starting = self._starting.get(running.name)
+                if (code := _exit_status(running)) is not None:
+                    self._exited(running, describe_exit(code), starting=starting is not None)
+                elif starting is not None:
+                    self._check_started(starting)
+            now = self.clock()
+            for name, due in sorted(self._due.items(), key=lambda item: item[1]):
+                if now >= due and not stop():
+                    self._begin_restart(name)
+            time.sleep(POLL_S)
 
-    def _exited(self, running: Running, how: str) -> None:
+    def _exited(self, running: Running, how: str, *, starting: bool = False) -> None:
         """``running`` exited on its own (reaped): clear its remains, schedule or give up."""
         self.running.remove(running)
+        self._starting.pop(running.name, None)
         _pid_file(self.settings, running.name).unlink(missing_ok=True)
-        self._failed(running.name, how, f"{running.name} (pid {running.pid}) exited: {how}")
+        when = " during start-up" if starting else ""
+        self._failed(running.name, how, f"{running.name} (pid {running.pid}) exited{when}: {how}")
 
     def _failed(self, name: str, how: str, headline: str) -> None:
         record = self.records[name]
@@ -368,26 +383,42 @@ class Supervisor:
             self.say(f"  {headline}; restarting in {delay:g} s (see {log_path})")
         self._write_state()
 
-    def _start_again(self, name: str) -> None:
+    def _begin_restart(self, name: str) -> None:
         del self._due[name]
         comp = next(c for c in self.stack if c.name == name)
         record = self.records[name]
         record.restarts += 1
         record.state, record.next_start_at = "starting", None
         self._write_state()
+        t0 = time.monotonic()
         try:
-            self._start_one(comp, restarting=True)
-        except _Stopping:
-            self._abandon_start(name)
-            raise
-        except Exception as exc:  # not ready, exited, its hook failed: one more exit
-            self._abandon_start(name)
-            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self._failed(name, f"restart failed: {why}", f"restarting {name} failed: {why}")
+            running = self._spawn(comp)
+        except Exception as exc:  # its prepare step failed, or the program is gone
+            self._restart_failed(name, exc)
             return
-        record.state = "up"
+        self._starting[name] = _Starting(comp, running, t0, t0 + comp.ready_timeout_s)
+
+    def _check_started(self, starting: _Starting) -> None:
+        comp, name = starting.comp, starting.comp.name
+        try:
+            if not comp.ready(self.settings):
+                if time.monotonic() > starting.deadline:
+                    raise StackError(f"{name} not ready after {comp.ready_timeout_s:.0f} s")
+                return
+            self._set_up(comp, starting.running, restarting=True, t0=starting.t0)
+        except Exception as exc:  # not ready in time, its hook failed: one more exit
+            self._restart_failed(name, exc)
+            return
+        del self._starting[name]
+        self.records[name].state = "up"
         self._backoffs[name].started()
         self._write_state()
+
+    def _restart_failed(self, name: str, exc: Exception) -> None:
+        self._starting.pop(name, None)
+        self._abandon_start(name)
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        self._failed(name, f"restart failed: {why}", f"restarting {name} failed: {why}")
 
     def _abandon_start(self, name: str) -> None:
         comp = next(c for c in self.stack if c.name == name)
@@ -403,6 +434,7 @@ class Supervisor:
             self.say(f"  {running.name:<10} stopped")
         self.running.clear()
         self._due.clear()
+        self._starting.clear()
         _state_file(self.settings).unlink(missing_ok=True)
 
     def _write_state(self) -> None:

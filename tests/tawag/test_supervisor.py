@@ -267,3 +267,46 @@ def test_status_cli_shows_restarts_and_last_exit(settings, tmp_path):
     assert streams[4] == "1"
     assert "killed by SIGKILL" in lines["streams"]
     assert lines["kafka"].split()[1:3] == ["down", "-"]
+
+
+def test_a_slow_restart_does_not_hold_up_the_restart_of_another(settings, tmp_path):
+    """streams waits a minute for its consumer group after a kill -9; a Kamailio that dies
+    meanwhile must not wait for that."""
+    slow_ready = threading.Event()
+    slow_ready.set()
+    streams = Component("streams", sleeper(tmp_path / "s"), lambda s: slow_ready.is_set(),
+                        ready_timeout_s=600)
+    edge = Component("kamailio", sleeper(tmp_path / "k"), lambda s: True)
+    sup = Supervisor(settings, stack=[edge, streams], out=io.StringIO(), policy=FAST)
+    sup.start()
+    streams_pid = read_pid(settings, "streams").pid
+    edge_pid = read_pid(settings, "kamailio").pid
+    with watching(sup):
+        slow_ready.clear()
+        os.kill(streams_pid, signal.SIGKILL)
+        wait_for("streams restarted, waiting to be ready",
+                 lambda: read_state(settings)["streams"]["restarts"] == 1
+                 and new_pid(settings, "streams", streams_pid))
+        os.kill(edge_pid, signal.SIGKILL)
+        wait_for("kamailio up again while streams is still starting",
+                 lambda: read_state(settings)["kamailio"]["state"] == "up"
+                 and new_pid(settings, "kamailio", edge_pid))
+        assert read_state(settings)["streams"]["state"] == "starting"
+        slow_ready.set()
+        wait_for("streams up", lambda: read_state(settings)["streams"]["state"] == "up")
+
+
+def test_ctrl_c_while_a_restart_waits_stops_it_too(settings, tmp_path):
+    comp = Component("streams", sleeper(tmp_path / "s"), lambda s: not restarting.is_set(),
+                     ready_timeout_s=600)
+    restarting = threading.Event()
+    sup = Supervisor(settings, stack=[comp], out=io.StringIO(), policy=FAST)
+    sup.start()
+    first = read_pid(settings, "streams").pid
+    with watching(sup):
+        restarting.set()
+        os.kill(first, signal.SIGKILL)
+        second = read_pid(settings, "streams") if wait_for(
+            "the restarted one", lambda: new_pid(settings, "streams", first)) else None
+    assert second is not None and not second.alive()
+    assert read_pid(settings, "streams") is None
