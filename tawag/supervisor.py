@@ -571,6 +571,7 @@ def stop_recorded(settings: Settings) -> list[str]:
 class Status:
     name: str
     up: bool
+    """Running and ready (not still starting)."""
     pid: int | None
     uptime_s: float | None
     state: str
@@ -590,10 +591,12 @@ def status(settings: Settings) -> list[Status]:
         running = read_pid(settings, comp.name)
         record = records.get(comp.name, {})
         state = "up" if running else "down"
-        if record.get("state") in ("restarting", "failed", "starting") and not running:
+        if record.get("state") == "starting" and running:
+            state = "starting"  # spawned again, not ready yet: not serving
+        elif record.get("state") in ("restarting", "failed") and not running:
             state = record["state"]
         rows.append(Status(
-            comp.name, running is not None, running.pid if running else None,
+            comp.name, state == "up", running.pid if running else None,
             uptime_s(running) if running else None, state, record.get("restarts"),
             record.get("last_exit"), record.get("last_exit_at"),
             ", ".join(f"{p}/{proto}" for p, proto in comp.ports) or "-"))

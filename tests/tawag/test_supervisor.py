@@ -292,6 +292,9 @@ def test_a_slow_restart_does_not_hold_up_the_restart_of_another(settings, tmp_pa
                  lambda: read_state(settings)["kamailio"]["state"] == "up"
                  and new_pid(settings, "kamailio", edge_pid))
         assert read_state(settings)["streams"]["state"] == "starting"
+        rows = {row.name: row for row in status(settings)}
+        assert (rows["streams"].state, rows["streams"].up) == ("starting", False)
+        assert (rows["kamailio"].state, rows["kamailio"].up) == ("up", True)
         slow_ready.set()
         wait_for("streams up", lambda: read_state(settings)["streams"]["state"] == "up")
 
