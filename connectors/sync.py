@@ -417,9 +417,8 @@ class SyncWorker:
             elif entry.kind == CLOSE_TASK:
                 self._deliver_close(target, entry)
             elif entry.kind == UNPLACED:
-                target.client.finish_unplaced(  # type: ignore[attr-defined]
-                    entry.call_id, user=entry.data["user"],
-                    progress=self.outbox.progress(entry))
+                target.client.finish_unplaced(entry.call_id, user=entry.data["user"],
+                                              progress=self.outbox.progress(entry))
         except Rejected as exc:
             log.error("%s rejected call %s (%s): %s", target.name, entry.call_id, entry.kind, exc)
             self.outbox.mark_rejected(entry, str(exc), exc.body)

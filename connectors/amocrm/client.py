@@ -128,6 +128,10 @@ class AmoCrmClient:
         self._request("PATCH", f"/api/v4/tasks/{task.id}",
                       json={"is_completed": True, "result": {"text": note}})
 
+    def finish_unplaced(self, crm_call_id: str, *, user: str, progress: Progress) -> None:
+        """amoCRM starts no calls through us (no click-to-call contract): nothing to finish."""
+        return None
+
 
 def _is_duplicate_uniq(errors: list[Any]) -> bool:
     """A resend after a lost answer: amoCRM refuses a repeated ``uniq`` [unverified shape]."""

@@ -153,7 +153,7 @@ class Bitrix24Client:
             progress.set("record_attached", True)
         self._forget(cdr.call_id)
 
-    def finish_unplaced(self, b24_call_id: str, *, user: str, progress: Progress) -> None:
+    def finish_unplaced(self, crm_call_id: str, *, user: str, progress: Progress) -> None:
         """Close a click-to-call that never became a call (the agent did not answer).
 
         ``603-S`` is the contract's "cancelled" code, the one an unanswered outgoing
@@ -165,7 +165,7 @@ class Bitrix24Client:
         progress.set("finish_sent", True)
         try:
             self.call("telephony.externalcall.finish", {
-                "CALL_ID": b24_call_id, "USER_ID": int(user), "DURATION": 0,
+                "CALL_ID": crm_call_id, "USER_ID": int(user), "DURATION": 0,
                 "STATUS_CODE": "603-S", "FAILED_REASON": "the agent's phone did not answer",
                 "ADD_TO_CHAT": 0})
         except Rejected as exc:

@@ -112,6 +112,10 @@ class OneCClient:
         self._request("PATCH", f"{mapping.CALLS}(guid'{task.id}')",
                       json={"Рассмотрено": True, "Описание": note})
 
+    def finish_unplaced(self, crm_call_id: str, *, user: str, progress: Progress) -> None:
+        """1C starts no calls through us (no click-to-call contract): nothing to finish."""
+        return None
+
 
 def _body(response: httpx.Response) -> Any:
     """OData status + ``odata.error`` -> result or ConnectorError (contract §3.1)."""

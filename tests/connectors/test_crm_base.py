@@ -13,6 +13,7 @@ from connectors.base import (
     BITRIX24_LIMIT,
     AuthExpired,
     ConnectorError,
+    CrmClient,
     LeakyBucket,
     RateLimited,
     Rejected,
@@ -57,6 +58,23 @@ def test_throttle_sleeps_with_the_injected_clock_and_never_exceeds_the_rate():
     # in any one-second span at most 7 requests are sent, and no time is wasted
     assert max(sum(1 for t in sent if s <= t < s + 1) for s in sent) == 7
     assert sent[-1] == pytest.approx(9.0)
+
+
+@pytest.mark.parametrize("client", ["amocrm", "bitrix24", "onec"])
+def test_every_client_implements_the_whole_protocol(client):
+    """The sync worker calls any CrmClient method on any target (no per-CRM branches)."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(f"connectors.{client}.client")
+    cls = next(c for _, c in inspect.getmembers(module, inspect.isclass)
+               if getattr(c, "name", None) == client)
+    for name, method in inspect.getmembers(CrmClient, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        assert name in vars(cls), f"{cls.__name__} lacks {name}"
+        assert (list(inspect.signature(getattr(cls, name)).parameters)
+                == list(inspect.signature(method).parameters)), name
 
 
 def test_error_tree():
