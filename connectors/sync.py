@@ -49,10 +49,11 @@ from connectors.base import (
 )
 from connectors.click_to_call import ClickToCallLinks
 from connectors.config import ConnectorConfig
+from connectors.mapping import callback_note, client_phone, is_missed
 from connectors.outbox import Entry, Outbox
 from connectors.recording_links import sign_url
 from ingest.events import Direction, Event, EventType
-from ingest.phone import is_extension, normalise
+from ingest.phone import is_extension
 from streams.records import Cdr, Disposition, cdr_from_json, cdr_to_json
 
 __all__ = ["Backoff", "CallView", "SyncWorker", "Target", "apply_event", "client_phone",
@@ -109,14 +110,6 @@ class CallView:
     shown: tuple[str, ...] = ()
 
 
-def client_phone(direction: str | None, caller: str | None, callee: str | None,
-                 country: str) -> str | None:
-    """The outside party: the caller of an inbound call, the callee of an outbound one."""
-    raw = caller if direction != "outbound" else callee
-    phone = normalise(raw, country)
-    return None if phone is None or is_extension(phone) else phone
-
-
 def _ringing_agent(ev: Event) -> str | None:
     """The extension this leg rings: ``agent``, else the edge's ``extra.leg_to`` (the
     callee of a DID or group call is the DID or group), else the callee."""
@@ -155,10 +148,6 @@ def apply_event(view: CallView | None, ev: Event,
         return None, RingingCall(view.call_id, view.phone, "inbound", view.started_at,
                                  hide_users=view.shown)
     return view, None
-
-
-def is_missed(cdr: Cdr) -> bool:
-    return cdr.direction == "inbound" and cdr.disposition is not Disposition.ANSWERED
 
 
 def deliveries_for(cdr: Cdr, country: str) -> list[tuple[str, dict[str, Any]]]:
@@ -463,7 +452,7 @@ class SyncWorker:
         if task_id is None:
             return  # the missed call's task was never created (rejected or no owner)
         target.client.close_task(TaskRef(crm=target.name, id=task_id, phone=phone),
-                                 note=f"Перезвонили: звонок {entry.call_id}")
+                                 note=callback_note(entry.call_id))
         self.outbox.set_mark(_task_mark(target.name, phone), None)
 
     def _publish_contact(self, target: Target, phone: str, contact: Contact | None) -> None:
