@@ -38,9 +38,9 @@ from connectors.base import (
 )
 from connectors.bitrix24 import mapping
 from connectors.bitrix24.auth import Bitrix24OAuth
-from connectors.config import ConnectorConfig
 from connectors.tokens import TokenStore
 from streams.records import Cdr
+from tawag.settings import Settings
 
 __all__ = ["Bitrix24Client", "build_client"]
 
@@ -245,13 +245,14 @@ def _result(response: httpx.Response) -> Any:
                    status=response.status_code, body=body)
 
 
-def build_client(cfg: ConnectorConfig, store: TokenStore | None, *,
+def build_client(settings: Settings, store: TokenStore | None, *,
                  transport: httpx.BaseTransport | None = None) -> Bitrix24Client:
     """OAuth application when a token store is given, inbound webhook otherwise."""
     auth = None
     if store is not None:
-        auth = Bitrix24OAuth(oauth_url=cfg.bitrix24_oauth_url, client_id=cfg.bitrix24_client_id,
-                             client_secret=cfg.bitrix24_client_secret, store=store)
-    http = httpx.Client(base_url=cfg.bitrix24_base_url, auth=auth, transport=transport,
-                        timeout=cfg.http_timeout_s)
-    return Bitrix24Client(http, line_number=cfg.bitrix24_line_number)
+        auth = Bitrix24OAuth(oauth_url=settings.crm_bitrix24_oauth_url,
+                             client_id=settings.crm_bitrix24_client_id,
+                             client_secret=settings.crm_bitrix24_client_secret, store=store)
+    http = httpx.Client(base_url=settings.crm_bitrix24_base_url, auth=auth, transport=transport,
+                        timeout=settings.crm_http_timeout_s)
+    return Bitrix24Client(http, line_number=settings.crm_bitrix24_line_number)

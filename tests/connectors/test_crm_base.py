@@ -1,4 +1,4 @@
-"""Pure pieces: the rate limiter, the error tree, config, token files, signed links, redaction."""
+"""Pure pieces: rate limiters, errors, the client protocol, token files, signed links, redaction."""
 
 from __future__ import annotations
 
@@ -21,9 +21,7 @@ from connectors.base import (
     Throttle,
     Unavailable,
 )
-from connectors.config import from_settings
 from connectors.tokens import FileTokenStore, Token
-from tawag.settings import Settings
 
 
 def test_amocrm_window_allows_7_at_once_and_the_8th_one_second_later():
@@ -83,12 +81,6 @@ def test_error_tree():
     exc = Rejected("no", crm="amocrm", status=400, body={"detail": "x"})
     assert exc.permanent and exc.body == {"detail": "x"} and exc.crm == "amocrm"
     assert RateLimited("slow", retry_after=2.5).retry_after == 2.5
-
-
-def test_config_from_plain_settings_uses_settings_fields_and_overrides():
-    cfg = from_settings(Settings(), enabled="amocrm,onec", amocrm_client_secret="s3cr3t")
-    assert cfg.topic_cdrs == "tawag.cdrs" and cfg.enabled == ("amocrm", "onec")
-    assert "s3cr3t" not in repr(cfg)
 
 
 def test_file_token_store_is_private_and_atomic(tmp_path):
