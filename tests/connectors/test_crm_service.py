@@ -25,11 +25,34 @@ from connectors.recording_links import recording_name, sign_url
 from connectors.targets import Target, extension_for
 from connectors.web import ClickToCall, ConnectorsHttp, parse_bitrix_event
 from connectors.wiring import build_targets, with_link_defaults
-from tawag.settings import load, to_environ
+from tawag.settings import Settings, load, to_environ
 from tawag.supervisor import components
 
 SECRET = b"k" * 32
 PORT = 31193
+
+
+def test_connectors_keep_no_copy_of_the_settings():
+    """Configuration is read from Settings itself: no connectors record redeclares a
+    setting (as ``crm_x``, ``recordings_x`` or ``x``) to be filled from it."""
+    import dataclasses
+    import importlib
+    import inspect
+    import pkgutil
+
+    import connectors
+
+    names = {f.name for f in dataclasses.fields(Settings)}
+    names |= {n.split("_", 1)[1] for n in names if n.startswith(("crm_", "recordings_"))}
+    copies = []
+    for info in pkgutil.walk_packages(connectors.__path__, "connectors."):
+        module = importlib.import_module(info.name)
+        for cls in vars(module).values():
+            if (inspect.isclass(cls) and cls.__module__ == info.name
+                    and dataclasses.is_dataclass(cls)):
+                copies += [f"{cls.__qualname__}.{f.name}" for f in dataclasses.fields(cls)
+                           if f.name in names]
+    assert copies == []
 
 
 def test_crm_settings_from_the_environment_round_trip():
