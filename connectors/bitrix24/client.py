@@ -156,18 +156,15 @@ class Bitrix24Client:
     def finish_unplaced(self, crm_call_id: str, *, user: str, progress: Progress) -> None:
         """Close a click-to-call that never became a call (the agent did not answer).
 
-        ``603-S`` is the contract's "cancelled" code, the one an unanswered outgoing
-        call gets (mapping.status_code); without a finish the call stays open there.
+        Without a finish the call stays open there (payload: mapping.to_unplaced_finish).
         """
         if progress.get("finished"):
             return
         resent = bool(progress.get("finish_sent"))
         progress.set("finish_sent", True)
         try:
-            self.call("telephony.externalcall.finish", {
-                "CALL_ID": crm_call_id, "USER_ID": int(user), "DURATION": 0,
-                "STATUS_CODE": "603-S", "FAILED_REASON": "the agent's phone did not answer",
-                "ADD_TO_CHAT": 0})
+            self.call("telephony.externalcall.finish",
+                      mapping.to_unplaced_finish(b24_call_id=crm_call_id, user=user))
         except Rejected as exc:
             if not (resent and CALL_NOT_FOUND in str(exc.body)):
                 raise
