@@ -175,6 +175,11 @@ class CrmClient(Protocol):
 
     def close_task(self, task: TaskRef, *, note: str) -> None: ...
 
+    def finish_unplaced(self, crm_call_id: str, *, user: str, progress: Progress) -> None:
+        """Finish a call the CRM started (click-to-call) that was never placed; a CRM
+        that starts no calls has nothing to finish."""
+        ...
+
 
 AMOCRM_LIMIT: dict[str, float] = {"limit": 7, "window_s": 1.0}
 """amoCRM/Kommo: "not more than 7 requests per second" (Kommo Limitations page): a

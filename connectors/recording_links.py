@@ -8,6 +8,7 @@ own servers, so the link must work without a session yet not be guessable or ete
     url = sign_url("https://pbx.example.com/rec", "2026/11/26/call.mp3",
                    secret=b"...", expires_at=now + 7 * 86400)
     ok = verify("2026/11/26/call.mp3", expires, sig, secret=b"...", now=time.time())
+    url = recording_url(settings, cdr.recording, now=time.time())   # from Settings
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["signature", "sign_url", "verify"]
+from tawag.settings import Settings
+
+__all__ = ["recording_name", "recording_url", "signature", "sign_url", "verify"]
 
 
 def signature(path: str, expires_at: int, secret: bytes) -> str:
@@ -42,3 +46,24 @@ def verify(path: str, expires: str | int, sig: str, *, secret: bytes, now: float
         return False
     return hmac.compare_digest(signature(path.lstrip("/"), expires_at, secret).encode(),
                                str(sig).encode())
+
+
+def recording_name(recording: str, wav_dir: Path) -> str:
+    """What a link names: the file relative to the recordings folder, never a host path."""
+    path = Path(recording)
+    if not path.is_absolute():
+        return recording
+    try:
+        return path.relative_to(wav_dir).as_posix()
+    except ValueError:
+        return path.name
+
+
+def recording_url(settings: Settings, recording: str | None, *, now: float) -> str | None:
+    """The link a CRM gets for a call's recording, valid ``recordings_link_ttl_s``; None
+    without a recording, a base URL or a key (see ``connectors.wiring.with_link_defaults``)."""
+    base, secret = settings.recordings_base_url, settings.recordings_link_secret
+    if not (recording and base and secret):
+        return None
+    return sign_url(base, recording_name(recording, settings.recordings_wav_dir),
+                    secret=secret.encode(), expires_at=int(now) + settings.recordings_link_ttl_s)

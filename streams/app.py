@@ -19,6 +19,7 @@ repartition topics ``tawag-streams-agent-events-repartition`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import faust
 from faust.types import AgentT
@@ -31,7 +32,8 @@ from streams.tables import Tables, declare_tables
 from streams.topics import Topics, declare_topics
 from tawag.settings import Settings
 
-__all__ = ["APP_ID", "Streams", "create_app", "build_streams", "new_app", "run_worker"]
+__all__ = ["APP_ID", "Streams", "callback_config", "create_app", "build_streams", "new_app",
+           "run_worker"]
 
 APP_ID = "tawag-streams"
 """Faust app id: also the Kafka consumer group and the changelog topics' prefix."""
@@ -85,12 +87,14 @@ def build_streams(app: faust.App, settings: Settings, *, topics: Topics | None =
     tables = declare_tables(app, settings)
     agents = {"cdr": cdr_agent.register(app, topics, tables),
               **agent_stats_agent.register(app, topics, tables),
-              **callbacks_agent.register(app, topics, tables, _callback_config(settings))}
+              **callbacks_agent.register(app, topics, tables, callback_config(settings))}
     return Streams(app=app, topics=topics, tables=tables, agents=agents)
 
 
-def _callback_config(settings: Settings) -> CallbackConfig:
-    return CallbackConfig(country=settings.default_country)
+def callback_config(settings: Settings) -> CallbackConfig:
+    """The callback fold's policy: the tenant's country and ``callback_retention_days``."""
+    return CallbackConfig(country=settings.default_country,
+                          retention=timedelta(days=settings.callback_retention_days))
 
 
 def create_app(settings: Settings) -> faust.App:

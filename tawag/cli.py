@@ -189,7 +189,7 @@ def cmd_warehouse(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
-    from connectors.sync import run
+    from connectors.service import run
     from tawag import edge
 
     if not settings.crm_enabled:

@@ -213,6 +213,11 @@ class Settings:
         return self.recordings_dir / "wav"
 
     @property
+    def connectors_dir(self) -> Path:
+        """The CRM connectors' outbox journal, rejection log, tokens and link key."""
+        return self.data_dir / "connectors"
+
+    @property
     def kamailio_rpc_url(self) -> str:
         return f"http://{self.sip_host}:{self.kamailio_http_port}/RPC"
 

@@ -31,9 +31,9 @@ from connectors.base import (
     Unavailable,
     retry_after_seconds,
 )
-from connectors.config import ConnectorConfig
 from connectors.tokens import TokenStore
 from streams.records import Cdr
+from tawag.settings import Settings
 
 __all__ = ["AmoCrmClient", "build_client"]
 
@@ -128,6 +128,10 @@ class AmoCrmClient:
         self._request("PATCH", f"/api/v4/tasks/{task.id}",
                       json={"is_completed": True, "result": {"text": note}})
 
+    def finish_unplaced(self, crm_call_id: str, *, user: str, progress: Progress) -> None:
+        """amoCRM starts no calls through us (no click-to-call contract): nothing to finish."""
+        return None
+
 
 def _is_duplicate_uniq(errors: list[Any]) -> bool:
     """A resend after a lost answer: amoCRM refuses a repeated ``uniq`` [unverified shape]."""
@@ -160,13 +164,14 @@ def _body(response: httpx.Response) -> Any:
         return response.text[:2000]
 
 
-def build_client(cfg: ConnectorConfig, store: TokenStore, *,
+def build_client(settings: Settings, store: TokenStore, *,
                  transport: httpx.BaseTransport | None = None) -> AmoCrmClient:
-    """Wire an :class:`AmoCrmClient` with OAuth from the config (the CLI's job)."""
-    auth = AmoOAuth(token_url=cfg.amocrm_base_url.rstrip("/") + "/oauth2/access_token",
-                    client_id=cfg.amocrm_client_id, client_secret=cfg.amocrm_client_secret,
-                    redirect_uri=cfg.amocrm_redirect_uri, store=store)
-    http = httpx.Client(base_url=cfg.amocrm_base_url, auth=auth, transport=transport,
-                        timeout=cfg.http_timeout_s)
-    return AmoCrmClient(http, source=cfg.call_source,
-                        task_deadline_s=cfg.missed_task_deadline_s)
+    """Wire an :class:`AmoCrmClient` with OAuth from the ``crm_amocrm_*`` settings."""
+    auth = AmoOAuth(token_url=settings.crm_amocrm_base_url.rstrip("/") + "/oauth2/access_token",
+                    client_id=settings.crm_amocrm_client_id,
+                    client_secret=settings.crm_amocrm_client_secret,
+                    redirect_uri=settings.crm_amocrm_redirect_uri, store=store)
+    http = httpx.Client(base_url=settings.crm_amocrm_base_url, auth=auth, transport=transport,
+                        timeout=settings.crm_http_timeout_s)
+    return AmoCrmClient(http, source=settings.crm_call_source,
+                        task_deadline_s=settings.crm_missed_task_deadline_s)

@@ -38,9 +38,9 @@ from connectors.base import (
 )
 from connectors.bitrix24 import mapping
 from connectors.bitrix24.auth import Bitrix24OAuth
-from connectors.config import ConnectorConfig
 from connectors.tokens import TokenStore
 from streams.records import Cdr
+from tawag.settings import Settings
 
 __all__ = ["Bitrix24Client", "build_client"]
 
@@ -153,21 +153,18 @@ class Bitrix24Client:
             progress.set("record_attached", True)
         self._forget(cdr.call_id)
 
-    def finish_unplaced(self, b24_call_id: str, *, user: str, progress: Progress) -> None:
+    def finish_unplaced(self, crm_call_id: str, *, user: str, progress: Progress) -> None:
         """Close a click-to-call that never became a call (the agent did not answer).
 
-        ``603-S`` is the contract's "cancelled" code, the one an unanswered outgoing
-        call gets (mapping.status_code); without a finish the call stays open there.
+        Without a finish the call stays open there (payload: mapping.to_unplaced_finish).
         """
         if progress.get("finished"):
             return
         resent = bool(progress.get("finish_sent"))
         progress.set("finish_sent", True)
         try:
-            self.call("telephony.externalcall.finish", {
-                "CALL_ID": b24_call_id, "USER_ID": int(user), "DURATION": 0,
-                "STATUS_CODE": "603-S", "FAILED_REASON": "the agent's phone did not answer",
-                "ADD_TO_CHAT": 0})
+            self.call("telephony.externalcall.finish",
+                      mapping.to_unplaced_finish(b24_call_id=crm_call_id, user=user))
         except Rejected as exc:
             if not (resent and CALL_NOT_FOUND in str(exc.body)):
                 raise
@@ -245,13 +242,14 @@ def _result(response: httpx.Response) -> Any:
                    status=response.status_code, body=body)
 
 
-def build_client(cfg: ConnectorConfig, store: TokenStore | None, *,
+def build_client(settings: Settings, store: TokenStore | None, *,
                  transport: httpx.BaseTransport | None = None) -> Bitrix24Client:
     """OAuth application when a token store is given, inbound webhook otherwise."""
     auth = None
     if store is not None:
-        auth = Bitrix24OAuth(oauth_url=cfg.bitrix24_oauth_url, client_id=cfg.bitrix24_client_id,
-                             client_secret=cfg.bitrix24_client_secret, store=store)
-    http = httpx.Client(base_url=cfg.bitrix24_base_url, auth=auth, transport=transport,
-                        timeout=cfg.http_timeout_s)
-    return Bitrix24Client(http, line_number=cfg.bitrix24_line_number)
+        auth = Bitrix24OAuth(oauth_url=settings.crm_bitrix24_oauth_url,
+                             client_id=settings.crm_bitrix24_client_id,
+                             client_secret=settings.crm_bitrix24_client_secret, store=store)
+    http = httpx.Client(base_url=settings.crm_bitrix24_base_url, auth=auth, transport=transport,
+                        timeout=settings.crm_http_timeout_s)
+    return Bitrix24Client(http, line_number=settings.crm_bitrix24_line_number)

@@ -12,7 +12,7 @@ from connectors.base import Contact
 from streams.records import Cdr, Disposition
 
 __all__ = ["TYPE_OUTGOING", "TYPE_INCOMING", "call_type", "status_code", "to_register",
-           "to_finish", "to_attach_record", "contact_from"]
+           "to_finish", "to_unplaced_finish", "to_attach_record", "contact_from"]
 
 TYPE_OUTGOING = 1
 TYPE_INCOMING = 2
@@ -67,6 +67,19 @@ def to_finish(cdr: Cdr, *, b24_call_id: str, user: str) -> dict[str, Any]:
         "USER_ID": int(user),
         "DURATION": int(round(cdr.talk_ms / 1000)),
         "STATUS_CODE": status_code(cdr),
+        "ADD_TO_CHAT": 0,
+    }
+
+
+def to_unplaced_finish(*, b24_call_id: str, user: str) -> dict[str, Any]:
+    """finish of a click-to-call never placed: ``603-S``, the contract's "cancelled" code,
+    the one an unanswered outgoing call gets (:func:`status_code`)."""
+    return {
+        "CALL_ID": b24_call_id,
+        "USER_ID": int(user),
+        "DURATION": 0,
+        "STATUS_CODE": "603-S",
+        "FAILED_REASON": "the agent's phone did not answer",
         "ADD_TO_CHAT": 0,
     }
 

@@ -25,10 +25,10 @@ from connectors.base import (
     TaskRef,
     Unavailable,
 )
-from connectors.config import ConnectorConfig
 from connectors.onec import mapping
 from connectors.onec.auth import OneCBasicAuth
 from streams.records import Cdr
+from tawag.settings import Settings
 
 __all__ = ["OneCClient", "build_client"]
 
@@ -112,6 +112,10 @@ class OneCClient:
         self._request("PATCH", f"{mapping.CALLS}(guid'{task.id}')",
                       json={"Рассмотрено": True, "Описание": note})
 
+    def finish_unplaced(self, crm_call_id: str, *, user: str, progress: Progress) -> None:
+        """1C starts no calls through us (no click-to-call contract): nothing to finish."""
+        return None
+
 
 def _body(response: httpx.Response) -> Any:
     """OData status + ``odata.error`` -> result or ConnectorError (contract §3.1)."""
@@ -129,9 +133,10 @@ def _body(response: httpx.Response) -> Any:
     raise Rejected(f"1C refused the request: HTTP {status}", crm=CRM, status=status, body=body)
 
 
-def build_client(cfg: ConnectorConfig, *,
+def build_client(settings: Settings, *,
                  transport: httpx.BaseTransport | None = None) -> OneCClient:
-    http = httpx.Client(base_url=cfg.onec_base_url, transport=transport,
-                        auth=OneCBasicAuth(cfg.onec_user, cfg.onec_password),
-                        timeout=max(cfg.http_timeout_s, FIRST_REQUEST_TIMEOUT_S))
-    return OneCClient(http, manager_field=cfg.onec_manager_field, timezone=cfg.onec_timezone)
+    http = httpx.Client(base_url=settings.crm_onec_base_url, transport=transport,
+                        auth=OneCBasicAuth(settings.crm_onec_user, settings.crm_onec_password),
+                        timeout=max(settings.crm_http_timeout_s, FIRST_REQUEST_TIMEOUT_S))
+    return OneCClient(http, manager_field=settings.crm_onec_manager_field,
+                      timezone=settings.crm_onec_timezone)

@@ -15,12 +15,13 @@ from fakes.server import FakeServer
 
 from connectors.amocrm import AmoCrmClient, AmoOAuth
 from connectors.bitrix24 import Bitrix24Client, Bitrix24OAuth
-from connectors.config import ConnectorConfig
 from connectors.onec import OneCBasicAuth, OneCClient
-from connectors.sync import Backoff, Target
+from connectors.sync import Backoff
+from connectors.targets import Target
 from connectors.tokens import MemoryTokenStore, Token
 from ingest.events import Direction, Event, EventType
 from streams.records import Cdr, Disposition
+from tawag.settings import Settings
 
 T0 = datetime(2026, 11, 26, 7, 0, 0, tzinfo=UTC)
 
@@ -93,11 +94,12 @@ FAST = Backoff(initial_s=0.02, max_s=0.2, auth_s=0.2)
 RECORDING_SECRET = "r" * 32
 
 
-def sync_config(**kw: Any) -> ConnectorConfig:
-    values: dict[str, Any] = {"recording_base_url": "https://pbx.test/rec",
-                              "recording_secret": RECORDING_SECRET,
-                              "screen_pop_deadline_s": 2.0, "recording_wait_s": 0.0}
-    return ConnectorConfig(**(values | kw))
+def sync_settings(**kw: Any) -> Settings:
+    """Settings of a worker under test: links on, no wait for recordings."""
+    values: dict[str, Any] = {"recordings_base_url": "https://pbx.test/rec",
+                              "recordings_link_secret": RECORDING_SECRET,
+                              "crm_screen_pop_deadline_s": 2.0, "crm_recording_wait_s": 0.0}
+    return Settings(**(values | kw))
 
 
 def targets_for(amo: Any = None, b24: Any = None, onec: Any = None) -> list[Target]:

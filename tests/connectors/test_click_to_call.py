@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from crm_helpers import T0, b24_client, make_cdr, sync_config, wait_for
+from crm_helpers import T0, b24_client, make_cdr, sync_settings, wait_for
 
 from connectors.click_to_call import (
     ClickToCallLinks,
@@ -19,7 +19,8 @@ from connectors.click_to_call import (
     outside_number,
 )
 from connectors.outbox import Outbox
-from connectors.sync import SyncWorker, Target
+from connectors.sync import SyncWorker
+from connectors.targets import Target
 from connectors.web import ClickToCall, ConnectorsHttp
 from tawag import edge
 from tawag.settings import load
@@ -75,7 +76,7 @@ def test_the_claimed_call_is_finished_on_the_portal_call_in_the_clicking_users_n
         b24, tmp_path):
     portal = _Portal(b24)
     worker = SyncWorker([Target(b24_client(*b24)[0], {"101": "1269"}, "1")],
-                        Outbox(tmp_path / "o.jsonl"), config=sync_config(data_dir=tmp_path))
+                        Outbox(tmp_path / "o.jsonl"), settings=sync_settings(data_dir=tmp_path))
     worker.links.expect(Link("bitrix24", portal.call_id, "1269", "101", CLIENT,
                              at=T0.timestamp() - 1, until=T0.timestamp() + 30))
     worker.start()
@@ -95,7 +96,7 @@ def test_the_claimed_call_is_finished_on_the_portal_call_in_the_clicking_users_n
 def test_a_click_no_call_followed_is_finished_as_not_connected(b24, tmp_path):
     portal = _Portal(b24)
     worker = SyncWorker([Target(b24_client(*b24)[0], {"101": "1269"}, "1")],
-                        Outbox(tmp_path / "o.jsonl"), config=sync_config(data_dir=tmp_path))
+                        Outbox(tmp_path / "o.jsonl"), settings=sync_settings(data_dir=tmp_path))
     worker.links.expect(Link("bitrix24", portal.call_id, "1269", "101", CLIENT,
                              at=100.0, until=120.0))
     worker.start()

@@ -1,4 +1,4 @@
-"""Pure pieces: the rate limiter, the error tree, config, token files, signed links, redaction."""
+"""Pure pieces: rate limiters, errors, the client protocol, token files, signed links, redaction."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from connectors.base import (
     BITRIX24_LIMIT,
     AuthExpired,
     ConnectorError,
+    CrmClient,
     LeakyBucket,
     RateLimited,
     Rejected,
@@ -20,9 +21,7 @@ from connectors.base import (
     Throttle,
     Unavailable,
 )
-from connectors.config import from_settings
 from connectors.tokens import FileTokenStore, Token
-from tawag.settings import Settings
 
 
 def test_amocrm_window_allows_7_at_once_and_the_8th_one_second_later():
@@ -59,18 +58,29 @@ def test_throttle_sleeps_with_the_injected_clock_and_never_exceeds_the_rate():
     assert sent[-1] == pytest.approx(9.0)
 
 
+@pytest.mark.parametrize("client", ["amocrm", "bitrix24", "onec"])
+def test_every_client_implements_the_whole_protocol(client):
+    """The sync worker calls any CrmClient method on any target (no per-CRM branches)."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(f"connectors.{client}.client")
+    cls = next(c for _, c in inspect.getmembers(module, inspect.isclass)
+               if getattr(c, "name", None) == client)
+    for name, method in inspect.getmembers(CrmClient, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        assert name in vars(cls), f"{cls.__name__} lacks {name}"
+        assert (list(inspect.signature(getattr(cls, name)).parameters)
+                == list(inspect.signature(method).parameters)), name
+
+
 def test_error_tree():
     for cls in (RateLimited, AuthExpired, Rejected, Unavailable):
         assert issubclass(cls, ConnectorError)
     exc = Rejected("no", crm="amocrm", status=400, body={"detail": "x"})
     assert exc.permanent and exc.body == {"detail": "x"} and exc.crm == "amocrm"
     assert RateLimited("slow", retry_after=2.5).retry_after == 2.5
-
-
-def test_config_from_plain_settings_uses_settings_fields_and_overrides():
-    cfg = from_settings(Settings(), enabled="amocrm,onec", amocrm_client_secret="s3cr3t")
-    assert cfg.topic_cdrs == "tawag.cdrs" and cfg.enabled == ("amocrm", "onec")
-    assert "s3cr3t" not in repr(cfg)
 
 
 def test_file_token_store_is_private_and_atomic(tmp_path):

@@ -1,4 +1,4 @@
-"""``connectors.sync.run`` on a real Kafka broker (ports 31190/31191) against the fakes.
+"""``connectors.service.run`` on a real Kafka broker (ports 31190/31191) against the fakes.
 
 Schema-v1 events and CDRs are produced the way the bridge and the Faust worker do (keyed
 by call id); the run loop must screen-pop and deliver them, and a second run after a
@@ -7,6 +7,7 @@ stop must deliver only what is new (committed offsets + outbox keys).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import subprocess
 import threading
@@ -17,7 +18,7 @@ import pytest
 from crm_helpers import AMO_USERS, B24_USERS, inbound_call, wait_for
 from kafka import KafkaProducer
 
-from connectors import sync
+from connectors import service
 from connectors.tokens import FileTokenStore, Token
 from ingest.events import to_json
 from streams.records import cdr_to_json
@@ -55,14 +56,17 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
 
 def start_run(settings: Settings, amo, b24) -> tuple[threading.Thread, threading.Event]:
     stop = threading.Event()
-    thread = threading.Thread(target=sync.run, args=(settings,), daemon=True, kwargs={
-        "stop": stop, "enabled": ("amocrm", "bitrix24"),
-        "amocrm_base_url": amo[1].url, "amocrm_client_id": amo[0].client_id,
-        "amocrm_client_secret": amo[0].client_secret, "amocrm_users": AMO_USERS,
-        "bitrix24_base_url": b24[1].url + "/rest/",
-        "bitrix24_oauth_url": b24[1].url + "/oauth/token/", "bitrix24_client_id": b24[0].client_id,
-        "bitrix24_client_secret": b24[0].client_secret, "bitrix24_users": B24_USERS,
-        "screen_pop_deadline_s": 5.0, "recording_wait_s": 0.0})
+    settings = dataclasses.replace(
+        settings, crm_enabled=("amocrm", "bitrix24"),
+        crm_amocrm_base_url=amo[1].url, crm_amocrm_client_id=amo[0].client_id,
+        crm_amocrm_client_secret=amo[0].client_secret, crm_amocrm_users=AMO_USERS,
+        crm_bitrix24_base_url=b24[1].url + "/rest/",
+        crm_bitrix24_oauth_url=b24[1].url + "/oauth/token/",
+        crm_bitrix24_client_id=b24[0].client_id,
+        crm_bitrix24_client_secret=b24[0].client_secret, crm_bitrix24_users=B24_USERS,
+        crm_screen_pop_deadline_s=5.0, crm_recording_wait_s=0.0)
+    thread = threading.Thread(target=service.run, args=(settings,), kwargs={"stop": stop},
+                              daemon=True)
     thread.start()
     return thread, stop
 

@@ -16,7 +16,7 @@ import statistics
 import time
 from datetime import UTC, datetime
 
-from crm_helpers import AMO_USERS, B24_USERS, amo_client, b24_client, make_event, sync_config
+from crm_helpers import AMO_USERS, B24_USERS, amo_client, b24_client, make_event, sync_settings
 from crm_helpers import wait_for as wait
 from fakes.amocrm import FakeAmoCrm
 from fakes.bitrix24 import FakeBitrix24
@@ -24,7 +24,8 @@ from fakes.server import FakeServer
 
 from connectors.base import LeakyBucket, Throttle
 from connectors.outbox import Outbox
-from connectors.sync import SyncWorker, Target
+from connectors.sync import SyncWorker
+from connectors.targets import Target
 from ingest.events import EventType
 
 CALLS = 200
@@ -46,7 +47,7 @@ def test_screen_pop_latency_median_and_p99(tmp_path):
     targets = [Target(amo_client(amo, servers[0], throttle=unlimited())[0], AMO_USERS),
                Target(b24_client(b24, servers[1], throttle=unlimited())[0], B24_USERS)]
     box = Outbox(tmp_path / "outbox.jsonl")
-    worker = SyncWorker(targets, box, config=sync_config())
+    worker = SyncWorker(targets, box, settings=sync_settings())
     worker.start()
     handed: dict[str, float] = {}
     try:

@@ -14,8 +14,6 @@ any second POST.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -25,27 +23,31 @@ from pathlib import Path
 from crm_helpers import AMO_USERS, B24_USERS, FAST, ONEC_USERS, inbound_call, wait_for
 from fakes.onec import PREFIX
 
-from connectors.config import ConnectorConfig
 from connectors.outbox import Outbox
-from connectors.sync import SyncWorker, build_targets
+from connectors.sync import SyncWorker
 from connectors.tokens import FileTokenStore, Token
+from connectors.wiring import build_targets
+from tawag.settings import Settings, to_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 K, N = 4, 10
 KNOWN = "+79161234567"
 
 
-def config(tmp_path: Path, amo, b24, onec) -> ConnectorConfig:
-    return ConnectorConfig(
-        data_dir=tmp_path, enabled=("amocrm", "bitrix24", "onec"),
-        amocrm_base_url=amo[1].url, amocrm_client_id=amo[0].client_id,
-        amocrm_client_secret=amo[0].client_secret, amocrm_users=AMO_USERS,
-        amocrm_default_user="8000",
-        bitrix24_base_url=b24[1].url + "/rest/", bitrix24_oauth_url=b24[1].url + "/oauth/token/",
-        bitrix24_client_id=b24[0].client_id, bitrix24_client_secret=b24[0].client_secret,
-        bitrix24_users=B24_USERS, bitrix24_default_user="1",
-        onec_base_url=onec[1].url + PREFIX, onec_user=onec[0].user,
-        onec_password=onec[0].password, onec_users=ONEC_USERS, recording_wait_s=0.0)
+def config(tmp_path: Path, amo, b24, onec) -> Settings:
+    return Settings(
+        data_dir=tmp_path, crm_enabled=("amocrm", "bitrix24", "onec"),
+        crm_amocrm_base_url=amo[1].url, crm_amocrm_client_id=amo[0].client_id,
+        crm_amocrm_client_secret=amo[0].client_secret, crm_amocrm_users=AMO_USERS,
+        crm_amocrm_default_user="8000",
+        crm_bitrix24_base_url=b24[1].url + "/rest/",
+        crm_bitrix24_oauth_url=b24[1].url + "/oauth/token/",
+        crm_bitrix24_client_id=b24[0].client_id,
+        crm_bitrix24_client_secret=b24[0].client_secret,
+        crm_bitrix24_users=B24_USERS, crm_bitrix24_default_user="1",
+        crm_onec_base_url=onec[1].url + PREFIX, crm_onec_user=onec[0].user,
+        crm_onec_password=onec[0].password, crm_onec_users=ONEC_USERS,
+        crm_recording_wait_s=0.0)
 
 
 def test_worker_killed_mid_batch_loses_and_duplicates_nothing(amo, b24, onec, tmp_path):
@@ -54,11 +56,11 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(amo, b24, onec, tm
     fb.add_entity("Иван", "+7 916 123-45-67", assigned=99)
     fo.add_party("ООО «Ромашка»", "79161234567", manager="m-1")
     cfg = config(tmp_path, amo, b24, onec)
-    FileTokenStore(cfg.state_dir / "amocrm-token.json").save(Token(*fa.issue_tokens()))
-    FileTokenStore(cfg.state_dir / "bitrix24-token.json").save(Token(*fb.issue_tokens()))
+    FileTokenStore(cfg.connectors_dir / "amocrm-token.json").save(Token(*fa.issue_tokens()))
+    FileTokenStore(cfg.connectors_dir / "bitrix24-token.json").save(Token(*fb.issue_tokens()))
     ids = [f"K{n:02d}" for n in range(N)]
-    box = Outbox(cfg.state_dir / "outbox.jsonl")
-    enqueuer = SyncWorker(build_targets(cfg), box, config=cfg)
+    box = Outbox(cfg.connectors_dir / "outbox.jsonl")
+    enqueuer = SyncWorker(build_targets(cfg), box, settings=cfg)
     for call_id in ids:
         for cdr in inbound_call(call_id, KNOWN)[1]:
             enqueuer.handle_cdr(cdr)
@@ -67,11 +69,9 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(amo, b24, onec, tm
     fa.hold = lambda req: req.path == "/api/v4/calls" and len(fa.calls) == K
     fb.hold = lambda req: req.path.lower().endswith("finish") and len(fb.finished) == K
     fo.hold = lambda req: req.method == "POST" and len(fo.documents) == K
-    values = {k: (str(v) if isinstance(v, Path) else v)
-              for k, v in dataclasses.asdict(cfg).items()}
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sync_child.py")),
-                              json.dumps(values)], cwd=ROOT, env=env, stdout=subprocess.PIPE)
+    env = {**os.environ, **to_environ(cfg), "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sync_child.py"))],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE)
     try:
         wait_for(lambda: len(fa.calls) == K and len(fb.finished) == K and len(fo.documents) == K,
                  timeout=30, what="the K-th call applied in every CRM")
@@ -80,9 +80,9 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(amo, b24, onec, tm
         child.wait(10)
     fa.hold = fb.hold = fo.hold = None
 
-    box = Outbox(cfg.state_dir / "outbox.jsonl")
+    box = Outbox(cfg.connectors_dir / "outbox.jsonl")
     assert len(box.pending()) == 3 * (N - K + 1)  # the in-flight K-th call is still pending
-    worker = SyncWorker(build_targets(cfg), box, config=cfg, backoff=FAST)
+    worker = SyncWorker(build_targets(cfg), box, settings=cfg, backoff=FAST)
     worker.start()
     try:
         wait_for(worker.idle, timeout=30, what="the rest delivered after restart")

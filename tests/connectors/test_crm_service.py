@@ -1,7 +1,7 @@
 """The connectors as a service of the stack: settings, the HTTP server, the supervisor entry.
 
-- every connector setting is defined once in ``tawag/settings.py`` (ConnectorConfig's
-  defaults are read from it) and survives the environment round trip a child process
+- every connector setting is defined once in ``tawag/settings.py`` and read from there
+  (no copy in connectors/), and survives the environment round trip a child process
   makes (dict- and list-valued ones included);
 - signed recording links download only while valid: 403 for a bad or expired signature,
   404 for a missing file or a path that leaves the recordings folder;
@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -20,11 +19,12 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from connectors import config as cc
 from connectors.base import Contact
-from connectors.recording_links import sign_url
-from connectors.sync import Target, contact_record, extension_for, recording_name
+from connectors.contacts import contact_record
+from connectors.recording_links import recording_name, sign_url
+from connectors.targets import Target, extension_for
 from connectors.web import ClickToCall, ConnectorsHttp, parse_bitrix_event
+from connectors.wiring import build_targets, with_link_defaults
 from tawag.settings import Settings, load, to_environ
 from tawag.supervisor import components
 
@@ -32,11 +32,27 @@ SECRET = b"k" * 32
 PORT = 31193
 
 
-def test_connector_defaults_come_from_settings_only():
-    defaults = Settings()
-    for f in dataclasses.fields(cc.ConnectorConfig):
-        source = cc.settings_source(f.name)
-        assert getattr(cc.ConnectorConfig(), f.name) == getattr(defaults, source), f.name
+def test_connectors_keep_no_copy_of_the_settings():
+    """Configuration is read from Settings itself: no connectors record redeclares a
+    setting (as ``crm_x``, ``recordings_x`` or ``x``) to be filled from it."""
+    import dataclasses
+    import importlib
+    import inspect
+    import pkgutil
+
+    import connectors
+
+    names = {f.name for f in dataclasses.fields(Settings)}
+    names |= {n.split("_", 1)[1] for n in names if n.startswith(("crm_", "recordings_"))}
+    copies = []
+    for info in pkgutil.walk_packages(connectors.__path__, "connectors."):
+        module = importlib.import_module(info.name)
+        for cls in vars(module).values():
+            if (inspect.isclass(cls) and cls.__module__ == info.name
+                    and dataclasses.is_dataclass(cls)):
+                copies += [f"{cls.__qualname__}.{f.name}" for f in dataclasses.fields(cls)
+                           if f.name in names]
+    assert copies == []
 
 
 def test_crm_settings_from_the_environment_round_trip():
@@ -50,20 +66,19 @@ def test_crm_settings_from_the_environment_round_trip():
     assert s.crm_http_timeout_s == 3.5 and s.recordings_http_port == 47100
     assert load(environ=to_environ(s)) == s
     assert "s3cret" not in repr(s)
-    cfg = cc.from_settings(s)
-    assert cfg.enabled == ("amocrm", "bitrix24") and cfg.amocrm_users == s.crm_amocrm_users
-    assert cfg.http_port == 47100 and cfg.amocrm_client_secret == "s3cret"
+    assert [t.name for t in build_targets(s)] == ["amocrm", "bitrix24"]
     with pytest.raises(ValueError, match="key=value"):
         load(environ={"TAWAG_CRM_BITRIX24_USERS": "101:1269"})
 
 
 def test_link_defaults_generate_one_persistent_secret(tmp_path):
-    cfg = cc.from_settings(load(environ={}, data_dir=tmp_path, recordings_http_port=47111))
-    first = cc.with_link_defaults(cfg)
-    assert first.recording_base_url == "http://127.0.0.1:47111/recordings"
-    assert len(first.recording_secret) >= 32
-    assert cc.with_link_defaults(cfg).recording_secret == first.recording_secret
-    assert (cfg.state_dir / "recording-link.key").stat().st_mode & 0o077 == 0
+    s = load(environ={}, data_dir=tmp_path, recordings_http_port=47111)
+    first = with_link_defaults(s)
+    assert first.recordings_base_url == "http://127.0.0.1:47111/recordings"
+    assert len(first.recordings_link_secret) >= 32
+    assert with_link_defaults(s).recordings_link_secret == first.recordings_link_secret
+    assert (s.connectors_dir / "recording-link.key").stat().st_mode & 0o077 == 0
+    assert with_link_defaults(first) == first  # an operator's own URL and key are kept
 
 
 def test_links_name_files_relative_to_the_recordings_folder(tmp_path):
@@ -180,7 +195,7 @@ def test_a_did_call_pops_the_card_of_the_extension_its_leg_rings():
     """The real edge names the ringing extension in ``extra.leg_to`` (callee is the DID)."""
     from crm_helpers import make_event
 
-    from connectors.sync import apply_event
+    from connectors.screen_pop import apply_event
     from ingest.events import EventType
 
     offered = make_event(EventType.CALL_OFFERED, "c1", caller="+79161234567",
@@ -195,7 +210,7 @@ def test_a_did_call_pops_the_card_of_the_extension_its_leg_rings():
 
 def test_a_call_record_waits_for_the_revision_that_brings_the_recording(amo, tmp_path):
     """The CDR closes a moment before call.recording_ready: the link must still go out."""
-    from crm_helpers import make_cdr, sync_config, targets_for, wait_for
+    from crm_helpers import make_cdr, sync_settings, targets_for, wait_for
 
     from connectors.outbox import Outbox
     from connectors.sync import SyncWorker
@@ -203,7 +218,8 @@ def test_a_call_record_waits_for_the_revision_that_brings_the_recording(amo, tmp
     amo[0].add_contact("Иван", "+7 916 123-45-67", responsible=8001)
     box = Outbox(tmp_path / "outbox.jsonl")
     worker = SyncWorker(targets_for(amo=amo), box,
-                        config=sync_config(recording_wait_s=5.0, data_dir=tmp_path))
+                        settings=sync_settings(crm_recording_wait_s=5.0,
+                                                       data_dir=tmp_path))
     worker.start()
     try:
         worker.handle_cdr(make_cdr("R1", version=5))

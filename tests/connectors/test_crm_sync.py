@@ -15,15 +15,18 @@ from crm_helpers import (
     inbound_call,
     make_cdr,
     make_event,
-    sync_config,
+    sync_settings,
     targets_for,
     wait_for,
 )
 from fakes.server import Reply, json_reply
 
 from connectors import redact
+from connectors.delivery import deliveries_for
+from connectors.mapping import client_phone
 from connectors.outbox import Outbox, list_rejections
-from connectors.sync import SyncWorker, apply_event, client_phone, deliveries_for
+from connectors.screen_pop import apply_event
+from connectors.sync import SyncWorker
 from ingest.events import Direction, EventType
 
 KNOWN = "+79161234567"
@@ -64,7 +67,7 @@ def world(amo, b24, onec, tmp_path):
     b24[0].add_entity("Иван Петров", "+7 916 123-45-67", assigned=99)
     onec[0].add_party("ООО «Ромашка»", "79161234567", manager="m-1")
     box = Outbox(tmp_path / "outbox.jsonl")
-    worker = SyncWorker(targets_for(amo, b24, onec), box, config=sync_config(), backoff=FAST)
+    worker = SyncWorker(targets_for(amo, b24, onec), box, settings=sync_settings(), backoff=FAST)
     worker.start()
     yield amo[0], b24[0], onec[0], worker
     worker.stop()
@@ -136,7 +139,7 @@ def test_permanent_rejection_is_recorded_with_the_crm_body_and_the_queue_moves_o
     fake, _ = amo
     path = tmp_path / "outbox.jsonl"
     box = Outbox(path)
-    worker = SyncWorker(targets_for(amo=amo), box, config=sync_config(), backoff=FAST)
+    worker = SyncWorker(targets_for(amo=amo), box, settings=sync_settings(), backoff=FAST)
     worker.start()
     try:
         # outbound to a number no contact has: amoCRM lists the call under errors[]
@@ -180,7 +183,7 @@ def test_crm_down_then_back_gets_every_call_once_in_order(amo, b24, onec, tmp_pa
     checked is the same for ten minutes: nothing is dropped while retries back off."""
     box = Outbox(tmp_path / "outbox.jsonl")
     servers = [amo[1], b24[1], onec[1]]
-    worker = SyncWorker(targets_for(amo, b24, onec), box, config=sync_config(), backoff=FAST)
+    worker = SyncWorker(targets_for(amo, b24, onec), box, settings=sync_settings(), backoff=FAST)
     worker.start()
     try:
         for server in servers:
@@ -207,8 +210,8 @@ def test_secrets_never_reach_the_logs(amo, b24, onec, tmp_path, caplog):
     targets = targets_for(amo, b24, onec)
     secrets = {amo[0].client_secret, b24[0].client_secret, onec[0].password,
                *amo[0].access, *amo[0].refresh, *b24[0].access, *b24[0].refresh,
-               sync_config().recording_secret}
-    worker = SyncWorker(targets, box, config=sync_config(), backoff=FAST)
+               sync_settings().recordings_link_secret}
+    worker = SyncWorker(targets, box, settings=sync_settings(), backoff=FAST)
     with caplog.at_level(logging.DEBUG):
         worker.start()
         try:

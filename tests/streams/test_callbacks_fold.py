@@ -125,6 +125,15 @@ def test_old_settled_history_is_pruned() -> None:
     assert [c.call_id for c in kept.calls] == ["m1", "m2", "m9"]
 
 
+def test_the_app_keeps_the_history_the_settings_ask_for() -> None:
+    from streams.app import callback_config
+    from tawag.settings import load
+
+    assert callback_config(load(environ={})).retention == timedelta(days=30)
+    week = callback_config(load(environ={"TAWAG_CALLBACK_RETENTION_DAYS": "7"}))
+    assert week == CallbackConfig(country="RU", retention=timedelta(days=7))
+
+
 def test_state_round_trips_through_its_dict() -> None:
     state = fold("acme", CLIENT, CALLS)
     assert CallbackState.from_dict(state.to_dict()) == state

@@ -1,0 +1,49 @@
+"""The connectors process (``tawag connectors``): wire from Settings, consume until stopped.
+
+    from connectors.service import run
+    run(tawag.settings.load(), stop=stop, edge=tawag.edge)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from connectors import redact
+from connectors.consume import consume
+from connectors.wiring import wire, with_link_defaults
+from tawag.settings import Settings
+
+__all__ = ["run"]
+
+log = logging.getLogger("tawag.connectors")
+
+
+def run(settings: Settings, *, stop: threading.Event | None = None,
+        ready: threading.Event | None = None, serve_http: bool = True,
+        originate: Callable[..., None] | None = None, edge: Any = None) -> None:
+    """Consume tawag.call-events and tawag.cdrs until ``stop`` is set.
+
+    With ``serve_http`` the worker also serves signed recording links and Bitrix24
+    events (:mod:`connectors.web`); its ``/health`` (and ``ready``) turn on once the
+    consumer holds its partitions. Each contact lookup is published to the compacted
+    ``tawag.crm-contacts`` for routing. ``originate`` and ``edge``: see
+    :func:`connectors.wiring.wire`.
+    """
+    redact.install()
+    settings = with_link_defaults(settings)
+    wired = wire(settings, serve_http=serve_http, originate=originate, edge=edge)
+    stop = stop or threading.Event()
+
+    def assigned() -> None:
+        wired.ready()
+        if ready is not None:
+            ready.set()
+
+    log.info("connectors up: %s", ", ".join(settings.crm_enabled) or "no CRM enabled")
+    try:
+        consume(wired.consumer, wired.worker, settings, stop=stop, on_assigned=assigned)
+    finally:
+        wired.close()

@@ -1,0 +1,152 @@
+"""Wiring of the connectors worker from :class:`~tawag.settings.Settings`: clients,
+outbox, worker, the Kafka consumer and producer, the HTTP server. Nothing here decides
+or loops (like wazo's ``controller.py``): :mod:`connectors.consume` runs the loop,
+:mod:`connectors.sync` and :mod:`connectors.delivery` do the work.
+
+Every value comes from the ``crm_*``, ``recordings_*`` and stack fields of Settings;
+the connectors' state (outbox journal, rejection log, token files, link key) lives in
+``settings.connectors_dir``.
+
+    wired = wire(with_link_defaults(settings), edge=tawag.edge)
+    try:
+        consume(wired.consumer, wired.worker, settings, stop=stop)
+    finally:
+        wired.close()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.contacts import ContactPublisher
+from connectors.outbox import Outbox
+from connectors.sync import SyncWorker
+from connectors.targets import Target
+from connectors.web import ConnectorsHttp
+from tawag.settings import Settings
+
+__all__ = ["Wired", "build_targets", "wire", "with_link_defaults"]
+
+log = logging.getLogger("tawag.connectors")
+
+CONSUMER_GROUP = "tawag-connectors"
+
+
+def build_targets(settings: Settings) -> list[Target]:
+    """Clients for the enabled CRMs, tokens in ``settings.connectors_dir``."""
+    from connectors.amocrm.client import build_client as amo
+    from connectors.bitrix24.client import build_client as b24
+    from connectors.onec.client import build_client as onec
+    from connectors.tokens import FileTokenStore
+
+    s, state = settings, settings.connectors_dir
+    targets = []
+    if "amocrm" in s.crm_enabled:
+        store = FileTokenStore(state / "amocrm-token.json")
+        targets.append(Target(amo(s, store), s.crm_amocrm_users,
+                              s.crm_amocrm_default_user or None))
+    if "bitrix24" in s.crm_enabled:
+        store = (FileTokenStore(state / "bitrix24-token.json")
+                 if s.crm_bitrix24_client_id else None)
+        targets.append(Target(b24(s, store), s.crm_bitrix24_users,
+                              s.crm_bitrix24_default_user or None))
+    if "onec" in s.crm_enabled:
+        targets.append(Target(onec(s), s.crm_onec_users, None))
+    return targets
+
+
+def with_link_defaults(settings: Settings) -> Settings:
+    """Fill an empty recording base URL and signing key (generated once, kept 0600)."""
+    base = (settings.recordings_base_url
+            or f"http://{settings.recordings_http_host}:{settings.recordings_http_port}"
+               "/recordings")
+    secret = settings.recordings_link_secret
+    if not secret:
+        path = settings.connectors_dir / "recording-link.key"
+        try:
+            secret = path.read_text().strip()
+        except FileNotFoundError:
+            secret = ""
+        if not secret:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            secret = secrets.token_urlsafe(32)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secret + "\n")
+    return dataclasses.replace(settings, recordings_base_url=base,
+                               recordings_link_secret=secret)
+
+
+@dataclass
+class Wired:
+    """The running pieces of one connectors worker; :meth:`close` stops them all."""
+
+    worker: SyncWorker
+    outbox: Outbox
+    consumer: Any
+    producer: Any
+    http: ConnectorsHttp | None
+
+    def ready(self) -> None:
+        """The consumer holds its partitions: ``/health`` may say so."""
+        if self.http is not None:
+            self.http.ready.set()
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.consumer.close()
+        self.producer.flush(5)
+        self.producer.close(5)
+        self.outbox.close()
+        if self.http is not None:
+            self.http.stop()
+
+
+def wire(settings: Settings, *, serve_http: bool = True,
+         originate: Callable[..., None] | None = None, edge: Any = None) -> Wired:
+    """Build and start everything of ``tawag connectors`` but the consume loop.
+
+    ``settings`` should have its link defaults filled (:func:`with_link_defaults`).
+    With Bitrix24 enabled and the edge's control API given (``edge``, :mod:`tawag.edge`),
+    its click-to-call events are placed through the edge
+    (:class:`connectors.click_to_call.EdgeOriginator`) unless ``originate`` is given.
+    """
+    from kafka import KafkaConsumer, KafkaProducer
+
+    outbox = Outbox(settings.connectors_dir / "outbox.jsonl")
+    outbox.compact()
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=5)
+    publish = ContactPublisher(producer, tenant=settings.tenant,
+                               topic=settings.crm_topic_contacts)
+    worker = SyncWorker(build_targets(settings), outbox, settings=settings, on_contact=publish)
+    http = _start_http(settings, worker, originate, edge) if serve_http else None
+    worker.start()
+    consumer = KafkaConsumer(settings.topic_call_events, settings.topic_cdrs,
+                             bootstrap_servers=settings.kafka_bootstrap, group_id=CONSUMER_GROUP,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             fetch_max_wait_ms=20)
+    return Wired(worker, outbox, consumer, producer, http)
+
+
+def _start_http(settings: Settings, worker: SyncWorker,
+                originate: Callable[..., None] | None, edge: Any) -> ConnectorsHttp:
+    """Signed recording downloads and Bitrix24 events (click-to-call)."""
+    if originate is None and edge is not None and "bitrix24" in settings.crm_enabled:
+        from connectors.click_to_call import EdgeOriginator
+
+        originate = EdgeOriginator(settings, worker.links, edge)
+    return ConnectorsHttp(host=settings.recordings_http_host,
+                          port=settings.recordings_http_port,
+                          wav_dir=settings.recordings_wav_dir,
+                          secret=settings.recordings_link_secret.encode(),
+                          bitrix24_token=settings.crm_bitrix24_application_token,
+                          bitrix24_users=dict(settings.crm_bitrix24_users),
+                          originate=originate,
+                          not_placed=lambda click: worker.click_not_placed(
+                              click.crm, click.crm_call_id, click.crm_user)).start()
