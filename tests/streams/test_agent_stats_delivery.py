@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from ingest.events import Direction, Event, EventType, from_json, to_json
 from streams.agent_records import IntervalKind
-from streams.agents.agent_stats import DecodedStates, fold_into
+from streams.agents.agent_stats import fold_into
 from streams.folds.agent_state import agent_keys, fold, timeline
 from streams.folds.agent_stats import complete_until, stats
 
@@ -54,19 +54,17 @@ Rows = tuple[dict[Any, dict[str, Any]], dict[Any, dict[str, Any]]]
 def last_rows(delivery: list[Event], restarts: frozenset[int] = frozenset()) -> Rows:
     """Feed ``delivery`` through the agent's ``fold_into`` (as the worker and the replay
     do, events as JSON on the wire); the last state segment and interval row per key.
-    Before each index in ``restarts`` the table goes through JSON and the decoded-state
-    cache is dropped, as after a worker restart."""
+    Before each index in ``restarts`` the table goes through JSON, as after a worker
+    restart."""
     table: dict[str, Any] = {}
-    decoded = DecodedStates()
     segments: dict[Any, dict[str, Any]] = {}
     intervals: dict[Any, dict[str, Any]] = {}
     for i, event in enumerate(delivery):
         if i in restarts:
             table = json.loads(json.dumps(table))
-            decoded = DecodedStates()
         wire = from_json(to_json(event))
         for key in agent_keys(wire):
-            changes, rows = fold_into(table, key, wire, decoded=decoded)
+            changes, rows = fold_into(table, key, wire)
             for change in changes:
                 segments[(key, change.since)] = asdict(change)
             for row in rows:
