@@ -366,7 +366,7 @@ def _with_fact(state: AgentState, fact: Fact, config: AgentConfig) -> AgentState
         calls_[changed] = _insort(calls_.get(changed, ()), fact)
     newest = fact.ts if state.newest is None else max(state.newest, fact.ts)
     previous = state.newest if newest != state.newest else state.previous_newest
-    return _revised(state, regs, calls_, newest, changed, config,
+    return _revised(state, regs, calls_, newest, [changed] if changed else [], config,
                     accepted=state.accepted + 1, previous_newest=previous)
 
 
@@ -392,10 +392,10 @@ def _base(state: AgentState) -> Segment | None:
 
 
 def _revised(state: AgentState, regs: tuple[Fact, ...], calls_: dict[str, tuple[Fact, ...]],
-             newest: datetime | None, changed: str | None, config: AgentConfig,
+             newest: datetime | None, changed: Iterable[str], config: AgentConfig,
              **fields: Any) -> AgentState:
     """``state`` with new open items: its timeline swept again from the frontier, its
-    counters moved by what the timeline and the ``changed`` call now contribute."""
+    counters moved by what the timeline and the ``changed`` calls now contribute."""
     segments = tuple(sweep(_spans(state, regs, calls_, newest, config), state.frontier,
                            _base(state)))
     counts: Counts = {key: list(values) for key, values in state.counts.items()}
@@ -410,13 +410,11 @@ def _revised(state: AgentState, regs: tuple[Fact, ...], calls_: dict[str, tuple[
         add_parts(counts, segment_parts(seg, state.newest), -1, gone)
     for seg in segments[same:]:
         add_parts(counts, segment_parts(seg, newest), 1, gone)
-    if changed is not None:
-        if changed in state.calls:
-            add_parts(counts, call_parts(call_of(state.agent, changed, state.calls[changed])),
-                      -1, gone)
-        if changed in calls_:
-            add_parts(counts, call_parts(call_of(state.agent, changed, calls_[changed])), 1,
-                      gone)
+    for cid in changed:
+        if cid in state.calls:
+            add_parts(counts, call_parts(call_of(state.agent, cid, state.calls[cid])), -1, gone)
+        if cid in calls_:
+            add_parts(counts, call_parts(call_of(state.agent, cid, calls_[cid])), 1, gone)
     return replace(state, registrations=regs, calls=calls_, newest=newest, segments=segments,
                    counts={key: tuple(values) for key, values in counts.items()}, **fields)
 
@@ -500,26 +498,39 @@ def _close_horizon(state: AgentState, config: AgentConfig) -> AgentState:
     return _stop_late_counting(compact(state, config, to=_floor(state.newest)), config)
 
 
-def _finish_open_calls(state: AgentState, config: AgentConfig) -> AgentState:
-    """Every open call finished as it stands (its spans carried); their ids kept so their
-    further events are dropped, not counted twice."""
+def _settle_open_calls(state: AgentState, config: AgentConfig) -> AgentState:
+    """A circuit breaker for a storm of open calls: each is ended (answered) or failed
+    (not) at the newest event, as a synthetic event would, and finished. The timeline and
+    counts change accordingly (published as any change); the calls' further events are
+    dropped and counted, not folded as new calls."""
+    assert state.newest is not None
+    settled: dict[str, tuple[Fact, ...]] = {}
+    for cid, facts in state.calls.items():
+        talked = call_of(state.agent, cid, facts).talk_start is not None
+        kind = EventType.CALL_ENDED if talked else EventType.CALL_FAILED
+        settled[cid] = _insort(facts, Fact(f"guard:{cid}", kind, state.newest, cid))
+    state = _revised(state, state.registrations, settled, state.newest, list(settled), config)
     carry = list(state.carry)
     finished = dict(state.finished)
     for cid, facts in state.calls.items():
-        carry += call_spans(call_of(state.agent, cid, facts), config.wrap_up_ms)
+        carry += [span for span in call_spans(call_of(state.agent, cid, facts),
+                                              config.wrap_up_ms)
+                  if state.frontier is None or _reaches(span, state.frontier)]
         finished[cid] = facts[-1].ts
     return replace(state, calls={}, carry=tuple(carry), finished=finished)
 
 
-_TRIMS = (_stop_late_counting, _close_horizon, _finish_open_calls)
+_TRIMS = (_stop_late_counting, _close_horizon, _settle_open_calls)
 
 
 def guard(state: AgentState, config: AgentConfig = DEFAULT_CONFIG) -> AgentState:
     """``state``, trimmed if its JSON exceeds ``config.max_row_bytes``: the steps of
-    ``_TRIMS`` in order until it fits, each deterministic and output-neutral (the
-    timeline and every held interval stay as they are); ``trimmed`` counts the rows
-    trimmed. What is given up is exactness beyond the moment of trimming: late events
-    are dropped instead of counted, the horizon closes early, open calls stop changing."""
+    ``_TRIMS`` in order until it fits, each deterministic; ``trimmed`` counts the rows
+    trimmed. The first two are output-neutral (late events beyond the horizon are dropped
+    instead of counted from then on; the horizon closes early). The last, for a storm of
+    open calls, ends them at the newest event: that change is published like any other,
+    and their later events are dropped (``dropped``). Always kept: every event is folded
+    or counted as dropped, the row's records stay consistent with what was published."""
     if state.frontier is None or (_estimate(state) <= config.max_row_bytes
                                   or row_size(state) <= config.max_row_bytes):
         return state
@@ -590,8 +601,8 @@ def without_event(state: AgentState, event: Event,
             del calls_[event.call_id]
     else:
         regs = tuple(f for f in regs if f.event_id != event.event_id)
-    return _revised(state, regs, calls_, _newest_other(state, event), event.call_id, config,
-                    accepted=state.accepted - 1)
+    return _revised(state, regs, calls_, _newest_other(state, event),
+                    [event.call_id] if event.call_id else [], config, accepted=state.accepted - 1)
 
 
 def _newest_other(state: AgentState, event: Event) -> datetime | None:
