@@ -112,6 +112,10 @@ STATE_FORMAT = 2
 """Format 1 rows (every event of two days) are upgraded on read by folding their events."""
 FRONTIER_STEP = timedelta(minutes=1)
 """The frontier moves in whole minutes: finished items are let go at most once a minute."""
+_ANSWER_OR_SETTLED = frozenset({EventType.CALL_ANSWERED, EventType.CALL_ENDED,
+                                EventType.CALL_FAILED, EventType.CALL_CANCELLED})
+"""A call with one of these is answered or settled (a failure after an answer is not
+settled, but its answer is known: no BYE can move it back)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _FOLDED = frozenset({*REGISTRATIONS, EventType.CALL_OFFERED, EventType.CALL_RINGING,
@@ -288,9 +292,7 @@ def _unanswered_since(state: AgentState) -> datetime | None:
     rebuild a lost answer (``duration_ms``) back to there: a talk the timeline shows as
     ringing until then."""
     return min((facts[0].ts for facts in state.calls.values()
-                if not any(f.type is EventType.CALL_ANSWERED for f in facts)
-                and not call_of(state.agent, facts[0].call_id or "", facts).settled),
-               default=None)
+                if not any(f.type in _ANSWER_OR_SETTLED for f in facts)), default=None)
 
 
 def _frontier_for(state: AgentState, config: AgentConfig) -> datetime | None:
