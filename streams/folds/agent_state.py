@@ -16,7 +16,9 @@ The rules that turn events into calls, sessions and a timeline of states are in
 What the row holds (:class:`AgentState`):
 
 - the *frontier*: a point ``horizon`` (5 minutes by default) of event time behind the
-  agent's newest event, floored to the minute. What lies before it is final;
+  agent's newest event, floored to the minute, held back (at most ``late_window``) to the
+  first event of an open call not yet answered, whose BYE may still rebuild a lost answer
+  back to there. What lies before it is final;
 - the timeline from the frontier on (``segments``; the first may have begun before it)
   and the registration scan's position at the frontier (``cursor``);
 - open items: registrations at or after the frontier, calls not finished (a call is
