@@ -27,13 +27,14 @@ from faust.types import AgentT
 from streams.agents import agent_stats as agent_stats_agent
 from streams.agents import callbacks as callbacks_agent
 from streams.agents import cdr as cdr_agent
+from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
 from streams.tables import Tables, declare_tables
 from streams.topics import Topics, declare_topics
 from tawag.settings import Settings
 
-__all__ = ["APP_ID", "Streams", "callback_config", "create_app", "build_streams", "new_app",
-           "run_worker"]
+__all__ = ["APP_ID", "Streams", "agent_config", "callback_config", "create_app",
+           "build_streams", "new_app", "run_worker"]
 
 APP_ID = "tawag-streams"
 """Faust app id: also the Kafka consumer group and the changelog topics' prefix."""
@@ -86,9 +87,17 @@ def build_streams(app: faust.App, settings: Settings, *, topics: Topics | None =
     topics = topics if topics is not None else declare_topics(app, settings)
     tables = declare_tables(app, settings)
     agents = {"cdr": cdr_agent.register(app, topics, tables),
-              **agent_stats_agent.register(app, topics, tables),
+              **agent_stats_agent.register(app, topics, tables, agent_config(settings)),
               **callbacks_agent.register(app, topics, tables, callback_config(settings))}
     return Streams(app=app, topics=topics, tables=tables, agents=agents)
+
+
+def agent_config(settings: Settings) -> AgentConfig:
+    """The agent fold's policy from the settings (the worker and ``tawag replay`` alike)."""
+    return AgentConfig(wrap_up_ms=settings.agent_wrap_up_s * 1000,
+                       horizon=timedelta(seconds=settings.agent_lateness_horizon_s),
+                       late_window=timedelta(seconds=settings.agent_late_window_s),
+                       max_row_bytes=settings.agent_row_max_bytes)
 
 
 def callback_config(settings: Settings) -> CallbackConfig:

@@ -57,7 +57,9 @@ from streams.agent_records import record_to_json
 from streams.agents import agent_stats as agent_stats_agent
 from streams.agents import callbacks as callbacks_agent
 from streams.agents import cdr as cdr_agent
+from streams.app import agent_config, callback_config
 from streams.folds.agent_state import DEFAULT_CONFIG as AGENT_CONFIG
+from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
 from streams.records import cdr_from_json, cdr_to_json
 from tawag.settings import Settings
@@ -157,11 +159,13 @@ class Folded:
 class Replayer:
     """The Faust agents' folds over plain dicts (the tables), one event at a time."""
 
-    def __init__(self, country: str = "RU") -> None:
+    def __init__(self, country: str = "RU", agent_config: AgentConfig = AGENT_CONFIG,
+                 callback_config: CallbackConfig | None = None) -> None:
+        self.agent_config = agent_config
         self.calls: dict[str, Any] = {}
         self.agents: dict[str, Any] = {}
         self.clients: dict[str, Any] = {}
-        self.callback_config = CallbackConfig(country=country)
+        self.callback_config = callback_config or CallbackConfig(country=country)
         self.out = Folded()
 
     def event(self, value: bytes | None) -> None:
@@ -175,7 +179,8 @@ class Replayer:
         if cdr is not None:
             self._cdr_revision(cdr_to_json(cdr))
         for key in agent_stats_agent.route(value):
-            changes, stats = agent_stats_agent.fold_into(self.agents, key, event, AGENT_CONFIG)
+            changes, stats = agent_stats_agent.fold_into(self.agents, key, event,
+                                                          self.agent_config)
             self.out.agent_states += [record_to_json(c) for c in changes]
             self.out.agent_stats += [record_to_json(s) for s in stats]
 
@@ -190,8 +195,10 @@ class Replayer:
         self.out.callbacks += [record_to_json(i) for i in items]
 
 
-def fold_records(records: Iterable[Record], country: str = "RU") -> Replayer:
-    replayer = Replayer(country)
+def fold_records(records: Iterable[Record], country: str = "RU",
+                 agent_config: AgentConfig = AGENT_CONFIG,
+                 callback_config: CallbackConfig | None = None) -> Replayer:
+    replayer = Replayer(country, agent_config, callback_config)
     for record in records:
         replayer.event(record.value)
     return replayer
@@ -340,7 +347,8 @@ def replay(settings: Settings, *, store: Path | None = None, compare_live: bool 
     events = merge_by_time(read_topic(settings.kafka_bootstrap, settings.topic_call_events))
     t1 = time.perf_counter()
     say(f"read {len(events)} events in {t1 - t0:.1f}s")
-    replayer = fold_records(events, settings.default_country)
+    replayer = fold_records(events, settings.default_country, agent_config(settings),
+                            callback_config(settings))
     t2 = time.perf_counter()
     say(f"folded into {len(replayer.out.cdrs)} CDR revisions in {t2 - t1:.1f}s")
     client = ChdbClient(store)

@@ -60,8 +60,17 @@ class Settings:
     # --- stream processing ---------------------------------------------------------
     agent_wrap_up_s: int = 0
     """After-call work counted as wrap-up after each call (0: agents are free at once)."""
-    agent_state_retention_days: int = 2
-    """History the agent-state fold keeps; older late events are ignored."""
+    agent_lateness_horizon_s: int = 300
+    """Lateness horizon of the agent fold: an event up to this many seconds (event time)
+    behind the agent's newest one is folded exactly, whatever the arrival order; finished
+    calls before it are let go from the agent's row (streams.folds.agent_state)."""
+    agent_late_window_s: int = 3600
+    """Beyond the horizon, a late call is still counted into its intervals (without
+    rewriting the published timeline) for this long; older late events are dropped,
+    logged and counted."""
+    agent_row_max_bytes: int = 256_000
+    """Size guard of an agent's table row (JSON): above it the row is trimmed, logged and
+    counted, so a changelog message never nears Kafka's 1 MB limit."""
     callback_retention_days: int = 30
     """How long a client's calls are kept by the callback fold (open items are never dropped)."""
 

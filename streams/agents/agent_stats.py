@@ -19,12 +19,17 @@ again (``agent_state.resent_changes``, ``agent_stats.resent_stats``: from the st
 day holding it, not the whole history) instead of nothing, which would lose them. The
 router is stateless: a redelivered event is re-keyed and sent again, and ends up a repeat
 here.
+
+The row is bounded (``folds.agent_state``): an event later than the lateness horizon is
+counted without revising the timeline, or dropped when older than the late window; both
+are logged here with the row's counters, and so is a row the size guard had to trim.
+Nothing is cached between events: each event decodes the agent's row from the table (a
+few KB) and writes the new one, so a rebalance or a restart changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,12 +41,14 @@ from streams.agent_records import AgentStateChange, AgentStats, record_to_json
 from streams.agents.cdr import decode
 from streams.folds.agent_state import (
     DEFAULT_CONFIG,
+    Admission,
     AgentConfig,
     AgentState,
+    admit,
     agent_keys,
     apply,
     resent_changes,
-    round_trips,
+    row_size,
     state_changes,
     without_event,
 )
@@ -49,7 +56,7 @@ from streams.folds.agent_stats import resent_stats, stats_changes
 from streams.tables import Tables
 from streams.topics import Topics
 
-__all__ = ["ROUTER_NAME", "AGENT_NAME", "register", "route", "fold_into", "DecodedStates"]
+__all__ = ["ROUTER_NAME", "AGENT_NAME", "register", "route", "fold_into"]
 
 ROUTER_NAME = "agent-router"
 AGENT_NAME = "agent-stats"
@@ -98,64 +105,38 @@ def route(value: Any) -> list[str]:
         return []
 
 
-class DecodedStates:
-    """Decoded agent states by key, each valid only while the table holds the very row it
-    was decoded from or written as.
-
-    Decoding a row costs O(kept history) (JSON to events, then the derived timeline); the
-    fold itself costs what the event changes. The table stays the source of truth: after a
-    rebalance or a restart Faust puts rows rebuilt from the changelog (new objects) in the
-    table, so the identity check misses and the row is decoded again. The accepted count
-    and the number of events also have to agree, against a row edited in place.
-    """
-
-    def __init__(self, max_keys: int = 50_000) -> None:
-        self.max_keys = max_keys
-        self._states: OrderedDict[str, tuple[dict[str, Any], AgentState]] = OrderedDict()
-        self.decoded = 0
-        """Rows decoded so far (misses): a fold that hits the cache decodes nothing."""
-
-    def state(self, key: str, row: dict[str, Any]) -> AgentState:
-        """The state of ``row`` (the table's value for ``key``), decoded only on a miss."""
-        hit = self._states.get(key)
-        if (hit is not None and hit[0] is row and row.get("accepted") == hit[1].accepted
-                and len(row.get("events", ())) == len(hit[1].events)):
-            self._states.move_to_end(key)
-            return hit[1]
-        self.decoded += 1
-        return AgentState.from_dict(row)
-
-    def remember(self, key: str, row: dict[str, Any], state: AgentState) -> None:
-        self._states[key] = (row, state)
-        self._states.move_to_end(key)
-        while len(self._states) > self.max_keys:
-            self._states.popitem(last=False)
-
-
-DECODED = DecodedStates()
-"""The process's cache (Faust worker or replay): one decoded state per recent agent."""
-
-
 def fold_into(agents: CollectionT, key: str, event: Event,
-              config: AgentConfig = DEFAULT_CONFIG, decoded: DecodedStates = DECODED,
+              config: AgentConfig = DEFAULT_CONFIG,
               ) -> tuple[list[AgentStateChange], list[AgentStats]]:
     """Fold ``event`` into the agent's row; the segments and interval rows it changed, or,
     for a repeated event, the current ones it concerns again (module docstring)."""
     tenant, _, agent = key.partition(":")
     row = agents.get(key)
-    old = decoded.state(key, row) if row is not None else AgentState(tenant, agent)
-    new = apply(old, event, config)
-    if new is old:
-        if row is not None:
-            decoded.remember(key, row, old)
-        if row is None or not old.has(event.event_id):
-            return [], []  # unrelated or too old: the first delivery sent nothing either
+    old = AgentState.from_dict(row, config) if row is not None else AgentState(tenant, agent)
+    admission = admit(old, event, config)
+    if admission is Admission.UNRELATED:
+        return [], []
+    if admission is Admission.REPEAT:
         prior = without_event(old, event, config)
         return (resent_changes(old, event, config, prior),
                 resent_stats(old, event, config, prior))
+    new = apply(old, event, config)
+    _log_admission(admission, key, event, new)
+    if new.trimmed > old.trimmed:
+        log.warning("agent row %s over %d bytes: trimmed to %d (trimmed %d times so far)",
+                    key, config.max_row_bytes, row_size(new), new.trimmed)
     changes, stats = state_changes(old, new, config), stats_changes(old, new, config)
-    row = new.to_dict()
-    agents[key] = row
-    if round_trips(new, event):  # else the next fold must see the event as the table has it
-        decoded.remember(key, row, new)
+    agents[key] = new.to_dict()
     return changes, stats
+
+
+def _log_admission(admission: Admission, key: str, event: Event, new: AgentState) -> None:
+    """A late event is worth a line: counted late, or dropped (with the row's counters)."""
+    if admission in (Admission.FINISHED, Admission.TOO_LATE):
+        log.warning("agent %s: %s event %s (%s at %s) dropped, newest event %s; %d dropped",
+                    key, admission.value, event.event_id, event.type.value,
+                    event.ts.isoformat(), new.newest, new.dropped)
+    elif admission is Admission.LATE:
+        log.info("agent %s: event %s at %s later than the horizon (newest %s), counted "
+                 "without revising the timeline; %d late", key, event.event_id,
+                 event.ts.isoformat(), new.newest, new.late)

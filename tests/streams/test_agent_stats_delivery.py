@@ -26,8 +26,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from ingest.events import Direction, Event, EventType, from_json, to_json
-from streams.agent_records import IntervalKind
-from streams.agents.agent_stats import DecodedStates, fold_into
+from streams.agent_records import AgentStatus, IntervalKind
+from streams.agents.agent_stats import fold_into
 from streams.folds.agent_state import agent_keys, fold, timeline
 from streams.folds.agent_stats import complete_until, stats
 
@@ -54,19 +54,17 @@ Rows = tuple[dict[Any, dict[str, Any]], dict[Any, dict[str, Any]]]
 def last_rows(delivery: list[Event], restarts: frozenset[int] = frozenset()) -> Rows:
     """Feed ``delivery`` through the agent's ``fold_into`` (as the worker and the replay
     do, events as JSON on the wire); the last state segment and interval row per key.
-    Before each index in ``restarts`` the table goes through JSON and the decoded-state
-    cache is dropped, as after a worker restart."""
+    Before each index in ``restarts`` the table goes through JSON, as after a worker
+    restart."""
     table: dict[str, Any] = {}
-    decoded = DecodedStates()
     segments: dict[Any, dict[str, Any]] = {}
     intervals: dict[Any, dict[str, Any]] = {}
     for i, event in enumerate(delivery):
         if i in restarts:
             table = json.loads(json.dumps(table))
-            decoded = DecodedStates()
         wire = from_json(to_json(event))
         for key in agent_keys(wire):
-            changes, rows = fold_into(table, key, wire, decoded=decoded)
+            changes, rows = fold_into(table, key, wire)
             for change in changes:
                 segments[(key, change.since)] = asdict(change)
             for row in rows:
@@ -195,3 +193,47 @@ def test_two_deliveries_give_the_same_rows_but_for_versions(events, data) -> Non
         assert {k: (r["state"], r["until"]) for k, r in a[0].items()
                 if k[0] == key and not r["deleted"]} == segments
 
+
+
+# --- the size guard ------------------------------------------------------------------------
+
+
+def test_a_row_driven_past_the_size_limit_is_trimmed_and_the_worker_goes_on(caplog) -> None:
+    """A call storm (150 calls ringing 102 at once, cancelled a minute later) against a
+    16 KB limit, through the worker's ``fold_into``: no exception, every row written stays
+    under the limit, the trim is logged and counted, and what the design keeps is kept:
+    the same records as without a limit until the trim; every event folded or counted as
+    dropped; what was published last per key is what the row holds; the agent ends
+    offline as it really is."""
+    from streams.folds.agent_state import AgentConfig, AgentState, row_size
+    from streams.folds.agent_stats import stats
+
+    small, roomy = AgentConfig(max_row_bytes=16_000), AgentConfig(max_row_bytes=10**9)
+    events = [registration("102", EventType.AGENT_REGISTERED, T0, 3600)]
+    events += [call_event(f"s{n}", EventType.CALL_RINGING, T0 + n * 300 * MS)
+               for n in range(150)]
+    events += [call_event(f"s{n}", EventType.CALL_CANCELLED, T0 + (60_000 + n) * MS)
+               for n in range(150)]
+    events.append(registration("102", EventType.AGENT_UNREGISTERED, T0 + 70_000 * MS, 0))
+    trimmed_table: dict[str, Any] = {}
+    table: dict[str, Any] = {}
+    rows: dict[Any, Any] = {}
+    same = True
+    with caplog.at_level("WARNING", logger="streams.agents.agent_stats"):
+        for event in events:
+            wire = from_json(to_json(event))
+            got = fold_into(trimmed_table, "acme:102", wire, small)
+            want = fold_into(table, "acme:102", wire, roomy)
+            row = AgentState.from_dict(trimmed_table["acme:102"], small)
+            same = same and row.trimmed == 0
+            if same:
+                assert got == want
+            assert row_size(row) <= small.max_row_bytes
+            rows.update(((r.interval_kind, r.interval_start), r) for r in got[1])
+    trimmed, full = (AgentState.from_dict(t["acme:102"]) for t in (trimmed_table, table))
+    assert full.trimmed == 0 and row_size(full) > small.max_row_bytes  # it would have grown
+    assert trimmed.trimmed > 0 and "trimmed" in caplog.text
+    assert trimmed.accepted + trimmed.dropped == full.accepted == len(events)
+    assert {k: without_version({k: asdict(rows[k])}) for k in stats(trimmed)} == {
+        k: without_version({k: asdict(r)}) for k, r in stats(trimmed).items()}
+    assert trimmed.segments[-1].state is full.segments[-1].state is AgentStatus.OFFLINE

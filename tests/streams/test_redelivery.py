@@ -30,7 +30,6 @@ from streams.agent_records import (
     IntervalKind,
     record_from_json,
 )
-from streams.agents import agent_stats as agent_stats_agent
 from streams.app import Streams
 from streams.folds.agent_state import AgentState, timeline
 from streams.folds.agent_stats import stats
@@ -50,12 +49,11 @@ def streams(tmp_path: Path) -> Streams:
 
 
 def restart(streams: Streams, table: Any) -> None:
-    """What a killed worker's successor holds: the rows rebuilt from the changelog, and no
-    decoded state cached from before."""
+    """What a killed worker's successor holds: the rows rebuilt from the changelog (the
+    agents keep nothing else between events)."""
     rows = dict(table)
     table.data.clear()
     asyncio.run(recover(table, rows))
-    agent_stats_agent.DECODED.__init__()  # type: ignore[misc]
 
 
 # --- call assembly -----------------------------------------------------------------------
@@ -192,7 +190,9 @@ def test_a_repeated_agent_event_resends_what_its_first_delivery_sent(streams: St
     # one segment of yesterday that reaches into today; the rest of yesterday is not sent
     assert [(c.since, c.until) for c in changes][:2] == [
         (YESTERDAY + timedelta(hours=2), T0), (T0, T0 + timedelta(seconds=60))]
-    assert len(AgentState.from_dict(streams.tables.agents[KEY.decode()]).events) == 8
+    state = AgentState.from_dict(streams.tables.agents[KEY.decode()])
+    assert state.accepted == 8  # all 8 folded; yesterday's call is final and let go
+    assert set(state.calls) == {"c1"} and [f.ts for f in state.registrations] == [T0]
 
 
 def test_a_repeated_agent_event_that_changed_nothing_resends_its_day_only(
@@ -214,9 +214,9 @@ def test_a_repeated_agent_event_that_changed_nothing_resends_its_day_only(
     assert {(r.interval_kind, r.interval_start) for r in rows} == {
         (IntervalKind.QUARTER, T0), (IntervalKind.HOUR, T0), (IntervalKind.DAY, DAY)}
     all_rows = stats(AgentState.from_dict(streams.tables.agents[KEY.decode()]))
-    # yesterday's rows (09:00-11:00 logged in: 8 quarters, 2 hours, the day) exist and
-    # are not sent again
-    assert len(all_rows) == 3 + 11
+    # yesterday's rows (09:00-11:00 logged in: 8 quarters, 2 hours, the day) are final:
+    # the row let go of them, and they are not sent again
+    assert len(all_rows) == 3
     # what is sent again is what was last sent for each key, but for the version
     last: dict[Any, dict[str, Any]] = {}
     for raw in before_crash["agent_stats"]:
