@@ -24,13 +24,12 @@ from datetime import timedelta
 import faust
 from faust.types import AgentT
 
-from streams.agents import agent_stats as agent_stats_agent
-from streams.agents import callbacks as callbacks_agent
-from streams.agents import cdr as cdr_agent
+from streams import runner
 from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
 from streams.tables import Tables, declare_tables
 from streams.topics import Topics, declare_topics
+from streams.topology import stages
 from tawag.settings import Settings
 
 __all__ = ["APP_ID", "Streams", "agent_config", "callback_config", "create_app",
@@ -86,9 +85,8 @@ def build_streams(app: faust.App, settings: Settings, *, topics: Topics | None =
     """Declare topics (or use the given ones), tables and agents on ``app``."""
     topics = topics if topics is not None else declare_topics(app, settings)
     tables = declare_tables(app, settings)
-    agents = {"cdr": cdr_agent.register(app, topics, tables),
-              **agent_stats_agent.register(app, topics, tables, agent_config(settings)),
-              **callbacks_agent.register(app, topics, tables, callback_config(settings))}
+    agents = {stage.key: runner.register(app, topics, tables, stage)
+              for stage in stages(agent_config(settings), callback_config(settings))}
     return Streams(app=app, topics=topics, tables=tables, agents=agents)
 
 

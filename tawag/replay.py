@@ -7,9 +7,9 @@
    of ``settings.topic_call_events``, from the beginning up to the end offsets seen at
    the start. Partitions are merged by the record's Kafka timestamp (then partition,
    offset), the order in which the live worker most likely met them.
-2. **fold**: the very functions the Faust agents call (``streams.agents.cdr.fold_into``,
-   ``agent_stats.route``/``fold_into``, ``callbacks.route``/``fold_into``) over plain dicts
-   instead of Faust tables, in the agents' emission order: each event goes to the call
+2. **fold**: the worker's own topology (:func:`streams.topology.stages`, the very steps
+   the Faust agents run) over plain dicts instead of Faust tables, in the agents'
+   emission order: each event goes to the call
    assembly (a CDR revision if the call changed, the current one again if the event is a
    repeat), then to the agent router (one fold per extension concerned); each CDR
    revision goes on to the callback router and fold. A repeated event or revision sends
@@ -52,16 +52,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ingest.events import InvalidEvent
-from streams.agent_records import record_to_json
-from streams.agents import agent_stats as agent_stats_agent
-from streams.agents import callbacks as callbacks_agent
-from streams.agents import cdr as cdr_agent
 from streams.app import agent_config, callback_config
 from streams.folds.agent_state import DEFAULT_CONFIG as AGENT_CONFIG
 from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
-from streams.records import cdr_from_json, cdr_to_json
+from streams.topology import stages
 from tawag.settings import Settings
 from warehouse import schema
 from warehouse.client import ChdbClient, HttpClient, WarehouseClient, connect
@@ -157,42 +152,35 @@ class Folded:
 
 
 class Replayer:
-    """The Faust agents' folds over plain dicts (the tables), one event at a time."""
+    """The stream topology (:func:`streams.topology.stages`) over plain dicts instead of
+    Faust tables and topics: each message goes, depth first, to every stage reading its
+    topic, in flow order - the agents' own emission order for one event."""
 
     def __init__(self, country: str = "RU", agent_config: AgentConfig = AGENT_CONFIG,
                  callback_config: CallbackConfig | None = None) -> None:
-        self.agent_config = agent_config
-        self.calls: dict[str, Any] = {}
-        self.agents: dict[str, Any] = {}
-        self.clients: dict[str, Any] = {}
-        self.callback_config = callback_config or CallbackConfig(country=country)
+        self.stages = stages(agent_config, callback_config or CallbackConfig(country=country))
+        self.tables: dict[str, dict[str, Any]] = {s.table: {} for s in self.stages if s.table}
         self.out = Folded()
 
     def event(self, value: bytes | None) -> None:
-        """One message of tawag.call-events, as cdr-assembly and agent-router see it."""
-        try:
-            event = cdr_agent.decode(value)
-        except InvalidEvent:
-            self.out.dead += 1
-            return
-        cdr = cdr_agent.fold_into(self.calls, event)
-        if cdr is not None:
-            self._cdr_revision(cdr_to_json(cdr))
-        for key in agent_stats_agent.route(value):
-            changes, stats = agent_stats_agent.fold_into(self.agents, key, event,
-                                                          self.agent_config)
-            self.out.agent_states += [record_to_json(c) for c in changes]
-            self.out.agent_stats += [record_to_json(s) for s in stats]
+        """One message of tawag.call-events."""
+        self.deliver("call_events", None, value)
 
-    def _cdr_revision(self, raw: bytes) -> None:
-        """A revision on tawag.cdrs, then through callback-router and callbacks."""
-        self.out.cdrs.append(raw)
-        key = callbacks_agent.route(raw, self.callback_config)
-        if key is None:
-            return
-        items = callbacks_agent.fold_into(self.clients, key, cdr_from_json(raw),
-                                          self.callback_config)
-        self.out.callbacks += [record_to_json(i) for i in items]
+    def deliver(self, topic: str, key: bytes | None, value: Any) -> None:
+        """A message on ``topic`` (a Topics field) to every stage that reads it."""
+        for stage in self.stages:
+            if stage.source != topic:
+                continue
+            try:
+                outputs = stage.step(self.tables.get(stage.table or ""), key, value)
+            except Exception:  # the worker dead-letters it (streams.runner)
+                self.out.dead += 1
+                continue
+            for out_topic, out_key, out_value in outputs:
+                sent = getattr(self.out, out_topic, None)
+                if sent is not None:
+                    sent.append(out_value)
+                self.deliver(out_topic, out_key, out_value)
 
 
 def fold_records(records: Iterable[Record], country: str = "RU",

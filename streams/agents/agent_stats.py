@@ -1,11 +1,11 @@
-"""Agent state and statistics agents (the rules live in folds.agent_state / agent_stats).
+"""Agent state and statistics stages (the rules live in folds.agent_state / agent_stats).
 
-Two thin loops:
+Two steps (run by :mod:`streams.runner`, declared in :mod:`streams.topology`):
 
 1. ``agent-router`` reads ``tawag.call-events`` (keyed by call id) and re-sends each event
    once per extension it concerns, keyed ``tenant:agent``, to the internal repartition
    topic - Faust's ``group_by`` for one event -> several keys (an internal call concerns
-   caller and callee). Undecodable input is skipped here: the CDR agent reading the same
+   caller and callee). Undecodable input is skipped here: the CDR stage reading the same
    topic already dead-letters it.
 2. ``agent-stats`` reads the repartition topic, folds each event into the agent's row of
    the agents table (co-partitioned: same key, same partition count) and sends the new
@@ -30,11 +30,9 @@ few KB) and writes the new one, so a rebalance or a restart changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faust
-from faust.types import AgentT, CollectionT, StreamT
+from faust.types import CollectionT
 
 from ingest.events import Event, InvalidEvent
 from streams.agent_records import AgentStateChange, AgentStats, record_to_json
@@ -53,10 +51,11 @@ from streams.folds.agent_state import (
     without_event,
 )
 from streams.folds.agent_stats import resent_stats, stats_changes
-from streams.tables import Tables
-from streams.topics import Topics
 
-__all__ = ["ROUTER_NAME", "AGENT_NAME", "register", "route", "fold_into"]
+if TYPE_CHECKING:
+    from streams.topology import Output
+
+__all__ = ["ROUTER_NAME", "AGENT_NAME", "route_step", "step", "route", "fold_into"]
 
 ROUTER_NAME = "agent-router"
 AGENT_NAME = "agent-stats"
@@ -64,37 +63,20 @@ AGENT_NAME = "agent-stats"
 log = logging.getLogger(__name__)
 
 
-def register(app: faust.App, topics: Topics, tables: Tables,
-             config: AgentConfig = DEFAULT_CONFIG) -> dict[str, AgentT]:
-    """Declare the router and the per-agent fold on ``app``; each yields what it sent."""
+def route_step(table: None, key: Any, value: Any) -> list[Output]:
+    """agent-router: the event once per extension it concerns, keyed ``tenant:agent``."""
+    return [("agent_events", agent.encode(), value) for agent in route(value)]
 
-    @app.agent(topics.call_events, name=ROUTER_NAME)
-    async def route_to_agents(stream: StreamT) -> AsyncIterator[Any]:
-        """Re-key every call/agent event by each extension it concerns."""
-        async for event in stream.events():
-            keys = route(event.value)
-            for key in keys:
-                await topics.agent_events.send(key=key.encode(), value=event.value)
-            yield keys
 
-    @app.agent(topics.agent_events, name=AGENT_NAME)
-    async def fold_agents(stream: StreamT) -> AsyncIterator[Any]:
-        """Fold events into the agent's state; publish changed segments and intervals."""
-        async for event in stream.events():
-            key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-            try:
-                changes, stats = fold_into(tables.agents, key, decode(event.value), config)
-            except Exception:  # a fold bug must not stall the partition
-                log.exception("agent fold failed for %s", key)
-                yield None
-                continue
-            for change in changes:
-                await topics.agent_states.send(key=key.encode(), value=record_to_json(change))
-            for row in stats:
-                await topics.agent_stats.send(key=key.encode(), value=record_to_json(row))
-            yield changes, stats
-
-    return {"agent_router": route_to_agents, "agent_stats": fold_agents}
+def step(agents: CollectionT, key: Any, value: Any,
+         config: AgentConfig = DEFAULT_CONFIG) -> list[Output]:
+    """agent-stats: fold the event into the agent's row; the changed segments go to
+    ``agent_states``, the changed interval rows to ``agent_stats``."""
+    key = key.decode() if isinstance(key, bytes) else str(key)
+    changes, stats = fold_into(agents, key, decode(value), config)
+    raw = key.encode()
+    return ([("agent_states", raw, record_to_json(c)) for c in changes]
+            + [("agent_stats", raw, record_to_json(r)) for r in stats])
 
 
 def route(value: Any) -> list[str]:

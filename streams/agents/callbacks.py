@@ -1,4 +1,6 @@
-"""Callback agents: CDR revisions in, callback items out (the rules live in folds.callbacks).
+"""Callback stages: CDR revisions in, callback items out (the rules live in folds.callbacks).
+
+Two steps (run by :mod:`streams.runner`, declared in :mod:`streams.topology`):
 
 1. ``callback-router`` reads ``tawag.cdrs`` (keyed by call id) and re-sends each revision
    of a call with a client (inbound or outbound) keyed ``tenant:client`` to the internal
@@ -17,12 +19,9 @@ ends in a repeat here.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faust
-from faust.types import AgentT, CollectionT, StreamT
+from faust.types import CollectionT
 
 from streams.agent_records import CallbackItem, record_to_json
 from streams.folds.callbacks import (
@@ -35,55 +34,37 @@ from streams.folds.callbacks import (
     resent_items,
 )
 from streams.records import Cdr, cdr_from_json
-from streams.tables import Tables
-from streams.topics import Topics
 
-__all__ = ["ROUTER_NAME", "AGENT_NAME", "register", "route", "fold_into"]
+if TYPE_CHECKING:
+    from streams.topology import Output
+
+__all__ = ["ROUTER_NAME", "AGENT_NAME", "route_step", "step", "route", "fold_into"]
 
 ROUTER_NAME = "callback-router"
 AGENT_NAME = "callbacks"
 
-log = logging.getLogger(__name__)
 
 
-def register(app: faust.App, topics: Topics, tables: Tables,
-             config: CallbackConfig = DEFAULT_CONFIG) -> dict[str, AgentT]:
-    """Declare the router and the per-client fold on ``app``; each yields what it sent."""
+def route_step(table: None, key: Any, value: Any,
+               config: CallbackConfig = DEFAULT_CONFIG) -> list[Output]:
+    """callback-router: a revision of a call with a client, keyed ``tenant:client``."""
+    client = route(value, config)
+    return [] if client is None else [("callback_cdrs", client.encode(), value)]
 
-    @app.agent(topics.cdrs, name=ROUTER_NAME)
-    async def route_to_clients(stream: StreamT) -> AsyncIterator[Any]:
-        """Re-key every CDR revision that has a client by ``tenant:client``."""
-        async for event in stream.events():
-            key = route(event.value, config)
-            if key is not None:
-                await topics.callback_cdrs.send(key=key.encode(), value=event.value)
-            yield key
 
-    @app.agent(topics.callback_cdrs, name=AGENT_NAME)
-    async def fold_callbacks(stream: StreamT) -> AsyncIterator[Any]:
-        """Fold revisions into the client's calls; publish changed callback items."""
-        async for event in stream.events():
-            key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-            try:
-                changed = fold_into(tables.callbacks, key, cdr_from_json(event.value), config)
-            except Exception:  # a fold bug or a bad revision must not stall the partition
-                log.exception("callback fold failed for %s", key)
-                yield None
-                continue
-            for item in changed:
-                await topics.callbacks.send(key=key.encode(), value=record_to_json(item))
-            yield changed
-
-    return {"callback_router": route_to_clients, "callbacks": fold_callbacks}
+def step(callbacks: CollectionT, key: Any, value: Any,
+         config: CallbackConfig = DEFAULT_CONFIG) -> list[Output]:
+    """callbacks: fold the revision into the client's row; changed items to ``callbacks``."""
+    key = key.decode() if isinstance(key, bytes) else str(key)
+    raw = key.encode()
+    return [("callbacks", raw, record_to_json(item))
+            for item in fold_into(callbacks, key, cdr_from_json(value), config)]
 
 
 def route(value: Any, config: CallbackConfig = DEFAULT_CONFIG) -> str | None:
-    """The ``tenant:client`` key of a raw CDR message, or None (no client, or unreadable)."""
-    try:
-        return client_key(cdr_from_json(value), config.country)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        log.warning("callback router: not a CDR: %r", value[:200] if value else value)
-        return None
+    """The ``tenant:client`` key of a raw CDR message, or None for a call without a client
+    (internal). Raises on a message that is not a CDR (the runner dead-letters it)."""
+    return client_key(cdr_from_json(value), config.country)
 
 
 def fold_into(callbacks: CollectionT, key: str, cdr: Cdr,

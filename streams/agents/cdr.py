@@ -1,10 +1,9 @@
-"""Call assembly agent: call events in, CDR revisions out (the rules live in folds.cdr).
+"""Call assembly stage: call events in, CDR revisions out (the rules live in folds.cdr).
 
 Per message: decode with :func:`ingest.events.from_json`, fold into the call's row of the
 calls table, and when the fold changed the call, send the new CDR revision to
-``tawag.cdrs`` keyed by call id. Input that cannot be decoded or folded goes to the
-dead-letter topic with the reason and is counted, so one bad message never stalls the
-partition behind it (the way wazo-call-logd isolates one failing call).
+``tawag.cdrs`` keyed by call id. Input that cannot be decoded or folded raises; the
+runner (:mod:`streams.runner`) dead-letters it, so the partition goes on.
 
 A repeated event (one the call already holds) sends the call's current revision again,
 same version. The row is written to the changelog before the revision is sent; a worker
@@ -17,14 +16,10 @@ same revision twice as once. evapi's own repeats are re-sent too: rare, and as h
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faust
-from faust.types import AgentT, CollectionT, EventT, StreamT
+from faust.types import CollectionT
 
 from ingest.events import Event, InvalidEvent, from_json
 from streams.folds.cdr import (
@@ -36,33 +31,21 @@ from streams.folds.cdr import (
     to_cdr,
 )
 from streams.records import Cdr, cdr_to_json
-from streams.tables import Tables
-from streams.topics import Topics
 
-__all__ = ["AGENT_NAME", "register", "decode", "fold_into", "dead_letter_record"]
+if TYPE_CHECKING:
+    from streams.topology import Output
+
+__all__ = ["AGENT_NAME", "step", "decode", "fold_into"]
 
 AGENT_NAME = "cdr-assembly"
 
 log = logging.getLogger(__name__)
 
 
-def register(app: faust.App, topics: Topics, tables: Tables) -> AgentT:
-    """Declare the call-assembly agent on ``app``; it yields what it sent (for tests)."""
-
-    @app.agent(topics.call_events, name=AGENT_NAME)
-    async def assemble_calls(stream: StreamT) -> AsyncIterator[Any]:
-        """Fold every call event into its call and publish each new CDR revision."""
-        async for event in stream.events():
-            try:
-                cdr = fold_into(tables.calls, decode(event.value))
-            except Exception as exc:  # bad input or a fold bug: park it, keep going
-                yield await _dead_letter(topics, tables, event, exc)
-                continue
-            if cdr is not None:
-                await topics.cdrs.send(key=cdr.call_id.encode(), value=cdr_to_json(cdr))
-            yield cdr
-
-    return assemble_calls
+def step(calls: CollectionT, key: Any, value: Any) -> list[Output]:
+    """One call event: the CDR revision to send on ``cdrs``, if any."""
+    cdr = fold_into(calls, decode(value))
+    return [] if cdr is None else [("cdrs", cdr.call_id.encode(), cdr_to_json(cdr))]
 
 
 def decode(value: Any) -> Event:
@@ -99,50 +82,3 @@ def _revision(state: CallState) -> Cdr | None:
     except IncompleteCall as exc:
         log.info("holding CDR back: %s", exc)
         return None
-
-
-async def _dead_letter(
-    topics: Topics, tables: Tables, event: EventT, exc: Exception
-) -> dict[str, Any]:
-    """Send the message and the reason to the dead-letter topic and count it per partition."""
-    msg = event.message
-    record = dead_letter_record(msg.topic, msg.partition, msg.offset, msg.key, event.value, exc)
-    if not isinstance(exc, InvalidEvent):
-        log.exception("call assembly failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-    log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset,
-                record["error"])
-    tables.dead_letters[f"{msg.topic}:{msg.partition}"] += 1
-    value = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
-    await topics.dead_letter.send(key=msg.key, value=value)
-    return record
-
-
-def dead_letter_record(
-    topic: str, partition: int, offset: int, key: Any, value: Any, exc: Exception
-) -> dict[str, Any]:
-    """The dead-letter JSON: where the message came from, why it failed, and its bytes."""
-    error = str(exc) if isinstance(exc, InvalidEvent) else f"{type(exc).__name__}: {exc}"
-    text, encoding = _as_text(value)
-    return {
-        "source_topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "key": _as_text(key)[0],
-        "error": error,
-        "value": text,
-        "value_encoding": encoding,
-    }
-
-
-def _as_text(raw: Any) -> tuple[str | None, str]:
-    """UTF-8 text when possible, else base64, so the exact bytes can be replayed."""
-    if raw is None or isinstance(raw, str):
-        return raw, "utf-8"
-    if not isinstance(raw, bytes):
-        return repr(raw), "repr"
-    try:
-        return raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(raw).decode("ascii"), "base64"
-
-
