@@ -14,12 +14,14 @@ merged into an earlier one); readers skip deleted rows after FINAL.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from ingest.events import format_ts, parse_ts
+import msgspec
+
+from ingest.events import format_ts
 
 __all__ = [
     "AgentStatus",
@@ -147,14 +149,10 @@ def record_to_json(record: AgentStateChange | AgentStats | CallbackItem) -> byte
 
 
 def record_from_json(kind: type[R], raw: bytes | str) -> R:
-    """Inverse of :func:`record_to_json` (unknown keys ignored, no type checks)."""
-    data = json.loads(raw)
-    known = {f.name for f in fields(kind)}
-    values = {k: v for k, v in data.items() if k in known}
-    for name, enum in _ENUMS.items():
-        if name in values:
-            values[name] = enum(values[name])
-    for name in _TS:
-        if values.get(name) is not None:
-            values[name] = parse_ts(values[name])
-    return kind(**values)
+    """Inverse of :func:`record_to_json`, validating: every field present with its declared
+    type (enums and timestamps included), unknown keys ignored; ValueError saying which
+    field is wrong otherwise."""
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise ValueError(f"not a {kind.__name__}: {exc}") from exc

@@ -1,9 +1,9 @@
 """The package boundaries of DESIGN.md §1, checked on the source.
 
 Each step of the flow talks to the others through topics, tables or a small documented
-API: the core packages may import the schema (``ingest.events``), the CDR record
-(``streams.records``), the warehouse's query API and ``tawag.settings`` -- never the
-operator's CLI and supervisor in ``tawag/``.
+API: the core packages may import the schema (``ingest.events``), the records
+(``streams.records``, ``streams.agent_records``), the warehouse's query API and
+``tawag.settings`` -- never the operator's CLI and supervisor in ``tawag/``.
 """
 
 import ast
@@ -17,7 +17,8 @@ CORE = ["ingest", "streams", "warehouse", "connectors", "dashboards"]
 ALLOWED = {
     "ingest": {"ingest", "tawag.settings"},
     "streams": {"streams", "ingest.events", "ingest.phone", "tawag.settings"},
-    "warehouse": {"warehouse", "ingest.events", "streams.records", "tawag.settings"},
+    "warehouse": {"warehouse", "ingest.events", "streams.records", "streams.agent_records",
+                  "tawag.settings"},
     "connectors": {"connectors", "ingest.events", "ingest.phone", "streams.records",
                    "tawag.settings"},
     "dashboards": {"dashboards", "warehouse.client", "warehouse.queries", "tawag.settings"},

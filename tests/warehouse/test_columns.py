@@ -1,0 +1,35 @@
+"""Each warehouse table holds exactly its record's fields (plus where the row came from),
+so a new field is one edit in the record's declaration plus one migration: this test
+names whichever of the two is missing."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from streams.agent_records import AgentStateChange, AgentStats, CallbackItem
+from streams.records import Cdr
+from warehouse import schema
+
+KAFKA = {"kafka_topic", "kafka_partition", "kafka_offset"}
+"""Where each row came from: written by the loader for idempotent retries."""
+LOADED = {"loaded_at"}
+"""Filled by the table's DEFAULT."""
+
+
+@pytest.mark.parametrize(("table", "record"), [
+    (schema.CDRS, Cdr),
+    (schema.AGENT_STATES, AgentStateChange),
+    (schema.AGENT_STATS, AgentStats),
+    (schema.CALLBACKS, CallbackItem),
+])
+def test_a_table_has_a_column_for_every_field_of_its_record_and_no_other(store, table,
+                                                                          record) -> None:
+    database, name = table.split(".")
+    columns = {row["name"] for row in store.query(
+        "SELECT name FROM system.columns WHERE database = {d:String} AND table = {t:String}",
+        {"d": database, "t": name})}
+    own = columns - KAFKA - LOADED
+    declared = {f.name for f in fields(record)}
+    assert (sorted(declared - own), sorted(own - declared)) == ([], [])
