@@ -13,6 +13,7 @@ import altair as alt
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import agent_table, timeline_segments
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
@@ -25,12 +26,8 @@ def render() -> None:
     st.title("Agents")
     day = st.date_input("Day (UTC)", data.utc_today(), key="agents_day")
     st.caption(f"Tenant `{data.tenant()}` · {day} · times in UTC")
-    try:
+    with warehouse_errors():
         page(day)
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()}")
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
 
 
 def page(day) -> None:

@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import cdr_table, format_duration_ms
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
@@ -27,13 +28,8 @@ ALL = "(all)"
 def render() -> None:
     st.title("Calls")
     st.caption(f"Tenant `{data.tenant()}` · times in UTC")
-    try:
+    with warehouse_errors():
         explorer()
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()} — is the stack "
-                 "running? `tawag status`")
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
 
 
 def choice(column, label: str, options: list[str], key: str) -> str | None:

@@ -11,6 +11,7 @@ from datetime import timedelta
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import NO_VALUE, cdr_table
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
@@ -27,12 +28,8 @@ def render() -> None:
     first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
         else (today, today)
     st.caption(f"Tenant `{data.tenant()}` · {first} to {last} · calls with media figures")
-    try:
+    with warehouse_errors():
         page(*data.period_bounds(first, last))
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()}")
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
 
 
 def number(value, fmt: str) -> str:

@@ -13,6 +13,7 @@ import altair as alt
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import change, format_rate, format_seconds
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
@@ -31,12 +32,8 @@ def render() -> None:
     first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
         else (today, today)
     st.caption(f"Tenant `{data.tenant()}` · {first} to {last} · times in UTC")
-    try:
+    with warehouse_errors():
         page(first, last)
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()}")
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
 
 
 def page(first, last) -> None:
