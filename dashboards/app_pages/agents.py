@@ -32,7 +32,7 @@ def render() -> None:
 
 def page(day) -> None:
     start, end = data.day_bounds(day)
-    stats = data.agent_table(start, end, "15m")
+    stats = data.fetch("agent_stats.agent_table", start, end, "15m")
     if stats.empty:
         st.info(f"No agent activity on {day}.")
     else:
@@ -50,7 +50,7 @@ def page(day) -> None:
 
 def timeline(start, end) -> None:
     st.subheader("State timeline", help=data.definition("agent_stats.state_timeline"))
-    segments = data.state_timeline(start, end)
+    segments = data.fetch("agent_stats.state_timeline", start, end)
     if segments.empty:
         st.info("No state changes recorded on this day.")
         return

@@ -45,7 +45,7 @@ def filters() -> tuple[tuple, dict[str, str | None]]:
     first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
         else (today, today)
     start, end = data.period_bounds(first, last)
-    values = data.filter_values(start, end)
+    values = data.fetch("calls.filter_values", start, end)
     a, b, c = st.columns(3)
     chosen = {"direction": choice(a, "Direction", DIRECTIONS, "calls_direction"),
               "disposition": choice(b, "Disposition", DISPOSITIONS, "calls_disposition"),
@@ -59,8 +59,8 @@ def filters() -> tuple[tuple, dict[str, str | None]]:
 
 def explorer() -> None:
     (start, end), chosen = filters()
-    total = data.count_calls(start, end, **chosen)
-    found = data.find_calls(start, end, SHOWN_LIMIT, **chosen)
+    total = data.fetch("calls.count_calls", start, end, **chosen)
+    found = data.fetch("calls.find_calls", start, end, limit=SHOWN_LIMIT, **chosen)
     st.subheader(f"{total} calls" + (f" (newest {SHOWN_LIMIT} listed)" if total > SHOWN_LIMIT
                                      else ""))
     st.download_button("Download CSV", lambda: data.export_calls_csv(start, end, **chosen),
@@ -82,7 +82,7 @@ def explorer() -> None:
 
 
 def show_call(call_id: str) -> None:
-    record = data.call_record(call_id)
+    record = data.fetch("calls.find_call", call_id)
     if record is None:
         st.warning(f"No call {call_id} for this tenant.")
         return
@@ -96,7 +96,8 @@ def show_call(call_id: str) -> None:
     cols[4].metric("Talk", format_duration_ms(record["talk_ms"]),
                    help="Answer to end (talk_ms).")
     show_recording(record.get("recording"))
-    legs, events = data.call_legs(call_id), data.call_events(call_id)
+    legs = data.fetch("calls.call_legs", call_id)
+    events = data.fetch("calls.call_events", call_id)
     if events.empty:
         st.info("No events recorded for this call.")
         return

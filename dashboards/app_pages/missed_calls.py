@@ -38,7 +38,8 @@ def render() -> None:
 def open_items() -> None:
     # its own error surface: a refresh reruns only this fragment, not render()
     with warehouse_errors():
-        items = data.open_callbacks(datetime.now(UTC).replace(microsecond=0))
+        items = data.fetch("callbacks.open_callbacks",
+                           datetime.now(UTC).replace(microsecond=0))
     st.subheader(f"To call back: {len(items)}", help=data.definition("callbacks.open_callbacks"))
     if items.empty:
         st.info("Nobody is waiting for a callback.")
@@ -49,7 +50,7 @@ def open_items() -> None:
 
 
 def closed_items(start, end) -> None:
-    summary = data.callback_summary(start, end)
+    summary = data.fetch("callbacks.callback_summary", start, end)
     help_ = data.definition("callbacks.callback_summary")
     cols = st.columns(4)
     cols[0].metric("Items opened", summary["items"], border=True, help=help_)
@@ -59,7 +60,7 @@ def closed_items(start, end) -> None:
     cols[3].metric("Median time to callback",
                    format_duration_ms(summary["median_time_to_callback_ms"]), border=True,
                    help=help_)
-    items = data.closed_callbacks(start, end)
+    items = data.fetch("callbacks.closed_callbacks", start, end)
     st.subheader(f"Called back: {len(items)}", help=data.definition("callbacks.closed_callbacks"))
     if items.empty:
         st.info("No callback closed in the period.")

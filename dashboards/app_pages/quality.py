@@ -37,7 +37,7 @@ def number(value, fmt: str) -> str:
 
 
 def page(start, end) -> None:
-    summary = data.quality_summary(start, end)
+    summary = data.fetch("quality.quality_summary", start, end)
     help_ = data.definition("quality.quality_summary")
     cols = st.columns(5)
     cols[0].metric("Calls measured", summary["calls"], border=True, help=help_)
@@ -54,7 +54,7 @@ def page(start, end) -> None:
     for column, metric in zip(st.columns(len(TITLES)), TITLES, strict=True):
         with column:
             st.markdown(f"**{TITLES[metric]}**", help=data.definition("quality.distribution"))
-            bins = data.quality_distribution(start, end, metric)
+            bins = data.fetch("quality.distribution", start, end, metric)
             st.bar_chart(bins.set_index("bin_start")["calls"], x_label=TITLES[metric],
                          y_label="calls")
     worst(start, end)
@@ -62,7 +62,7 @@ def page(start, end) -> None:
 
 def worst(start, end) -> None:
     st.subheader(f"Worst {WORST_LIMIT} calls", help=data.definition("quality.worst_calls"))
-    calls = data.worst_calls(start, end, WORST_LIMIT)
+    calls = data.fetch("quality.worst_calls", start, end, WORST_LIMIT)
     table = cdr_table(calls)
     table.insert(0, "record", [f"calls?call={c}" for c in calls["call_id"]])
     table["MOS"] = calls["mos"].round(2)

@@ -55,7 +55,10 @@ def live_figures() -> None:
 
 def _load(day: date) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """All of the page's query results, or the first warehouse error."""
-    return data.calls_summary(day), data.calls_by_hour(day), data.latest_cdrs(LATEST_LIMIT)
+    start, end = data.day_bounds(day)
+    return (data.fetch("cdr.calls_summary", start, end),
+            data.fetch("cdr.calls_by_hour", start, end),
+            data.fetch("cdr.latest_cdrs", LATEST_LIMIT))
 
 
 def show_kpis(summary: dict[str, Any]) -> None:

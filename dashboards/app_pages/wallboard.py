@@ -46,9 +46,10 @@ def live_figures() -> None:
     now = datetime.now(UTC)
     since = now - timedelta(seconds=getattr(data.settings(), "max_call_duration_s", 7200))
     with warehouse_errors():
-        live, states = data.live_summary(since), data.agents_by_state()
-        kpis = data.kpi_summary(*data.day_bounds(data.utc_today()))
-        calls_now = data.live_calls(since)
+        live = data.fetch("wallboard.live_summary", since)
+        states = data.fetch("wallboard.agents_by_state")
+        kpis = data.fetch("kpi.kpi_summary", *data.day_bounds(data.utc_today()))
+        calls_now = data.fetch("wallboard.live_calls", since)
     show_calls_now(live)
     show_agents(states)
     show_kpis(kpis)
