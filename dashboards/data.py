@@ -1,27 +1,37 @@
-"""The dashboards' only door to the warehouse: one cached client, one cached loader per query.
+"""The dashboards' only door to the warehouse: one cached call through the named queries.
 
-Every figure on a page comes from a named query in :mod:`warehouse.queries`; this module
-binds them to the client of this process's settings and to **the logged-in user's
-tenant**, and caches the results for a few seconds, so that many open browsers (and the
-pages' own auto-refresh) cost the warehouse one query per ``CACHE_TTL_S`` instead of one
-per viewer.
+Every figure on a page comes from a named query of :mod:`warehouse.queries`, asked for by
+its name, ``"<subject>.<function>"`` (:data:`QUERIES` lists them all)::
+
+    summary = data.fetch("cdr.calls_summary", *data.day_bounds(day))
+    stats = data.fetch("agent_stats.agent_table", start, end, "15m")
+
+:func:`fetch` runs the query on the client of this process's settings, for **the
+logged-in user's tenant**, and caches the result for ``CACHE_TTL_S``, keyed on the query
+name, the tenant and the arguments: many open browsers (and the pages' own
+auto-refresh) cost the warehouse one query per ``CACHE_TTL_S`` instead of one per
+viewer. A new page needs nothing new here.
 
 Tenant scoping: no public function here takes a tenant. Each reads it from the session's
 user (:func:`tenant`): a tenant-user's own tenant, always; an administrator's choice in
-the sidebar (``ADMIN_TENANT_KEY``), honoured only for administrators. The cached
-loaders are private and take the tenant as their first argument, so the cache keys
-results by tenant and one tenant's cached rows are never served to another.
+the sidebar (``ADMIN_TENANT_KEY``), honoured only for administrators. :func:`fetch`
+refuses a ``tenant=`` argument (:class:`TenantRefused`) and any query that is not
+tenant-scoped, and the tenant is part of the cache key, so one tenant's cached rows are
+never served to another.
 
-Errors are :class:`~warehouse.client.WarehouseError` subclasses (re-exported here), so
-pages can show them without importing the warehouse themselves. Errors are never cached:
-the next rerun tries again.
+Times are UTC: the queries take UTC bounds (see :func:`day_bounds`).
+
+Errors are :class:`~warehouse.client.WarehouseError` subclasses (re-exported here, shown
+by :mod:`dashboards.errors`). Errors are never cached: the next rerun tries again.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Hashable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from types import MappingProxyType, ModuleType
 from typing import Any
 
 import pandas as pd
@@ -43,25 +53,20 @@ from warehouse.queries import (
     wallboard,
 )
 
-__all__ = ["CACHE_TTL_S", "USER_KEY", "ADMIN_TENANT_KEY", "UnavailableError", "WarehouseError",
-           "QueryError", "SqlRefused", "NotLoggedIn", "settings", "client",
-           "warehouse_address", "current_user", "tenant", "utc_today", "day_bounds",
-           "period_bounds", "definition", "calls_summary", "calls_by_hour", "latest_cdrs",
-           "kpi_summary", "period_comparison", "kpis_by_interval", "live_summary", "live_calls",
-           "agents_by_state",
-           "find_calls", "count_calls", "export_calls_csv", "call_record", "call_events",
-           "call_legs", "filter_values", "recording_file", "volume_by_weekday_hour",
-           "kpis_by_dimension", "quality_summary", "quality_distribution", "worst_calls",
-           "agent_table", "state_timeline", "open_callbacks", "closed_callbacks",
-           "callback_summary", "schema_columns", "table_descriptions", "tenants", "run_sql",
-           "QUALITY_METRICS", "CALL_FILTERS", "INTERVALS", "SQL_ROW_LIMIT", "SQL_TIMEOUT_S"]
+__all__ = ["CACHE_TTL_S", "USER_KEY", "ADMIN_TENANT_KEY", "QUERIES", "EXPORT_LIMIT",
+           "SQL_ROW_LIMIT", "SQL_TIMEOUT_S", "UnavailableError", "WarehouseError",
+           "QueryError", "SqlRefused", "NotLoggedIn", "TenantRefused", "UnknownQuery",
+           "settings", "client", "warehouse_address", "current_user", "tenant", "fetch",
+           "utc_today", "day_bounds", "period_bounds", "definition", "export_calls_csv",
+           "recording_file", "schema_columns", "table_descriptions", "tenants", "run_sql"]
 
 CACHE_TTL_S = 2
 """Seconds a query result is reused: shorter than the pages' refresh interval, so every
 refresh shows new data, long enough that simultaneous viewers share one query."""
 
-_MAX_ENTRIES = 64
-"""Cached results kept per query (one per distinct tenant/day/filter asked for)."""
+_MAX_ENTRIES = 1024
+"""Cached results kept (one per distinct query/tenant/arguments asked for; it was 64 per
+query when each query had its own loader, for the ~20 queries the pages use)."""
 
 USER_KEY = "auth_user"
 """Session-state key of the logged-in :class:`~dashboards.auth.User` (set by the log-in form)."""
@@ -69,17 +74,40 @@ ADMIN_TENANT_KEY = "admin_tenant"
 """Session-state key of an administrator's tenant choice (a sidebar widget)."""
 
 SqlRefused = sql_box.SqlRefused
-QUALITY_METRICS = tuple(quality.METRICS)
-CALL_FILTERS = calls.CALL_FILTERS
-INTERVALS = tuple(kpi.INTERVALS)
 SQL_ROW_LIMIT = sql_box.DEFAULT_ROW_LIMIT
 SQL_TIMEOUT_S = sql_box.DEFAULT_TIMEOUT_S
 EXPORT_LIMIT = 1_000_000
 """Most rows a CSV export holds (the warehouse reader's max_result_rows)."""
 
+_SUBJECTS: Mapping[str, ModuleType] = {
+    "agent_stats": agent_stats, "callbacks": callbacks, "calls": calls, "cdr": cdr,
+    "kpi": kpi, "quality": quality, "trends": trends, "wallboard": wallboard}
+
+
+def _tenant_scoped(query: object) -> bool:
+    """A named query the pages may fetch: a function of ``(client, tenant, ...)``."""
+    return inspect.isfunction(query) and \
+        list(inspect.signature(query).parameters)[:2] == ["client", "tenant"]
+
+
+QUERIES: Mapping[str, Callable[..., Any]] = MappingProxyType({
+    f"{subject}.{name}": getattr(module, name)
+    for subject, module in _SUBJECTS.items() for name in module.__all__
+    if _tenant_scoped(getattr(module, name))})
+"""Every query :func:`fetch` runs: ``"<subject>.<function>"`` -> the function of
+:mod:`warehouse.queries.<subject>`, called as ``function(client, tenant, *args, **params)``."""
+
 
 class NotLoggedIn(RuntimeError):
     """A data function was called without a logged-in user (a page outside the router)."""
+
+
+class TenantRefused(ValueError):
+    """A page tried to pick the tenant of a query: it is always the session's (tenant())."""
+
+
+class UnknownQuery(ValueError):
+    """Not a tenant-scoped named query of :data:`QUERIES`."""
 
 
 @st.cache_resource
@@ -121,6 +149,40 @@ def tenant() -> str:
     return user.tenant
 
 
+# --- the named queries ---------------------------------------------------------------------
+
+
+def fetch(name: str, /, *args: Hashable, **params: Hashable) -> Any:
+    """The result of the named query ``name`` (:data:`QUERIES`) over this session's tenant,
+    with ``args`` and ``params`` after the tenant; cached for ``CACHE_TTL_S``.
+
+    ``fetch("kpi.kpi_summary", start, end, direction="inbound")`` is
+    ``kpi.kpi_summary(client, <the user's tenant>, start, end, direction="inbound")``.
+    Raises :class:`TenantRefused` for a ``tenant=`` argument, :class:`UnknownQuery` for a
+    name not in :data:`QUERIES`, or a WarehouseError.
+    """
+    if "tenant" in params:
+        raise TenantRefused(f"{name}: the tenant is the logged-in user's, not the page's")
+    if name not in QUERIES:
+        raise UnknownQuery(f"{name!r} is not a tenant-scoped named query (data.QUERIES)")
+    return _fetch(name, tenant(), args, tuple(sorted(params.items())))
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=_MAX_ENTRIES, show_spinner=False)
+def _fetch(name: str, tenant_: str, args: tuple[Hashable, ...],
+           params: tuple[tuple[str, Hashable], ...]) -> Any:
+    # the cache key is every argument: the query's name, the tenant and its arguments
+    return QUERIES[name](client(), tenant_, *args, **dict(params))
+
+
+def definition(name: str) -> str:
+    """The definition of a KPI (``kpi.<name>``) or a named query, from the library's
+    docstring: the hover help of every figure, so the page says what the library computes."""
+    subject, _, function = name.rpartition(".")
+    doc = inspect.getdoc(getattr(_SUBJECTS[subject or "kpi"], function)) or ""
+    return doc.split("\n\n", 1)[0].replace("\n", " ")
+
+
 # --- time windows --------------------------------------------------------------------------
 
 
@@ -140,243 +202,14 @@ def period_bounds(first: date, last: date) -> tuple[datetime, datetime]:
     return day_bounds(first)[0], day_bounds(last)[1]
 
 
-def definition(name: str) -> str:
-    """The definition of a KPI (``kpi.<name>``) or a query, from the library's docstring:
-    the hover help of every figure, so the page says what the library computes."""
-    module, _, function = name.rpartition(".")
-    source = {"": kpi, "kpi": kpi, "calls": calls, "quality": quality, "trends": trends,
-              "wallboard": wallboard, "agent_stats": agent_stats, "callbacks": callbacks,
-              "cdr": cdr}[module]
-    doc = inspect.getdoc(getattr(source, function)) or ""
-    return doc.split("\n\n", 1)[0].replace("\n", " ")
-
-
-# --- cached loaders (private: the tenant comes from tenant(), never from a caller) ----------
-
-def _cached(func: Any) -> Any:
-    return st.cache_data(ttl=CACHE_TTL_S, max_entries=_MAX_ENTRIES, show_spinner=False)(func)
-
-
-@_cached
-def _calls_summary(tenant_: str, day: date) -> dict[str, Any]:
-    return cdr.calls_summary(client(), tenant_, *day_bounds(day))
-
-
-@_cached
-def _calls_by_hour(tenant_: str, day: date) -> pd.DataFrame:
-    return cdr.calls_by_hour(client(), tenant_, *day_bounds(day))
-
-
-@_cached
-def _latest_cdrs(tenant_: str, limit: int) -> pd.DataFrame:
-    return cdr.latest_cdrs(client(), tenant_, limit)
-
-
-@_cached
-def _kpi_summary(tenant_: str, start: datetime, end: datetime,
-                 filters: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-    return kpi.kpi_summary(client(), tenant_, start, end, **dict(filters))
-
-
-@_cached
-def _period_comparison(tenant_: str, start: datetime, end: datetime) -> dict[str, Any]:
-    return kpi.period_comparison(client(), tenant_, start, end)
-
-
-@_cached
-def _kpis_by_interval(tenant_: str, start: datetime, end: datetime,
-                      interval: str) -> pd.DataFrame:
-    return kpi.kpis_by_interval(client(), tenant_, start, end, interval)
-
-
-@_cached
-def _live(tenant_: str, since: datetime, limit: int) -> tuple[dict[str, int], pd.DataFrame]:
-    return (wallboard.live_summary(client(), tenant_, since),
-            wallboard.live_calls(client(), tenant_, since, limit))
-
-
-@_cached
-def _agents_by_state(tenant_: str) -> dict[str, int]:
-    return wallboard.agents_by_state(client(), tenant_)
-
-
-@_cached
-def _find_calls(tenant_: str, start: datetime, end: datetime,
-                filters: tuple[tuple[str, str], ...], limit: int) -> pd.DataFrame:
-    return calls.find_calls(client(), tenant_, start, end, limit=limit, **dict(filters))
-
-
-@_cached
-def _count_calls(tenant_: str, start: datetime, end: datetime,
-                 filters: tuple[tuple[str, str], ...]) -> int:
-    return calls.count_calls(client(), tenant_, start, end, **dict(filters))
-
-
-@_cached
-def _call(tenant_: str, call_id: str) -> tuple[dict[str, Any] | None, pd.DataFrame,
-                                                pd.DataFrame]:  # record, legs, events
-    return (calls.find_call(client(), tenant_, call_id),
-            calls.call_legs(client(), tenant_, call_id),
-            calls.call_events(client(), tenant_, call_id))
-
-
-@_cached
-def _filter_values(tenant_: str, start: datetime, end: datetime) -> dict[str, list[str]]:
-    return calls.filter_values(client(), tenant_, start, end)
-
-
-@_cached
-def _volume(tenant_: str, start: datetime, end: datetime) -> pd.DataFrame:
-    return trends.volume_by_weekday_hour(client(), tenant_, start, end)
-
-
-@_cached
-def _by_dimension(tenant_: str, start: datetime, end: datetime, dimension: str) -> pd.DataFrame:
-    return trends.kpis_by_dimension(client(), tenant_, start, end, dimension)
-
-
-@_cached
-def _quality_summary(tenant_: str, start: datetime, end: datetime) -> dict[str, Any]:
-    return quality.quality_summary(client(), tenant_, start, end)
-
-
-@_cached
-def _quality_distribution(tenant_: str, start: datetime, end: datetime,
-                          metric: str) -> pd.DataFrame:
-    return quality.distribution(client(), tenant_, start, end, metric)
-
-
-@_cached
-def _worst_calls(tenant_: str, start: datetime, end: datetime, limit: int) -> pd.DataFrame:
-    return quality.worst_calls(client(), tenant_, start, end, limit)
-
-
-@_cached
-def _agent_table(tenant_: str, start: datetime, end: datetime, kind: str) -> pd.DataFrame:
-    return agent_stats.agent_table(client(), tenant_, start, end, kind)
-
-
-@_cached
-def _state_timeline(tenant_: str, start: datetime, end: datetime,
-                    agent: str | None) -> pd.DataFrame:
-    return agent_stats.state_timeline(client(), tenant_, start, end, agent)
-
-
-@_cached
-def _open_callbacks(tenant_: str, as_of: datetime) -> pd.DataFrame:
-    return callbacks.open_callbacks(client(), tenant_, as_of)
-
-
-@_cached
-def _closed_callbacks(tenant_: str, start: datetime, end: datetime) -> pd.DataFrame:
-    return callbacks.closed_callbacks(client(), tenant_, start, end)
-
-
-@_cached
-def _callback_summary(tenant_: str, start: datetime, end: datetime) -> dict[str, Any]:
-    return callbacks.callback_summary(client(), tenant_, start, end)
-
-
-@st.cache_data(ttl=60, max_entries=4, show_spinner=False)
-def _columns() -> pd.DataFrame:
-    return catalog.list_columns(client())
-
-
-@st.cache_data(ttl=60, max_entries=4, show_spinner=False)
-def _tenants() -> list[str]:
-    return catalog.list_tenants(client())
-
-
-def _filters(values: dict[str, str | None]) -> tuple[tuple[str, str], ...]:
-    """Set filters as a hashable, ordered cache key."""
-    return tuple(sorted((k, v) for k, v in values.items() if v not in (None, "")))
-
-
-# --- public: what the pages call -----------------------------------------------------------
-
-
-def calls_summary(day: date) -> dict[str, Any]:
-    """Totals of the calls started on ``day`` (UTC): total, answered, missed, answer_rate."""
-    return _calls_summary(tenant(), day)
-
-
-def calls_by_hour(day: date) -> pd.DataFrame:
-    """Calls per UTC hour of ``day``, every hour present (zeros filled by the warehouse)."""
-    return _calls_by_hour(tenant(), day)
-
-
-def latest_cdrs(limit: int = 50) -> pd.DataFrame:
-    """The ``limit`` most recently started calls of the tenant, newest first."""
-    return _latest_cdrs(tenant(), limit)
-
-
-def kpi_summary(start: datetime, end: datetime, **filters: str | None) -> dict[str, Any]:
-    """:func:`warehouse.queries.kpi.kpi_summary` over ``[start, end)`` (direction/did/agent)."""
-    return _kpi_summary(tenant(), start, end, _filters(filters))
-
-
-def period_comparison(start: datetime, end: datetime) -> dict[str, Any]:
-    """:func:`warehouse.queries.kpi.period_comparison`: ``[start, end)`` and the period
-    of the same length before it."""
-    return _period_comparison(tenant(), start, end)
-
-
-def kpis_by_interval(start: datetime, end: datetime, interval: str) -> pd.DataFrame:
-    """:func:`warehouse.queries.kpi.kpis_by_interval` over ``[start, end)``."""
-    return _kpis_by_interval(tenant(), start, end, interval)
-
-
-def live_summary(since: datetime) -> dict[str, int]:
-    """Ringing and talking calls now (started since ``since``)."""
-    return _live(tenant(), since, 100)[0]
-
-
-def live_calls(since: datetime, limit: int = 100) -> pd.DataFrame:
-    """The live calls, oldest first."""
-    return _live(tenant(), since, limit)[1]
-
-
-def agents_by_state() -> dict[str, int]:
-    """Agents per current state."""
-    return _agents_by_state(tenant())
-
-
-def find_calls(start: datetime, end: datetime, limit: int = 500,
-               **filters: str | None) -> pd.DataFrame:
-    """Calls matching the explorer's filters, newest first."""
-    return _find_calls(tenant(), start, end, _filters(filters), limit)
-
-
-def count_calls(start: datetime, end: datetime, **filters: str | None) -> int:
-    """How many calls the filters select."""
-    return _count_calls(tenant(), start, end, _filters(filters))
+# --- what is not a cached named query ------------------------------------------------------
 
 
 def export_calls_csv(start: datetime, end: datetime, **filters: str | None) -> bytes:
-    """Every call the filters select (up to ``EXPORT_LIMIT``) as CSV (UTF-8, header)."""
-    frame = calls.find_calls(client(), tenant(), start, end, limit=EXPORT_LIMIT,
-                             **dict(_filters(filters)))
+    """Every call the filters select (up to ``EXPORT_LIMIT``) as CSV (UTF-8, header); not
+    cached: it is made once, when the button is clicked."""
+    frame = calls.find_calls(client(), tenant(), start, end, limit=EXPORT_LIMIT, **filters)
     return frame.to_csv(index=False).encode()
-
-
-def call_record(call_id: str) -> dict[str, Any] | None:
-    """The call's CDR (latest revision), or None if it is not the tenant's."""
-    return _call(tenant(), call_id)[0]
-
-
-def call_legs(call_id: str) -> pd.DataFrame:
-    """The call's legs from its events."""
-    return _call(tenant(), call_id)[1]
-
-
-def call_events(call_id: str) -> pd.DataFrame:
-    """The call's events, in time order."""
-    return _call(tenant(), call_id)[2]
-
-
-def filter_values(start: datetime, end: datetime) -> dict[str, list[str]]:
-    """Agents, groups and DIDs seen in the window (filter choices)."""
-    return _filter_values(tenant(), start, end)
 
 
 def recording_file(recording: str | None) -> Path | None:
@@ -388,59 +221,11 @@ def recording_file(recording: str | None) -> Path | None:
     return path if path.is_file() and path.is_relative_to(root) else None
 
 
-def volume_by_weekday_hour(start: datetime, end: datetime) -> pd.DataFrame:
-    """Calls per (weekday, hour), all 168 cells."""
-    return _volume(tenant(), start, end)
-
-
-def kpis_by_dimension(start: datetime, end: datetime, dimension: str) -> pd.DataFrame:
-    """KPIs per DID or group."""
-    return _by_dimension(tenant(), start, end, dimension)
-
-
-def quality_summary(start: datetime, end: datetime) -> dict[str, Any]:
-    """MOS / loss / jitter headline figures."""
-    return _quality_summary(tenant(), start, end)
-
-
-def quality_distribution(start: datetime, end: datetime, metric: str) -> pd.DataFrame:
-    """Calls per bin of a media metric."""
-    return _quality_distribution(tenant(), start, end, metric)
-
-
-def worst_calls(start: datetime, end: datetime, limit: int = 20) -> pd.DataFrame:
-    """The calls with the lowest MOS."""
-    return _worst_calls(tenant(), start, end, limit)
-
-
-def agent_table(start: datetime, end: datetime, kind: str = "15m") -> pd.DataFrame:
-    """Per-agent figures over the window."""
-    return _agent_table(tenant(), start, end, kind)
-
-
-def state_timeline(start: datetime, end: datetime, agent: str | None = None) -> pd.DataFrame:
-    """Agents' state segments overlapping the window."""
-    return _state_timeline(tenant(), start, end, agent)
-
-
-def open_callbacks(as_of: datetime) -> pd.DataFrame:
-    """Open callback items with their age at ``as_of``."""
-    return _open_callbacks(tenant(), as_of)
-
-
-def closed_callbacks(start: datetime, end: datetime) -> pd.DataFrame:
-    """Items closed in the window: who called back and how long it took."""
-    return _closed_callbacks(tenant(), start, end)
-
-
-def callback_summary(start: datetime, end: datetime) -> dict[str, Any]:
-    """Items opened in the window: counts, success rate, time to callback."""
-    return _callback_summary(tenant(), start, end)
-
-
+@st.cache_data(ttl=60, max_entries=4, show_spinner=False)
 def schema_columns() -> pd.DataFrame:
-    """The analyst-visible tables' columns with types and descriptions."""
-    return _columns()
+    """The analyst-visible tables' columns with types and descriptions (every tenant's
+    schema is the same: not tenant-scoped)."""
+    return catalog.list_columns(client())
 
 
 def table_descriptions() -> dict[str, str]:
@@ -448,12 +233,17 @@ def table_descriptions() -> dict[str, str]:
     return dict(catalog.TABLE_DESCRIPTIONS)
 
 
+@st.cache_data(ttl=60, max_entries=4, show_spinner=False)
+def _all_tenants() -> list[str]:
+    return catalog.list_tenants(client())
+
+
 def tenants() -> list[str]:
     """Every tenant (administrators only; a tenant-user gets their own tenant only)."""
     user = current_user()
     if user is None or not user.is_admin:
         return [tenant()]
-    return _tenants()
+    return _all_tenants()
 
 
 def run_sql(sql: str, *, all_tenants: bool = False) -> sql_box.SqlResult:

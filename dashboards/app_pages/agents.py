@@ -13,6 +13,7 @@ import altair as alt
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import agent_table, timeline_segments
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
@@ -25,17 +26,13 @@ def render() -> None:
     st.title("Agents")
     day = st.date_input("Day (UTC)", data.utc_today(), key="agents_day")
     st.caption(f"Tenant `{data.tenant()}` · {day} · times in UTC")
-    try:
+    with warehouse_errors():
         page(day)
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()}")
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
 
 
 def page(day) -> None:
     start, end = data.day_bounds(day)
-    stats = data.agent_table(start, end, "15m")
+    stats = data.fetch("agent_stats.agent_table", start, end, "15m")
     if stats.empty:
         st.info(f"No agent activity on {day}.")
     else:
@@ -53,7 +50,7 @@ def page(day) -> None:
 
 def timeline(start, end) -> None:
     st.subheader("State timeline", help=data.definition("agent_stats.state_timeline"))
-    segments = data.state_timeline(start, end)
+    segments = data.fetch("agent_stats.state_timeline", start, end)
     if segments.empty:
         st.info("No state changes recorded on this day.")
         return

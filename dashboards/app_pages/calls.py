@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import cdr_table, format_duration_ms
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
@@ -27,13 +28,8 @@ ALL = "(all)"
 def render() -> None:
     st.title("Calls")
     st.caption(f"Tenant `{data.tenant()}` · times in UTC")
-    try:
+    with warehouse_errors():
         explorer()
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()} — is the stack "
-                 "running? `tawag status`")
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
 
 
 def choice(column, label: str, options: list[str], key: str) -> str | None:
@@ -49,7 +45,7 @@ def filters() -> tuple[tuple, dict[str, str | None]]:
     first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
         else (today, today)
     start, end = data.period_bounds(first, last)
-    values = data.filter_values(start, end)
+    values = data.fetch("calls.filter_values", start, end)
     a, b, c = st.columns(3)
     chosen = {"direction": choice(a, "Direction", DIRECTIONS, "calls_direction"),
               "disposition": choice(b, "Disposition", DISPOSITIONS, "calls_disposition"),
@@ -63,8 +59,8 @@ def filters() -> tuple[tuple, dict[str, str | None]]:
 
 def explorer() -> None:
     (start, end), chosen = filters()
-    total = data.count_calls(start, end, **chosen)
-    found = data.find_calls(start, end, SHOWN_LIMIT, **chosen)
+    total = data.fetch("calls.count_calls", start, end, **chosen)
+    found = data.fetch("calls.find_calls", start, end, limit=SHOWN_LIMIT, **chosen)
     st.subheader(f"{total} calls" + (f" (newest {SHOWN_LIMIT} listed)" if total > SHOWN_LIMIT
                                      else ""))
     st.download_button("Download CSV", lambda: data.export_calls_csv(start, end, **chosen),
@@ -86,7 +82,7 @@ def explorer() -> None:
 
 
 def show_call(call_id: str) -> None:
-    record = data.call_record(call_id)
+    record = data.fetch("calls.find_call", call_id)
     if record is None:
         st.warning(f"No call {call_id} for this tenant.")
         return
@@ -100,7 +96,8 @@ def show_call(call_id: str) -> None:
     cols[4].metric("Talk", format_duration_ms(record["talk_ms"]),
                    help="Answer to end (talk_ms).")
     show_recording(record.get("recording"))
-    legs, events = data.call_legs(call_id), data.call_events(call_id)
+    legs = data.fetch("calls.call_legs", call_id)
+    events = data.fetch("calls.call_events", call_id)
     if events.empty:
         st.info("No events recorded for this call.")
         return

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import WORK_HOURS_UTC, callback_table, format_duration_ms, format_rate
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
@@ -28,18 +29,17 @@ def render() -> None:
     start, end = WORK_HOURS_UTC
     st.caption(f"Tenant `{data.tenant()}` · night = outside {start:02d}:00–{end:02d}:00 UTC, "
                "weekend = Saturday and Sunday")
-    try:
-        open_items()
+    open_items()
+    with warehouse_errors():
         closed_items(*data.period_bounds(first, last))
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()}")
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
 
 
 @st.fragment(run_every=REFRESH_S)
 def open_items() -> None:
-    items = data.open_callbacks(datetime.now(UTC).replace(microsecond=0))
+    # its own error surface: a refresh reruns only this fragment, not render()
+    with warehouse_errors():
+        items = data.fetch("callbacks.open_callbacks",
+                           datetime.now(UTC).replace(microsecond=0))
     st.subheader(f"To call back: {len(items)}", help=data.definition("callbacks.open_callbacks"))
     if items.empty:
         st.info("Nobody is waiting for a callback.")
@@ -50,7 +50,7 @@ def open_items() -> None:
 
 
 def closed_items(start, end) -> None:
-    summary = data.callback_summary(start, end)
+    summary = data.fetch("callbacks.callback_summary", start, end)
     help_ = data.definition("callbacks.callback_summary")
     cols = st.columns(4)
     cols[0].metric("Items opened", summary["items"], border=True, help=help_)
@@ -60,7 +60,7 @@ def closed_items(start, end) -> None:
     cols[3].metric("Median time to callback",
                    format_duration_ms(summary["median_time_to_callback_ms"]), border=True,
                    help=help_)
-    items = data.closed_callbacks(start, end)
+    items = data.fetch("callbacks.closed_callbacks", start, end)
     st.subheader(f"Called back: {len(items)}", help=data.definition("callbacks.closed_callbacks"))
     if items.empty:
         st.info("No callback closed in the period.")

@@ -11,6 +11,7 @@ from datetime import timedelta
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import NO_VALUE, cdr_table
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
@@ -27,12 +28,8 @@ def render() -> None:
     first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
         else (today, today)
     st.caption(f"Tenant `{data.tenant()}` · {first} to {last} · calls with media figures")
-    try:
+    with warehouse_errors():
         page(*data.period_bounds(first, last))
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()}")
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
 
 
 def number(value, fmt: str) -> str:
@@ -40,7 +37,7 @@ def number(value, fmt: str) -> str:
 
 
 def page(start, end) -> None:
-    summary = data.quality_summary(start, end)
+    summary = data.fetch("quality.quality_summary", start, end)
     help_ = data.definition("quality.quality_summary")
     cols = st.columns(5)
     cols[0].metric("Calls measured", summary["calls"], border=True, help=help_)
@@ -57,7 +54,7 @@ def page(start, end) -> None:
     for column, metric in zip(st.columns(len(TITLES)), TITLES, strict=True):
         with column:
             st.markdown(f"**{TITLES[metric]}**", help=data.definition("quality.distribution"))
-            bins = data.quality_distribution(start, end, metric)
+            bins = data.fetch("quality.distribution", start, end, metric)
             st.bar_chart(bins.set_index("bin_start")["calls"], x_label=TITLES[metric],
                          y_label="calls")
     worst(start, end)
@@ -65,7 +62,7 @@ def page(start, end) -> None:
 
 def worst(start, end) -> None:
     st.subheader(f"Worst {WORST_LIMIT} calls", help=data.definition("quality.worst_calls"))
-    calls = data.worst_calls(start, end, WORST_LIMIT)
+    calls = data.fetch("quality.worst_calls", start, end, WORST_LIMIT)
     table = cdr_table(calls)
     table.insert(0, "record", [f"calls?call={c}" for c in calls["call_id"]])
     table["MOS"] = calls["mos"].round(2)

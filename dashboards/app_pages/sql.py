@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
 
@@ -32,10 +33,11 @@ def render() -> None:
 
 
 def schema_browser() -> None:
-    try:
+    # the query box below works without the column list: the page carries on after an error
+    columns = None
+    with warehouse_errors(stop=False):
         columns = data.schema_columns()
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
+    if columns is None:
         return
     with st.expander("Tables and columns", expanded=False):
         for table, about in data.table_descriptions().items():
@@ -46,15 +48,10 @@ def schema_browser() -> None:
 
 def run(sql: str, all_tenants: bool) -> None:
     try:
-        result = data.run_sql(sql, all_tenants=all_tenants)
-    except data.SqlRefused as exc:
+        with warehouse_errors():
+            result = data.run_sql(sql, all_tenants=all_tenants)
+    except data.SqlRefused as exc:  # the analyst's statement, not the warehouse
         st.error(f"Refused: {exc}")
-        return
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()}")
-        return
-    except data.WarehouseError as exc:
-        st.error(f"ClickHouse refused the query: {exc}")
         return
     shown = f"{len(result.frame)} rows"
     if result.truncated:

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import cdr_table, format_rate, hourly_outcomes
 
 # Streamlit runs this file as a script, and its "magic" would print a bare string
@@ -42,15 +43,8 @@ def render() -> None:
 def live_figures() -> None:
     """Everything that changes with traffic; only this part reruns on each refresh."""
     day = data.utc_today()
-    try:
+    with warehouse_errors():
         summary, by_hour, latest = _load(day)
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()} — is the stack "
-                 "running? `tawag status`")
-        return
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
-        return
     show_kpis(summary)
     if summary["total"]:
         show_calls_by_hour(day, by_hour)
@@ -61,7 +55,10 @@ def live_figures() -> None:
 
 def _load(day: date) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """All of the page's query results, or the first warehouse error."""
-    return data.calls_summary(day), data.calls_by_hour(day), data.latest_cdrs(LATEST_LIMIT)
+    start, end = data.day_bounds(day)
+    return (data.fetch("cdr.calls_summary", start, end),
+            data.fetch("cdr.calls_by_hour", start, end),
+            data.fetch("cdr.latest_cdrs", LATEST_LIMIT))
 
 
 def show_kpis(summary: dict[str, Any]) -> None:

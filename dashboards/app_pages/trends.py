@@ -13,6 +13,7 @@ import altair as alt
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import change, format_rate, format_seconds
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
@@ -31,12 +32,8 @@ def render() -> None:
     first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
         else (today, today)
     st.caption(f"Tenant `{data.tenant()}` · {first} to {last} · times in UTC")
-    try:
+    with warehouse_errors():
         page(first, last)
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()}")
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
 
 
 def page(first, last) -> None:
@@ -49,7 +46,7 @@ def page(first, last) -> None:
 
 
 def comparison(start, end) -> None:
-    compared = data.period_comparison(start, end)
+    compared = data.fetch("kpi.period_comparison", start, end)
     now, before = compared["current"], compared["previous"]
     st.subheader("Against the previous period")
     for tile, (name, title, percent) in zip(st.columns(len(COMPARED)), COMPARED, strict=True):
@@ -65,7 +62,7 @@ def comparison(start, end) -> None:
 
 def heatmap(start, end) -> None:
     st.subheader("Calls by hour and weekday (UTC)")
-    volume = data.volume_by_weekday_hour(start, end)
+    volume = data.fetch("trends.volume_by_weekday_hour", start, end)
     volume = volume.assign(day=[WEEKDAYS[d - 1] for d in volume["weekday"]])
     chart = alt.Chart(volume).mark_rect().encode(
         x=alt.X("hour:O", title="hour (UTC)"), y=alt.Y("day:O", sort=WEEKDAYS, title=None),
@@ -76,7 +73,7 @@ def heatmap(start, end) -> None:
 
 def over_time(start, end, interval: str) -> None:
     st.subheader(f"Service level and answer rate per {interval.split()[-1]}")
-    frame = data.kpis_by_interval(start, end, interval)
+    frame = data.fetch("kpi.kpis_by_interval", start, end, interval)
     shown = frame.rename(columns={"service_level_offered": "service level",
                                   "answer_rate": "answer rate"}).melt(
         id_vars="interval_start", value_vars=["service level", "answer rate"],
@@ -95,7 +92,7 @@ def over_time(start, end, interval: str) -> None:
 
 def by_dimension(start, end, dimension: str, title: str) -> None:
     st.subheader(title)
-    frame = data.kpis_by_dimension(start, end, dimension)
+    frame = data.fetch("trends.kpis_by_dimension", start, end, dimension)
     if frame.empty:
         st.info("No inbound calls in the period.")
         return

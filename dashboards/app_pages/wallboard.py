@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import streamlit as st
 
 from dashboards import data
+from dashboards.errors import warehouse_errors
 from dashboards.formatting import format_rate, format_seconds, target_delta
 
 # Streamlit runs this file as a script, and its "magic" would print a bare string
@@ -44,17 +45,11 @@ def live_figures() -> None:
     """Everything that changes with traffic; only this part reruns on each refresh."""
     now = datetime.now(UTC)
     since = now - timedelta(seconds=getattr(data.settings(), "max_call_duration_s", 7200))
-    try:
-        live, states = data.live_summary(since), data.agents_by_state()
-        kpis = data.kpi_summary(*data.day_bounds(data.utc_today()))
-        calls_now = data.live_calls(since)
-    except data.UnavailableError:
-        st.error(f"warehouse not reachable at {data.warehouse_address()} — is the stack "
-                 "running? `tawag status`")
-        return
-    except data.WarehouseError as exc:
-        st.error(f"the warehouse could not answer: {exc}")
-        return
+    with warehouse_errors():
+        live = data.fetch("wallboard.live_summary", since)
+        states = data.fetch("wallboard.agents_by_state")
+        kpis = data.fetch("kpi.kpi_summary", *data.day_bounds(data.utc_today()))
+        calls_now = data.fetch("wallboard.live_calls", since)
     show_calls_now(live)
     show_agents(states)
     show_kpis(kpis)

@@ -1,11 +1,13 @@
 """A tenant's user cannot reach another tenant's rows: not on any page, not by forging the
-administrator's tenant choice, not through the SQL box with crafted statements."""
+administrator's tenant choice, not through the SQL box with crafted statements, not by
+asking the data seam (``data.fetch``) for another tenant or through its cache."""
 
 from __future__ import annotations
 
 import dash_known_data as known
 import pytest
-from dash_app import open_page, page_text
+from dash_app import TIMEOUT_S, USERS, open_page, page_text
+from streamlit.testing.v1 import AppTest
 
 from dashboards import data
 
@@ -98,3 +100,55 @@ def test_crafted_statements_return_acme_rows_or_are_refused(sql):
     result = at.dataframe[-1].value.to_csv() if not errors else ""
     assert errors or result  # one or the other, never nothing
     assert leaks(result + "\n".join(errors), GLOBEX_MARKS[:3]) == []
+
+
+# --- the data seam itself: data.fetch --------------------------------------------------------
+
+
+def fetch_script(name: str, params: dict) -> None:
+    """Runs as a Streamlit script: one data.fetch as the page would, what it returns shown."""
+    import streamlit as st
+
+    from dashboards import data
+    try:
+        st.dataframe(data.fetch(name, **params))
+    except (data.TenantRefused, data.UnknownQuery) as exc:
+        st.error(f"{type(exc).__name__}: {exc}")
+
+
+def run_fetch(user: str, name: str = "cdr.latest_cdrs", at=None, **params):
+    at = at or AppTest.from_function(fetch_script, args=(name, params),
+                                     default_timeout=TIMEOUT_S)
+    at.session_state[data.USER_KEY] = USERS[user]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize("forged", ["globex", "acme"])
+def test_the_seam_refuses_a_tenant_chosen_by_the_page(forged):
+    at = run_fetch("alice", tenant=forged)
+    assert [e.value.split(":")[0] for e in at.error] == ["TenantRefused"]
+    assert not at.dataframe
+
+
+@pytest.mark.parametrize("name", ["catalog.list_tenants", "sql_box.run_statement",
+                                  "cdr.no_such_query", "os.system"])
+def test_the_seam_runs_only_tenant_scoped_named_queries(name):
+    at = run_fetch("alice", name)
+    assert [e.value.split(":")[0] for e in at.error] == ["UnknownQuery"]
+
+
+def test_the_seam_ignores_a_forged_administrators_tenant_choice():
+    at = AppTest.from_function(fetch_script, args=("cdr.latest_cdrs", {}),
+                               default_timeout=TIMEOUT_S)
+    at.session_state[data.ADMIN_TENANT_KEY] = "globex"
+    rows = run_fetch("alice", at=at).dataframe[0].value
+    assert set(rows["tenant"]) == {"acme"}
+
+
+def test_the_seams_cache_never_serves_one_tenants_rows_to_another():
+    alice = run_fetch("alice").dataframe[0].value
+    # same process, same cache, same query and arguments, within CACHE_TTL_S: bob
+    bob = run_fetch("bob").dataframe[0].value
+    assert set(alice["tenant"]) == {"acme"} and set(bob["tenant"]) == {"globex"}
