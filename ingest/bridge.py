@@ -130,7 +130,7 @@ def kafka_producer(bootstrap: str) -> Producer:
         retries=2**31 - 1,
         delivery_timeout_ms=2**31 - 1,
         max_in_flight_requests_per_connection=5,
-        max_block_ms=10_000,
+        max_block_ms=5_000,  # a send waiting for metadata; the stop path waits on it
         bootstrap_timeout_ms=5_000,
         client_id="tawag-ingest",
     )
