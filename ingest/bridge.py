@@ -9,6 +9,13 @@ So the bridge reconnects at once (within ``RECONNECT_DELAY_S``) whenever the soc
 closes, and the supervisor starts it before any traffic. Every payload becomes either a
 v1 event on ``tawag.call-events`` (acks=all, idempotent producer) or a dead letter on
 ``tawag.dead-letter`` carrying the reason and the raw bytes: nothing is silently dropped.
+
+Nor may the bridge stop reading evapi while Kafka is away, so it does not talk to Kafka
+itself: :class:`SpoolSink` writes each payload to the local spool (``ingest.spool``,
+fsynced before the next read) and a :class:`Forwarder` thread produces the spool to
+Kafka in order, forgetting a record only once Kafka acknowledged it::
+
+    evapi -> Bridge -> SpoolSink -> spool on disk -> Forwarder -> Kafka
 """
 
 from __future__ import annotations
@@ -17,18 +24,24 @@ import json
 import logging
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ingest.decode import DecodeContext, FramingError, decode_evapi, split_netstrings
 from ingest.events import Event, EventType, InvalidEvent, to_json
+from ingest.spool import Record, Spool
 
-__all__ = ["Bridge", "BridgeStats", "Sink", "KafkaSink", "dead_letter"]
+__all__ = ["Bridge", "BridgeStats", "Sink", "SpoolSink", "Forwarder", "Producer",
+           "kafka_producer", "dead_letter", "CHANNEL_EVENTS", "CHANNEL_DEAD_LETTERS"]
 
 log = logging.getLogger("tawag.ingest")
 
 RECONNECT_DELAY_S = 0.2
 READ_SIZE = 65536
+IDLE_WAIT_S = 0.2
+"""An idle forwarder looks at the spool this often even without a wake-up (and at stop)."""
 
 
 class Sink(Protocol):
@@ -58,35 +71,193 @@ class BridgeStats:
     ready: threading.Event = field(default_factory=threading.Event)
 
 
-class KafkaSink:
-    """Idempotent kafka-python producer: acks=all, so an event is on the log or retried."""
+CHANNEL_EVENTS = 0
+"""Spool channel of v1 events (topic ``tawag.call-events``)."""
+CHANNEL_DEAD_LETTERS = 1
+"""Spool channel of dead letters (topic ``tawag.dead-letter``)."""
 
-    def __init__(self, bootstrap: str, events_topic: str, dead_letter_topic: str) -> None:
-        from kafka import KafkaProducer
 
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            retries=2**31 - 1,
-            max_in_flight_requests_per_connection=5,
-            client_id="tawag-ingest",
-        )
-        self._events_topic = events_topic
-        self._dead_letter_topic = dead_letter_topic
+class SpoolSink:
+    """The bridge's sink: every event and dead letter is written to the local spool and
+    fsynced (``flush``, once per evapi read) before the bridge reads on; a
+    :class:`Forwarder` takes it to Kafka from there. It never waits for Kafka, so the
+    bridge keeps reading evapi while the broker is down or restarting.
+
+    A record the full spool refuses is lost: it is counted (``Spool.overflowed``) and
+    logged with its type, call and ``event_id`` (see ``ingest.spool`` for why).
+    """
+
+    def __init__(self, spool: Spool, forwarder: Forwarder | None = None) -> None:
+        self.spool = spool
+        self.forwarder = forwarder
 
     def event(self, ev: Event) -> None:
-        self._producer.send(self._events_topic, key=ev.key.encode(), value=to_json(ev))
+        if self.spool.append(CHANNEL_EVENTS, ev.key.encode(), to_json(ev)) is None:
+            log.warning("spool full: %s of call %s refused (event_id %s, key %s)",
+                        ev.type.value, ev.call_id, ev.event_id, ev.key)
 
     def dead_letter(self, record: bytes) -> None:
-        self._producer.send(self._dead_letter_topic, key=b"evapi", value=record)
+        if self.spool.append(CHANNEL_DEAD_LETTERS, b"evapi", record) is None:
+            log.warning("spool full: dead letter refused: %s", record[:500].decode("utf-8",
+                                                                                    "replace"))
 
     def flush(self) -> None:
-        self._producer.flush()
+        self.spool.sync()
+        if self.forwarder is not None:
+            self.forwarder.wake()
 
-    def close(self) -> None:
-        self._producer.close()
+
+class Producer(Protocol):
+    """The part of kafka-python's ``KafkaProducer`` the forwarder uses (its I/O seam)."""
+
+    def send(self, topic: str, *, key: bytes, value: bytes) -> Any: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+def kafka_producer(bootstrap: str) -> Producer:
+    """Idempotent producer, acks=all, that never gives up on a record by itself: while
+    the broker is away records wait in it (and in the spool) until it is back."""
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        retries=2**31 - 1,
+        delivery_timeout_ms=2**31 - 1,
+        max_in_flight_requests_per_connection=5,
+        max_block_ms=5_000,  # a send waiting for metadata; the stop path waits on it
+        bootstrap_timeout_ms=5_000,
+        client_id="tawag-ingest",
+    )
+
+
+class Forwarder:
+    """Produces the spool's records to Kafka in spool order, acknowledging each in the
+    spool once Kafka has it.
+
+    One batch (up to ``batch_size`` records, oldest first) is in flight at a time. If
+    Kafka cannot be reached the batch stays in the producer, which retries without end
+    (the records stay in the spool too); if the producer fails a record, the records
+    Kafka did acknowledge are acknowledged in the spool, the producer is closed, and a
+    new one starts again from the oldest unacknowledged record. Logs one line when the
+    spool starts filling (Kafka has not acknowledged for ``slow_s``) and one when it has
+    drained.
+
+    Usage::
+
+        forwarder = Forwarder(spool, lambda: kafka_producer(bootstrap),
+                              {CHANNEL_EVENTS: "tawag.call-events",
+                               CHANNEL_DEAD_LETTERS: "tawag.dead-letter"})
+        threading.Thread(target=forwarder.run, args=(stop,)).start()
+    """
+
+    def __init__(self, spool: Spool, connect: Callable[[], Producer],
+                 topics: dict[int, str], *, batch_size: int = 500, slow_s: float = 2.0,
+                 retry_s: float = 1.0) -> None:
+        self.spool = spool
+        self.connect = connect
+        self.topics = topics
+        self.batch_size = batch_size
+        self.slow_s = slow_s
+        self.retry_s = retry_s
+        self.delivered_total = 0
+        """Records Kafka acknowledged through this forwarder."""
+        self.failures = 0
+        """Batches that failed (producer not created, record refused by Kafka)."""
+        self.filling_since: float | None = None
+        """Monotonic time the spool started filling; ``None`` while Kafka keeps up."""
+        self._producer: Producer | None = None
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """New records are synced in the spool."""
+        self._wake.set()
+
+    def metrics(self) -> dict[str, int]:
+        """The spool's figures and the forwarder's, named for a metrics endpoint."""
+        return {**self.spool.metrics(), "forwarded_total": self.delivered_total,
+                "forward_failures_total": self.failures,
+                "spool_filling": int(self.filling_since is not None)}
+
+    def run(self, stop: threading.Event) -> None:
+        """Forward until ``stop``; what is not acknowledged by then stays in the spool."""
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                batch = self.spool.pending(self.batch_size)
+                if not batch:
+                    self._drained()
+                    self._wake.wait(IDLE_WAIT_S)
+                elif not self._deliver(batch, stop) and not stop.is_set():
+                    stop.wait(self.retry_s)
+        finally:
+            self._close_producer()
+
+    def _deliver(self, batch: list[Record], stop: threading.Event) -> bool:
+        """Send one batch and wait for its outcome; False if it did not all go."""
+        started = time.monotonic()
+        try:
+            producer = self._producer = self._producer or self.connect()
+        except Exception as exc:  # kafka-python raises its own tree; all mean "not now"
+            self._failed(f"cannot connect to Kafka: {exc}")
+            return False
+        futures: list[tuple[int, Any]] = []
+        error = None
+        try:
+            for rec in batch:
+                futures.append((rec.seq, producer.send(self.topics[rec.channel],
+                                                       key=rec.key, value=rec.value)))
+        except Exception as exc:
+            error = f"send refused: {exc!r}"
+        while not all(f.is_done for _, f in futures) and not stop.is_set():
+            if time.monotonic() - started > self.slow_s:
+                self._filling(f"Kafka has not acknowledged for {self.slow_s:.0f} s")
+            try:
+                producer.flush(timeout=0.5)
+            except Exception:  # KafkaTimeoutError: not yet; stop is checked again
+                continue
+        acked = [seq for seq, f in futures if f.succeeded()]
+        self.spool.ack(acked)
+        self.delivered_total += len(acked)
+        failed = next((f.exception for _, f in futures if f.failed()), None)
+        if failed is not None or error is not None:
+            self._failed(error or f"Kafka refused a record: {failed!r}")
+            self._close_producer()
+            return False
+        return len(acked) == len(batch)
+
+    def _failed(self, why: str) -> None:
+        self.failures += 1
+        self._filling(why)
+        log.warning("forwarding to Kafka failed (%s); %d events wait in the spool",
+                    why, self.spool.depth)
+
+    def _filling(self, why: str) -> None:
+        if self.filling_since is None:
+            self.filling_since = time.monotonic()
+            log.warning("spool filling: %s; events are kept in %s until Kafka takes them "
+                        "(%d waiting)", why, self.spool.directory, self.spool.depth)
+
+    def _drained(self) -> None:
+        if self.filling_since is not None:
+            log.info("spool drained: Kafka took every spooled event after %.1f s "
+                     "(%d spooled, %d refused as overflow since start)",
+                     time.monotonic() - self.filling_since, self.spool.spooled_total,
+                     self.spool.overflowed)
+            self.filling_since = None
+
+    def _close_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=0)
+            except Exception as exc:  # closing a producer that lost its broker
+                log.debug("closing the Kafka producer: %r", exc)
+            self._producer = None
 
 
 class Recorder(Protocol):

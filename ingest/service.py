@@ -1,20 +1,34 @@
-"""The ingest process: one evapi bridge producing to Kafka (and the recorder that turns
-recorded calls into WAVs and call.recording_ready events), until SIGTERM."""
+"""The ingest process: one evapi bridge spooling to disk, a forwarder producing the spool
+to Kafka (``ingest.bridge``, ``ingest.spool``), and the recorder that turns recorded calls
+into WAVs and call.recording_ready events, until SIGTERM."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+import time
 
-from ingest.bridge import Bridge, KafkaSink
+from ingest.bridge import (
+    CHANNEL_DEAD_LETTERS,
+    CHANNEL_EVENTS,
+    Bridge,
+    Forwarder,
+    SpoolSink,
+    kafka_producer,
+)
 from ingest.decode import DecodeContext
 from ingest.recording import Recorder, recording_closed
+from ingest.spool import Spool
 from tawag.settings import Settings
 
 __all__ = ["run", "ready_file"]
 
 log = logging.getLogger("tawag.ingest")
+
+DRAIN_ON_STOP_S = 3.0
+"""How long a stopping bridge waits for Kafka to take the spool (below the supervisor's
+grace before SIGKILL)."""
 
 
 def ready_file(settings: Settings):
@@ -42,8 +56,11 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
         country=settings.default_country,
         tenant_for_domain=settings.tenant_for_domain,
     )
-    sink = KafkaSink(settings.kafka_bootstrap, settings.topic_call_events,
-                     settings.topic_dead_letter)
+    spool = Spool(settings.spool_dir, max_bytes=settings.ingest_spool_max_bytes)
+    forwarder = Forwarder(spool, lambda: kafka_producer(settings.kafka_bootstrap),
+                          {CHANNEL_EVENTS: settings.topic_call_events,
+                           CHANNEL_DEAD_LETTERS: settings.topic_dead_letter})
+    sink = SpoolSink(spool, forwarder)
     bridge = Bridge((settings.sip_host, settings.evapi_port), ctx, sink)
     recorder = Recorder(settings.recordings_dir, settings.recordings_wav_dir,
                         closed=lambda call_id: recording_closed(settings, call_id),
@@ -52,13 +69,29 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     recorder.start()
     watcher = threading.Thread(target=_watch_ready, args=(bridge, settings, stop), daemon=True)
     watcher.start()
+    forwarding = threading.Event()
+    sending = threading.Thread(target=forwarder.run, args=(forwarding,), name="forwarder")
+    sending.start()
     try:
         bridge.run(stop)
     finally:
         recorder.stop()
         sink.flush()
-        sink.close()
+        _drain(spool, DRAIN_ON_STOP_S)
+        forwarding.set()
+        sending.join()
+        left = spool.depth
+        spool.close()
         ready_file(settings).unlink(missing_ok=True)
         s = bridge.stats
-        log.info("ingest stopped: %d frames, %d events, %d dead letters, %d connects",
-                 s.frames, s.events, s.dead_letters, s.connects)
+        log.info("ingest stopped: %d frames, %d events, %d dead letters, %d connects; "
+                 "%d events left in the spool for the next start",
+                 s.frames, s.events, s.dead_letters, s.connects, left)
+
+
+def _drain(spool: Spool, timeout: float) -> None:
+    """On a clean stop, give Kafka a moment to take what is spooled (the rest waits on
+    disk for the next start either way)."""
+    deadline = time.monotonic() + timeout
+    while spool.depth and time.monotonic() < deadline:
+        time.sleep(0.05)

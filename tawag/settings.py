@@ -57,6 +57,13 @@ class Settings:
     """Compacted, key = tenant: the last applied provisioning, restored into a new Kamailio."""
     topic_partitions: int = 4
 
+    # --- ingest ------------------------------------------------------------------------
+    ingest_spool_max_bytes: int = 256 * 2**20
+    """Bytes the ingest bridge's spool may hold on disk (``data_dir/spool``): events wait
+    there, fsynced, until Kafka acknowledges them, so a broker outage loses nothing. At
+    about 500 bytes an event that is some 500,000 events. Once it is full, new events are
+    refused: each is logged and counted (``spool_overflow_total``), and lost."""
+
     # --- stream processing ---------------------------------------------------------
     agent_wrap_up_s: int = 0
     """After-call work counted as wrap-up after each call (0: agents are free at once)."""
@@ -195,6 +202,11 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def spool_dir(self) -> Path:
+        """The ingest bridge's spool of events not yet acknowledged by Kafka."""
+        return self.data_dir / "spool"
 
     @property
     def kafka_libs(self) -> Path:
