@@ -11,7 +11,7 @@ BIN           := $(VENV)/bin
 install: system python
 
 system:
-	@bash deploy/install-debian.sh   # Debian packages + pinned Kafka jars (see tawag/settings.py)
+	@bash deploy/install-debian.sh   # Debian packages + pinned Kafka jars (see core/settings.py)
 
 python: $(BIN)/.installed
 

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest.events import Direction, Event, EventType, from_json, to_json  # noqa: E402
+from core.events import Direction, Event, EventType, from_json, to_json  # noqa: E402
 from streams.agents.agent_stats import fold_into  # noqa: E402
 
 T0 = datetime(2026, 11, 23, tzinfo=UTC)

@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tawag import sipp  # noqa: E402
-from tawag.settings import load  # noqa: E402
+from core.settings import load  # noqa: E402
+from edge import sipp  # noqa: E402
 from tawag.supervisor import Supervisor, components  # noqa: E402
 
 EDGE = ("kafka", "rtpengine", "kamailio", "ingest")

@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest.events import Direction, Event, EventType, to_json  # noqa: E402
+from core.events import Direction, Event, EventType, to_json  # noqa: E402
+from core.settings import load  # noqa: E402
 from tawag import kafka  # noqa: E402
 from tawag.replay import fold_records, merge_by_time, read_topic, write  # noqa: E402
-from tawag.settings import load  # noqa: E402
 from warehouse.client import ChdbClient  # noqa: E402
 from warehouse.migrate import migrate  # noqa: E402
 

@@ -28,13 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.events import Direction, Event, EventType, to_json  # noqa: E402
 from ingest.bridge import (  # noqa: E402
     CHANNEL_DEAD_LETTERS,
     CHANNEL_EVENTS,
     Forwarder,
     kafka_producer,
 )
-from ingest.events import Direction, Event, EventType, to_json  # noqa: E402
 from ingest.spool import Spool  # noqa: E402
 
 
@@ -70,8 +70,8 @@ def drain_locally(spool: Spool) -> float:
 
 
 def drain_to_kafka(spool: Spool, data: Path) -> float:
+    from core.settings import load
     from tawag import kafka as tk
-    from tawag.settings import load
 
     s = load(data_dir=data, kafka_bootstrap="127.0.0.1:25192", kafka_controller_port=25193)
     tk.prepare_storage(s)

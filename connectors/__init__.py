@@ -1,7 +1,7 @@
 """CRM connectors: amoCRM/Kommo v4, Bitrix24 REST telephony and 1C OData (DESIGN.md §8).
 
 - ``base``: the :class:`~connectors.base.CrmClient` protocol, the ConnectorError tree and
-  the pre-request rate limiters. Configuration is :class:`tawag.settings.Settings` itself
+  the pre-request rate limiters. Configuration is :class:`core.settings.Settings` itself
   (its ``crm_*`` and ``recordings_*`` fields), never a copy.
 - ``amocrm/``, ``bitrix24/``, ``onec/``: ``client.py`` (injected httpx client), ``auth.py``
   (an ``httpx.Auth``), ``mapping.py`` (pure CDR -> vendor payloads); ``mapping``: what

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streams.records import Cdr
+from core.records import Cdr
 
 __all__ = [
     "AMOCRM_LIMIT",

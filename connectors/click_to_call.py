@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from connectors.outbox import Outbox
-from ingest.phone import normalise
-from tawag.settings import Settings
+from core.phone import normalise
+from core.settings import Settings
 
 __all__ = ["ClickToCallLinks", "EdgeControl", "EdgeOriginator", "Link", "OriginationRefused",
            "outside_number"]
@@ -51,7 +51,7 @@ _PENDING, _LINKED = "c2c-pending|", "c2c-call|"
 
 
 class EdgeControl(Protocol):
-    """What click-to-call needs of the edge's JSON-RPC control: :mod:`tawag.edge`, handed
+    """What click-to-call needs of the edge's JSON-RPC control: :mod:`edge.control`, handed
     in by ``tawag connectors`` (the core packages import no operator module of tawag/)."""
 
     EdgeError: type[Exception]

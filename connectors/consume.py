@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from connectors.sync import SyncWorker
-from ingest.events import InvalidEvent, from_json
-from streams.records import cdr_from_json
-from tawag.settings import Settings
+from core.events import InvalidEvent, from_json
+from core.records import cdr_from_json
+from core.settings import Settings
 
 __all__ = ["consume", "handle_record"]
 

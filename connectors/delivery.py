@@ -31,7 +31,7 @@ from connectors.click_to_call import ClickToCallLinks
 from connectors.mapping import callback_note, client_phone, is_missed
 from connectors.outbox import Entry, Outbox
 from connectors.targets import Target, extension_for
-from streams.records import Cdr, Disposition, cdr_from_json, cdr_to_json
+from core.records import Cdr, Disposition, cdr_from_json, cdr_to_json
 
 __all__ = ["CLOSE_TASK", "LOG", "STEPS", "UNPLACED", "DeliverySteps", "Step", "close_task",
            "deliver", "deliveries_for", "enqueue_follow_up", "finish_unplaced", "log_call"]

@@ -10,8 +10,8 @@ what all of them share lives here. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from ingest.phone import is_extension, normalise
-from streams.records import Cdr, Disposition
+from core.phone import is_extension, normalise
+from core.records import Cdr, Disposition
 
 __all__ = ["callback_note", "client_phone", "is_missed"]
 

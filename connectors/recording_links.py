@@ -19,7 +19,7 @@ import hmac
 from pathlib import Path
 from urllib.parse import quote
 
-from tawag.settings import Settings
+from core.settings import Settings
 
 __all__ = ["recording_name", "recording_url", "signature", "sign_url", "verify"]
 

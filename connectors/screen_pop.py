@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from connectors.base import RingingCall
 from connectors.mapping import client_phone
 from connectors.targets import Target
-from ingest.events import Direction, Event, EventType
-from ingest.phone import is_extension
+from core.events import Direction, Event, EventType
+from core.phone import is_extension
 
 __all__ = ["SCREEN_POP_EVENTS", "CallView", "apply_event", "for_target"]
 

@@ -1,7 +1,7 @@
 """The connectors process (``tawag connectors``): wire from Settings, consume until stopped.
 
     from connectors.service import run
-    run(tawag.settings.load(), stop=stop, edge=tawag.edge)
+    run(core.settings.load(), stop=stop, edge=edge.control)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from connectors import redact
 from connectors.consume import consume
 from connectors.wiring import wire, with_link_defaults
-from tawag.settings import Settings
+from core.settings import Settings
 
 __all__ = ["run"]
 

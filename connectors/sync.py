@@ -55,9 +55,9 @@ from connectors.outbox import Entry, Outbox
 from connectors.recording_links import recording_url
 from connectors.screen_pop import SCREEN_POP_EVENTS, CallView, apply_event, for_target
 from connectors.targets import Target
-from ingest.events import Direction, Event, EventType
-from streams.records import Cdr, Disposition, cdr_from_json
-from tawag.settings import Settings
+from core.events import Direction, Event, EventType
+from core.records import Cdr, Disposition, cdr_from_json
+from core.settings import Settings
 
 __all__ = ["Backoff", "SyncWorker"]
 

@@ -1,4 +1,4 @@
-"""Wiring of the connectors worker from :class:`~tawag.settings.Settings`: clients,
+"""Wiring of the connectors worker from :class:`~core.settings.Settings`: clients,
 outbox, worker, the Kafka consumer and producer, the HTTP server. Nothing here decides
 or loops (like wazo's ``controller.py``): :mod:`connectors.consume` runs the loop,
 :mod:`connectors.sync` and :mod:`connectors.delivery` do the work.
@@ -7,7 +7,7 @@ Every value comes from the ``crm_*``, ``recordings_*`` and stack fields of Setti
 the connectors' state (outbox journal, rejection log, token files, link key) lives in
 ``settings.connectors_dir``.
 
-    wired = wire(with_link_defaults(settings), edge=tawag.edge)
+    wired = wire(with_link_defaults(settings), edge=edge.control)
     try:
         consume(wired.consumer, wired.worker, settings, stop=stop)
     finally:
@@ -29,7 +29,7 @@ from connectors.outbox import Outbox
 from connectors.sync import SyncWorker
 from connectors.targets import Target
 from connectors.web import ConnectorsHttp
-from tawag.settings import Settings
+from core.settings import Settings
 
 __all__ = ["Wired", "build_targets", "wire", "with_link_defaults"]
 
@@ -113,7 +113,7 @@ def wire(settings: Settings, *, serve_http: bool = True,
     """Build and start everything of ``tawag connectors`` but the consume loop.
 
     ``settings`` should have its link defaults filled (:func:`with_link_defaults`).
-    With Bitrix24 enabled and the edge's control API given (``edge``, :mod:`tawag.edge`),
+    With Bitrix24 enabled and the edge's control API given (``edge``, :mod:`edge.control`),
     its click-to-call events are placed through the edge
     (:class:`connectors.click_to_call.EdgeOriginator`) unless ``originate`` is given.
     """

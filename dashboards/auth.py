@@ -24,7 +24,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tawag.settings import Settings
+from core.settings import Settings
 
 __all__ = ["ROLES", "ADMIN", "TENANT_USER", "User", "AuthError", "users_file",
            "hash_password", "verify_password", "load_users", "authenticate"]

@@ -37,8 +37,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.settings import Settings, load
 from dashboards.auth import User
-from tawag.settings import Settings, load
 from warehouse.client import QueryError, UnavailableError, WarehouseClient, WarehouseError, connect
 from warehouse.queries import (
     agent_stats,
@@ -112,7 +112,7 @@ class UnknownQuery(ValueError):
 
 @st.cache_resource
 def settings() -> Settings:
-    """This process's settings, read from the environment once (tawag/settings.py)."""
+    """This process's settings, read from the environment once (core/settings.py)."""
     return load()
 
 

@@ -5,8 +5,8 @@
 #   deploy/install-debian.sh [KAFKA_LIBS_DIR]
 #
 # KAFKA_LIBS_DIR defaults to $TAWAG_KAFKA_LIBS, else ${TAWAG_LIBS_DIR:-<repo>/var/kafka-libs}/<version>,
-# the place tawag.settings.Settings.kafka_libs points at. The Kafka version is
-# $TAWAG_KAFKA_VERSION, else the default of Settings.kafka_version in tawag/settings.py.
+# the place core.settings.Settings.kafka_libs points at. The Kafka version is
+# $TAWAG_KAFKA_VERSION, else the default of Settings.kafka_version in core/settings.py.
 # Runs as root, or through sudo for the package steps when started as another user
 # (the jars are then fetched as that user, so they are owned by whoever runs the stack).
 #
@@ -43,11 +43,11 @@ fi
 
 # --- Kafka version and libs dir -----------------------------------------------------------
 default_version() {
-    sed -n 's/^[[:space:]]*kafka_version: str = "\([^"]*\)".*/\1/p' "$REPO/tawag/settings.py" |
+    sed -n 's/^[[:space:]]*kafka_version: str = "\([^"]*\)".*/\1/p' "$REPO/core/settings.py" |
         head -n1
 }
 KAFKA_VERSION="${TAWAG_KAFKA_VERSION:-$(default_version)}"
-[[ -n "$KAFKA_VERSION" ]] || die "cannot read kafka_version from $REPO/tawag/settings.py"
+[[ -n "$KAFKA_VERSION" ]] || die "cannot read kafka_version from $REPO/core/settings.py"
 LIBS="${1:-${TAWAG_KAFKA_LIBS:-${TAWAG_LIBS_DIR:-$REPO/var/kafka-libs}/$KAFKA_VERSION}}"
 
 # --- Debian packages --------------------------------------------------------------------

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from core.events import Event, EventType, InvalidEvent, to_json
 from ingest.decode import DecodeContext, FramingError, decode_evapi, split_netstrings
-from ingest.events import Event, EventType, InvalidEvent, to_json
 from ingest.spool import Record, Spool
 
 __all__ = ["Bridge", "BridgeStats", "Sink", "SpoolSink", "Forwarder", "Producer",

@@ -2,7 +2,7 @@
 
 evapi frames each JSON payload as a netstring (``<len>:<payload>,``). The payloads are
 the ones ``sip-edge/kamailio.cfg`` builds in ``route[PUBLISH_EVENT]``; this module is the
-only reader of that shape, and :mod:`ingest.events` the only writer of ours.
+only reader of that shape, and :mod:`core.events` the only writer of ours.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ingest.events import Direction, Event, EventType, InvalidEvent
-from ingest.phone import is_extension, normalise
+from core.events import Direction, Event, EventType, InvalidEvent
+from core.phone import is_extension, normalise
 
 __all__ = ["FramingError", "DecodeContext", "split_netstrings", "decode_evapi", "GREETING"]
 

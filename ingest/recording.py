@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ingest.rtpengine import NgError, ng_command
-from tawag.settings import Settings
+from core.settings import Settings
+from edge.rtpengine import NgError, ng_command
 
 __all__ = [
     "RtpPacket",

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 
+from core.settings import Settings
 from ingest.bridge import (
     CHANNEL_DEAD_LETTERS,
     CHANNEL_EVENTS,
@@ -20,7 +21,6 @@ from ingest.bridge import (
 from ingest.decode import DecodeContext
 from ingest.recording import Recorder, recording_closed
 from ingest.spool import Spool
-from tawag.settings import Settings
 
 __all__ = ["run", "ready_file"]
 

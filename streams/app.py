@@ -1,10 +1,10 @@
 """The Faust app of the stream processors: built from settings, wired once, nothing else.
 
     from streams.app import run_worker
-    run_worker(tawag.settings.load())        # blocks until SIGINT/SIGTERM
+    run_worker(core.settings.load())        # blocks until SIGINT/SIGTERM
 
 or ``faust -A streams.app worker -l info`` (the module-level ``app`` is built lazily from
-``tawag.settings.load()``), or ``python -m streams``.
+``core.settings.load()``), or ``python -m streams``.
 
 Reads ``settings.topic_call_events``; writes ``settings.topic_cdrs`` and
 ``settings.topic_dead_letter``, and (names in :mod:`streams.topics`)
@@ -24,13 +24,13 @@ from datetime import timedelta
 import faust
 from faust.types import AgentT
 
+from core.settings import Settings
 from streams import runner
 from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
 from streams.tables import Tables, declare_tables
 from streams.topics import Topics, declare_topics
 from streams.topology import stages
-from tawag.settings import Settings
 
 __all__ = ["APP_ID", "Streams", "agent_config", "callback_config", "create_app",
            "build_streams", "new_app", "run_worker"]
@@ -128,7 +128,7 @@ def __getattr__(name: str) -> faust.App:
     """Module-level ``app`` for ``faust -A streams.app``, built on first access only."""
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from tawag.settings import load
+    from core.settings import load
 
     settings = load()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from typing import Any
 import faust
 from faust.types import AgentT, EventT, StreamT
 
-from ingest.events import InvalidEvent
+from core.events import InvalidEvent
 from streams.tables import Tables
 from streams.topics import Topics
 from streams.topology import Output, Stage

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import faust
 from faust.types import CollectionT
 
-from tawag.settings import Settings
+from core.settings import Settings
 
 __all__ = ["Tables", "declare_tables", "CALLS_TABLE", "DEAD_LETTERS_TABLE", "AGENTS_TABLE",
            "CALLBACKS_TABLE"]

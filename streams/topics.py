@@ -1,7 +1,7 @@
 """The Kafka topics the stream processors read and write, declared once per app.
 
-All carry JSON bytes that :mod:`ingest.events`, :mod:`streams.records` and
-:mod:`streams.agent_records` encode, so Faust passes them through untouched (``raw``)
+All carry JSON bytes that :mod:`core.events`, :mod:`core.records` and
+:mod:`core.agent_records` encode, so Faust passes them through untouched (``raw``)
 instead of re-serialising them. Keys are UTF-8: the call id for call events and CDRs,
 ``tenant:agent`` for the agent topics, ``tenant:client`` for callbacks, which keeps each
 key on one partition next to its table rows.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import faust
 from faust.types import ChannelT
 
-from tawag.settings import Settings
+from core.settings import Settings
 
 __all__ = [
     "Topics",

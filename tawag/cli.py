@@ -8,8 +8,6 @@
     tawag provision FILE    apply tenants, extensions, groups, DIDs live (--check: validate)
     tawag migrate           apply the warehouse migrations (idempotent)
     tawag replay            rebuild everything from the raw events and compare with live
-    tawag provision FILE    apply a provisioning file to the running edge, live
-    tawag provision --check FILE   only validate it
 
 The per-process commands (ingest, streams, warehouse, connectors, demo) are what
 ``tawag up`` runs; ``connectors`` only when ``TAWAG_CRM_ENABLED`` names a CRM.
@@ -24,8 +22,8 @@ import sys
 import threading
 import time
 
-from tawag import settings as settings_mod
-from tawag.settings import Settings
+from core import settings as settings_mod
+from core.settings import Settings
 
 __all__ = ["main"]
 
@@ -54,7 +52,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     if password:
         print(f"  first start: log in as '{ADMIN_NAME}' with password {password}\n"
               f"  (shown once; stored hashed in {settings.dashboard_users_file})")
-    print(f'Warehouse: {settings.warehouse_url}   (tawag sql "SELECT count() FROM cdrs")')
+    print(f"Warehouse: {settings.warehouse_url}   (ask it with: tawag sql '<statement>')")
     print("Press Ctrl-C to stop.\n")
     try:
         sup.watch(stop.is_set)  # restarts what dies on its own; returns on Ctrl-C/SIGTERM
@@ -119,8 +117,8 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tawag import provision
-    from tawag.edge import EdgeError
+    from edge import provision
+    from edge.control import EdgeError
 
     path = Path(args.file)
     errors = provision.check(path)
@@ -190,7 +188,7 @@ def cmd_warehouse(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
     from connectors.service import run
-    from tawag import edge
+    from edge import control as edge
 
     if not settings.crm_enabled:
         return _fail("no CRM is enabled (set TAWAG_CRM_ENABLED, e.g. amocrm,bitrix24)")

@@ -25,8 +25,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tawag import sipp
-from tawag.settings import Settings
+from core.settings import Settings
+from edge import sipp
 
 __all__ = ["DemoCall", "DemoTenant", "plan_call", "run", "AGENTS"]
 

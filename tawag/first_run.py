@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import secrets
 
+from core.settings import Settings
 from dashboards.auth import ADMIN, hash_password
-from tawag.settings import Settings
 
 __all__ = ["ensure_dashboard_admin", "ADMIN_NAME"]
 

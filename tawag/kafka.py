@@ -12,7 +12,7 @@ supervisor needs to run it; the supervisor owns the process itself:
 4. :func:`kafka_ready` - poll until a metadata round trip succeeds
 5. :func:`ensure_topics` - create Tawag's topics (idempotent)
 
-All paths come from :class:`tawag.settings.Settings`, so a test can run a second broker on
+All paths come from :class:`core.settings.Settings`, so a test can run a second broker on
 other ports in a temporary data folder.
 """
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tawag.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 
 if TYPE_CHECKING:
     from kafka import KafkaAdminClient

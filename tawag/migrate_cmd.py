@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import httpx
 
-from tawag.settings import Settings
-from warehouse import schema
+from core.settings import Settings
 from warehouse.client import ChdbClient, DriverClient, HttpClient, WarehouseClient
-from warehouse.migrate import load_migrations
+from warehouse.migrate import applied_names, load_migrations
 from warehouse.migrate import migrate as apply_migrations
 
-__all__ = ["PendingMigrations", "migrate", "applied", "warehouse_running"]
+__all__ = ["PendingMigrations", "migrate", "warehouse_running"]
 
 
 class PendingMigrations(RuntimeError):
@@ -35,12 +34,6 @@ def warehouse_running(settings: Settings, timeout: float = 1.0) -> bool:
         return False
 
 
-def applied(client: WarehouseClient) -> list[str]:
-    """Names of the applied migrations, oldest first."""
-    rows = client.query(f"SELECT name FROM {schema.SCHEMA_MIGRATIONS} FINAL ORDER BY version")
-    return [r["name"] for r in rows]
-
-
 def migrate(settings: Settings) -> list[str]:
     """Apply what is missing; the names applied by this call (see the module docstring)."""
     if settings.warehouse_mode == "server":
@@ -52,7 +45,7 @@ def migrate(settings: Settings) -> list[str]:
     if warehouse_running(settings):
         reader = HttpClient(settings.warehouse_url)
         try:
-            done = set(applied(reader))
+            done = set(applied_names(reader))
         finally:
             reader.close()
         missing = [m.name for m in load_migrations() if m.name not in done]

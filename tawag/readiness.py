@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tawag.settings import Settings
+from core.settings import Settings
 
 __all__ = ["ConsumerGroupReady", "consumer_group_ready"]
 

@@ -24,7 +24,7 @@
    every column except the Kafka coordinates and ``loaded_at``, ordered by key;
    ``call_events`` by event id. For ``agent_states``, ``agent_stats`` and ``callbacks``
    the ``version`` column is left out too (:data:`DELIVERY_VERSIONED`), and so are
-   retractions, which readers skip (:data:`_AS_READ`), for this reason:
+   retractions, which readers skip (:data:`warehouse.queries.replay.AS_READ`), for this reason:
 
 Why some versions depend on delivery. A CDR's version counts the distinct events of *one
 call*, which all sit on one partition of ``tawag.call-events`` (key = call id), so every
@@ -52,53 +52,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.settings import Settings
 from streams.app import agent_config, callback_config
 from streams.folds.agent_state import DEFAULT_CONFIG as AGENT_CONFIG
 from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
 from streams.topology import stages
-from tawag.settings import Settings
-from warehouse import schema
 from warehouse.client import ChdbClient, HttpClient, WarehouseClient, connect
 from warehouse.loader import Loader, Record, routes_for
 from warehouse.migrate import migrate
+from warehouse.queries.replay import COMPARED, DELIVERY_VERSIONED, compared_rows
 
 __all__ = ["TableDiff", "ReplayReport", "Folded", "Replayer", "read_topic", "replay",
            "fold_records", "compare", "COMPARED", "DELIVERY_VERSIONED"]
 
 BATCH = 5_000
 """Rows per warehouse insert during a replay."""
-
-_NOT_COMPARED = ("kafka_topic", "kafka_partition", "kafka_offset", "loaded_at")
-
-COMPARED: dict[str, tuple[str, str]] = {
-    # table -> (FROM clause, ORDER BY key)
-    schema.CDRS: (f"{schema.CDRS} FINAL", "tenant, call_id"),
-    schema.AGENT_STATES: (f"{schema.AGENT_STATES} FINAL", "tenant, agent, since"),
-    schema.AGENT_STATS: (f"{schema.AGENT_STATS} FINAL",
-                         "tenant, agent, interval_kind, interval_start"),
-    schema.CALLBACKS: (f"{schema.CALLBACKS} FINAL", "tenant, client, item_id"),
-    schema.CALL_EVENTS: (schema.CALL_EVENTS, "event_id, kafka_partition, kafka_offset"),
-}
-"""What :func:`compare` checks, row for row."""
-
-DELIVERY_VERSIONED = frozenset({schema.AGENT_STATES, schema.AGENT_STATS, schema.CALLBACKS})
-"""Tables whose ``version`` records the order events were delivered in (module docstring):
-compared on every other column, retractions left out."""
-
-_ACTIVITY = " + ".join(("logged_in_ms", "available_ms", "ringing_ms", "talk_ms", "wrap_up_ms",
-                        "offered", "answered", "missed", "handled", "handled_talk_ms"))
-_AS_READ: dict[str, str] = {
-    schema.AGENT_STATES: "WHERE NOT deleted",
-    schema.CALLBACKS: "WHERE NOT deleted",
-    schema.AGENT_STATS: f"WHERE {_ACTIVITY} > 0",
-}
-"""The rows readers use of the :data:`DELIVERY_VERSIONED` tables. A retraction (a segment
-or item marked deleted, an interval sent back with all zeros - no real interval has all
-zeros) undoes a revision that only some deliveries produce: a late event that removes a
-segment or an interval's only activity does so only when another event came first. What
-a retraction carries is that passing revision, so it is not compared; readers skip it."""
-
 
 # --- reading ---------------------------------------------------------------------------------
 
@@ -245,14 +214,6 @@ class TableDiff:
                 f"  replay: {self.first_replay}")
 
 
-def _rows(client: WarehouseClient, table: str) -> list[dict[str, Any]]:
-    source, order = COMPARED[table]
-    except_ = ", ".join(c for c in _NOT_COMPARED
-                        if not (table == schema.CALL_EVENTS and c.startswith("kafka_")))
-    where = _AS_READ.get(table, "")
-    return client.query(f"SELECT * EXCEPT ({except_}) FROM {source} {where} ORDER BY {order}")
-
-
 def _first_difference(live: list[dict[str, Any]], replayed: list[dict[str, Any]],
                       ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     for a, b in zip(live, replayed, strict=False):
@@ -270,7 +231,7 @@ def compare_table(table: str, live: WarehouseClient, replayed: WarehouseClient) 
     """Live and replayed rows of ``table``; ``version`` left out for
     :data:`DELIVERY_VERSIONED` tables (for the others, ``version_only`` flags rows that
     differ in nothing else)."""
-    a, b = _rows(live, table), _rows(replayed, table)
+    a, b = compared_rows(live, table), compared_rows(replayed, table)
     if table in DELIVERY_VERSIONED:
         a, b = _without_version(a), _without_version(b)
     if a == b:

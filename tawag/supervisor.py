@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.settings import REPO_ROOT, Settings, to_environ
 from tawag.restart_policy import Backoff, RestartPolicy
-from tawag.settings import REPO_ROOT, Settings, to_environ
 
 __all__ = ["Component", "StackError", "Supervisor", "components"]
 
@@ -77,8 +77,10 @@ def _http_ok(url: str) -> bool:
 
 def components(settings: Settings) -> list[Component]:
     """The stack in start order."""
+    from edge import control as edge
+    from edge import provision
     from ingest.service import ready_file
-    from tawag import edge, kafka, provision
+    from tawag import kafka
     from tawag.readiness import ConsumerGroupReady
 
     s = settings

@@ -40,7 +40,7 @@ import pyarrow as pa
 from warehouse.params import encode_params, format_datetime
 
 if TYPE_CHECKING:
-    from tawag.settings import Settings
+    from core.settings import Settings
 
 __all__ = [
     "WarehouseClient",

@@ -33,14 +33,14 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ingest.events import Event, from_json
-from streams.agent_records import AgentStateChange, AgentStats, CallbackItem, record_from_json
-from streams.records import Cdr, cdr_from_json
+from core.agent_records import AgentStateChange, AgentStats, CallbackItem, record_from_json
+from core.events import Event, from_json
+from core.records import Cdr, cdr_from_json
 from warehouse import schema
 from warehouse.client import WarehouseClient, WarehouseError
 
 if TYPE_CHECKING:
-    from tawag.settings import Settings
+    from core.settings import Settings
 
 __all__ = [
     "GROUP_ID",
@@ -195,10 +195,10 @@ def decode_cdr(record: Record) -> dict[str, Any]:
     return cdr_row(cdr_from_json(record.value), record)
 
 
-# --- agent states, agent stats, callbacks (records of streams.agent_records) ---------------
+# --- agent states, agent stats, callbacks (records of core.agent_records) ---------------
 #
 # Decoded by the records' own validating codec; a row is the record's fields, so a new
-# field is one edit in streams.agent_records plus one migration (tests/warehouse/
+# field is one edit in core.agent_records plus one migration (tests/warehouse/
 # test_columns.py checks the two agree). A value a column cannot hold becomes a dead letter
 # instead of failing the whole batch.
 

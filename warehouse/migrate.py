@@ -82,6 +82,12 @@ def applied_versions(client: WarehouseClient) -> dict[int, str]:
     return {int(r["version"]): r["checksum"] for r in rows}
 
 
+def applied_names(client: WarehouseClient) -> list[str]:
+    """Names of the applied migrations, oldest first."""
+    rows = client.query(f"SELECT name FROM {schema.SCHEMA_MIGRATIONS} FINAL ORDER BY version")
+    return [r["name"] for r in rows]
+
+
 def _check_history(migrations: list[Migration], done: dict[int, str]) -> None:
     known = {m.version: m for m in migrations}
     for version, checksum in done.items():

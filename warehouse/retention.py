@@ -40,7 +40,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tawag.settings import Settings
+from core.settings import Settings
 from warehouse import schema
 from warehouse.client import WarehouseClient
 

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tawag.settings import Settings
+from core.settings import Settings
 from warehouse import schema
 from warehouse.client import ChdbClient, DriverClient, WarehouseClient
 from warehouse.http_server import make_server, serve_in_thread
@@ -147,7 +147,7 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
 
 def main() -> None:
     """``python -m warehouse``: settings from the environment, logs to stderr."""
-    from tawag.settings import load
+    from core.settings import load
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

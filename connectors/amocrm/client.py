@@ -32,8 +32,8 @@ from connectors.base import (
     retry_after_seconds,
 )
 from connectors.tokens import TokenStore
-from streams.records import Cdr
-from tawag.settings import Settings
+from core.records import Cdr
+from core.settings import Settings
 
 __all__ = ["AmoCrmClient", "build_client"]
 

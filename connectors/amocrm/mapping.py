@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.base import Contact, digits, last_digits
-from streams.records import Cdr, Disposition
+from core.records import Cdr, Disposition
 
 __all__ = ["CALL_STATUS", "call_status", "to_call", "to_unsorted_sip", "to_missed_task",
            "to_call_event", "contacts_from", "matching_contact", "search_query"]

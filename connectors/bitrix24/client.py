@@ -39,8 +39,8 @@ from connectors.base import (
 from connectors.bitrix24 import mapping
 from connectors.bitrix24.auth import Bitrix24OAuth
 from connectors.tokens import TokenStore
-from streams.records import Cdr
-from tawag.settings import Settings
+from core.records import Cdr
+from core.settings import Settings
 
 __all__ = ["Bitrix24Client", "build_client"]
 

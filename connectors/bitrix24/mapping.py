@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.base import Contact
-from streams.records import Cdr, Disposition
+from core.records import Cdr, Disposition
 
 __all__ = ["TYPE_OUTGOING", "TYPE_INCOMING", "call_type", "status_code", "to_register",
            "to_finish", "to_unplaced_finish", "to_attach_record", "contact_from"]

@@ -27,8 +27,8 @@ from connectors.base import (
 )
 from connectors.onec import mapping
 from connectors.onec.auth import OneCBasicAuth
-from streams.records import Cdr
-from tawag.settings import Settings
+from core.records import Cdr
+from core.settings import Settings
 
 __all__ = ["OneCClient", "build_client"]
 

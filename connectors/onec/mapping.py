@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from connectors.base import Contact, digits, last_digits
-from streams.records import Cdr, Disposition
+from core.records import Cdr, Disposition
 
 __all__ = ["CALLS", "CONTACT_INFO", "COUNTERPARTIES", "EMPTY_REF", "phone_filter",
            "fuzzy_phone_filter", "marker", "marker_filter", "counterparty_path",

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import CollectionT
 
-from ingest.events import Event, InvalidEvent
-from streams.agent_records import AgentStateChange, AgentStats, record_to_json
+from core.agent_records import AgentStateChange, AgentStats, record_to_json
+from core.events import Event, InvalidEvent
 from streams.agents.cdr import decode
 from streams.folds.agent_state import (
     DEFAULT_CONFIG,

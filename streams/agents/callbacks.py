@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import CollectionT
 
-from streams.agent_records import CallbackItem, record_to_json
+from core.agent_records import CallbackItem, record_to_json
+from core.records import Cdr, cdr_from_json
 from streams.folds.callbacks import (
     DEFAULT_CONFIG,
     CallbackConfig,
@@ -33,7 +34,6 @@ from streams.folds.callbacks import (
     item_changes,
     resent_items,
 )
-from streams.records import Cdr, cdr_from_json
 
 if TYPE_CHECKING:
     from streams.topology import Output

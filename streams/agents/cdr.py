@@ -1,6 +1,6 @@
 """Call assembly stage: call events in, CDR revisions out (the rules live in folds.cdr).
 
-Per message: decode with :func:`ingest.events.from_json`, fold into the call's row of the
+Per message: decode with :func:`core.events.from_json`, fold into the call's row of the
 calls table, and when the fold changed the call, send the new CDR revision to
 ``tawag.cdrs`` keyed by call id. Input that cannot be decoded or folded raises; the
 runner (:mod:`streams.runner`) dead-letters it, so the partition goes on.
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import CollectionT
 
-from ingest.events import Event, InvalidEvent, from_json
+from core.events import Event, InvalidEvent, from_json
+from core.records import Cdr, cdr_to_json
 from streams.folds.cdr import (
     FOLDED_TYPES,
     CallState,
@@ -30,7 +31,6 @@ from streams.folds.cdr import (
     resends,
     to_cdr,
 )
-from streams.records import Cdr, cdr_to_json
 
 if TYPE_CHECKING:
     from streams.topology import Output

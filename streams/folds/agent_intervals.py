@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
-from streams.agent_records import AgentStatus, IntervalKind
+from core.agent_records import AgentStatus, IntervalKind
 from streams.folds.agent_timeline import AgentCall, Segment
 
 __all__ = ["INTERVALS", "COUNTERS", "TOUCHES", "Key", "Part", "Counts", "interval_start",

@@ -60,9 +60,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from ingest.events import CALL_TYPES, Event, EventType, from_dict
-from ingest.phone import is_extension
-from streams.agent_records import AgentStateChange, AgentStatus, IntervalKind
+from core.agent_records import AgentStateChange, AgentStatus, IntervalKind
+from core.events import CALL_TYPES, Event, EventType, from_dict
+from core.phone import is_extension
 from streams.folds.agent_intervals import (
     Counts,
     Key,

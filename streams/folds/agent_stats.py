@@ -38,8 +38,8 @@ import operator
 from dataclasses import fields
 from datetime import datetime
 
-from ingest.events import Event
-from streams.agent_records import AgentStats
+from core.agent_records import AgentStats
+from core.events import Event
 from streams.folds.agent_intervals import (
     AT,
     COUNTERS,

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from ingest.events import Event, EventType
-from streams.agent_records import AgentStatus
+from core.agent_records import AgentStatus
+from core.events import Event, EventType
 
 __all__ = ["Fact", "AgentCall", "Segment", "Span", "Cursor", "fact_of", "order",
            "call_of", "scan_sessions", "session_end", "call_spans", "sweep",

@@ -36,10 +36,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from ingest.events import Direction, format_ts, parse_ts
-from ingest.phone import is_extension, normalise
-from streams.agent_records import CallbackItem, CallbackStatus
-from streams.records import Cdr
+from core.agent_records import CallbackItem, CallbackStatus
+from core.events import Direction, format_ts, parse_ts
+from core.phone import is_extension, normalise
+from core.records import Cdr
 
 __all__ = [
     "STATE_FORMAT",
@@ -67,7 +67,7 @@ class CallbackConfig:
     """
 
     country: str = "RU"
-    """Country used to read national numbers (``tawag.settings.default_country``)."""
+    """Country used to read national numbers (``core.settings.default_country``)."""
     retention: timedelta = timedelta(days=30)
     """How long behind the client's newest call settled history is kept."""
 

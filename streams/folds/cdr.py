@@ -2,7 +2,7 @@
 
 The state is the set of distinct events seen for the call, kept sorted by event time
 (then lifecycle rank, then ``event_id``). :func:`to_cdr` interprets that sorted sequence
-through a dispatch table keyed by :class:`~ingest.events.EventType`. Keeping the events
+through a dispatch table keyed by :class:`~core.events.EventType`. Keeping the events
 rather than a running summary is what makes the CDR independent of arrival order: a late
 ``call.answered`` that arrives after ``call.ended`` lands in its place and the CDR is
 rebuilt as if it had come on time, so a replay of the topic from offset 0 (or any
@@ -74,8 +74,8 @@ from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any
 
-from ingest.events import Direction, Event, EventType, from_dict, to_json
-from streams.records import Cdr, Disposition, Forward, Leg, LegOutcome, Transfer
+from core.events import Direction, Event, EventType, from_dict, to_json
+from core.records import Cdr, Disposition, Forward, Leg, LegOutcome, Transfer
 
 __all__ = [
     "CallState",

@@ -19,9 +19,9 @@ from connectors.onec import OneCBasicAuth, OneCClient
 from connectors.sync import Backoff
 from connectors.targets import Target
 from connectors.tokens import MemoryTokenStore, Token
-from ingest.events import Direction, Event, EventType
-from streams.records import Cdr, Disposition
-from tawag.settings import Settings
+from core.events import Direction, Event, EventType
+from core.records import Cdr, Disposition
+from core.settings import Settings
 
 T0 = datetime(2026, 11, 26, 7, 0, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import threading
 from connectors.outbox import Outbox
 from connectors.sync import Backoff, SyncWorker
 from connectors.wiring import build_targets
-from tawag.settings import load
+from core.settings import load
 
 
 def main() -> None:

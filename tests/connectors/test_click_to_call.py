@@ -22,8 +22,8 @@ from connectors.outbox import Outbox
 from connectors.sync import SyncWorker
 from connectors.targets import Target
 from connectors.web import ClickToCall, ConnectorsHttp
-from tawag import edge
-from tawag.settings import load
+from core.settings import load
+from edge import control as edge
 
 CLIENT = "+79161234567"
 
@@ -116,7 +116,7 @@ def test_a_click_no_call_followed_is_finished_as_not_connected(b24, tmp_path):
 
 @pytest.fixture
 def fake_edge(monkeypatch):
-    """tawag.edge's RPC helpers answering like a Kamailio with 101 registered."""
+    """edge.control's RPC helpers answering like a Kamailio with 101 registered."""
     bridged: list[tuple[str, str, str | None]] = []
     monkeypatch.setattr(edge, "pbx_value",
                         lambda s, key: "1" if key in ("ext:pbx.test:101",

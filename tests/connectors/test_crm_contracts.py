@@ -19,7 +19,7 @@ from connectors.base import (
 from connectors.bitrix24 import Bitrix24Client
 from connectors.bitrix24.client import CLIENT_LIMIT as B24_LIMIT
 from connectors.onec import OneCBasicAuth, OneCClient
-from streams.records import Disposition
+from core.records import Disposition
 
 PHONE = "+79161234567"
 

@@ -20,10 +20,10 @@ from kafka import KafkaProducer
 
 from connectors import service
 from connectors.tokens import FileTokenStore, Token
-from ingest.events import to_json
-from streams.records import cdr_to_json
+from core.events import to_json
+from core.records import cdr_to_json
+from core.settings import Settings, load
 from tawag import kafka as tk
-from tawag.settings import Settings, load
 
 pytestmark = pytest.mark.integration
 KNOWN = "+79161234567"

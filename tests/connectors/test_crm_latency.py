@@ -26,7 +26,7 @@ from connectors.base import LeakyBucket, Throttle
 from connectors.outbox import Outbox
 from connectors.sync import SyncWorker
 from connectors.targets import Target
-from ingest.events import EventType
+from core.events import EventType
 
 CALLS = 200
 PACE_S = 0.02

@@ -8,7 +8,7 @@ from connectors.amocrm import mapping as amo
 from connectors.base import Contact
 from connectors.bitrix24 import mapping as b24
 from connectors.onec import mapping as onec
-from streams.records import Disposition
+from core.records import Disposition
 
 
 def test_amocrm_call_item_uses_call_id_as_uniq_and_seconds():

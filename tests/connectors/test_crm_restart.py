@@ -27,7 +27,7 @@ from connectors.outbox import Outbox
 from connectors.sync import SyncWorker
 from connectors.tokens import FileTokenStore, Token
 from connectors.wiring import build_targets
-from tawag.settings import Settings, to_environ
+from core.settings import Settings, to_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 K, N = 4, 10

@@ -1,6 +1,6 @@
 """The connectors as a service of the stack: settings, the HTTP server, the supervisor entry.
 
-- every connector setting is defined once in ``tawag/settings.py`` and read from there
+- every connector setting is defined once in ``core/settings.py`` and read from there
   (no copy in connectors/), and survives the environment round trip a child process
   makes (dict- and list-valued ones included);
 - signed recording links download only while valid: 403 for a bad or expired signature,
@@ -25,7 +25,7 @@ from connectors.recording_links import recording_name, sign_url
 from connectors.targets import Target, extension_for
 from connectors.web import ClickToCall, ConnectorsHttp, parse_bitrix_event
 from connectors.wiring import build_targets, with_link_defaults
-from tawag.settings import Settings, load, to_environ
+from core.settings import Settings, load, to_environ
 from tawag.supervisor import components
 
 SECRET = b"k" * 32
@@ -196,7 +196,7 @@ def test_a_did_call_pops_the_card_of_the_extension_its_leg_rings():
     from crm_helpers import make_event
 
     from connectors.screen_pop import apply_event
-    from ingest.events import EventType
+    from core.events import EventType
 
     offered = make_event(EventType.CALL_OFFERED, "c1", caller="+79161234567",
                          callee="+74951230102")

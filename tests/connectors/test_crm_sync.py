@@ -27,7 +27,7 @@ from connectors.mapping import client_phone
 from connectors.outbox import Outbox, list_rejections
 from connectors.screen_pop import apply_event
 from connectors.sync import SyncWorker
-from ingest.events import Direction, EventType
+from core.events import Direction, EventType
 
 KNOWN = "+79161234567"
 UNKNOWN = "+79035550101"

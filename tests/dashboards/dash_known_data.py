@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
-from ingest.events import Direction, Event, EventType, to_json
-from streams.records import Cdr, Disposition, cdr_to_json
-from tawag.settings import Settings
+from core.events import Direction, Event, EventType, to_json
+from core.records import Cdr, Disposition, cdr_to_json
+from core.settings import Settings
 from warehouse import schema
 from warehouse.client import ChdbClient
 from warehouse.loader import Loader, Record, routes_for

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from chromium import CHROMIUM, PAGES, DevTools, chromium, stop, visit_every_page, wait_for
 
-from tawag.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 
 APP_PORT = 31150
 DEVTOOLS_PORT = 31151

@@ -18,10 +18,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from core.records import Cdr, Disposition, cdr_to_json
+from core.settings import Settings
 from dashboards.auth import User
 from dashboards.formatting import cdr_table, format_rate, hourly_outcomes
-from streams.records import Cdr, Disposition, cdr_to_json
-from tawag.settings import Settings
 from warehouse import schema
 from warehouse.client import ChdbClient
 from warehouse.http_server import make_server, serve_in_thread

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from core.events import Direction, EventType, InvalidEvent, from_json, to_json
 from ingest.decode import DecodeContext, FramingError, decode_evapi, split_netstrings
-from ingest.events import Direction, EventType, InvalidEvent, from_json, to_json
 
 CTX = DecodeContext(source="kamailio@test", country="RU", tenant_for_domain=lambda d: "acme")
 T0 = 1795673495.0

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.events import (
+from core.events import (
     AGENT_TYPES,
     CALL_TYPES,
     Direction,

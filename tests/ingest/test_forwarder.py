@@ -21,9 +21,9 @@ import pytest
 from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 from kafka.future import Future
 
+from core.events import from_json
 from ingest.bridge import CHANNEL_DEAD_LETTERS, CHANNEL_EVENTS, Bridge, Forwarder, SpoolSink
 from ingest.decode import DecodeContext
-from ingest.events import from_json
 from ingest.spool import Spool
 
 CTX = DecodeContext(source="kamailio@test", tenant_for_domain=lambda d: "acme")

@@ -1,6 +1,6 @@
 import pytest
 
-from ingest.phone import is_extension, normalise
+from core.phone import is_extension, normalise
 
 
 @pytest.mark.parametrize(

@@ -92,9 +92,9 @@ def test_the_bridge_hands_recorded_calls_to_the_recorder_and_produces_recording_
     import json
     import threading
 
+    from core.events import EventType
     from ingest.bridge import Bridge
     from ingest.decode import DecodeContext
-    from ingest.events import EventType
 
     call_id = "rec-1@127.0.0.1"
     frames = [(100.0 + i * 0.02, _frame(_rtp(i, 160 * i, 0xA, b"\xd5" * 160))) for i in range(100)]

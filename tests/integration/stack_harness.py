@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tawag.settings import Settings, load
+from core.settings import Settings, load
 from tawag.supervisor import Supervisor
 
 RTP_PORTS = 500

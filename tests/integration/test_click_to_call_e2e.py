@@ -24,9 +24,9 @@ import stack_harness
 from stack_harness import running_stack, stack_settings
 
 from connectors.tokens import FileTokenStore, Token
-from tawag import edge as tawag_edge
-from tawag import sipp
-from tawag.settings import Settings
+from core.settings import Settings
+from edge import control as tawag_edge
+from edge import sipp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
 from fakes.bitrix24 import FakeBitrix24  # noqa: E402

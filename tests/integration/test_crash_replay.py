@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 from stack_harness import running_stack, stack_settings
 
-from tawag import sipp
+from edge import sipp
 from tawag.replay import DELIVERY_VERSIONED, compare, replay
 from tawag.supervisor import Supervisor
 from warehouse import schema

@@ -33,8 +33,8 @@ import pytest
 import stack_harness
 
 from connectors.tokens import FileTokenStore, Token
-from tawag import sipp
-from tawag.settings import Settings, load
+from core.settings import Settings, load
+from edge import sipp
 from tawag.supervisor import Supervisor
 from warehouse.client import HttpClient
 

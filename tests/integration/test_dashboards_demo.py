@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from stack_harness import running_stack, stack_settings
 
+from core.settings import REPO_ROOT, Settings
 from dashboards.auth import ADMIN, hash_password
-from tawag.settings import REPO_ROOT, Settings
 from warehouse.client import HttpClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboards"))

@@ -27,8 +27,8 @@ import httpx
 import pytest
 from stack_harness import running_stack, stack_settings
 
-from tawag import sipp
-from tawag.settings import Settings
+from core.settings import Settings
+from edge import sipp
 from warehouse.client import HttpClient
 
 pytestmark = pytest.mark.integration

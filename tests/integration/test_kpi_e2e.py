@@ -37,8 +37,8 @@ from typing import Any
 import pytest
 from stack_harness import running_stack, stack_settings
 
-from tawag import sipp
-from tawag.settings import Settings
+from core.settings import Settings
+from edge import sipp
 from warehouse.client import HttpClient
 from warehouse.queries.kpi import kpi_summary
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from stack_harness import running_stack, stack_settings
 
-from tawag import provision, sipp
-from tawag.settings import REPO_ROOT, Settings, to_environ
+from core.settings import REPO_ROOT, Settings, to_environ
+from edge import provision, sipp
 from tawag.supervisor import Supervisor
 from warehouse.client import HttpClient
 

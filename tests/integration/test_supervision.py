@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 from stack_harness import stack_settings, wait_for
 
-from tawag import edge as edge_ctl
-from tawag import sipp
-from tawag.settings import REPO_ROOT, Settings, to_environ
+from core.settings import REPO_ROOT, Settings, to_environ
+from edge import control as edge_ctl
+from edge import sipp
 from tawag.supervisor import read_pid, read_state, stop_recorded
 from warehouse.client import HttpClient
 

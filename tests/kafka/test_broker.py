@@ -27,8 +27,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from core.settings import Settings, load
 from tawag import kafka as tk
-from tawag.settings import Settings, load
 
 pytestmark = pytest.mark.integration
 

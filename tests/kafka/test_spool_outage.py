@@ -36,6 +36,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from test_broker import Broker, _port_free
 
+from core.events import from_json
+from core.settings import REPO_ROOT, Settings, load, to_environ
 from ingest.bridge import (
     CHANNEL_DEAD_LETTERS,
     CHANNEL_EVENTS,
@@ -45,11 +47,9 @@ from ingest.bridge import (
     kafka_producer,
 )
 from ingest.decode import DecodeContext
-from ingest.events import from_json
 from ingest.service import ready_file
 from ingest.spool import Spool, scan
 from tawag import kafka as tk
-from tawag.settings import REPO_ROOT, Settings, load, to_environ
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ from edge_harness import (
     stop_processes,
 )
 
-from tawag import edge
-from tawag.settings import Settings, load
+from core.settings import Settings, load
+from edge import control as edge
 
 
 @pytest.fixture(scope="module")

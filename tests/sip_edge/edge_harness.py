@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tawag import edge
-from tawag.settings import Settings
+from core.settings import Settings
+from edge import control as edge
 
 SIP_PORT = 25060
 HTTP_PORT = 25061

@@ -24,10 +24,11 @@ import pytest
 from edge_harness import EdgeStack, EvapiListener
 from sip_ua import SipMessage, SipUa, sdp
 
+from core.events import Event
+from edge import control as edge
+from edge import provision, sipp
 from ingest.decode import DecodeContext, decode_evapi
-from ingest.events import Event
 from streams.folds.cdr import fold, to_cdr
-from tawag import edge, provision, sipp
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +88,7 @@ def phones(sip: sipp.Edge, registered: None) -> Iterator[tuple[SipUa, SipUa]]:
 
 def run_a(sip: sipp.Edge, scenario: str, port: int, media_port: int, *extra: str
           ) -> sipp.SippResult:
-    """A's sipp run of a scenario of these tests (tawag.sipp has no call function of its
+    """A's sipp run of a scenario of these tests (edge.sipp has no call function of its
     own for them)."""
     args = ["-s", (B if scenario == "uac_call_auth_attended.xml" else C), "-key", "caller", A,
             "-p", str(port), "-mp", str(media_port), "-au", A, "-ap", PASSWORDS[A], *extra]

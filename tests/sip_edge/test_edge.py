@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from edge_harness import NO_ANSWER_TIMEOUT_S, EdgeStack, EvapiListener
 
-from tawag import edge, sipp
+from edge import control as edge
+from edge import sipp
 
 pytestmark = pytest.mark.integration
 

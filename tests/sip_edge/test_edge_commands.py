@@ -1,4 +1,4 @@
-"""tawag.edge without running daemons: command lines, the cfg check, bencode, probes."""
+"""edge.control without running daemons: command lines, the cfg check, bencode, probes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tawag import edge
-from tawag.settings import Settings, load
+from core.settings import Settings, load
+from edge import control as edge
 
 UNUSED_PORT = 25098
 """Nothing listens here during the tests (inside the SIP edge tests' port range)."""

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 import pytest
 from edge_harness import EdgeStack, EvapiListener
 
+from core.events import EventType
+from edge import control as edge
+from edge import sipp
 from ingest.decode import DecodeContext, decode_evapi
-from ingest.events import EventType
-from tawag import edge, sipp
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from edge_harness import EdgeStack, EvapiListener
 from rtp_peer import ReportBlock, RtpPeer
 from sip_ua import SipUa, media_address, sdp
 
-from tawag import sipp
+from edge import sipp
 
 pytestmark = pytest.mark.integration
 

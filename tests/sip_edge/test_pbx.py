@@ -1,7 +1,7 @@
 """The PBX edge: digest auth, provisioning, DIDs, groups, forwarding, trunk, recording.
 
 One real stack (rtpengine + Kamailio with WITH_AUTH and WITH_PBX) provisioned from
-``PROVISIONING`` through tawag.provision; sipp plays the extensions and a carrier (a
+``PROVISIONING`` through edge.provision; sipp plays the extensions and a carrier (a
 UAS on the trunk port for outbound legs, a UAC on a trunk source port for DID calls).
 Every test asserts the SIP outcome and the exact evapi events of its call.
 """
@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 from edge_harness import EdgeStack, EvapiListener, connect_evapi
 
+from core.events import Event
+from core.records import Disposition, LegOutcome
+from edge import control as edge
+from edge import provision, sipp
 from ingest import recording
 from ingest.decode import DecodeContext, decode_evapi
-from ingest.events import Event
 from streams.folds.cdr import fold, to_cdr
-from streams.records import Disposition, LegOutcome
-from tawag import edge, provision, sipp
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,9 @@ from edge_harness import (
     EvapiListener,
 )
 
-from tawag import edge, sipp
-from tawag.settings import Settings, load
+from core.settings import Settings, load
+from edge import control as edge
+from edge import sipp
 
 pytestmark = pytest.mark.integration
 

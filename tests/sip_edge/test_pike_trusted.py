@@ -15,8 +15,9 @@ import pytest
 from edge_harness import EdgeStack
 from test_pike import DENSITY, edge_settings, options, replies_within
 
-from tawag import edge, provision, sipp
-from tawag.settings import Settings
+from core.settings import Settings
+from edge import control as edge
+from edge import provision, sipp
 
 pytestmark = pytest.mark.integration
 

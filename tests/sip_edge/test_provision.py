@@ -1,4 +1,4 @@
-"""tawag.provision without a running edge: validation with file:line, compiling, planning."""
+"""edge.provision without a running edge: validation with file:line, compiling, planning."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tawag import provision
+from edge import provision
 
 GOOD = """\
 [tenant.acme]
@@ -155,8 +155,8 @@ def test_restore_replays_the_last_state_per_tenant_through_rpc(tmp_path: Path) -
 
 
 def test_the_shipped_example_is_valid_and_is_what_the_stack_applies_by_default() -> None:
+    from core.settings import load
     from tawag.demo import AGENTS, DemoTenant
-    from tawag.settings import load
 
     settings = load(environ={})
     assert settings.provisioning_file.exists()

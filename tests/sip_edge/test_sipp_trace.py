@@ -1,10 +1,10 @@
-"""tawag.sipp reads outcomes from sipp's -trace_msg file; checked on a captured trace."""
+"""edge.sipp reads outcomes from sipp's -trace_msg file; checked on a captured trace."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tawag import sipp
+from edge import sipp
 
 TRACE = (
     "\n----------------------------------------------- 2026-11-26\t06:56:42.100000\n"

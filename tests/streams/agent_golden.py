@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ingest.events import Direction, Event, EventType, from_json, to_json
-from streams.agent_records import record_to_json
+from core.agent_records import record_to_json
+from core.events import Direction, Event, EventType, from_json, to_json
 from streams.agents.agent_stats import fold_into
 from streams.folds.agent_state import AgentConfig
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from faust.types import Message
 
+from core.settings import Settings
 from streams.app import Streams, build_streams, new_app
 from streams.topics import declare_topics
-from tawag.settings import Settings
 
 OUTPUTS = ("cdrs", "dead_letter", "agent_events", "agent_states", "agent_stats",
            "callback_cdrs", "callbacks")

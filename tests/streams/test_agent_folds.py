@@ -29,9 +29,9 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ingest.events import Direction, Event, EventType
-from ingest.events import to_dict as event_to_dict
-from streams.agent_records import AgentStats, AgentStatus, IntervalKind
+from core.agent_records import AgentStats, AgentStatus, IntervalKind
+from core.events import Direction, Event, EventType
+from core.events import to_dict as event_to_dict
 from streams.folds.agent_state import (
     AgentConfig,
     AgentState,

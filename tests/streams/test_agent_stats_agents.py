@@ -17,8 +17,7 @@ import pytest
 from faust_harness import run, streams_on_channels
 from test_callbacks_fold import CALLS, CLIENT
 
-from ingest.events import Direction, Event, EventType, to_json
-from streams.agent_records import (
+from core.agent_records import (
     AgentStateChange,
     AgentStats,
     AgentStatus,
@@ -27,11 +26,12 @@ from streams.agent_records import (
     IntervalKind,
     record_from_json,
 )
+from core.events import Direction, Event, EventType, to_json
+from core.records import cdr_to_json
+from core.settings import load
 from streams.agents.agent_stats import fold_into
 from streams.app import Streams
 from streams.folds.agent_state import AgentState, timeline
-from streams.records import cdr_to_json
-from tawag.settings import load
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 

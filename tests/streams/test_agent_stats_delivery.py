@@ -25,8 +25,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ingest.events import Direction, Event, EventType, from_json, to_json
-from streams.agent_records import AgentStatus, IntervalKind
+from core.agent_records import AgentStatus, IntervalKind
+from core.events import Direction, Event, EventType, from_json, to_json
 from streams.agents.agent_stats import fold_into
 from streams.folds.agent_state import agent_keys, fold, timeline
 from streams.folds.agent_stats import complete_until, stats

@@ -20,7 +20,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from streams.agent_records import CallbackStatus
+from core.agent_records import CallbackStatus
+from core.records import Cdr, Disposition
 from streams.folds.callbacks import (
     CallbackConfig,
     CallbackState,
@@ -30,7 +31,6 @@ from streams.folds.callbacks import (
     item_changes,
     items,
 )
-from streams.records import Cdr, Disposition
 
 CLIENT = "+74951234567"
 FRI = datetime(2026, 11, 27, tzinfo=UTC)
@@ -126,8 +126,8 @@ def test_old_settled_history_is_pruned() -> None:
 
 
 def test_the_app_keeps_the_history_the_settings_ask_for() -> None:
+    from core.settings import load
     from streams.app import callback_config
-    from tawag.settings import load
 
     assert callback_config(load(environ={})).retention == timedelta(days=30)
     week = callback_config(load(environ={"TAWAG_CALLBACK_RETENTION_DAYS": "7"}))

@@ -18,11 +18,11 @@ import faust_harness
 import pytest
 from faust_harness import Sent, recover, streams_on_channels
 
-from ingest.events import Direction, Event, EventType, to_json
+from core.events import Direction, Event, EventType, to_json
+from core.records import Disposition, cdr_from_json
+from core.settings import load
 from streams.app import Streams
 from streams.folds.cdr import CallState, fold, to_cdr
-from streams.records import Disposition, cdr_from_json
-from tawag.settings import load
 
 CALL = "7-4242@127.0.0.1"
 KEY = CALL.encode()

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.events import Direction, Event, EventType
+from core.events import Direction, Event, EventType
+from core.records import Disposition, cdr_from_json, cdr_to_json
 from streams.folds.cdr import CallState, IncompleteCall, apply, fold, to_cdr
-from streams.records import Disposition, cdr_from_json, cdr_to_json
 
 T0 = datetime(2026, 11, 26, 7, 0, 0, tzinfo=UTC)
 CALL = "1-2345@127.0.0.1"

@@ -18,9 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.events import Direction, Event, EventType
-from streams.folds.cdr import fold, to_cdr
-from streams.records import (
+from core.events import Direction, Event, EventType
+from core.records import (
     Disposition,
     Forward,
     Leg,
@@ -29,6 +28,7 @@ from streams.records import (
     cdr_from_json,
     cdr_to_json,
 )
+from streams.folds.cdr import fold, to_cdr
 
 T0 = datetime(2026, 11, 26, 7, 0, 0, tzinfo=UTC)
 CALL = "7-777@127.0.0.1"

@@ -22,21 +22,21 @@ import pytest
 from faust_harness import OUTPUTS, Sent, deliver, recover, streams_on_channels
 from test_callbacks_fold import CALLS, CLIENT, cdr
 
-from ingest.events import Direction, Event, EventType, to_json
-from streams.agent_records import (
+from core.agent_records import (
     AgentStateChange,
     AgentStats,
     CallbackItem,
     IntervalKind,
     record_from_json,
 )
+from core.events import Direction, Event, EventType, to_json
+from core.records import Cdr, Disposition, cdr_from_json, cdr_to_json
+from core.settings import load
 from streams.app import Streams
 from streams.folds.agent_state import AgentState, timeline
 from streams.folds.agent_stats import stats
 from streams.folds.callbacks import CallbackState, items
 from streams.folds.cdr import CallState, to_cdr
-from streams.records import Cdr, Disposition, cdr_from_json, cdr_to_json
-from tawag.settings import load
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
 T0 = DAY + timedelta(hours=9)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ingest.events import Direction, Event, EventType, to_json
+from core.events import Direction, Event, EventType, to_json
+from core.records import cdr_from_json
 from streams.folds.cdr import fold, to_cdr
-from streams.records import cdr_from_json
 from tawag.replay import TableDiff, compare_table, fold_records
 from warehouse import schema
 from warehouse.loader import Record

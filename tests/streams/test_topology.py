@@ -10,12 +10,12 @@ import pytest
 from faust_harness import run, streams_on_channels
 from test_replay_fold import ANSWERED, MISSED
 
-from ingest.events import to_json
+from core.events import to_json
+from core.settings import load
 from streams.app import Streams, agent_config, callback_config
 from streams.topics import Topics
 from streams.topology import stages
 from tawag import replay
-from tawag.settings import load
 
 SETTINGS = load(environ={})
 STAGES = stages(agent_config(SETTINGS), callback_config(SETTINGS))

@@ -1,6 +1,6 @@
+from core.settings import load
 from dashboards.auth import authenticate
 from tawag.first_run import ADMIN_NAME, ensure_dashboard_admin
-from tawag.settings import load
 
 
 def test_first_start_creates_an_admin_whose_password_works_and_is_not_stored(tmp_path):

@@ -13,8 +13,8 @@ import shutil
 
 import pytest
 
-from tawag import edge
-from tawag.settings import load
+from core.settings import load
+from edge import control as edge
 from tawag.supervisor import Supervisor, components
 
 pytestmark = pytest.mark.skipif(not shutil.which("rtpengine"), reason="rtpengine missing")

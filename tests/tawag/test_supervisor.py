@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from core.settings import load
 from tawag.restart_policy import RestartPolicy
-from tawag.settings import load
 from tawag.supervisor import (
     Component,
     StackError,

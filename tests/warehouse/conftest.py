@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from ingest.events import Direction, Event, EventType, to_json
-from streams.records import Cdr, Disposition, cdr_to_json
-from tawag.settings import Settings
+from core.events import Direction, Event, EventType, to_json
+from core.records import Cdr, Disposition, cdr_to_json
+from core.settings import Settings
 from warehouse.client import ChdbClient
 from warehouse.loader import Record
 from warehouse.migrate import migrate

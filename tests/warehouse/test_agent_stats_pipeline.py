@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from conftest import SETTINGS, T0
 
-from ingest.events import Direction, Event, EventType
-from streams.agent_records import record_to_json
+from core.agent_records import record_to_json
+from core.events import Direction, Event, EventType
 from streams.folds import agent_state, agent_stats, callbacks, cdr
 from warehouse.loader import Loader, Record, routes_for
 from warehouse.queries import agent_stats as agent_q

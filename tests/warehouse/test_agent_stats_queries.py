@@ -37,7 +37,7 @@ import pandas as pd
 import pytest
 from conftest import SETTINGS, T0
 
-from streams.agent_records import (
+from core.agent_records import (
     AgentStateChange,
     AgentStats,
     AgentStatus,

@@ -24,7 +24,7 @@ from datetime import timedelta
 import pytest
 from conftest import SETTINGS, T0
 
-from streams.agent_records import CallbackItem, CallbackStatus, record_to_json
+from core.agent_records import CallbackItem, CallbackStatus, record_to_json
 from warehouse.loader import Loader, Record, routes_for
 from warehouse.queries import callbacks as q
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from conftest import SETTINGS, T0, cdr_records, make_cdr
 
-from streams.records import Disposition, Forward, Leg, LegOutcome, cdr_to_json
+from core.records import Disposition, Forward, Leg, LegOutcome, cdr_to_json
 from warehouse.loader import Loader, Record, decode_cdr, routes_for
 
 ROUTES = routes_for(SETTINGS)

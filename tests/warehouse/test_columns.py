@@ -8,8 +8,8 @@ from dataclasses import fields
 
 import pytest
 
-from streams.agent_records import AgentStateChange, AgentStats, CallbackItem
-from streams.records import Cdr
+from core.agent_records import AgentStateChange, AgentStats, CallbackItem
+from core.records import Cdr
 from warehouse import schema
 
 KAFKA = {"kafka_topic", "kafka_partition", "kafka_offset"}

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from conftest import T0, cdr_records, make_cdr
 
-from streams.records import Disposition
-from tawag.settings import Settings
+from core.records import Disposition
+from core.settings import Settings
 from warehouse.loader import Loader, routes_for
 from warehouse.queries import calls, catalog, quality, trends, wallboard
 

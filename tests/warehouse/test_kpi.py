@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 from conftest import SETTINGS, T0, cdr_records, make_cdr
 
-from streams.records import Cdr, Disposition
+from core.records import Cdr, Disposition
 from warehouse.loader import Loader, routes_for
 from warehouse.queries import Queries, kpi
 from warehouse.queries import cdr as cdr_queries

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tawag.settings import Settings, load
+from core.settings import Settings, load
 from warehouse import schema, service
 from warehouse.client import ChdbClient
 from warehouse.retention import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import cdr_records, make_cdr
 
-from tawag.settings import Settings
+from core.settings import Settings
 from warehouse.client import QueryError
 from warehouse.loader import Loader, routes_for
 from warehouse.queries.sql_box import SqlRefused, check_statement, run_statement

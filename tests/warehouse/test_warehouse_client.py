@@ -2,7 +2,7 @@
 
 import pytest
 
-from tawag.settings import load
+from core.settings import load
 from warehouse.client import (
     DriverClient,
     HttpClient,

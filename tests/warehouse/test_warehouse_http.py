@@ -9,7 +9,7 @@ import httpx
 import pytest
 from conftest import SETTINGS, T0, cdr_records, make_cdr
 
-from streams.records import Disposition
+from core.records import Disposition
 from warehouse import schema
 from warehouse.client import ChdbClient, HttpClient, QueryError, ReadOnlyClientError
 from warehouse.http_server import make_server, serve_in_thread

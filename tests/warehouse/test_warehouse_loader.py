@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from conftest import SETTINGS, T0, cdr_records, event_records, make_cdr, make_event
 
-from ingest.events import EventType
-from streams.records import Disposition
+from core.events import EventType
+from core.records import Disposition
 from warehouse import schema
 from warehouse.client import QueryError
 from warehouse.loader import (

@@ -23,7 +23,7 @@ from datetime import timedelta
 import pytest
 from conftest import SETTINGS, T0, cdr_records, make_cdr
 
-from streams.records import Disposition
+from core.records import Disposition
 from warehouse.loader import Loader, routes_for
 from warehouse.queries import Queries
 from warehouse.queries import cdr as q

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tawag.settings import REPO_ROOT, load, to_environ
+from core.settings import REPO_ROOT, load, to_environ
 from warehouse.client import connect
 from warehouse.migrate import load_migrations
 from warehouse.service import run

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from streams.records import Cdr, Disposition
+from core.records import Cdr, Disposition
 from warehouse.client import WarehouseClient
 from warehouse.schema import CDRS
 

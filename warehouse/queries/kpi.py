@@ -49,7 +49,7 @@ from typing import Any
 
 import pandas as pd
 
-from streams.records import Disposition
+from core.records import Disposition
 from warehouse.client import WarehouseClient
 from warehouse.schema import CDRS
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ingest.events import format_ts
+from core.events import format_ts
 
 __all__ = [
     "AgentStatus",

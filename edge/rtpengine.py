@@ -1,7 +1,7 @@
 """rtpengine's two control protocols, each one call of I/O.
 
 - ng: bencoded dictionaries over UDP. Used by the ingest recorder (is a call's media
-  session gone, so its pcap is complete?) and by ``tawag.edge`` (readiness ping).
+  session gone, so its pcap is complete?) and by ``edge.control`` (readiness ping).
 - CLI: one text line over TCP, answered with text until rtpengine closes the connection
   -- what Debian's ``rtpengine-ctl`` (package ``rtpengine-utils``) sends; spoken here so
   the stack needs no Perl tool to stop rtpengine cleanly. ::

@@ -5,7 +5,7 @@ starts Kamailio and waits for :func:`kamailio_ready`: Kamailio's rtpengine modul
 disables a proxy that misses its first ping (``rtpengine_disable_tout``), so the order
 matters. Both run in the foreground (never daemonised) and stop on SIGTERM to their PID::
 
-    settings = tawag.settings.load()
+    settings = core.settings.load()
     prepare_dirs(settings)
     rtp = subprocess.Popen(rtpengine_command(settings), ...)
     wait_until(lambda: rtpengine_ready(settings), timeout=10)
@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 from jsonrpcclient import Ok, parse, request
 
-from ingest.rtpengine import NgError, bdecode, bencode, cli_command, ng_command
-from tawag.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
+from edge.rtpengine import NgError, bdecode, bencode, cli_command, ng_command
 
 __all__ = [
     "KAMAILIO_CFG",

@@ -60,8 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tawag.edge import kamailio_rpc
-from tawag.settings import Settings
+from core.settings import Settings
+from edge.control import kamailio_rpc
 
 __all__ = [
     "DEFAULT_NO_ANSWER_S",

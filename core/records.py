@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from ingest.events import format_ts
+from core.events import format_ts
 
 __all__ = ["Disposition", "LegOutcome", "Leg", "Forward", "Transfer", "Cdr",
            "cdr_to_json", "cdr_from_json"]

@@ -30,7 +30,7 @@ from datetime import datetime
 from itertools import dropwhile
 from pathlib import Path
 
-from tawag.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 
 __all__ = [
     "SCENARIO_DIR",
