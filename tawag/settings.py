@@ -102,6 +102,14 @@ class Settings:
     ``call.ended`` with reason ``max_duration`` and hangup_by ``system``."""
     pike_density: int = 30
     """Requests per source and 2 s before the edge bans it for a while (flood protection)."""
+    evapi_buffer_size: int = 10000
+    """Call events the edge keeps (shared memory, ~0.7 KB each) while no evapi client (the
+    ingest bridge) is connected; past this the oldest are dropped and counted in the
+    Kamailio statistic ``evapi_buffer_overflow``."""
+    evapi_resend: int = 500
+    """Events already sent that the edge keeps (within ``evapi_buffer_size``) and sends
+    again to an evapi client that connects: what was in flight to a client that died is
+    not lost (downstream de-duplicates by ``event_id``). 0 sends nothing twice."""
 
     # --- warehouse ---------------------------------------------------------------------
     warehouse_mode: str = "embedded"
