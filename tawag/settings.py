@@ -56,6 +56,11 @@ class Settings:
     topic_provisioning: str = "tawag.provisioning"
     """Compacted, key = tenant: the last applied provisioning, restored into a new Kamailio."""
     topic_partitions: int = 4
+    streams_instance_id: str = "streams-1"
+    """Kafka static membership id of the Faust worker (``group.instance.id``): a worker
+    started again under the same id takes its partitions back at once instead of waiting
+    for the broker to expire the dead member's session. Unique per worker; "" turns
+    static membership off."""
 
     # --- ingest ------------------------------------------------------------------------
     ingest_spool_max_bytes: int = 256 * 2**20
