@@ -108,7 +108,7 @@ class Settings:
     pike_density: int = 30
     """Requests per source and 2 s before the edge bans it for a while (flood protection)."""
     evapi_buffer_size: int = 10000
-    """Call events the edge keeps (shared memory, ~0.7 KB each) while no evapi client (the
+    """Call events the edge keeps (in its shared memory) while no evapi client (the
     ingest bridge) is connected; past this the oldest are dropped and counted in the
     Kamailio statistic ``evapi_buffer_overflow``."""
     evapi_resend: int = 500
