@@ -56,6 +56,11 @@ class Settings:
     topic_provisioning: str = "tawag.provisioning"
     """Compacted, key = tenant: the last applied provisioning, restored into a new Kamailio."""
     topic_partitions: int = 4
+    streams_instance_id: str = "streams-1"
+    """Kafka static membership id of the Faust worker (``group.instance.id``): a worker
+    started again under the same id takes its partitions back at once instead of waiting
+    for the broker to expire the dead member's session. Unique per worker; "" turns
+    static membership off."""
 
     # --- ingest ------------------------------------------------------------------------
     ingest_spool_max_bytes: int = 256 * 2**20
@@ -102,6 +107,14 @@ class Settings:
     ``call.ended`` with reason ``max_duration`` and hangup_by ``system``."""
     pike_density: int = 30
     """Requests per source and 2 s before the edge bans it for a while (flood protection)."""
+    evapi_buffer_size: int = 10000
+    """Call events the edge keeps (in its shared memory) while no evapi client (the
+    ingest bridge) is connected; past this the oldest are dropped and counted in the
+    Kamailio statistic ``evapi_buffer_overflow``."""
+    evapi_resend: int = 500
+    """Events already sent that the edge keeps (within ``evapi_buffer_size``) and sends
+    again to an evapi client that connects: what was in flight to a client that died is
+    not lost (downstream de-duplicates by ``event_id``). 0 sends nothing twice."""
 
     # --- warehouse ---------------------------------------------------------------------
     warehouse_mode: str = "embedded"

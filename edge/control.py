@@ -121,6 +121,8 @@ def kamailio_defines(settings: Settings) -> dict[str, str]:
         "NO_ANSWER_TIMEOUT_MS": str(settings.no_answer_timeout * MS_PER_S),
         "MAX_CALL_DURATION_S": str(settings.max_call_duration_s),
         "PIKE_DENSITY": str(max(settings.pike_density, 1)),
+        "EVAPI_BUFFER_SIZE": str(max(settings.evapi_buffer_size, 1)),
+        "EVAPI_RESEND": str(max(settings.evapi_resend, 0)),
         "BRIDGE_CONTROLLER": _quoted(bridge_controller(settings)),
         "BRIDGE_CONTACT": _quoted(bridge_contact(settings)),
     }

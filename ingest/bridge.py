@@ -4,9 +4,12 @@ A ``call.end`` of a recorded call is also handed to a recorder (``ingest.recordi
 which works on its own thread and gives back a ``call.recording_ready`` payload through
 :meth:`Bridge.emit_payload`, so the evapi socket is never left unread meanwhile.
 
-Kamailio's evapi does not buffer: events emitted while no client is connected are lost.
-So the bridge reconnects at once (within ``RECONNECT_DELAY_S``) whenever the socket
-closes, and the supervisor starts it before any traffic. Every payload becomes either a
+Kamailio's evapi itself does not buffer, so the edge keeps the events of a gap in a
+bounded shared-memory buffer (kamailio.cfg route[EVAPI_DRAIN]) and sends them, in order,
+once a client is connected again, repeating the last few it sent before (this bridge may
+have died holding them; the event_id makes a repeat recognisable). The bridge still
+reconnects at once (within ``RECONNECT_DELAY_S``) whenever the socket closes, so the gap
+stays short. Every payload becomes either a
 v1 event on ``tawag.call-events`` (acks=all, idempotent producer) or a dead letter on
 ``tawag.dead-letter`` carrying the reason and the raw bytes: nothing is silently dropped.
 

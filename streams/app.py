@@ -78,6 +78,9 @@ def new_app(settings: Settings) -> faust.App:
         consumer_metadata_max_age_ms=10_000,
         producer_acks=-1,
         autodiscover=False,
+        # static membership: a restarted worker (same id) is not made to wait out the
+        # session of the one that died before it gets its partitions back
+        consumer_group_instance_id=settings.streams_instance_id or None,
     )
 
 
