@@ -37,9 +37,9 @@ import pytest
 from stack_harness import stack_settings, wait_for
 from test_crash_replay import outcomes, sipp_command, start, stop
 
-from tawag import sipp
+from core.settings import REPO_ROOT, Settings, to_environ
+from edge import sipp
 from tawag.replay import compare, replay
-from tawag.settings import REPO_ROOT, Settings, to_environ
 from tawag.supervisor import read_pid, read_state, stop_recorded
 from warehouse import schema
 from warehouse.client import ChdbClient, HttpClient

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from edge_harness import EdgeStack, EvapiListener, connect_evapi
 
-from tawag import edge, sipp
+from edge import control as edge
+from edge import sipp
 
 pytestmark = pytest.mark.integration
 
