@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import statistics
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,7 @@ import stack_harness
 from connectors.tokens import FileTokenStore, Token
 from core.settings import Settings, load
 from edge import sipp
-from tawag.supervisor import Supervisor
+from tawag.supervisor import Supervisor, read_pid, read_state
 from warehouse.client import HttpClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
@@ -134,11 +137,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, crms) -> Iterator[Settings]:
     FileTokenStore(state / "bitrix24-token.json").save(Token(*b24.issue_tokens()))
     log = io.StringIO()
     sup = Supervisor(settings, out=log)
+    stopping = threading.Event()
+    # as `tawag up` runs it: a component that dies is restarted, the others run on
+    watcher = threading.Thread(target=sup.watch, args=(stopping.is_set,), daemon=True)
     try:
         sup.start(demo=False)
         assert "connectors" in [r.name for r in sup.running], log.getvalue()
+        watcher.start()
         yield settings
     finally:
+        stopping.set()
+        if watcher.is_alive():
+            watcher.join(60)
         sup.stop()
 
 
@@ -235,7 +245,7 @@ def test_connectors_health_and_status(stack: Settings):
     assert httpx.get(f"http://127.0.0.1:{HTTP_PORT}/health", timeout=5).status_code == 200
     from tawag.supervisor import status
 
-    assert ("connectors", "up") in [(name, state) for name, state, _, _ in status(stack)]
+    assert ("connectors", True) in [(row.name, row.up) for row in status(stack)]
 
 
 def test_screen_pop_while_it_rings_end_to_end(stack: Settings, crms, tmp_path: Path):
@@ -286,3 +296,48 @@ def test_screen_pop_while_it_rings_end_to_end(stack: Settings, crms, tmp_path: P
     late = [c for c in placed if show_at[c] >= at[(c, "call.answered")]]
     assert late == [], f"cards shown only after the answer: {late}"
     assert all(ms > 0 for ms in latency_ms)  # the card follows the ringing, never precedes it
+
+
+KILL_CALLS, KILL_AFTER = 8, 3
+
+
+def test_connectors_killed_under_traffic_log_every_call_once(stack: Settings, crms,
+                                                              tmp_path: Path):
+    """What is tried: inbound calls from the known client, one after another; after
+    KILL_AFTER of them the connectors worker gets SIGKILL from outside (no clean-up: its
+    outbox and offsets as they were), and the calls go on while it is down. The
+    supervisor's watch loop brings it back. Asserted: the SIP side never noticed, and each
+    call is in amoCRM once (``uniq`` = call id) and finished in Bitrix24 once."""
+    (amo, _), (b24, _) = crms
+    edge = sipp.Edge.from_settings(stack, tmp_path)
+    assert sipp.register(edge, "102", port=AGENT_PORTS["102"], password=PASSWORDS["102"]).ok
+    old = read_pid(stack, "connectors")
+    assert old is not None
+    placed = []
+    for n in range(KILL_CALLS):
+        if n == KILL_AFTER:
+            os.kill(old.pid, signal.SIGKILL)
+        uas = sipp.start_uas_answer(edge, port=AGENT_PORTS["102"], media_port=media("102"))
+        result = sipp.call(edge, KNOWN, POP_DID, port=TRUNK_SOURCE_PORT, media_port=37700,
+                           talk_ms=300)
+        uas.wait()
+        assert result.ok, result.received()
+        placed.append(result.call_id)
+    back = wait_for("connectors up again with a new PID", lambda: (
+        (r := read_pid(stack, "connectors")) and r.pid != old.pid
+        and read_state(stack).get("connectors", {}).get("state") == "up" and r))
+    assert read_state(stack)["connectors"]["last_exit"] == "killed by SIGKILL"
+
+    def logged() -> dict[str, int] | None:
+        counts = {c: sum(1 for x in amo.calls if x["uniq"] == c) for c in placed}
+        return counts if all(counts.values()) else None
+
+    assert wait_for("an amoCRM call record for every call", logged) == dict.fromkeys(placed, 1)
+
+    def finished() -> dict[str, int] | None:
+        counts = {c: sum(1 for r in b24.finished.values() if r["EXTERNAL_CALL_ID"] == c)
+                  for c in placed}
+        return counts if all(counts.values()) else None
+
+    assert wait_for("a Bitrix24 finish for every call", finished) == dict.fromkeys(placed, 1)
+    assert back.pid != old.pid
