@@ -16,7 +16,7 @@ import httpx
 
 from tawag.settings import Settings
 from warehouse import schema
-from warehouse.client import ChdbClient, DriverClient, HttpClient, WarehouseClient
+from warehouse.client import ChdbClient, DriverClient, WarehouseClient, service_client
 from warehouse.migrate import load_migrations
 from warehouse.migrate import migrate as apply_migrations
 
@@ -50,7 +50,7 @@ def migrate(settings: Settings) -> list[str]:
         finally:
             client.close()
     if warehouse_running(settings):
-        reader = HttpClient(settings.warehouse_url)
+        reader = service_client(settings)
         try:
             done = set(applied(reader))
         finally:

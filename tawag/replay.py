@@ -59,7 +59,7 @@ from streams.folds.callbacks import CallbackConfig
 from streams.topology import stages
 from tawag.settings import Settings
 from warehouse import schema
-from warehouse.client import ChdbClient, HttpClient, WarehouseClient, connect
+from warehouse.client import ChdbClient, HttpClient, WarehouseClient, connect, service_client
 from warehouse.loader import Loader, Record, routes_for
 from warehouse.migrate import migrate
 
@@ -361,5 +361,5 @@ def replay(settings: Settings, *, store: Path | None = None, compare_live: bool 
 
 
 def live_client(settings: Settings) -> HttpClient:
-    """The live warehouse's read-only HTTP interface (embedded mode)."""
-    return HttpClient(settings.warehouse_url)
+    """The live warehouse's read-only HTTP interface (embedded mode), as the service user."""
+    return service_client(settings)

@@ -21,7 +21,8 @@ ALLOWED = {
                   "tawag.settings"},
     "connectors": {"connectors", "ingest.events", "ingest.phone", "streams.records",
                    "tawag.settings"},
-    "dashboards": {"dashboards", "warehouse.client", "warehouse.queries", "tawag.settings"},
+    "dashboards": {"dashboards", "warehouse.client", "warehouse.queries", "warehouse.users",
+                   "tawag.settings"},
 }
 
 
