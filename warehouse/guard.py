@@ -28,9 +28,12 @@ SQL box) goes through here. The decision is never made on the text:
 every analyst table. ClickHouse adds the filter to every read of the table *by its
 storage*, whatever the alias, the join, the CTE, the UNION or the scalar subquery. The
 statement cannot change it: a SETTINGS node anywhere in its tree is refused by the
-allow-list, no allowed function or table function changes settings, and ``readonly = 1``
-is applied last in the wrapper, so even a SETTINGS node that slipped through would be
-refused by ClickHouse itself (readonly=1 forbids changing any setting). Substituting
+allow-list, no allowed function or table function changes settings, and on the HTTP
+interface the tree that runs is the tree that was checked (JSON-AST dialect), in a
+``mode=ro`` session (readonly=2: no writes). Where the session is not read-only (the
+owner's ChdbClient), ``readonly = 1`` comes last in the wrapper, so even a SETTINGS node
+that slipped through would be refused by ClickHouse itself (readonly=1 cannot be used
+on the HTTP readers: ClickHouse forbids changing ``readonly`` away from 2). Substituting
 tenant-filtered subqueries for the tables was the alternative; it was not chosen
 because it changes what ``FINAL``, ``SAMPLE`` and ``tawag.cdrs.column`` mean.
 
@@ -404,17 +407,19 @@ def _field(value: Any) -> dict[str, Any]:
 
 
 def wrap(checked: Checked, *, tenant: str | None, limits: Mapping[str, int] = DEFAULT_LIMITS,
-         row_limit: int | None = None) -> dict[str, Any]:
-    """``SELECT * FROM (<checked>) [LIMIT row_limit] SETTINGS <scope, limits>, readonly=1``.
+         row_limit: int | None = None, readonly: bool = True) -> dict[str, Any]:
+    """``SELECT * FROM (<checked>) [LIMIT row_limit] SETTINGS <scope, limits>[, readonly=1]``.
 
     ``tenant=None`` reads every tenant (administrators). The settings are built here,
-    never taken from the statement.
+    never taken from the statement. ``readonly=False`` for a session that is read-only
+    already (chdb ``mode=ro`` is readonly=2, which may not be changed, even to 1).
     """
     changes: list[tuple[str, Any]] = []
     if tenant is not None:
         changes.append(("additional_table_filters", tenant_filters(tenant)))
     changes += [(name, int(value)) for name, value in limits.items()]
-    changes.append(("readonly", 1))  # last: nothing in the query may change a setting
+    if readonly:
+        changes.append(("readonly", 1))  # last: nothing in the query may change a setting
     select: dict[str, Any] = {
         "type": "SelectQuery",
         "select": {"type": "ExpressionList", "children": [{"type": "Asterisk"}]},

@@ -116,7 +116,8 @@ class ReaderPool:
         with self._reader() as reader:
             checked = guard.check(reader.parse(sql), allow_format=allow_format,
                                   admin=admin and tenant is None)
-            tree = guard.wrap(checked, tenant=tenant, limits=limits, row_limit=row_limit)
+            tree = guard.wrap(checked, tenant=tenant, limits=limits, row_limit=row_limit,
+                              readonly=False)
             fmt = checked.output_format or fmt
             return reader.run_tree(tree, fmt, params), fmt
 
