@@ -61,6 +61,7 @@ from warehouse.schema import (
     CDRS,
     SCHEMA_MIGRATIONS,
 )
+from warehouse.schema import DATABASE as schema_db
 
 __all__ = ["TABLES", "FUNCTIONS", "AGGREGATES", "COMBINATORS", "TABLE_FUNCTIONS",
            "ROW_CAP", "OUTPUT_FORMATS", "ADMIN_TABLES", "DEFAULT_LIMITS", "PARSE_SQL", "Refused",
@@ -75,9 +76,10 @@ def _names(text: str) -> frozenset[str]:
 TABLES = (CDRS, CALL_EVENTS, AGENT_STATES, AGENT_STATS, CALLBACKS)
 """The documented analyst tables; each has a ``tenant`` column the scope filters on."""
 
-ADMIN_TABLES = (SCHEMA_MIGRATIONS,)
-"""Also readable by administrators (``tawag migrate`` asks the running warehouse which
-migrations it applied); it holds no tenant's data."""
+ADMIN_TABLES = (SCHEMA_MIGRATIONS, "system.columns")
+"""Also readable by administrators (the dashboards' service user): ``tawag migrate`` asks
+the running warehouse which migrations it applied, the schema browser reads the
+column types. Neither holds a tenant's rows; tenant users cannot read them."""
 
 _BARE = {t.split(".", 1)[1]: t for t in TABLES}
 
@@ -92,6 +94,8 @@ count sum avg min max any anyLast anyHeavy argMin argMax uniq uniqExact uniqComb
 uniqCombined64 uniqHLL12 uniqTheta groupArray groupUniqArray groupArraySorted
 groupArrayInsertAt groupBitAnd groupBitOr groupBitXor groupConcat median medianExact
 quantile quantiles quantileExact quantilesExact quantileTiming quantilesTiming
+quantileExactInclusive quantileExactExclusive quantilesExactInclusive quantilesExactExclusive
+quantileExactLow quantileExactHigh quantileExactWeighted
 quantileTDigest quantilesTDigest quantileDeterministic quantileBFloat16 medianTiming
 medianTDigest stddevPop stddevSamp varPop varSamp covarPop covarSamp corr topK
 topKWeighted sumWithOverflow sumMap minMap maxMap avgWeighted simpleLinearRegression
@@ -265,7 +269,8 @@ def _check_table_function(node: Mapping[str, Any]) -> None:
 def _check_table(name: str, parts: list[str], ctx: _Context) -> None:
     parts = parts or [name]
     qualified = ".".join(parts)
-    if len(parts) == 1 and (name in ctx.ctes or name in _BARE):
+    if len(parts) == 1 and (name in ctx.ctes or name in _BARE
+                            or (ctx.admin and f"{schema_db}.{name}" in ADMIN_TABLES)):
         return
     if len(parts) == 2 and (qualified in TABLES or (ctx.admin and qualified in ADMIN_TABLES)):
         return
