@@ -38,8 +38,9 @@ from warehouse.client import ChdbClient, HttpClient  # noqa: E402
 from warehouse.http_server import make_server, serve_in_thread  # noqa: E402
 from warehouse.migrate import migrate  # noqa: E402
 from warehouse.queries import kpi, wallboard  # noqa: E402
+from warehouse.readers import ReaderPool  # noqa: E402
 from warehouse.schema import CDRS  # noqa: E402
-from warehouse.service import READ_LIMITS  # noqa: E402
+from warehouse.users import SERVICE_USER, Authenticator, service_password  # noqa: E402
 
 APP = Path(__file__).resolve().parent.parent / "dashboards" / "streamlit_app.py"
 PORT = 31160
@@ -95,13 +96,13 @@ def main() -> None:
     migrate(owner)
     if not owner.query(f"SELECT count() AS n FROM {CDRS}")[0]["n"]:
         print(f"generated {args.rows:,} calls in {generate(owner, args.rows):.0f} s")
-    reader = ChdbClient(args.path, read_only=True, database=schema.DATABASE,
-                        settings=READ_LIMITS)
-    server = make_server("127.0.0.1", PORT, reader)
+    reader = ReaderPool(args.path, database=schema.DATABASE)
+    data_dir = tempfile.mkdtemp(prefix="tawag-bench-")
+    server = make_server("127.0.0.1", PORT, reader,
+                         Authenticator(Path(data_dir) / "none.toml", service_password(data_dir)))
     thread = serve_in_thread(server)
     rows = owner.query(f"SELECT count() AS n FROM {CDRS}")[0]["n"]
     print(f"cdrs: {rows:,} rows; tenant {TENANT}; month {MONTH_START.date()} + {DAYS} days")
-    data_dir = tempfile.mkdtemp(prefix="tawag-bench-")
     os.environ.update({"TAWAG_WAREHOUSE_MODE": "embedded", "TAWAG_WAREHOUSE_HOST": "127.0.0.1",
                        "TAWAG_WAREHOUSE_HTTP_PORT": str(PORT), "TAWAG_DATA_DIR": data_dir})
     try:
@@ -113,7 +114,8 @@ def main() -> None:
             warm = [load_page(page, state, clear=False) for _ in range(args.repeat)]
             print(f"{page:14} {statistics.median(cold):13.2f} {max(cold):10.2f} "
                   f"{statistics.median(warm):13.2f}")
-        direct = direct_wallboard(HttpClient(f"http://127.0.0.1:{PORT}/"), args.repeat)
+        direct = direct_wallboard(HttpClient(f"http://127.0.0.1:{PORT}/", user=SERVICE_USER,
+                                           password=service_password(data_dir)), args.repeat)
         print(f"\nwallboard queries for {DAY} (live, agents, kpi_summary): median "
               f"{statistics.median(direct):.2f} s, max {max(direct):.2f} s")
     finally:

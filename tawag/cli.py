@@ -5,6 +5,8 @@
     tawag status            each component: up/down, PID, uptime, restarts, last exit, ports
     tawag down              stop a stack started elsewhere, by its PID files
     tawag sql "SELECT ..."  ask the running warehouse (ClickHouse HTTP interface)
+    tawag user add NAME --tenant T | --admin   add a dashboard/warehouse user (prints
+                            its password once); tawag user list; tawag user remove NAME
     tawag provision FILE    apply tenants, extensions, groups, DIDs live (--check: validate)
     tawag migrate           apply the warehouse migrations (idempotent)
     tawag replay            rebuild everything from the raw events and compare with live
@@ -102,15 +104,42 @@ def _duration(seconds: float) -> str:
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
+    from warehouse.users import SERVICE_USER, service_password
+
     try:
         resp = httpx.post(settings.warehouse_url, content=args.query.encode(),
-                          params={"default_format": args.format}, timeout=60)
+                          params={"default_format": args.format}, timeout=60,
+                          auth=(SERVICE_USER, service_password(settings.data_dir)))
     except httpx.HTTPError:
         return _fail(f"the warehouse is not answering at {settings.warehouse_url} "
                      "(start the stack with `tawag up`)")
     if resp.status_code != 200:
         return _fail(resp.text.strip())
     sys.stdout.write(resp.text)
+    return 0
+
+
+def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
+    from warehouse.users import AuthError, add_user, load_users, remove_user
+
+    path = settings.dashboard_users_file
+    try:
+        if args.action == "add":
+            if bool(args.admin) == bool(args.tenant):
+                return _fail("user add: give exactly one of --tenant T or --admin")
+            password = add_user(path, args.name, tenant=args.tenant, admin=args.admin)
+            print(f"added {args.name} ({'admin' if args.admin else 'tenant ' + args.tenant})"
+                  f"\npassword: {password}\n(shown once; stored hashed in {path})")
+        elif args.action == "list":
+            users = load_users(path) if path.exists() else {}
+            print(f"{'user':<24} {'role':<12} tenant")
+            for user, _ in users.values():
+                print(f"{user.name:<24} {user.role:<12} {user.tenant or '*'}")
+        else:
+            remove_user(path, args.name)
+            print(f"removed {args.name}")
+    except AuthError as exc:
+        return _fail(str(exc))
     return 0
 
 
@@ -221,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--format", default="PrettyCompactMonoBlock")
     sql.set_defaults(func=cmd_sql)
+    user = sub.add_parser("user", help="manage dashboard and warehouse users")
+    user_sub = user.add_subparsers(dest="action", required=True)
+    add = user_sub.add_parser("add", help="add a user; prints its new password once")
+    add.add_argument("name")
+    add.add_argument("--tenant", help="the tenant whose rows the user reads")
+    add.add_argument("--admin", action="store_true", help="reads every tenant")
+    user_sub.add_parser("list", help="list the users")
+    remove = user_sub.add_parser("remove", help="remove a user")
+    remove.add_argument("name")
+    user.set_defaults(func=cmd_user)
     prov = sub.add_parser("provision", help="apply (or --check) a provisioning file")
     prov.add_argument("file")
     prov.add_argument("--check", action="store_true", help="only validate the file")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import httpx
 
 from core.settings import Settings
-from warehouse.client import ChdbClient, DriverClient, HttpClient, WarehouseClient
+from warehouse.client import ChdbClient, DriverClient, WarehouseClient, service_client
 from warehouse.migrate import applied_names, load_migrations
 from warehouse.migrate import migrate as apply_migrations
 
@@ -43,7 +43,7 @@ def migrate(settings: Settings) -> list[str]:
         finally:
             client.close()
     if warehouse_running(settings):
-        reader = HttpClient(settings.warehouse_url)
+        reader = service_client(settings)
         try:
             done = set(applied_names(reader))
         finally:

@@ -58,7 +58,7 @@ from streams.folds.agent_state import DEFAULT_CONFIG as AGENT_CONFIG
 from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
 from streams.topology import stages
-from warehouse.client import ChdbClient, HttpClient, WarehouseClient, connect
+from warehouse.client import ChdbClient, HttpClient, WarehouseClient, connect, service_client
 from warehouse.loader import Loader, Record, routes_for
 from warehouse.migrate import migrate
 from warehouse.queries.replay import COMPARED, DELIVERY_VERSIONED, compared_rows
@@ -322,5 +322,5 @@ def replay(settings: Settings, *, store: Path | None = None, compare_live: bool 
 
 
 def live_client(settings: Settings) -> HttpClient:
-    """The live warehouse's read-only HTTP interface (embedded mode)."""
-    return HttpClient(settings.warehouse_url)
+    """The live warehouse's read-only HTTP interface (embedded mode), as the service user."""
+    return service_client(settings)

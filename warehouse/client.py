@@ -46,6 +46,7 @@ __all__ = [
     "WarehouseClient",
     "ChdbClient",
     "HttpClient",
+    "service_client",
     "DriverClient",
     "WarehouseError",
     "QueryError",
@@ -299,19 +300,31 @@ class HttpClient:
                              {"t": "acme"})
 
     Parameters go as ``param_<name>`` URL arguments; the result comes back as ArrowStream.
+    ``user``/``password`` go as HTTP basic auth; ``args`` are more URL arguments sent with
+    every statement (e.g. ``max_execution_time``, or ``tawag_tenant`` to narrow an
+    administrator to one tenant; see :mod:`warehouse.http_server`).
     Pass ``transport=httpx.MockTransport(handler)`` in tests.
     """
 
     def __init__(self, url: str, *, timeout: float = 60.0, user: str | None = None,
                  password: str | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 args: Mapping[str, str | int] | None = None) -> None:
         auth = (user, password or "") if user else None
         self._http = httpx.Client(base_url=url, timeout=timeout, auth=auth,
                                   transport=transport)
+        self._args = {k: str(v) for k, v in (args or {}).items()}
+
+    def with_args(self, **args: str | int) -> HttpClient:
+        """A client on the same connection whose statements carry ``args`` too."""
+        other = object.__new__(HttpClient)
+        other._http = self._http
+        other._args = {**self._args, **{k: str(v) for k, v in args.items()}}
+        return other
 
     def execute(self, sql: str, fmt: str, params: Params = None) -> bytes:
         """POST one statement; the raw result bytes in ClickHouse format ``fmt``."""
-        args = {"default_format": fmt}
+        args = {**self._args, "default_format": fmt}
         args.update({f"param_{k}": v for k, v in encode_params(params).items()})
         try:
             resp = self._http.post("/", params=args, content=sql.encode())
@@ -398,6 +411,14 @@ class DriverClient:
         self._client.disconnect()
 
 
+def service_client(settings: Settings, **kwargs: Any) -> HttpClient:
+    """The owner's HTTP interface as the project's service user (an administrator)."""
+    from warehouse.users import SERVICE_USER, service_password
+
+    return HttpClient(settings.warehouse_url, user=SERVICE_USER,
+                      password=service_password(settings.data_dir), **kwargs)
+
+
 def connect(settings: Settings) -> WarehouseClient:
     """The client for every process except the owner of the embedded store.
 
@@ -405,7 +426,7 @@ def connect(settings: Settings) -> WarehouseClient:
     ``server``: the ClickHouse server through clickhouse-driver.
     """
     if settings.warehouse_mode == "embedded":
-        return HttpClient(settings.warehouse_url)
+        return service_client(settings)
     if settings.warehouse_mode == "server":
         return DriverClient(settings)
     raise ValueError(f"warehouse_mode must be 'embedded' or 'server', "

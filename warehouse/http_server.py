@@ -14,16 +14,31 @@ work unchanged. What is served::
          param_<name>=<value>          binds {name:Type} placeholders
          enable_http_compression=1     gzip the answer if the client accepts gzip
 
-Only one read-only statement per request (:mod:`warehouse.readonly`); anything else is
-403 with ``Code: 164. DB::Exception: tawag warehouse is read-only: <why>. (READONLY)``.
-ClickHouse's own exceptions come back with its HTTP status mapping and the
-``X-ClickHouse-Exception-Code`` header. Other URL arguments (user, password, database,
-session_id, settings) are ignored: unqualified table names resolve in ``tawag``, and the
-limits (max_execution_time, max_result_rows) are the reader session's own.
+Every request authenticates as on ClickHouse: HTTP basic auth, the
+``X-ClickHouse-User``/``X-ClickHouse-Key`` headers or the ``user``/``password`` URL
+arguments, checked against the users file of :mod:`warehouse.users` (the dashboards'
+users) and the service credential. A wrong or missing credential is ``Code: 516 ...
+(AUTHENTICATION_FAILED)``: HTTP 401 with a Basic challenge when none was sent, 403
+otherwise. An administrator reads every tenant; a tenant-user only its tenant's rows.
+An administrator (the dashboards' service credential) may narrow a request to one
+tenant with the URL argument ``tawag_tenant=<tenant>`` (the SQL box does).
+
+Each statement is parsed by ClickHouse, checked against the allow-lists and run scoped
+and limited (:mod:`warehouse.guard`), in one of a few concurrent read-only sessions
+(:mod:`warehouse.readers`). A statement that is not a SELECT is 403 with ``Code: 164
+... (READONLY)``; a SELECT that reaches outside the allowed tables and functions is 403
+with ``Code: 497 ... (ACCESS_DENIED)``. ClickHouse's own exceptions come back with its
+HTTP status mapping and the ``X-ClickHouse-Exception-Code`` header. The URL arguments
+max_execution_time, max_rows_to_read, max_bytes_to_read, max_result_rows,
+max_memory_usage may lower the server's limits, never raise them; ``limit=n`` caps the
+rows returned. Other arguments (database, session_id, other settings) are ignored:
+unqualified table names resolve in ``tawag``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import logging
 import threading
@@ -34,8 +49,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from warehouse import guard
 from warehouse.client import QueryError
-from warehouse.readonly import ReadOnlyViolation, check_read_only, trailing_format
+from warehouse.users import Authenticator, User
 
 __all__ = ["QueryExecutor", "WarehouseHTTPServer", "make_server", "serve_in_thread",
            "status_for_code", "content_type"]
@@ -47,12 +63,16 @@ MAX_QUERY_BYTES = 1 << 20
 """Largest accepted query text (URL + body): reads need no bulk data."""
 
 READONLY_CODE = 164
+ACCESS_DENIED_CODE = 497
+AUTHENTICATION_FAILED_CODE = 516
+TENANT_ARG = "tawag_tenant"
 
 _STATUS_BY_CODE = {
     **dict.fromkeys((6, 26, 27, 32, 33, 36, 38, 41, 42, 43, 53, 62, 69, 70, 117, 456, 457),
                     HTTPStatus.BAD_REQUEST),
     **dict.fromkeys((46, 47, 50, 56, 60, 73, 81, 115), HTTPStatus.NOT_FOUND),
-    **dict.fromkeys((READONLY_CODE, 497), HTTPStatus.FORBIDDEN),
+    **dict.fromkeys((READONLY_CODE, ACCESS_DENIED_CODE, AUTHENTICATION_FAILED_CODE),
+                    HTTPStatus.FORBIDDEN),
     48: HTTPStatus.NOT_IMPLEMENTED,
 }
 """ClickHouse's own mapping (HTTPHandler.cpp) for the codes a read can meet: parse and
@@ -61,9 +81,13 @@ argument errors are 400, unknown tables/functions/columns 404, READONLY/ACCESS_D
 
 
 class QueryExecutor(Protocol):
-    """Runs one statement and returns its bytes in a ClickHouse format (ChdbClient does)."""
+    """Checks, scopes and runs one statement (:class:`warehouse.readers.ReaderPool`)."""
 
-    def execute(self, sql: str, fmt: str, params: Mapping[str, str] | None = None) -> bytes:
+    def run_statement(self, sql: str, *, tenant: str | None, fmt: str,
+                      params: Mapping[str, str] | None = None, allow_format: bool = True,
+                      limits: Mapping[str, int] = guard.DEFAULT_LIMITS,
+                      row_limit: int | None = None, admin: bool = False
+                      ) -> tuple[bytes, str]:
         ...
 
 
@@ -92,6 +116,17 @@ def content_type(fmt: str) -> str:
 def _readonly_error(reason: str) -> bytes:
     return (f"Code: {READONLY_CODE}. DB::Exception: tawag warehouse is read-only: {reason}. "
             "(READONLY)\n").encode()
+
+
+def _access_denied(reason: str) -> bytes:
+    return (f"Code: {ACCESS_DENIED_CODE}. DB::Exception: {reason}. (ACCESS_DENIED)\n"
+            ).encode()
+
+
+def _auth_failed(user: str) -> bytes:
+    return (f"Code: {AUTHENTICATION_FAILED_CODE}. DB::Exception: {user}: Authentication "
+            "failed: password is incorrect, or there is no user with such name. "
+            "(AUTHENTICATION_FAILED)\n").encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -168,27 +203,81 @@ class _Handler(BaseHTTPRequestHandler):
             return zlib.decompress(raw)
         raise ValueError(f"unsupported Content-Encoding {encoding!r} (use gzip or deflate)")
 
+    def _credentials(self, args: dict[str, list[str]]) -> tuple[str, str] | None:
+        """(user, password) from the headers, basic auth or URL arguments; None if none."""
+        name = self.headers.get("X-ClickHouse-User")
+        if name is not None:
+            return name, self.headers.get("X-ClickHouse-Key", "")
+        header = self.headers.get("Authorization", "")
+        if header[:6].lower() == "basic ":
+            try:
+                name, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return "", ""
+            return name, password
+        if "user" in args:
+            return args["user"][0], args.get("password", [""])[0]
+        return None
+
+    def _user(self, args: dict[str, list[str]]) -> User | None:
+        credentials = self._credentials(args)
+        name, password = credentials or ("default", "")
+        user = self.server.authenticator.authenticate(name, password)
+        if user is None:
+            log.info("authentication failed for %r from %s", name, self.client_address[0])
+            if credentials is None:
+                self._error(HTTPStatus.UNAUTHORIZED, AUTHENTICATION_FAILED_CODE,
+                            _auth_failed(name),
+                            {"WWW-Authenticate": 'Basic realm="ClickHouse server"'})
+            else:
+                self._error(HTTPStatus.FORBIDDEN, AUTHENTICATION_FAILED_CODE,
+                            _auth_failed(name))
+        return user
+
+    def _scope(self, user: User, args: dict[str, list[str]]) -> str | None:
+        """The tenant whose rows ``user`` reads here (None: every tenant)."""
+        if not user.is_admin:
+            return user.tenant
+        wanted = args.get(TENANT_ARG, [""])[0]
+        return guard.valid_tenant(wanted) if wanted else None
+
     def _run(self, sql: str, args: dict[str, list[str]]) -> None:
+        user = self._user(args)
+        if user is None:
+            return
         fmt = args.get("default_format", [""])[0] or self.headers.get("X-ClickHouse-Format") \
             or DEFAULT_FORMAT
+        if fmt.lower() not in guard.OUTPUT_FORMATS:
+            self._error(HTTPStatus.FORBIDDEN, ACCESS_DENIED_CODE,
+                        _access_denied(f"output format {fmt} is not available"))
+            return
         params = {k[len("param_"):]: v[0] for k, v in args.items() if k.startswith("param_")}
+        limits = guard.lowered_limits({k: v[0] for k, v in args.items()})
+        row_limit = args.get("limit", [""])[0]
         try:
-            statement = check_read_only(sql)
-        except ReadOnlyViolation as exc:
-            log.info("refused query from %s: %s", self.client_address[0], exc)
+            tenant = self._scope(user, args)
+            data, fmt = self.server.executor.run_statement(
+                sql, tenant=tenant, fmt=fmt, params=params, limits=limits,
+                row_limit=int(row_limit) if row_limit.isdigit() else None,
+                admin=user.is_admin, allow_format="tawag_sql_box" not in args)
+        except guard.NotASelect as exc:
+            log.info("refused query of %s: %s", user.name, exc)
             self._error(HTTPStatus.FORBIDDEN, READONLY_CODE, _readonly_error(str(exc)))
             return
-        fmt = trailing_format(statement) or fmt
-        try:
-            data = self.server.executor.execute(statement, fmt, params)
+        except (guard.Refused, ValueError) as exc:
+            log.info("refused query of %s: %s", user.name, exc)
+            self._error(HTTPStatus.FORBIDDEN, ACCESS_DENIED_CODE, _access_denied(str(exc)))
+            return
         except QueryError as exc:
             self._error(status_for_code(exc.code), exc.code, (str(exc).strip() + "\n").encode())
             return
         self._reply(HTTPStatus.OK, data, content_type(fmt), fmt=fmt,
                     compress=args.get("enable_http_compression", ["0"])[0] == "1")
 
-    def _error(self, status: HTTPStatus, code: int | None, body: bytes) -> None:
+    def _error(self, status: HTTPStatus, code: int | None, body: bytes,
+               extra: Mapping[str, str] | None = None) -> None:
         headers = {"X-ClickHouse-Exception-Code": str(code)} if code else {}
+        headers.update(extra or {})
         self._reply(status, body, "text/plain; charset=UTF-8", headers=headers)
 
     def _reply(self, status: HTTPStatus, body: bytes, ctype: str, *, fmt: str | None = None,
@@ -211,14 +300,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class WarehouseHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that answers reads from ``executor`` (a read-only session)."""
+    """ThreadingHTTPServer that answers authenticated reads from ``executor``."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], executor: QueryExecutor) -> None:
+    def __init__(self, address: tuple[str, int], executor: QueryExecutor,
+                 authenticator: Authenticator) -> None:
         super().__init__(address, _Handler)
         self.executor = executor
+        self.authenticator = authenticator
 
     @property
     def url(self) -> str:
@@ -226,9 +317,10 @@ class WarehouseHTTPServer(ThreadingHTTPServer):
         return f"http://{host}:{port}/"
 
 
-def make_server(host: str, port: int, executor: QueryExecutor) -> WarehouseHTTPServer:
+def make_server(host: str, port: int, executor: QueryExecutor,
+                authenticator: Authenticator) -> WarehouseHTTPServer:
     """Bind the HTTP interface (port 0 picks a free port; see ``server.url``)."""
-    return WarehouseHTTPServer((host, port), executor)
+    return WarehouseHTTPServer((host, port), executor, authenticator)
 
 
 def serve_in_thread(server: WarehouseHTTPServer) -> threading.Thread:

@@ -5,8 +5,10 @@ one that opens ``settings.chdb_path``. It:
 
 1. opens the store (:class:`~warehouse.client.ChdbClient`), runs the migrations and
    applies the retention TTLs of the settings (:mod:`warehouse.retention`);
-2. serves the read-only ClickHouse HTTP interface on
-   ``settings.warehouse_host:warehouse_http_port`` from a second, ``mode=ro`` session;
+2. serves the ClickHouse HTTP interface on ``settings.warehouse_host:warehouse_http_port``
+   from a pool of ``mode=ro`` sessions (:mod:`warehouse.readers`), authenticated against
+   the users file and the service credential (:mod:`warehouse.users`), every statement
+   checked and scoped by :mod:`warehouse.guard`;
 3. runs the Kafka loader (:func:`~warehouse.loader.run_loader`) in a thread;
 4. logs ``warehouse ready`` and waits for SIGTERM/SIGINT (or ``stop_event``).
 
@@ -26,21 +28,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from core.settings import Settings
-from warehouse import schema
+from warehouse import guard, schema
 from warehouse.client import ChdbClient, DriverClient, WarehouseClient
 from warehouse.http_server import make_server, serve_in_thread
 from warehouse.loader import run_loader
 from warehouse.migrate import migrate
+from warehouse.readers import ReaderPool
 from warehouse.retention import apply_retention
+from warehouse.users import Authenticator, service_password, users_file
 
 __all__ = ["READ_LIMITS", "run", "main"]
 
 log = logging.getLogger(__name__)
 
-READ_LIMITS = {"max_execution_time": 60, "max_result_rows": 1_000_000,
-               "max_memory_usage": 2_000_000_000}
-"""Session settings of the HTTP reader: no ad-hoc query may run away with the process
-that also loads the store (max_result_rows throws past one million rows)."""
+READ_LIMITS = guard.DEFAULT_LIMITS
+"""Per-statement limits of the HTTP readers, set by the server in each statement (see
+:mod:`warehouse.guard`): no ad-hoc query may run away with the process that also loads
+the store (max_result_rows throws past one million rows)."""
 
 
 @contextmanager
@@ -79,20 +83,21 @@ def _prepare(settings: Settings, client: WarehouseClient) -> list[str]:
     return applied
 
 
-def _open_store(settings: Settings) -> tuple[ChdbClient, ChdbClient]:
-    """The owner's read/write session (prepared) and the HTTP reader's read-only one."""
+def _open_store(settings: Settings) -> tuple[ChdbClient, ReaderPool]:
+    """The owner's read/write session (prepared) and the HTTP readers' read-only pool."""
     writer = ChdbClient(settings.chdb_path)
     applied = _prepare(settings, writer)
     log.info("warehouse store %s: %d migration(s) applied", settings.chdb_path, len(applied))
-    reader = ChdbClient(settings.chdb_path, read_only=True, database=schema.DATABASE,
-                        settings=READ_LIMITS)
+    reader = ReaderPool(settings.chdb_path, database=schema.DATABASE)
     return writer, reader
 
 
 def _run_embedded(settings: Settings, stop: threading.Event, load: bool,
                   ready: threading.Event | None) -> None:
     writer, reader = _open_store(settings)
-    server = make_server(settings.warehouse_host, settings.warehouse_http_port, reader)
+    authenticator = Authenticator(users_file(settings), service_password(settings.data_dir))
+    server = make_server(settings.warehouse_host, settings.warehouse_http_port, reader,
+                         authenticator)
     http_thread = serve_in_thread(server)
     loader_thread = _start_loader(settings, writer, stop) if load else None
     log.info("warehouse ready: %s (store %s, loader %s)", server.url, settings.chdb_path,

@@ -22,7 +22,8 @@ from warehouse import schema
 from warehouse.client import ChdbClient
 from warehouse.http_server import make_server, serve_in_thread
 from warehouse.migrate import migrate
-from warehouse.service import READ_LIMITS
+from warehouse.readers import ReaderPool
+from warehouse.users import Authenticator, service_password
 
 
 def users_toml() -> str:
@@ -62,11 +63,11 @@ def warehouse_dir(tmp_path_factory) -> Iterator[Path]:
     store = ChdbClient(root / "chdb")
     migrate(store)
     known_data.load(store)
-    reader = ChdbClient(root / "chdb", read_only=True, database=schema.DATABASE,
-                        settings=READ_LIMITS)
-    server = make_server("127.0.0.1", PORT, reader)
-    thread = serve_in_thread(server)
+    reader = ReaderPool(root / "chdb", size=2, database=schema.DATABASE)
     (root / "dashboard-users.toml").write_text(users_toml())
+    server = make_server("127.0.0.1", PORT, reader, Authenticator(
+        root / "dashboard-users.toml", service_password(root)))
+    thread = serve_in_thread(server)
     write_silence(root / "recordings" / known_data.RECORDING)
     yield root
     server.shutdown()

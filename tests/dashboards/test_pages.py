@@ -278,7 +278,8 @@ def test_sql_box_answers_with_this_tenants_rows():
 
 def test_sql_box_refuses_writes_with_a_clear_message():
     at = run_sql("DROP TABLE cdrs")
-    assert at.error[0].value.startswith("Refused: refused: DROP statements are not allowed")
+    assert at.error[0].value.startswith(
+        "Refused: tawag warehouse is read-only: DropQuery statements are not allowed")
 
 
 def test_an_administrator_may_query_every_tenant():

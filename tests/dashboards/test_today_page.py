@@ -28,7 +28,8 @@ from warehouse.http_server import make_server, serve_in_thread
 from warehouse.loader import Loader, Record, routes_for
 from warehouse.migrate import migrate
 from warehouse.queries import cdr as q
-from warehouse.service import READ_LIMITS
+from warehouse.readers import ReaderPool
+from warehouse.users import Authenticator, service_password
 
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "streamlit_app.py"
 UP_PORT = 31123
@@ -140,9 +141,10 @@ def serve_warehouse(tmp_path, monkeypatch):
         store = ChdbClient(tmp_path / "chdb")
         migrate(store)
         load_cdrs(store, cdrs)
-        reader = ChdbClient(tmp_path / "chdb", read_only=True, database=schema.DATABASE,
-                            settings=READ_LIMITS)
-        server = make_server("127.0.0.1", UP_PORT, reader)
+        reader = ReaderPool(tmp_path / "chdb", size=2, database=schema.DATABASE)
+        monkeypatch.setenv("TAWAG_DATA_DIR", str(tmp_path))
+        server = make_server("127.0.0.1", UP_PORT, reader, Authenticator(
+            tmp_path / "no-users.toml", service_password(tmp_path)))
         started.append((store, reader, server, serve_in_thread(server)))
         point_settings_at(monkeypatch, UP_PORT)
         return store

@@ -41,7 +41,7 @@ from edge import sipp
 from tawag.replay import DELIVERY_VERSIONED, compare, replay
 from tawag.supervisor import Supervisor
 from warehouse import schema
-from warehouse.client import ChdbClient, HttpClient
+from warehouse.client import ChdbClient, HttpClient, service_client
 from warehouse.queries.kpi import kpi_summary
 
 pytestmark = pytest.mark.integration
@@ -202,7 +202,7 @@ def test_crashes_lose_nothing_and_replay_equals_live(supervisor: Supervisor, tmp
     expected = {f"{prefix}-{n + 1}@{edge.local_ip}": planned(n) for n in range(CALLS)}
     assert seen == expected
 
-    live = HttpClient(settings.warehouse_url)
+    live = service_client(settings)
     ids = list(expected)
     rows = wait_rows(live, "SELECT call_id, disposition FROM cdrs FINAL "
                      "WHERE closed AND call_id IN {ids:Array(String)}", {"ids": ids}, CALLS)

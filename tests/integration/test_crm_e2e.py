@@ -39,7 +39,7 @@ from connectors.tokens import FileTokenStore, Token
 from core.settings import Settings, load
 from edge import sipp
 from tawag.supervisor import Supervisor, read_pid, read_state
-from warehouse.client import HttpClient
+from warehouse.client import service_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
 from fakes.amocrm import FakeAmoCrm  # noqa: E402
@@ -269,7 +269,7 @@ def test_screen_pop_while_it_rings_end_to_end(stack: Settings, crms, tmp_path: P
         assert result.ok, result.received()
         placed.append(result.call_id)
 
-    client = HttpClient(stack.warehouse_url)
+    client = service_client(stack)
 
     def ringing_and_answer() -> dict[tuple[str, str], float] | None:
         """(call id, type) -> first event time, s; None until every call has both."""

@@ -22,7 +22,7 @@ from stack_harness import running_stack, stack_settings
 
 from core.settings import REPO_ROOT, Settings
 from dashboards.auth import ADMIN, hash_password
-from warehouse.client import HttpClient
+from warehouse.client import HttpClient, service_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboards"))
 from chromium import CHROMIUM, PAGES, chromium, visit_every_page, wait_for  # noqa: E402
@@ -67,7 +67,7 @@ def closed_calls(client: HttpClient) -> dict[str, int]:
 
 
 def test_every_page_renders_the_demo_traffic_in_chromium(stack, tmp_path):
-    client = HttpClient(stack.warehouse_url)
+    client = service_client(stack)
 
     def enough() -> dict[str, int] | None:
         closed = closed_calls(client)

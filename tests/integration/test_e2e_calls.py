@@ -29,7 +29,8 @@ from stack_harness import running_stack, stack_settings
 
 from core.settings import Settings
 from edge import sipp
-from warehouse.client import HttpClient
+from warehouse.client import HttpClient, service_client
+from warehouse.users import SERVICE_USER, service_password
 
 pytestmark = pytest.mark.integration
 
@@ -163,7 +164,7 @@ def test_every_sipp_call_becomes_exactly_one_right_cdr(stack: Settings, tmp_path
     call_ids = [p.result.call_id for p in placed]
     assert len(set(call_ids)) == len(placed)
 
-    client = HttpClient(stack.warehouse_url)
+    client = service_client(stack)
     deadline = time.monotonic() + PIPELINE_DEADLINE_S
     while len(rows := closed_cdrs(client, call_ids)) < len(placed):
         assert time.monotonic() < deadline, (
@@ -220,5 +221,8 @@ def test_every_sipp_call_becomes_exactly_one_right_cdr(stack: Settings, tmp_path
 def test_dashboard_and_sql_interface_answer(stack: Settings):
     health = httpx.get(f"http://127.0.0.1:{stack.dashboard_port}/_stcore/health", timeout=5)
     assert health.status_code == 200
-    refused = httpx.post(stack.warehouse_url, content=b"DROP TABLE cdrs", timeout=5)
+    anonymous = httpx.post(stack.warehouse_url, content=b"SELECT 1", timeout=5)
+    assert anonymous.status_code == 401 and "AUTHENTICATION_FAILED" in anonymous.text
+    refused = httpx.post(stack.warehouse_url, content=b"DROP TABLE cdrs", timeout=5,
+                         auth=(SERVICE_USER, service_password(stack.data_dir)))
     assert refused.status_code == 403 and "read-only" in refused.text

@@ -39,7 +39,7 @@ from stack_harness import running_stack, stack_settings
 
 from core.settings import Settings
 from edge import sipp
-from warehouse.client import HttpClient
+from warehouse.client import HttpClient, service_client
 from warehouse.queries.kpi import kpi_summary
 
 pytestmark = pytest.mark.integration
@@ -287,7 +287,7 @@ def test_warehouse_kpis_equal_the_kpis_of_what_sipp_did(stack: Settings, tmp_pat
     call_ids = [c.call_id for c in calls]
     assert len(set(call_ids)) == len(SCRIPT)
 
-    client = HttpClient(stack.warehouse_url)
+    client = service_client(stack)
     cdrs = wait_closed(client, call_ids)
     assert_each_call_once(client, call_ids)
     assert_per_call(cdrs, calls)

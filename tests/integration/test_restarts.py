@@ -32,7 +32,7 @@ from stack_harness import running_stack, stack_settings
 from core.settings import REPO_ROOT, Settings, to_environ
 from edge import provision, sipp
 from tawag.supervisor import Supervisor
-from warehouse.client import HttpClient
+from warehouse.client import service_client
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def tawag_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
 
 
 def wait_for_cdrs(settings: Settings, call_ids: list[str]) -> list[dict]:
-    client = HttpClient(settings.warehouse_url)
+    client = service_client(settings)
     deadline = time.monotonic() + DEADLINE_S
     while True:
         rows = client.query(
@@ -141,7 +141,7 @@ def test_crashes_and_an_edge_restart_lose_and_duplicate_nothing(
 
     rows = wait_for_cdrs(settings, placed)
     assert {r["disposition"] for r in rows} == {"answered"}
-    client = HttpClient(settings.warehouse_url)
+    client = service_client(settings)
     every = client.query("SELECT call_id, count() AS n FROM cdrs FINAL GROUP BY call_id")
     assert sorted(r["call_id"] for r in every) == sorted(placed)
     assert all(r["n"] == 1 for r in every)

@@ -30,7 +30,7 @@ from core.settings import REPO_ROOT, Settings, to_environ
 from edge import control as edge_ctl
 from edge import sipp
 from tawag.supervisor import read_pid, read_state, stop_recorded
-from warehouse.client import HttpClient
+from warehouse.client import service_client
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def answered_call(edge: sipp.Edge) -> str:
 
 
 def closed_cdr(settings: Settings, call_id: str) -> list[dict]:
-    return HttpClient(settings.warehouse_url).query(
+    return service_client(settings).query(
         "SELECT call_id, disposition FROM cdrs FINAL WHERE closed AND call_id = {id:String}",
         {"id": call_id})
 
