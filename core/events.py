@@ -25,7 +25,7 @@ its callee is the extension dialled. ``agent`` may be an outside number (a forwa
 a mobile through the trunk); only extensions are agents. A call rung through a group
 names it in ``extra.group`` on its offer, ringing, leg failures, answer and end;
 ``call.offered`` says where the PBX routed the call in ``extra.route_target``
-(``ext:<user>``, ``group:<name>``, ``tel:<number>``).
+(``ext:<user>``, ``group:<name>``, ``tel:<number>``, ``mask:<code>`` for a masked client).
 ``call.held`` / ``call.resumed`` (added to v1, additive): a party put the call on hold
 with a re-INVITE (a=sendonly or a=inactive) or took it off hold; ``agent`` and
 ``extra.held_by`` name that party.
