@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
+from core.agent_records import AgentStatus, IntervalKind
+from core.events import Event
 from ingest.decode import DecodeContext, decode_evapi
-from ingest.events import Event
-from streams.agent_records import AgentStatus, IntervalKind
 from streams.folds.agent_state import AgentState, agent_keys, apply, timeline
 from streams.folds.agent_stats import stats
 
