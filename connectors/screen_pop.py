@@ -43,6 +43,12 @@ def _ringing_agent(ev: Event) -> str | None:
     return agent if agent and is_extension(agent) else None
 
 
+def _is_leg_failure(ev: Event) -> bool:
+    """A failure of one branch ("<Call-ID>#<branch>", its ``agent`` named), not the call's."""
+    return (ev.type in (EventType.CALL_FAILED, EventType.CALL_CANCELLED)
+            and ev.agent is not None and "#" in (ev.leg_id or ""))
+
+
 def apply_event(view: CallView | None, ev: Event,
                 country: str) -> tuple[CallView | None, RingingCall | None]:
     """Fold one event into the call's view; return the screen-pop change it calls for."""
@@ -68,6 +74,14 @@ def apply_event(view: CallView | None, ev: Event,
             return view, None
         return view, RingingCall(view.call_id, view.phone, "inbound", view.started_at,
                                  hide_users=others)
+    if _is_leg_failure(ev):
+        # one member's leg ended (busy, no answer): the call rings on elsewhere
+        if ev.agent not in view.shown:
+            return view, None
+        view.ringing = tuple(a for a in view.ringing if a != ev.agent)
+        view.shown = tuple(a for a in view.shown if a != ev.agent)
+        return view, RingingCall(view.call_id, view.phone, "inbound", view.started_at,
+                                 hide_users=(ev.agent,))
     if ev.type in (EventType.CALL_ENDED, EventType.CALL_FAILED, EventType.CALL_CANCELLED):
         if not view.shown:
             return None, None

@@ -14,6 +14,18 @@ shape. A message is one JSON object::
 ``call_id`` is the Tawag call: the same for every leg of a call (group ringing,
 forwards, and the transferee's new dialog after a transfer); ``leg_id`` is one SIP
 dialog (its SIP Call-ID) or one ringing branch of it (``<SIP Call-ID>#<branch>``).
+Attribution (added to v1, additive): every leg event names the agent it concerns in
+``agent``, so no consumer needs state of its own to attribute it - ``call.ringing``
+(the member or extension that branch rings, also in ``extra.leg_to``), a leg's own
+``call.failed`` / ``call.cancelled`` (``leg_id`` "<SIP Call-ID>#<branch>": the branch
+was busy, not answered in time, or cancelled because another branch answered - a
+failure of one leg, not of the call), ``call.answered`` and ``call.ended`` (who
+answered). A call-level failure (``leg_id`` the call's own dialog) has no ``agent``;
+its callee is the extension dialled. ``agent`` may be an outside number (a forward to
+a mobile through the trunk); only extensions are agents. A call rung through a group
+names it in ``extra.group`` on its offer, ringing, leg failures, answer and end;
+``call.offered`` says where the PBX routed the call in ``extra.route_target``
+(``ext:<user>``, ``group:<name>``, ``tel:<number>``, ``mask:<code>`` for a masked client).
 ``call.held`` / ``call.resumed`` (added to v1, additive): a party put the call on hold
 with a re-INVITE (a=sendonly or a=inactive) or took it off hold; ``agent`` and
 ``extra.held_by`` name that party.

@@ -118,9 +118,19 @@ def _call(payload: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[
         "callee": callee,
         "direction": direction,
         "did": callee if direction is Direction.INBOUND else None,
+        "agent": normalise(payload.get("agent"), ctx.country),
         "sip_code": _code(payload),
         "reason": payload.get("reason"),
     }
+
+
+_ROUTING_EXTRA = ("group", "route_target")
+
+
+def _routing(p: dict[str, Any]) -> dict[str, Any]:
+    """The group the call rings through (``group``) and, on the offer, where the PBX
+    routed it (``route_target``: ``ext:<user>``, ``group:<name>``, ``tel:<number>``)."""
+    return {k: p[k] for k in _ROUTING_EXTRA if p.get(k)}
 
 
 _OFFER_EXTRA = ("speed_dial", "mask_code", "masked_to", "transferred_from", "referred_by",
@@ -133,7 +143,7 @@ def _offered(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
     also its ``call_id``; ``leg_id`` is then the new dialog's SIP Call-ID) and, for an
     attended transfer, the consultation dialog it replaces (``replaces``, a SIP Call-ID)."""
     extra = {"sip_source": p.get("source")} | {k: p[k] for k in _OFFER_EXTRA if k in p}
-    return _call(p, EventType.CALL_OFFERED, ctx) | {"extra": extra}
+    return _call(p, EventType.CALL_OFFERED, ctx) | {"extra": extra | _routing(p)}
 
 
 def _transferred(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
@@ -145,10 +155,11 @@ def _transferred(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
 
 def _ringing(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
     """One ringing branch: ``leg_id`` "<SIP Call-ID>#<branch>", the member rung in
-    ``extra.leg_to`` (the callee may be a group or a DID)."""
+    ``agent`` and ``extra.leg_to`` (the callee may be a group or a DID)."""
     fields = _call(p, EventType.CALL_RINGING, ctx)
     leg_to = normalise(p.get("leg_to"), ctx.country) if p.get("leg_to") else None
-    return fields | {"extra": {"leg_to": leg_to} if leg_to else {}}
+    extra = ({"leg_to": leg_to} if leg_to else {}) | _routing(p)
+    return fields | {"agent": fields["agent"] or leg_to, "extra": extra}
 
 
 def _hold(p: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[str, Any]:
@@ -161,14 +172,17 @@ def _hold(p: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[str, A
 def _answered(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
     fields = _call(p, EventType.CALL_ANSWERED, ctx)
     # "agent" is who really answered (a group member, the extension behind a DID)
-    agent = normalise(p.get("agent"), ctx.country) or fields["callee"]
-    return fields | {"agent": agent, "sip_code": fields["sip_code"] or 200}
+    agent = fields["agent"] or fields["callee"]
+    return fields | {"agent": agent, "sip_code": fields["sip_code"] or 200,
+                     "extra": _routing(p)}
 
 
 def _failed(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    """call.failed of the call, or of one leg (``leg_id`` "<SIP Call-ID>#<branch>",
+    ``agent`` the leg's target: busy, no answer, cancelled as another branch answered)."""
     _require(p, "code")
     kind = EventType.CALL_CANCELLED if p["code"] == CANCELLED_CODE else EventType.CALL_FAILED
-    return _call(p, kind, ctx) | {"extra": {"origin": p.get("origin")}}
+    return _call(p, kind, ctx) | {"extra": {"origin": p.get("origin")} | _routing(p)}
 
 
 def _forwarded(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
@@ -213,7 +227,7 @@ def _ended(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
         "duration_ms": duration_ms,
         "sip_code": None,
         "media": _media(p),
-        "extra": {"recorded": True} if p.get("recorded") is True else {},
+        "extra": ({"recorded": True} if p.get("recorded") is True else {}) | _routing(p),
     }
 
 

@@ -161,12 +161,19 @@ class Admission(StrEnum):
 
 
 def agent_keys(event: Event) -> list[str]:
-    """The ``tenant:agent`` keys of every extension the event concerns (sorted, distinct)."""
+    """The ``tenant:agent`` keys of every extension the event concerns (sorted, distinct).
+
+    From the event alone (the edge attributes it, ``ingest.events``): the agent it names
+    (the leg's target: who rings, answered, lost the race), the extension that placed the
+    call and the extension dialled - but never the group the call rings through (a group
+    may have a number like an extension's). The callee of an inbound call is a DID: there
+    ``agent`` alone names who rang and talked."""
     if event.type in REGISTRATIONS:
         return [f"{event.tenant}:{event.agent}"]
     if event.type not in _FOLDED:
         return []
-    parties = {p for p in (event.caller, event.callee, event.agent) if p and is_extension(p)}
+    callee = event.callee if event.callee != event.extra.get("group") else None
+    parties = {p for p in (event.caller, callee, event.agent) if p and is_extension(p)}
     return sorted(f"{event.tenant}:{p}" for p in parties)
 
 

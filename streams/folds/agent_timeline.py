@@ -5,8 +5,10 @@ The rules, in telephony terms (which events concern an agent: ``agent_state.agen
 - logged in (a *session*): from ``agent.registered`` until ``agent.unregistered``, a
   REGISTER with ``expires`` 0, or the registration lapsing at ts + ``expires`` without a
   refresh. A lapse only counts once the agent's newest event is past it (event time).
-- ringing: from the first ``call.ringing`` whose callee is the agent to the call's first
-  answer, failure, cancel or end.
+- ringing: from the first ``call.ringing`` of a leg to the agent (its ``agent``; the
+  callee for an event naming none) to the call's first answer, end, call-level failure
+  or cancel, or the failure of the agent's own leg (busy, no answer, cancelled because
+  another branch answered). Another agent's leg failing ends nothing here.
 - on_call: from ``call.answered`` to ``call.ended``, for the answering agent and for an
   extension that placed the call. (A lost answer is rebuilt from ``duration_ms``.)
 - wrap_up: ``wrap_up_ms`` after each call the agent talked on, if logged in.
@@ -116,18 +118,33 @@ def _answer(answer: Fact | None, end: Fact | None) -> tuple[datetime | None, str
     return None, None
 
 
+def _concerns(fact: Fact, agent: str) -> bool:
+    """Whether a leg event is about ``agent``'s leg: the agent it names, else its callee
+    (a call-level event names no agent and concerns every party of the call)."""
+    return (fact.agent or fact.callee) == agent
+
+
+def _mine(fact: Fact, agent: str) -> bool:
+    """A fact that can end ``agent``'s ringing or settle its call: not the failure of
+    another agent's leg (a group member busy while this one rings on)."""
+    if fact.type in (EventType.CALL_FAILED, EventType.CALL_CANCELLED):
+        return fact.agent is None or fact.agent == agent
+    return True
+
+
 def call_of(agent: str, call_id: str, facts: Sequence[Fact]) -> AgentCall:
     """The call from its facts (sorted by :func:`order`)."""
+    facts_mine = [f for f in facts if _mine(f, agent)]
     answer = _first(facts, EventType.CALL_ANSWERED)
     end = _first(facts, EventType.CALL_ENDED)
-    failure = _first(facts, EventType.CALL_FAILED, EventType.CALL_CANCELLED)
+    failure = _first(facts_mine, EventType.CALL_FAILED, EventType.CALL_CANCELLED)
     ringing = next((f for f in facts
-                    if f.type is EventType.CALL_RINGING and f.callee == agent), None)
+                    if f.type is EventType.CALL_RINGING and _concerns(f, agent)), None)
     ring_start = ringing.ts if ringing else None
     ring_end = None
     if ring_start is not None:
-        ring_end = next((f.ts for f in facts if f.type in _RING_ENDS and f.ts >= ring_start),
-                        None)
+        ring_end = next((f.ts for f in facts_mine
+                         if f.type in _RING_ENDS and f.ts >= ring_start), None)
     answered_at, answerer = _answer(answer, end)
     placed = any(f.caller == agent for f in facts)
     talked = answered_at is not None and (answerer == agent or placed)

@@ -55,10 +55,11 @@ def make_cdr(call_id: str, *, direction: str = "inbound", caller: str = "+791612
 
 def make_event(kind: EventType, call_id: str, *, ms: int = 0, caller: str = "+79161234567",
                callee: str = "101", agent: str | None = None,
-               direction: Direction = Direction.INBOUND, **extra: Any) -> Event:
+               direction: Direction = Direction.INBOUND, leg_id: str | None = None,
+               **extra: Any) -> Event:
     return Event(event_id=f"{call_id}/{kind.value}/{ms}/{agent}", type=kind, tenant="acme",
                  ts=T0 + timedelta(milliseconds=ms), source="kamailio@127.0.0.1",
-                 call_id=call_id, leg_id=call_id, direction=direction, caller=caller,
+                 call_id=call_id, leg_id=leg_id or call_id, direction=direction, caller=caller,
                  callee=callee, agent=agent, **extra)
 
 

@@ -44,6 +44,21 @@ def test_apply_event_shows_each_ringing_agent_once_and_hides_the_others_on_answe
     assert view is None  # forgotten once the call ended
 
 
+def test_a_members_leg_failure_hides_only_that_members_card():
+    """Sequential group: 104's leg times out (its own call.failed), the call rings on."""
+    ring = [make_event(EventType.CALL_RINGING, "c3", callee="74951230002", agent=a, ms=ms,
+                       leg_id=f"c3#{n}") for n, (a, ms) in enumerate((("104", 10),
+                                                                        ("102", 2100)))]
+    leg_failed = make_event(EventType.CALL_FAILED, "c3", callee="74951230002", agent="104",
+                            ms=2050, sip_code=408, leg_id="c3#0")
+    view, pops = None, []
+    for ev in (ring[0], leg_failed, ring[1]):
+        view, change = apply_event(view, ev, "RU")
+        pops.append(change and (change.users, change.hide_users))
+    assert pops == [(("104",), ()), ((), ("104",)), (("102",), ())]
+    assert view is not None and view.shown == ("102",)
+
+
 def test_internal_and_outbound_calls_do_not_pop():
     ev = make_event(EventType.CALL_RINGING, "c2", caller="101", callee="102", agent="102",
                     direction=Direction.INTERNAL)

@@ -185,13 +185,15 @@ def test_every_sipp_call_becomes_exactly_one_right_cdr(stack: Settings, tmp_path
         assert cdr["agent"] == p.agent
         assert abs(cdr["talk_ms"] - p.talk_ms) <= TALK_TOLERANCE_MS, (p, cdr["talk_ms"])
 
-    # The raw events behind them: each stored once, one offer and one end per call.
+    # The raw events behind them: each stored once, one offer and one end per call (a
+    # leg's own call.failed, leg_id "<Call-ID>#<branch>", is one branch's end, not the call's).
     (dupes,) = client.query(
         "SELECT count() - uniqExact(event_id) AS extra FROM call_events")
     assert dupes["extra"] == 0
     per_call = client.query(
         "SELECT call_id, countIf(type = 'call.offered') AS offers, "
-        "countIf(type IN ('call.ended', 'call.failed', 'call.cancelled')) AS ends "
+        "countIf(type IN ('call.ended', 'call.failed', 'call.cancelled') "
+        "AND position(ifNull(leg_id, ''), '#') = 0) AS ends "
         "FROM call_events WHERE call_id IN {ids:Array(String)} GROUP BY call_id",
         {"ids": call_ids})
     assert len(per_call) == len(placed)

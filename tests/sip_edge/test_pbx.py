@@ -20,12 +20,14 @@ from typing import Any
 import pytest
 from edge_harness import EdgeStack, EvapiListener, connect_evapi
 
+from core.agent_records import AgentStatus
 from core.events import Event
 from core.records import Disposition, LegOutcome
 from edge import control as edge
 from edge import provision, sipp
 from ingest import recording
 from ingest.decode import DecodeContext, decode_evapi
+from streams.folds.agent_state import AgentState, agent_keys, apply, timeline
 from streams.folds.cdr import fold, to_cdr
 
 pytestmark = pytest.mark.integration
@@ -36,6 +38,8 @@ DOMAIN = "pbx.test"
 TRUNK_PORT, CARRIER_UAC_PORT = 25090, 25091
 COMPANY, MOBILE_104, MOBILE_105 = "+74951230000", "+79161234567", "+79167654321"
 DID_SALES, DID_SUPPORT, DID_RECORDED = "74951230001", "74951230002", "74951230003"
+DID_102 = "74951230102"
+"""The issue's demo DID: straight to extension 102, not recorded."""
 OUTSIDE_CALLER = "+79035550101"
 PASSWORDS = {u: f"secret-{u}" for u in ("101", "102", "103", "104", "105")}
 CONTACT_PORTS = {"101": 25070, "102": 25071, "103": 25072, "104": 25073}
@@ -107,6 +111,9 @@ to = "group:sales"
 [tenant.acme.did."{DID_SUPPORT}"]
 to = "group:support"
 
+[tenant.acme.did."{DID_102}"]
+to = "ext:102"
+
 [tenant.acme.did."{DID_RECORDED}"]
 to = "ext:102"
 record = true
@@ -147,9 +154,15 @@ def uas(registered: None) -> Iterator[list[sipp.Uas]]:
         one.stop()
 
 
+def is_leg_failure(event: dict[str, Any]) -> bool:
+    """call.failed of one branch ("<Call-ID>#<branch>"): the call may go on."""
+    return event["event"] == "call.failed" and "#" in event.get("leg_id", "")
+
+
 def call_events(evapi: EvapiListener, result: sipp.SippResult) -> list[dict[str, Any]]:
     assert result.call_id, f"sipp trace has no Call-ID: {result.trace}"
-    evapi.wait_for(lambda e: e.get("call_id") == result.call_id and e["event"] in TERMINAL)
+    evapi.wait_for(lambda e: e.get("call_id") == result.call_id and e["event"] in TERMINAL
+                   and not is_leg_failure(e))
     return [e for e in evapi.for_call(result.call_id) if "auth_failed" not in e["event"]]
 
 
@@ -162,6 +175,37 @@ def decoded(events: list[dict[str, Any]]) -> list[Event]:
     ctx = DecodeContext(source="kamailio@test", tenant_for_domain=lambda _domain: "acme")
     out = [decode_evapi(json.dumps(e).encode(), ctx) for e in events]
     return [e for e in out if e is not None]
+
+
+AGENT_SLACK_S = 0.3
+"""Loopback: the edge's event times are within a few ms of sipp's messages; sipp's own
+pauses (ring_ms, talk_ms) are kept to its 10 ms timer, plus scheduling on 2 cores."""
+A = AgentStatus
+
+
+def fresh_registrations(sip: sipp.Edge, evapi: EvapiListener,
+                        *users: str) -> list[dict[str, Any]]:
+    """Register ``users`` again (before their callees bind the contact ports): the
+    register events start the sessions the agent fold counts from."""
+    out = []
+    for user in users:
+        result = sipp.register(sip, user, port=CONTACT_PORTS[user], password=PASSWORDS[user])
+        assert result.ok, result.received()
+        out.append(evapi.wait_for(lambda e, r=result: e.get("call_id") == r.call_id))
+    return out
+
+
+def agent_timelines(events: list[dict[str, Any]]
+                    ) -> dict[str, list[tuple[AgentStatus, float, float | None]]]:
+    """Each agent's timeline (state, since, until as epoch s) folded from the edge's events
+    as the streams worker routes them (agent_keys), after decoding as the bridge does."""
+    rows: dict[str, AgentState] = {}
+    for event in decoded(events):
+        for key in agent_keys(event):
+            agent = key.split(":", 1)[1]
+            rows[agent] = apply(rows.get(agent, AgentState("acme", agent)), event)
+    return {agent: [(s.state, s.since.timestamp(), s.until.timestamp() if s.until else None)
+                    for s in timeline(row)] for agent, row in rows.items()}
 
 
 def carrier_saw(result: sipp.SippResult, header: str) -> bool:
@@ -245,8 +289,12 @@ def test_authenticated_caller_cancels_while_it_rings(
     assert result.ok, result.received()
     assert ringing.wait().exit_code == 0
     events = call_events(evapi, result)
-    assert kinds(events) == ["call.start", "call.ringing", "call.failed"]
-    assert (events[-1]["code"], events[-1]["origin"]) == (487, "downstream")
+    # 102's leg ends (its agent named), then the call
+    assert kinds(events) == ["call.start", "call.ringing", "call.failed", "call.failed"]
+    leg, call = events[2:]
+    assert (leg["leg_id"], leg["agent"], leg["code"]) == (events[1]["leg_id"], "102", 487)
+    assert "agent" not in call and "leg_id" not in call
+    assert (call["code"], call["origin"]) == (487, "downstream")
 
 
 def test_authenticated_call_the_callee_hangs_up(
@@ -269,14 +317,46 @@ def test_authenticated_call_the_callee_hangs_up(
 # --- 3. call handling -----------------------------------------------------------------
 
 
+def test_did_to_extension_answered_the_agent_rings_talks_and_is_released(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    """The issue's call: trunk -> DID -> 102, answered, hung up. 102 was left on_call."""
+    registrations = fresh_registrations(sip, evapi, "102")
+    uas.append(sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"],
+                                     media_port=next(MEDIA_PORTS),
+                                     ring_ms=RING_BEFORE_ANSWER_MS))
+
+    placed = time.time()
+    result = sipp.call(sip, OUTSIDE_CALLER, DID_102, port=CARRIER_UAC_PORT,
+                       media_port=next(MEDIA_PORTS), talk_ms=1000)
+
+    assert result.ok, result.received()
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "call.ringing", "call.answered", "call.end"]
+    assert events[0]["route_target"] == "ext:102" and "group" not in events[0]
+    # every leg event names the agent; the caller is the client, the callee the DID
+    assert [e["agent"] for e in events[1:]] == ["102", "102", "102"]
+    timelines = agent_timelines([*registrations, *events])
+    assert set(timelines) == {"102"}
+    assert [seg[0] for seg in timelines["102"]] == [A.AVAILABLE, A.RINGING, A.ON_CALL,
+                                                    A.AVAILABLE]
+    _, (_, rang, _), (_, talked, hung_up), (_, free, still) = timelines["102"]
+    assert placed <= rang < placed + AGENT_SLACK_S
+    assert abs(talked - rang - RING_BEFORE_ANSWER_MS / 1000) < AGENT_SLACK_S
+    assert abs(hung_up - talked - 1.0) < AGENT_SLACK_S
+    assert (free, still) == (hung_up, None)  # not on_call after the call
+
+
 def test_did_to_ring_all_group_one_answers_the_others_stop_ringing(
     sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
 ) -> None:
+    registrations = fresh_registrations(sip, evapi, "102", "103", "104")
     answers = sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"], media_port=next(MEDIA_PORTS),
                                     ring_ms=RING_BEFORE_ANSWER_MS)
     rings = [sipp.start_uas_ring(sip, port=CONTACT_PORTS[u]) for u in ("103", "104")]
     uas.extend([answers, *rings])
 
+    placed = time.time()
     result = sipp.call(sip, OUTSIDE_CALLER, DID_SALES, port=CARRIER_UAC_PORT,
                        media_port=next(MEDIA_PORTS), talk_ms=1000)
 
@@ -288,14 +368,39 @@ def test_did_to_ring_all_group_one_answers_the_others_stop_ringing(
         assert side.call_id == result.call_id
     events = call_events(evapi, result)
     assert kinds(events) == ["call.start", "call.ringing", "call.ringing", "call.ringing",
-                             "call.answered", "call.end"]
+                             "call.failed", "call.failed", "call.answered", "call.end"]
     start = events[0]
     assert (start["from"], start["did"], start["domain"]) == (OUTSIDE_CALLER, DID_SALES, DOMAIN)
-    assert events[4]["agent"] == "102"  # the member who answered, not the DID
+    assert (start["route_target"], start["group"]) == ("group:sales", "sales")
+    answered, end = events[6:]
+    assert answered["agent"] == end["agent"] == "102"  # the member who answered, not the DID
     legs = events[1:4]
     assert sorted(e["leg_to"] for e in legs) == ["102", "103", "104"]
+    assert all(e["agent"] == e["leg_to"] and e["group"] == "sales" for e in legs)
     assert len({e["leg_id"] for e in legs}) == 3
     assert all(e["leg_id"].startswith(result.call_id + "#") for e in legs)
+    # the losers' legs end when 102 answers, each naming its agent
+    lost = {e["agent"]: e for e in events[4:6]}
+    assert set(lost) == {"103", "104"}
+    assert all(e["code"] == 487 and e["group"] == "sales" for e in lost.values())
+    ring_leg = {e["agent"]: e["leg_id"] for e in legs}
+    assert all(e["leg_id"] == ring_leg[a] for a, e in lost.items())
+    # each agent's timeline: 102 rang, talked, is free; 103 and 104 rang until 102 answered
+    timelines = agent_timelines([*registrations, *events])
+    assert set(timelines) == {"102", "103", "104"}
+    assert [seg[0] for seg in timelines["102"]] == [A.AVAILABLE, A.RINGING, A.ON_CALL,
+                                                    A.AVAILABLE]
+    _, (_, rang, _), (_, talked, hung_up), (_, _, still) = timelines["102"]
+    assert placed <= rang < placed + AGENT_SLACK_S
+    assert abs(talked - rang - RING_BEFORE_ANSWER_MS / 1000) < AGENT_SLACK_S
+    assert abs(hung_up - talked - 1.0) < AGENT_SLACK_S
+    assert still is None
+    for loser in ("103", "104"):
+        states = timelines[loser]
+        assert [seg[0] for seg in states] == [A.AVAILABLE, A.RINGING, A.AVAILABLE], states
+        assert placed <= states[1][1] < placed + AGENT_SLACK_S
+        assert abs(states[1][2] - talked) <= 0.005  # stops ringing when 102 answers
+        assert states[-1][2] is None
 
 
 def test_did_to_sequential_group_rings_members_one_after_another(
@@ -311,11 +416,14 @@ def test_did_to_sequential_group_rings_members_one_after_another(
     assert result.ok, result.received()
     assert first.wait().exit_code == 0
     events = call_events(evapi, result)
-    assert kinds(events) == ["call.start", "call.ringing", "call.ringing", "call.answered",
-                             "call.end"]
-    ring_104, ring_102 = events[1:3]
-    assert (ring_104["leg_to"], ring_102["leg_to"]) == ("104", "102")
+    assert kinds(events) == ["call.start", "call.ringing", "call.failed", "call.ringing",
+                             "call.answered", "call.end"]
+    ring_104, timeout_104, ring_102 = events[1:4]
+    assert (ring_104["agent"], ring_102["agent"]) == ("104", "102")
+    assert (timeout_104["agent"], timeout_104["code"], timeout_104["leg_id"]) == (
+        "104", 408, ring_104["leg_id"])
     assert abs(ring_102["ts"] - ring_104["ts"] - RING_S) < TIMER_SLACK_S
+    assert events[4]["group"] == events[5]["group"] == "support"
 
 
 def test_no_answer_forwards_to_the_mobile_through_the_trunk(
@@ -334,9 +442,11 @@ def test_no_answer_forwards_to_the_mobile_through_the_trunk(
     assert carrier_side.call_id == result.call_id  # one call id across all legs
     assert carrier_saw(carrier_side, f"INVITE sip:{MOBILE_104}@127.0.0.1:{TRUNK_PORT}")
     events = call_events(evapi, result)
-    assert kinds(events) == ["call.start", "call.ringing", "call.forwarded", "call.ringing",
-                             "call.answered", "call.end"]
-    start, _, forwarded, _, _, _ = events
+    assert kinds(events) == ["call.start", "call.ringing", "call.failed", "call.forwarded",
+                             "call.ringing", "call.answered", "call.end"]
+    start, _, timeout_104, forwarded, ring_mobile, _, end = events
+    assert (timeout_104["agent"], timeout_104["code"]) == ("104", 408)
+    assert ring_mobile["agent"] == end["agent"] == MOBILE_104
     assert (forwarded["reason"], forwarded["forwarded_from"], forwarded["forwarded_to"]) == (
         "no_answer", "ext:104", f"tel:{MOBILE_104}")
     assert abs(forwarded["ts"] - start["ts"] - RING_S) < TIMER_SLACK_S
@@ -354,11 +464,12 @@ def test_busy_forwards_to_the_next_extension(
 
     assert result.ok, result.received()
     events = call_events(evapi, result)
-    assert kinds(events) == ["call.start", "call.forwarded", "call.ringing", "call.answered",
-                             "call.end"]
-    forwarded = events[1]
+    assert kinds(events) == ["call.start", "call.failed", "call.forwarded", "call.ringing",
+                             "call.answered", "call.end"]
+    assert (events[1]["agent"], events[1]["code"]) == ("103", 486)
+    forwarded = events[2]
     assert (forwarded["reason"], forwarded["forwarded_to"]) == ("busy", "ext:102")
-    assert events[2]["leg_to"] == "102"
+    assert events[3]["leg_to"] == events[3]["agent"] == "102"
 
 
 def test_unregistered_extension_forwards_to_its_mobile(
@@ -644,10 +755,13 @@ def test_group_pickup_star8_takes_a_call_ringing_a_group_peer(
     assert picker_phone.wait().call_id == result.call_id  # one call id: a new branch
     events = call_events(evapi, result)
     assert kinds(events) == ["call.start", "call.ringing", "call.ringing", "call.picked_up",
-                             "call.answered", "call.end"]
-    assert [e["leg_to"] for e in events[1:3]] == ["102", "103"]
+                             "call.failed", "call.answered", "call.end"]
+    assert [e["agent"] for e in events[1:3]] == ["102", "103"]
     assert (events[3]["picked_up_by"], events[3]["to"]) == ("103", "102")
-    assert events[4]["agent"] == "103"
+    # 102's leg ends as 103 answers
+    assert (events[4]["agent"], events[4]["code"], events[4]["leg_id"]) == (
+        "102", 487, events[1]["leg_id"])
+    assert events[5]["agent"] == events[6]["agent"] == "103"
     assert evapi.for_call(star8.call_id) == []
 
 
