@@ -13,15 +13,12 @@ merged into an earlier one); readers skip deleted rows after FINAL.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import msgspec
-
-from core.events import format_ts
+from core.codec import decode, encode
 
 __all__ = [
     "AgentStatus",
@@ -132,27 +129,13 @@ class CallbackItem:
 
 R = TypeVar("R", AgentStateChange, AgentStats, CallbackItem)
 
-_ENUMS = {"state": AgentStatus, "interval_kind": IntervalKind, "status": CallbackStatus}
-_TS = ("since", "until", "interval_start", "complete_until", "opened_at", "last_missed_at",
-       "closed_at")
-
-
 def record_to_json(record: AgentStateChange | AgentStats | CallbackItem) -> bytes:
-    """Compact JSON with sorted keys; timestamps in the event log's own form."""
-    out: dict[str, Any] = asdict(record)
-    for name, value in out.items():
-        if isinstance(value, datetime):
-            out[name] = format_ts(value)
-        elif isinstance(value, StrEnum):
-            out[name] = value.value
-    return json.dumps(out, separators=(",", ":"), sort_keys=True).encode()
+    """The record as wire JSON (:func:`core.codec.encode`)."""
+    return encode(record)
 
 
 def record_from_json(kind: type[R], raw: bytes | str) -> R:
     """Inverse of :func:`record_to_json`, validating: every field present with its declared
     type (enums and timestamps included), unknown keys ignored; ValueError saying which
     field is wrong otherwise."""
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.DecodeError as exc:  # ValidationError included
-        raise ValueError(f"not a {kind.__name__}: {exc}") from exc
+    return decode(kind, raw)

@@ -12,15 +12,11 @@ reads (``cdr_from_json`` fills what is missing).
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-import msgspec
-
-from core.events import format_ts
+from core.codec import decode, encode
 
 __all__ = ["Disposition", "LegOutcome", "Leg", "Forward", "Transfer", "Cdr",
            "cdr_to_json", "cdr_from_json"]
@@ -128,35 +124,12 @@ class Cdr:
     rtp_errors: int | None = None
 
 
-_TS_FIELDS = ("started_at", "answered_at", "ended_at", "last_event_ts")
-
-
-_PART_TS = {"legs": ("rang_from", "rang_until"), "forwards": ("at",), "transfers": ("at",)}
-_PART_TYPES: dict[str, type] = {"legs": Leg, "forwards": Forward, "transfers": Transfer}
-
-
-def _ts_out(value: datetime | None) -> str | None:
-    return format_ts(value) if value is not None else None
-
-
 def cdr_to_json(cdr: Cdr) -> bytes:
-    out: dict[str, Any] = asdict(cdr)
-    out["disposition"] = cdr.disposition.value
-    for name in _TS_FIELDS:
-        out[name] = _ts_out(out[name])
-    for name, ts_names in _PART_TS.items():
-        for part in out[name]:
-            for ts_name in ts_names:
-                part[ts_name] = _ts_out(part[ts_name])
-    for leg in out["legs"]:
-        leg["outcome"] = LegOutcome(leg["outcome"]).value
-    return json.dumps(out, separators=(",", ":"), sort_keys=True).encode()
+    """The CDR as wire JSON (:func:`core.codec.encode`)."""
+    return encode(cdr)
 
 
 def cdr_from_json(raw: bytes | str) -> Cdr:
     """Inverse of :func:`cdr_to_json`, validating every field against its declaration
     (ValueError saying which one is wrong); unknown keys are ignored."""
-    try:
-        return msgspec.json.decode(raw, type=Cdr)
-    except msgspec.DecodeError as exc:  # ValidationError included
-        raise ValueError(f"not a CDR: {exc}") from exc
+    return decode(Cdr, raw)

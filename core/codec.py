@@ -1,0 +1,50 @@
+"""The records' one codec: compact JSON with sorted keys on the wire, decoded and
+validated against the record's own declaration (a frozen dataclass).
+
+    raw = encode(cdr)                  # bytes, timestamps as core.events.format_ts
+    cdr = decode(Cdr, raw)             # every field checked; ValueError names the wrong one
+
+Every producer and consumer of the CDR, agent-state, agent-stats and callback topics goes
+through these two functions (``core.records.cdr_to_json`` and friends are their names
+per record). msgspec does the type-checked decode straight from the declarations.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from core.events import format_ts
+
+__all__ = ["decode", "encode"]
+
+T = TypeVar("T")
+
+
+def encode(record: Any) -> bytes:
+    """The record as wire JSON: enums as their values, parts as objects, timestamps in
+    the event log's own form (UTC, milliseconds, ``Z``)."""
+    data = msgspec.to_builtins(record, builtin_types=(datetime,))
+    return json.dumps(_timestamps(data), separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(kind: type[T], raw: bytes | str) -> T:
+    """The ``kind`` record of wire JSON; unknown keys are ignored, anything else wrong is
+    a ValueError that says which field."""
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise ValueError(f"not a {kind.__name__}: {exc}") from exc
+
+
+def _timestamps(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_ts(value)
+    if isinstance(value, dict):
+        return {k: _timestamps(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_timestamps(v) for v in value]
+    return value
