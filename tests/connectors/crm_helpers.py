@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from builders import call_events
 from fakes.amocrm import FakeAmoCrm
 from fakes.bitrix24 import FakeBitrix24
 from fakes.onec import PREFIX, FakeOneC
@@ -57,10 +58,9 @@ def make_event(kind: EventType, call_id: str, *, ms: int = 0, caller: str = "+79
                callee: str = "101", agent: str | None = None,
                direction: Direction = Direction.INBOUND, leg_id: str | None = None,
                **extra: Any) -> Event:
-    return Event(event_id=f"{call_id}/{kind.value}/{ms}/{agent}", type=kind, tenant="acme",
-                 ts=T0 + timedelta(milliseconds=ms), source="kamailio@127.0.0.1",
-                 call_id=call_id, leg_id=leg_id or call_id, direction=direction, caller=caller,
-                 callee=callee, agent=agent, **extra)
+    return call_events(call_id, t0=T0, caller=caller, callee=callee,
+                       direction=direction, leg_id=leg_id or call_id)(
+        kind, ms, event_id=f"{call_id}/{kind.value}/{ms}/{agent}", agent=agent, **extra)
 
 
 def amo_client(fake: FakeAmoCrm, server: FakeServer, **kw: Any) -> tuple[AmoCrmClient, AmoOAuth]:

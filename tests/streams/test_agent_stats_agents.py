@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import call_events
 from faust_harness import run, streams_on_channels
 from test_callbacks_fold import CALLS, CLIENT
 
@@ -26,7 +27,7 @@ from core.agent_records import (
     IntervalKind,
     record_from_json,
 )
-from core.events import Direction, Event, EventType, to_json
+from core.events import Direction, EventType, to_json
 from core.records import cdr_to_json
 from core.settings import load
 from streams.agents.agent_stats import fold_into
@@ -40,13 +41,8 @@ def at(second: int) -> datetime:
     return T0 + timedelta(seconds=second)
 
 
-def ev(kind: EventType, second: int, **fields: Any) -> Event:
-    base: dict[str, Any] = {"call_id": "c1", "caller": "101", "callee": "102",
-                            "direction": Direction.INTERNAL}
-    if kind in (EventType.AGENT_REGISTERED, EventType.AGENT_UNREGISTERED):
-        base = {}
-    return Event(event_id=f"{kind.value}@{second}", type=kind, tenant="acme", ts=at(second),
-                 source="test", **(base | fields))
+ev = call_events("c1", t0=T0, unit="s", source="test", caller="101", callee="102",
+                 direction=Direction.INTERNAL)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 
 import faust_harness
 import pytest
+from builders import call_events
 from faust_harness import Sent, recover, streams_on_channels
 
 from core.events import Direction, Event, EventType, to_json
@@ -33,17 +34,8 @@ def _at(second: int) -> datetime:
     return T0 + timedelta(seconds=second)
 
 
-def ev(kind: EventType, second: int, event_id: str | None = None, **fields: Any) -> Event:
-    base: dict[str, Any] = {"caller": "+74951234567", "callee": "101",
-                            "direction": Direction.INBOUND, "call_id": CALL}
-    return Event(
-        event_id=event_id or f"{kind.value}@{second}",
-        type=kind,
-        tenant="acme",
-        ts=_at(second),
-        source="kamailio@127.0.0.1",
-        **(base | fields),
-    )
+ev = call_events(CALL, t0=T0, unit="s", caller="+74951234567", callee="101",
+                 direction=Direction.INBOUND)
 
 
 OFFERED = ev(EventType.CALL_OFFERED, 0)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
+from builders import call_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,18 +30,8 @@ def at(ms: int) -> datetime:
     return T0 + timedelta(milliseconds=ms)
 
 
-def ev(kind: EventType, ms: int, event_id: str | None = None, **fields: Any) -> Event:
-    """One call event as the bridge would emit it (parties on every event)."""
-    base: dict[str, Any] = {"caller": "101", "callee": "102", "direction": Direction.INTERNAL}
-    return Event(
-        event_id=event_id or f"{kind.value}@{ms}",
-        type=kind,
-        tenant="acme",
-        ts=at(ms),
-        source="kamailio@127.0.0.1",
-        call_id=CALL,
-        **(base | fields),
-    )
+# one call event as the bridge would emit it (parties on every event)
+ev = call_events(CALL, t0=T0, caller="101", callee="102", direction=Direction.INTERNAL)
 
 
 # --- golden calls ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from builders import call_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,11 +43,8 @@ def at(ms: int) -> datetime:
     return T0 + timedelta(milliseconds=ms)
 
 
-def ev(kind: EventType, ms: int, event_id: str | None = None, **fields: Any) -> Event:
-    base: dict[str, Any] = {"caller": "101", "callee": "600", "direction": Direction.INTERNAL,
-                            "leg_id": CALL}
-    return Event(event_id=event_id or f"{kind.value}@{ms}", type=kind, tenant="acme",
-                 ts=at(ms), source="kamailio@127.0.0.1", call_id=CALL, **(base | fields))
+ev = call_events(CALL, t0=T0, caller="101", callee="600", direction=Direction.INTERNAL,
+                 leg_id=CALL)
 
 
 def ring(ms: int, branch: int, target: str) -> Event:

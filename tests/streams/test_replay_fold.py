@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
+
+from builders import call_events
 
 from core.events import Direction, Event, EventType, to_json
 from core.records import cdr_from_json
@@ -17,11 +19,9 @@ CLIENT = "+74951234567"
 
 
 def ev(call: str, kind: EventType, s: float, **fields: Any) -> Event:
-    base = {"caller": CLIENT, "callee": "102", "direction": Direction.INBOUND,
-            "did": "+74957654321", "leg_id": call}
-    return Event(event_id=f"{call}/{kind.value}/{s}", type=kind, tenant="acme",
-                 ts=T0 + timedelta(seconds=s), source="kamailio@test", call_id=call,
-                 **(base | fields))
+    return call_events(call, t0=T0, unit="s", source="kamailio@test", caller=CLIENT,
+                       callee="102", direction=Direction.INBOUND, did="+74957654321",
+                       leg_id=call)(kind, s, **fields)
 
 
 MISSED = [ev("m1", EventType.CALL_OFFERED, 0), ev("m1", EventType.CALL_RINGING, 0.1),

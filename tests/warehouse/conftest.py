@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from builders import event
 
 from core.events import Direction, Event, EventType, to_json
 from core.records import Cdr, Disposition, cdr_to_json
@@ -46,10 +47,10 @@ def make_cdr(call_id: str = "c1", **changes: Any) -> Cdr:
 
 
 def make_event(event_id: str = "e1", **changes: Any) -> Event:
-    base = Event(event_id=event_id, type=EventType.CALL_OFFERED, tenant="acme", ts=T0,
-                 source="kamailio@127.0.0.1", call_id="c1", leg_id="c1",
-                 direction=Direction.INBOUND, caller="+74951234567", callee="101")
-    return replace(base, **changes)
+    fields: dict[str, Any] = {"type": EventType.CALL_OFFERED, "ts": T0, "call_id": "c1",
+                              "leg_id": "c1", "direction": Direction.INBOUND,
+                              "caller": "+74951234567", "callee": "101"} | changes
+    return event(fields.pop("type"), fields.pop("ts"), event_id=event_id, **fields)
 
 
 def event_records(events: list[Event], first_offset: int = 0,
