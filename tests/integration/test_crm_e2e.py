@@ -27,6 +27,7 @@ import signal
 import statistics
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,7 @@ def test_connectors_killed_under_traffic_log_every_call_once(stack: Settings, cr
     for n in range(KILL_CALLS):
         if n == KILL_AFTER:
             os.kill(old.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
         uas = sipp.start_uas_answer(edge, port=AGENT_PORTS["102"], media_port=media("102"))
         result = sipp.call(edge, KNOWN, POP_DID, port=TRUNK_SOURCE_PORT, media_port=37700,
                            talk_ms=300)
@@ -326,6 +328,7 @@ def test_connectors_killed_under_traffic_log_every_call_once(stack: Settings, cr
     back = wait_for("connectors up again with a new PID", lambda: (
         (r := read_pid(stack, "connectors")) and r.pid != old.pid
         and read_state(stack).get("connectors", {}).get("state") == "up" and r))
+    down_s = time.monotonic() - killed_at
     assert read_state(stack)["connectors"]["last_exit"] == "killed by SIGKILL"
 
     def logged() -> dict[str, int] | None:
@@ -341,3 +344,6 @@ def test_connectors_killed_under_traffic_log_every_call_once(stack: Settings, cr
 
     assert wait_for("a Bitrix24 finish for every call", finished) == dict.fromkeys(placed, 1)
     assert back.pid != old.pid
+    print(f"\nconnectors   down {down_s:6.1f} s, backlog processed "
+          f"{time.monotonic() - killed_at:6.1f} s ({KILL_CALLS - KILL_AFTER} calls placed "
+          f"after the kill; pid {old.pid} -> {back.pid})")
