@@ -42,7 +42,7 @@ from edge import sipp
 from tawag.replay import compare, replay
 from tawag.supervisor import read_pid, read_state, stop_recorded
 from warehouse import schema
-from warehouse.client import ChdbClient, HttpClient
+from warehouse.client import ChdbClient, HttpClient, service_client
 
 pytestmark = pytest.mark.integration
 
@@ -192,7 +192,7 @@ def test_kill_9_under_traffic_loses_no_call(up: Up, part: str, tmp_path: Path):
     assert outcomes(trace) == expected
 
     # every call has one closed, correct CDR
-    live = HttpClient(settings.warehouse_url)
+    live = service_client(settings)
     ids = list(expected)
     rows = wait_for(f"the {CALLS} closed CDRs of the run",
                     lambda: (r := closed_cdrs(live, ids)) and len(r) == CALLS and r,
