@@ -130,7 +130,8 @@ def wire(settings: Settings, *, serve_http: bool = True,
     consumer = KafkaConsumer(settings.topic_call_events, settings.topic_cdrs,
                              bootstrap_servers=settings.kafka_bootstrap, group_id=CONSUMER_GROUP,
                              enable_auto_commit=False, auto_offset_reset="earliest",
-                             fetch_max_wait_ms=20)
+                             fetch_max_wait_ms=20,
+                             group_instance_id=settings.connectors_instance_id or None)
     return Wired(worker, outbox, consumer, producer, http)
 
 
