@@ -37,3 +37,11 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 def names(samples: Samples) -> set[str]:
     return {n for n, _ in samples}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a component that takes it from settings)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
