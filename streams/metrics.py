@@ -101,7 +101,8 @@ class LagMonitor:
 
     def check(self, admin: Any, consumer: Any) -> dict[Any, int]:
         """One measurement: set the gauges, drop partitions the group no longer has."""
-        committed = admin.list_consumer_group_offsets(self.group)
+        # kafka-python 3: {group: {TopicPartition: OffsetAndMetadata}}
+        committed = admin.list_group_offsets(self.group).get(self.group) or {}
         end = consumer.end_offsets(list(committed)) if committed else {}
         lag = group_lag(committed, end)
         seen = set()

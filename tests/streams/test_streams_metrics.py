@@ -70,9 +70,9 @@ def test_lag_is_end_minus_committed_and_vanished_partitions_are_dropped(metrics)
     class Admin:
         committed = {p0: Meta(40), p1: Meta(7)}
 
-        def list_consumer_group_offsets(self, group):
+        def list_group_offsets(self, group):
             assert group == "g-test"
-            return dict(self.committed)
+            return {group: dict(self.committed)}
 
     class Consumer:
         ends = {p0: 52, p1: 7}
