@@ -641,10 +641,10 @@ def supervisor_samples(sup: Supervisor) -> dict[str, list[tuple[tuple[str], floa
 
 def serve_supervisor_metrics(sup: Supervisor, registry=None):
     """Serve the supervisor's records on ``supervisor_metrics_port`` (``tawag up``); returns
-    the :class:`tawag.metrics.MetricsServer` (None when the port cannot be bound)."""
+    the :class:`core.metrics.MetricsServer` (None when the port cannot be bound)."""
     from prometheus_client import CollectorRegistry
 
-    from tawag.metrics import CallbackCollector, serve
+    from core.metrics import CallbackCollector, serve
 
     registry = registry if registry is not None else CollectorRegistry()
     registry.register(CallbackCollector(SUPERVISOR_FAMILIES, lambda: supervisor_samples(sup)))

@@ -17,7 +17,7 @@ import pytest
 from metrics_scrape import names, scrape, total, value
 from stack_harness import running_stack, stack_settings, wait_for
 
-from tawag import sipp
+from edge import sipp
 from tawag.supervisor import Supervisor, serve_supervisor_metrics
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import io
 
 from metrics_scrape import free_port, scrape, value
 
-from tawag.settings import load
+from core.settings import load
 from tawag.supervisor import Record, Supervisor, serve_supervisor_metrics
 
 
