@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from connectors import metrics
 from connectors.base import LINKED_CALL_ID, Contact, Rejected, TaskRef
 from connectors.click_to_call import ClickToCallLinks
 from connectors.mapping import callback_note, client_phone, is_missed
@@ -160,9 +161,11 @@ def deliver(steps: DeliverySteps, target: Target, entry: Entry) -> None:
                       entry.kind, entry.call_id)
     except Rejected as exc:
         log.error("%s rejected call %s (%s): %s", target.name, entry.call_id, entry.kind, exc)
+        metrics.DELIVERY_FAILURES.labels(target.name, entry.kind, "rejected").inc()
         steps.outbox.mark_rejected(entry, str(exc), exc.body)
         return
     steps.outbox.mark_done(entry)
+    metrics.DELIVERIES.labels(target.name, entry.kind).inc()
     log.info("%s: %s of call %s delivered", target.name, entry.kind, entry.call_id)
 
 

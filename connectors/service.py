@@ -14,6 +14,7 @@ from typing import Any
 from connectors import redact
 from connectors.consume import consume
 from connectors.wiring import wire, with_link_defaults
+from core.metrics import serve as serve_metrics
 from core.settings import Settings
 
 __all__ = ["run"]
@@ -34,7 +35,14 @@ def run(settings: Settings, *, stop: threading.Event | None = None,
     """
     redact.install()
     settings = with_link_defaults(settings)
-    wired = wire(settings, serve_http=serve_http, originate=originate, edge=edge)
+    metrics_server = serve_metrics(settings.metrics_host, settings.connectors_metrics_port,
+                                   "connectors")
+    try:
+        wired = wire(settings, serve_http=serve_http, originate=originate, edge=edge)
+    except BaseException:
+        if metrics_server is not None:
+            metrics_server.stop()
+        raise
     stop = stop or threading.Event()
 
     def assigned() -> None:
@@ -47,3 +55,5 @@ def run(settings: Settings, *, stop: threading.Event | None = None,
         consume(wired.consumer, wired.worker, settings, stop=stop, on_assigned=assigned)
     finally:
         wired.close()
+        if metrics_server is not None:
+            metrics_server.stop()

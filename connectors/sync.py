@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from connectors import metrics
 from connectors.base import (
     AuthExpired,
     ConnectorError,
@@ -183,6 +184,7 @@ class SyncWorker:
 
     # --- threads ---------------------------------------------------------------------
     def start(self) -> None:
+        metrics.watch_outbox(self.outbox, self.targets)
         for name in self.targets:
             for loop, role in ((self._deliver_loop, "deliver"), (self._pop_loop, "pop")):
                 thread = threading.Thread(target=loop, args=(name,), daemon=True,
@@ -197,6 +199,7 @@ class SyncWorker:
             self._pops[name].put(None)
         for thread in self._threads:
             thread.join(timeout)
+        metrics.unwatch_outbox(self.outbox)
 
     def idle(self) -> bool:
         """No pending delivery and no screen-pop queued or in flight (tests, shutdown)."""
@@ -227,19 +230,24 @@ class SyncWorker:
         while not self._stop.is_set():
             try:
                 target.client.screen_pop(call)
+                metrics.SCREEN_POPS.labels(target.name, "shown").inc()
                 if self.on_screen_pop is not None:
                     self.on_screen_pop(target.name, call)
                 return
             except (RateLimited, Unavailable) as exc:
+                if isinstance(exc, RateLimited):
+                    metrics.RATE_LIMITED.labels(target.name, "screen_pop").inc()
                 delay = self.backoff.delay(attempt, exc)
                 if self.clock() + delay - queued_at > self.settings.crm_screen_pop_deadline_s:
                     log.warning("screen-pop dropped: %s call %s: %s", target.name,
                                 call.call_id, exc)
+                    metrics.SCREEN_POPS.labels(target.name, "dropped").inc()
                     return
                 attempt += 1
                 self._stop.wait(delay)
             except ConnectorError as exc:
                 log.warning("screen-pop failed: %s call %s: %s", target.name, call.call_id, exc)
+                metrics.SCREEN_POPS.labels(target.name, "failed").inc()
                 return
 
     # --- deliveries ------------------------------------------------------------------
@@ -261,6 +269,10 @@ class SyncWorker:
                 deliver(self.steps, target, entry)
                 attempt = 0
             except (RateLimited, Unavailable, AuthExpired) as exc:
+                metrics.DELIVERY_FAILURES.labels(name, entry.kind, _retry_reason(exc)).inc()
+                metrics.RETRIES.labels(name).inc()
+                if isinstance(exc, RateLimited):
+                    metrics.RATE_LIMITED.labels(name, "delivery").inc()
                 delay = self.backoff.delay(attempt, exc)
                 log.warning("%s delivery of call %s deferred %.1fs: %s", name, entry.call_id,
                             delay, exc)
@@ -268,6 +280,8 @@ class SyncWorker:
                 self._stop.wait(delay)
             except Exception:  # a bug or odd vendor JSON: keep the entry, retry slowly
                 log.exception("%s delivery of call %s crashed", name, entry.call_id)
+                metrics.DELIVERY_FAILURES.labels(name, entry.kind, "error").inc()
+                metrics.RETRIES.labels(name).inc()
                 attempt += 1
                 self._stop.wait(self.backoff.max_s)
 
@@ -290,6 +304,14 @@ class SyncWorker:
             with self._lock:
                 self._closed_at.pop(entry.call_id, None)
         return max(0.0, left)
+
+
+def _retry_reason(exc: ConnectorError) -> str:
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, AuthExpired):
+        return "auth_expired"
+    return "unavailable"
 
 
 def _recording_link(settings: Settings, cdr: Cdr) -> str | None:

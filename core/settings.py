@@ -212,6 +212,25 @@ class Settings:
     recordings_link_ttl_s: int = 7 * 24 * 3600
     """amoCRM/Bitrix24 fetch the link when a user presses play, possibly days later."""
 
+    # --- metrics (Prometheus text format, ``GET /metrics``) -------------------------------
+    metrics_host: str = "127.0.0.1"
+    """Address every component's metrics endpoint binds (put Prometheus on this host, or
+    set 0.0.0.0 behind a firewall)."""
+    supervisor_metrics_port: int = 9100
+    """``tawag up``: restarts, up/given-up and last exit code of each component."""
+    ingest_metrics_port: int = 9101
+    """The ingest bridge: events in/produced, dead letters, evapi reconnects (spool)."""
+    streams_metrics_port: int = 9102
+    """The Faust worker: events in/out per agent, dead letters, consumer lag."""
+    warehouse_metrics_port: int = 9103
+    """The warehouse: rows loaded, batches, dead letters, HTTP queries and latency."""
+    connectors_metrics_port: int = 9104
+    """The CRM connectors worker: deliveries, failures, retries, 429s, outbox depth."""
+    rtpengine_http_port: int = 2225
+    """rtpengine's own HTTP listener; its ``/metrics`` is rtpengine's Prometheus export."""
+    streams_lag_interval_s: float = 5.0
+    """How often the Faust worker asks Kafka for its consumer group's lag."""
+
     # --- derived paths -----------------------------------------------------------------
     @property
     def run_dir(self) -> Path:

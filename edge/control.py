@@ -304,6 +304,8 @@ def rtpengine_command(settings: Settings) -> list[str]:
         f"--interface={host}",
         f"--listen-ng={host}:{settings.rtpengine_ng_port}",
         f"--listen-cli={host}:{settings.rtpengine_cli_port}",
+        # its own HTTP listener: GET /metrics is rtpengine's Prometheus export
+        f"--listen-http={host}:{settings.rtpengine_http_port}",
         f"--port-min={settings.rtp_port_min}",
         f"--port-max={settings.rtp_port_max}",
         f"--timeout={RTP_TIMEOUT_S}",

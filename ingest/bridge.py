@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.events import Event, EventType, InvalidEvent, to_json
+from ingest import metrics
 from ingest.decode import DecodeContext, FramingError, decode_evapi, split_netstrings
 from ingest.spool import Record, Spool
 
@@ -227,6 +228,9 @@ class Forwarder:
         acked = [seq for seq, f in futures if f.succeeded()]
         self.spool.ack(acked)
         self.delivered_total += len(acked)
+        done = set(acked)
+        metrics.EVENTS_PRODUCED.inc(sum(1 for rec in batch
+                                        if rec.seq in done and rec.channel == CHANNEL_EVENTS))
         failed = next((f.exception for _, f in futures if f.failed()), None)
         if failed is not None or error is not None:
             self._failed(error or f"Kafka refused a record: {failed!r}")
@@ -294,6 +298,7 @@ class Bridge:
         except InvalidEvent as exc:
             log.warning("dead letter: %s", exc)
             self.stats.dead_letters += 1
+            metrics.DEAD_LETTERS.labels(metrics.dead_letter_reason(str(exc))).inc()
             with self._sink_lock:
                 self.sink.dead_letter(dead_letter(str(exc), frame, self.ctx.source))
             return
@@ -302,6 +307,7 @@ class Bridge:
             self.stats.ready.set()
             return
         self.stats.events += 1
+        metrics.EVENTS_IN.labels(ev.type.value).inc()
         with self._sink_lock:
             self.sink.event(ev)
         if (self.recorder is not None and ev.type is EventType.CALL_ENDED
@@ -314,12 +320,15 @@ class Bridge:
         try:
             ev = decode_evapi(frame, self.ctx)
         except InvalidEvent as exc:
+            metrics.DEAD_LETTERS.labels(metrics.dead_letter_reason(str(exc))).inc()
             with self._sink_lock:
                 self.sink.dead_letter(dead_letter(str(exc), frame, self.ctx.source))
                 self.sink.flush()
             return
         if ev is None:
             return
+        metrics.EVENTS_IN.labels(ev.type.value).inc()
+        metrics.RECORDINGS.inc()
         with self._sink_lock:
             self.stats.recordings += 1
             self.sink.event(ev)
@@ -350,6 +359,7 @@ class Bridge:
             except FramingError as exc:
                 # The stream lost its framing: keep the bytes, then re-open to resync.
                 self.stats.dead_letters += 1
+                metrics.DEAD_LETTERS.labels("framing").inc()
                 self.sink.dead_letter(dead_letter(str(exc), buffer + chunk, self.ctx.source))
                 self.sink.flush()
                 return
@@ -360,8 +370,15 @@ class Bridge:
             try:
                 with socket.create_connection(self.address, timeout=2) as sock:
                     self.stats.connects += 1
+                    metrics.EVAPI_CONNECTS.inc()
+                    metrics.EVAPI_CONNECTED.set(1)
                     log.info("connected to evapi at %s:%s", *self.address)
-                    self._session(sock, stop)
+                    try:
+                        self._session(sock, stop)
+                    finally:
+                        metrics.EVAPI_CONNECTED.set(0)
+                    if not stop.is_set():
+                        metrics.EVAPI_RECONNECTS.inc()
                 log.warning("evapi closed the connection; reconnecting")
             except OSError as exc:
                 log.debug("evapi not reachable (%s); retrying", exc)

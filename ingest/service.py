@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 
+from core.metrics import serve as serve_metrics
 from core.settings import Settings
 from ingest.bridge import (
     CHANNEL_DEAD_LETTERS,
@@ -19,6 +20,7 @@ from ingest.bridge import (
     kafka_producer,
 )
 from ingest.decode import DecodeContext
+from ingest.metrics import watch_spool
 from ingest.recording import Recorder, recording_closed
 from ingest.spool import Spool
 
@@ -51,6 +53,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_server = serve_metrics(settings.metrics_host, settings.ingest_metrics_port, "ingest")
     ctx = DecodeContext(
         source=f"kamailio@{settings.sip_host}:{settings.sip_port}",
         country=settings.default_country,
@@ -60,6 +63,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     forwarder = Forwarder(spool, lambda: kafka_producer(settings.kafka_bootstrap),
                           {CHANNEL_EVENTS: settings.topic_call_events,
                            CHANNEL_DEAD_LETTERS: settings.topic_dead_letter})
+    watch_spool(forwarder.metrics)  # spool depth, overflow, forwarded (ingest.metrics)
     sink = SpoolSink(spool, forwarder)
     bridge = Bridge((settings.sip_host, settings.evapi_port), ctx, sink)
     recorder = Recorder(settings.recordings_dir, settings.recordings_wav_dir,
@@ -83,6 +87,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
         left = spool.depth
         spool.close()
         ready_file(settings).unlink(missing_ok=True)
+        if metrics_server is not None:
+            metrics_server.stop()
         s = bridge.stats
         log.info("ingest stopped: %d frames, %d events, %d dead letters, %d connects; "
                  "%d events left in the spool for the next start",

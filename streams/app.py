@@ -24,10 +24,12 @@ from datetime import timedelta
 import faust
 from faust.types import AgentT
 
+from core.metrics import serve as serve_metrics
 from core.settings import Settings
 from streams import runner
 from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
+from streams.metrics import LagMonitor
 from streams.tables import Tables, declare_tables
 from streams.topics import Topics, declare_topics
 from streams.topology import stages
@@ -120,11 +122,18 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     app.worker_init()
     app.worker_init_post_autodiscover()
     worker = faust.Worker(app, loglevel=loglevel)
+    metrics_server = serve_metrics(settings.metrics_host, settings.streams_metrics_port,
+                                   "streams")
+    lag = LagMonitor(settings.kafka_bootstrap, APP_ID, settings.streams_lag_interval_s).start()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:  # mode's worker always exits; only a failure should propagate
         if exc.code not in (None, 0):
             raise
+    finally:
+        lag.stop()
+        if metrics_server is not None:
+            metrics_server.stop()
 
 
 def __getattr__(name: str) -> faust.App:

@@ -24,6 +24,7 @@ import faust
 from faust.types import AgentT, EventT, StreamT
 
 from core.events import InvalidEvent
+from streams import metrics
 from streams.tables import Tables
 from streams.topics import Topics
 from streams.topology import Output, Stage
@@ -39,6 +40,7 @@ def register(app: faust.App, topics: Topics, tables: Tables, stage: Stage) -> Ag
 
     async def run(stream: StreamT) -> AsyncIterator[Any]:
         async for event in stream.events():
+            metrics.received(stage.name, event)
             try:
                 outputs: list[Output] = stage.step(table, event.key, event.value)
             except Exception as exc:  # bad input or a fold bug: park it, keep going
@@ -46,6 +48,7 @@ def register(app: faust.App, topics: Topics, tables: Tables, stage: Stage) -> Ag
                 continue
             for topic, key, value in outputs:
                 await getattr(topics, topic).send(key=key, value=value)
+                metrics.sent(stage.name, topic)
             yield outputs
 
     run.__doc__ = f"Stage {stage.name}: {stage.source} -> {stage.table or 'router'}."
@@ -65,6 +68,8 @@ async def _dead_letter(topics: Topics, tables: Tables, stage: Stage, event: Even
     tables.dead_letters[f"{msg.topic}:{msg.partition}"] += 1
     value = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
     await topics.dead_letter.send(key=msg.key, value=value)
+    metrics.DEAD_LETTERS.labels(stage.name).inc()
+    metrics.sent(stage.name, "dead_letter")
     return record
 
 

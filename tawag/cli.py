@@ -36,7 +36,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from tawag.supervisor import StackError, Supervisor
+    from tawag.supervisor import StackError, Supervisor, serve_supervisor_metrics
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -45,9 +45,12 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
     sup = Supervisor(settings)
     print(f"Starting Tawag (data in {settings.data_dir})")
+    metrics = serve_supervisor_metrics(sup)
     try:
         sup.start(demo=not args.no_demo)
     except StackError as exc:
+        if metrics is not None:
+            metrics.stop()
         return _fail(str(exc))
     password = ensure_dashboard_admin(settings)
     print(f"\nDashboard: http://127.0.0.1:{settings.dashboard_port}/")
@@ -56,11 +59,15 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
               f"  (shown once; stored hashed in {settings.dashboard_users_file})")
     print(f"Warehouse: {settings.warehouse_url}   (ask it with: tawag sql '<statement>')")
     print("Press Ctrl-C to stop.\n")
+    if metrics is not None:
+        print(f"Metrics: {metrics.url} (each component's port: README, Metrics)")
     try:
         sup.watch(stop.is_set)  # restarts what dies on its own; returns on Ctrl-C/SIGTERM
     finally:
         print("\nStopping Tawag")
         sup.stop()
+        if metrics is not None:
+            metrics.stop()
     return 0
 
 

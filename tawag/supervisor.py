@@ -91,7 +91,8 @@ def components(settings: Settings) -> list[Component]:
                          (s.kafka_controller_port, "tcp")),
                   programs=("java",), prepare=_prepare_kafka, after_ready=kafka.ensure_topics),
         Component("rtpengine", edge.rtpengine_command, edge.rtpengine_ready,
-                  ports=((s.rtpengine_ng_port, "udp"), (s.rtpengine_cli_port, "tcp")),
+                  ports=((s.rtpengine_ng_port, "udp"), (s.rtpengine_cli_port, "tcp"),
+                         (s.rtpengine_http_port, "tcp")),
                   programs=("rtpengine",), prepare=edge.prepare_dirs,
                   before_stop=edge.end_media_sessions),
         Component("kamailio", edge.kamailio_command, edge.kamailio_ready,
@@ -101,12 +102,14 @@ def components(settings: Settings) -> list[Component]:
                   # a new Kamailio knows no extensions: provision it before any traffic
                   after_ready=provision.provision_started_edge,
                   after_restart=provision.restore_restarted_edge),
-        Component("ingest", _python("ingest"), lambda st: ready_file(st).exists()),
+        Component("ingest", _python("ingest"), lambda st: ready_file(st).exists(),
+                  ports=((s.ingest_metrics_port, "tcp"),)),
         Component("streams", _python("streams"), streams_ready,
+                  ports=((s.streams_metrics_port, "tcp"),),
                   prepare=streams_ready.prepare, ready_timeout_s=90.0),
         Component("warehouse", _python("warehouse"),
                   lambda st: _http_ok(st.warehouse_url + "ping"),
-                  ports=((s.warehouse_http_port, "tcp"),)),
+                  ports=((s.warehouse_http_port, "tcp"), (s.warehouse_metrics_port, "tcp"))),
         Component("dashboard", _dashboard_command,
                   lambda st: _http_ok(f"http://127.0.0.1:{st.dashboard_port}/_stcore/health"),
                   ports=((s.dashboard_port, "tcp"),)),
@@ -126,7 +129,8 @@ def _connectors(s: Settings) -> list[Component]:
         return []
     url = f"http://{s.recordings_http_host}:{s.recordings_http_port}/health"
     return [Component("connectors", _python("connectors"), lambda st: _http_ok(url),
-                      ports=((s.recordings_http_port, "tcp"),), ready_timeout_s=90.0)]
+                      ports=((s.recordings_http_port, "tcp"), (s.connectors_metrics_port, "tcp")),
+                      ready_timeout_s=90.0)]
 
 
 def _prepare_kafka(settings: Settings) -> None:
@@ -223,6 +227,8 @@ class Record:
     restarts: int = 0
     last_exit: str | None = None
     last_exit_at: float | None = None
+    last_exit_code: int | None = None
+    """Popen's return code of the last exit: the status, or -N when killed by signal N."""
     next_start_at: float | None = None
 
 
@@ -351,6 +357,7 @@ class Supervisor:
             for running in list(self.running):
                 starting = self._starting.get(running.name)
                 if (code := _exit_status(running)) is not None:
+                    self.records[running.name].last_exit_code = code
                     self._exited(running, describe_exit(code), starting=starting is not None)
                 elif starting is not None:
                     self._check_started(starting)
@@ -603,3 +610,43 @@ def status(settings: Settings) -> list[Status]:
             record.get("last_exit"), record.get("last_exit_at"),
             ", ".join(f"{p}/{proto}" for p, proto in comp.ports) or "-"))
     return rows
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+SUPERVISOR_FAMILIES = [
+    ("tawag_component_up", "1 while the component runs and is ready, else 0", "gauge",
+     ["component"]),
+    ("tawag_component_given_up", "1 once the supervisor gave up on the component (it "
+     "crashed too often; it stays down until `tawag up` again)", "gauge", ["component"]),
+    ("tawag_component_restarts_total", "Restarts of the component by the supervisor",
+     "counter", ["component"]),
+    ("tawag_component_last_exit_code", "Return code of the component's last exit (-N: "
+     "killed by signal N); absent before its first exit", "gauge", ["component"]),
+]
+
+
+def supervisor_samples(sup: Supervisor) -> dict[str, list[tuple[tuple[str], float]]]:
+    """The families of :data:`SUPERVISOR_FAMILIES` from ``sup``'s records, now."""
+    out: dict[str, list[tuple[tuple[str], float]]] = {f[0]: [] for f in SUPERVISOR_FAMILIES}
+    for name, record in list(sup.records.items()):
+        out["tawag_component_up"].append(((name,), 1.0 if record.state == "up" else 0.0))
+        out["tawag_component_given_up"].append(((name,), 1.0 if record.state == "failed"
+                                                 else 0.0))
+        out["tawag_component_restarts_total"].append(((name,), record.restarts))
+        if record.last_exit_code is not None:
+            out["tawag_component_last_exit_code"].append(((name,), record.last_exit_code))
+    return out
+
+
+def serve_supervisor_metrics(sup: Supervisor, registry=None):
+    """Serve the supervisor's records on ``supervisor_metrics_port`` (``tawag up``); returns
+    the :class:`core.metrics.MetricsServer` (None when the port cannot be bound)."""
+    from prometheus_client import CollectorRegistry
+
+    from core.metrics import CallbackCollector, serve
+
+    registry = registry if registry is not None else CollectorRegistry()
+    registry.register(CallbackCollector(SUPERVISOR_FAMILIES, lambda: supervisor_samples(sup)))
+    return serve(sup.settings.metrics_host, sup.settings.supervisor_metrics_port,
+                 "supervisor", registry)

@@ -42,6 +42,7 @@ import binascii
 import gzip
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -49,7 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from warehouse import guard
+from warehouse import guard, metrics
 from warehouse.client import QueryError
 from warehouse.users import Authenticator, User
 
@@ -254,6 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
         params = {k[len("param_"):]: v[0] for k, v in args.items() if k.startswith("param_")}
         limits = guard.lowered_limits({k: v[0] for k, v in args.items()})
         row_limit = args.get("limit", [""])[0]
+        started = time.perf_counter()
         try:
             tenant = self._scope(user, args)
             data, fmt = self.server.executor.run_statement(
@@ -262,15 +264,21 @@ class _Handler(BaseHTTPRequestHandler):
                 admin=user.is_admin, allow_format="tawag_sql_box" not in args)
         except guard.NotASelect as exc:
             log.info("refused query of %s: %s", user.name, exc)
+            metrics.QUERIES.labels("refused").inc()
             self._error(HTTPStatus.FORBIDDEN, READONLY_CODE, _readonly_error(str(exc)))
             return
         except (guard.Refused, ValueError) as exc:
             log.info("refused query of %s: %s", user.name, exc)
+            metrics.QUERIES.labels("refused").inc()
             self._error(HTTPStatus.FORBIDDEN, ACCESS_DENIED_CODE, _access_denied(str(exc)))
             return
         except QueryError as exc:
+            metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
+            metrics.QUERIES.labels("error").inc()
             self._error(status_for_code(exc.code), exc.code, (str(exc).strip() + "\n").encode())
             return
+        metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
+        metrics.QUERIES.labels("ok").inc()
         self._reply(HTTPStatus.OK, data, content_type(fmt), fmt=fmt,
                     compress=args.get("enable_http_compression", ["0"])[0] == "1")
 
@@ -285,6 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
         if compress and "gzip" in self.headers.get("Accept-Encoding", ""):
             body = gzip.compress(body, compresslevel=3)
             headers = {**(headers or {}), "Content-Encoding": "gzip"}
+        if status >= 400:
+            metrics.HTTP_ERRORS.labels(str(int(status))).inc()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from core.agent_records import AgentStateChange, AgentStats, CallbackItem, record_from_json
 from core.events import Event, from_json
 from core.records import Cdr, cdr_from_json
-from warehouse import schema
+from warehouse import metrics, schema
 from warehouse.client import WarehouseClient, WarehouseError
 
 if TYPE_CHECKING:
@@ -361,6 +361,7 @@ class Loader:
             return self._park(records, f"no warehouse table for topic {topic!r}")
         fresh = skip_loaded(records, self.watermark(topic, partition))
         self.stats.skipped += len(records) - len(fresh)
+        metrics.SKIPPED.inc(len(records) - len(fresh))
         if not fresh:
             return None
         batch = build_batch(fresh, self._routes[topic])
@@ -369,6 +370,9 @@ class Loader:
         if batch.rows:
             self._watermarks[(topic, partition)] = max(r["kafka_offset"] for r in batch.rows)
         self.stats.rows[batch.table] += len(batch.rows)
+        table = batch.table.rpartition(".")[2]  # the label without the database
+        metrics.ROWS_LOADED.labels(table).inc(len(batch.rows))
+        metrics.BATCHES.labels(table).inc()
         return batch
 
     def _park(self, records: Sequence[Record], error: str) -> None:
@@ -383,6 +387,8 @@ class Loader:
                         letter.offset, letter.error)
         self._dead_letters(dead)
         self.stats.dead_letters += len(dead)
+        for letter in dead:
+            metrics.DEAD_LETTERS.labels(letter.topic).inc()
 
 
 # --- the Kafka edge ----------------------------------------------------------------------------
@@ -538,6 +544,7 @@ def run_loader(settings: Settings, client: WarehouseClient, stop: threading.Even
                 # Partitions were rewound (or, on a failed commit, will be re-read by
                 # their next owner): nothing is lost, the watermark prevents duplicates.
                 log.error("loader: batch failed, will retry in %.0fs: %s", retry_s, exc)
+                metrics.LOAD_FAILURES.inc()
                 stop.wait(retry_s)
     finally:
         consumer.close(autocommit=False)

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from core.metrics import serve as serve_metrics
 from core.settings import Settings
 from warehouse import guard, schema
 from warehouse.client import ChdbClient, DriverClient, WarehouseClient
@@ -143,11 +144,17 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
     interface answers (for tests and supervisors that run this in-process).
     """
     stop = stop_event or threading.Event()
-    with _stop_on_signals(stop):
-        if settings.warehouse_mode == "server":
-            _run_server_mode(settings, stop, load, ready)
-        else:
-            _run_embedded(settings, stop, load, ready)
+    metrics_server = serve_metrics(settings.metrics_host, settings.warehouse_metrics_port,
+                                   "warehouse")
+    try:
+        with _stop_on_signals(stop):
+            if settings.warehouse_mode == "server":
+                _run_server_mode(settings, stop, load, ready)
+            else:
+                _run_embedded(settings, stop, load, ready)
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()
 
 
 def main() -> None:

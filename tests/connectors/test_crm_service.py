@@ -183,11 +183,11 @@ def test_connectors_component_only_when_a_crm_is_enabled(tmp_path: Path):
     off = load(environ={}, data_dir=tmp_path)
     assert "connectors" not in [c.name for c in components(off)]
     on = load(environ={}, data_dir=tmp_path, crm_enabled=("amocrm",),
-              recordings_http_port=47112)
+              recordings_http_port=47112, connectors_metrics_port=47113)
     names = [c.name for c in components(on)]
     assert names.index("connectors") == names.index("dashboard") + 1
     comp = next(c for c in components(on) if c.name == "connectors")
-    assert comp.ports == ((47112, "tcp"),)
+    assert comp.ports == ((47112, "tcp"), (47113, "tcp"))  # links, metrics
     assert comp.command(on)[-1] == "connectors" and not comp.ready(on)
 
 

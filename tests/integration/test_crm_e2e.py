@@ -118,7 +118,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, crms) -> Iterator[Settings]:
         rtpengine_ng_port=30153, rtpengine_cli_port=30154,
         rtp_port_min=37000, rtp_port_max=37499,
         kafka_bootstrap="127.0.0.1:30155", kafka_controller_port=30156,
-        warehouse_http_port=30157, dashboard_port=30158,
+        warehouse_http_port=30157, dashboard_port=30158, rtpengine_http_port=30159,
+        supervisor_metrics_port=30160, ingest_metrics_port=30161, streams_metrics_port=30162,
+        warehouse_metrics_port=30163, connectors_metrics_port=30164,
         no_answer_timeout=NO_ANSWER_TIMEOUT_S,
         # --- what an operator sets as TAWAG_CRM_* ---
         crm_enabled=("amocrm", "bitrix24"),

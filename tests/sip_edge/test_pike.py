@@ -18,6 +18,7 @@ from edge_harness import (
     NG_PORT,
     RTP_PORT_MAX,
     RTP_PORT_MIN,
+    RTPENGINE_HTTP_PORT,
     SIP_PORT,
     EdgeStack,
     EvapiListener,
@@ -40,7 +41,8 @@ REPLY_WAIT_S = 1.0
 def edge_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return load(environ={}, data_dir=tmp_path_factory.mktemp("pike-data"), sip_port=SIP_PORT,
                 kamailio_http_port=HTTP_PORT, evapi_port=EVAPI_PORT, rtpengine_ng_port=NG_PORT,
-                rtpengine_cli_port=CLI_PORT, rtp_port_min=RTP_PORT_MIN,
+                rtpengine_cli_port=CLI_PORT, rtpengine_http_port=RTPENGINE_HTTP_PORT,
+                rtp_port_min=RTP_PORT_MIN,
                 rtp_port_max=RTP_PORT_MAX, pike_density=DENSITY)
 
 

@@ -27,7 +27,8 @@ CALLS = 3
 
 def test_stop_with_recorded_calls_open_exits_cleanly_and_closes_them(tmp_path):
     settings = load(environ={}, data_dir=tmp_path, rtpengine_ng_port=NG_PORT,
-                    rtpengine_cli_port=CLI_PORT, rtp_port_min=RTP_MIN,
+                    rtpengine_cli_port=CLI_PORT, rtpengine_http_port=CLI_PORT + 1,
+                    rtp_port_min=RTP_MIN,
                     rtp_port_max=RTP_MIN + 99)
     rtpengine = next(c for c in components(settings) if c.name == "rtpengine")
     sup = Supervisor(settings, stack=[rtpengine], out=io.StringIO())
