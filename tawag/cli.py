@@ -45,13 +45,12 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
     sup = Supervisor(settings)
     print(f"Starting Tawag (data in {settings.data_dir})")
-    metrics = serve_supervisor_metrics(sup)
     try:
         sup.start(demo=not args.no_demo)
     except StackError as exc:
-        if metrics is not None:
-            metrics.stop()
         return _fail(str(exc))
+    # after the start: a refused start (a stack already running) must not touch its port
+    metrics = serve_supervisor_metrics(sup)
     password = ensure_dashboard_admin(settings)
     print(f"\nDashboard: http://127.0.0.1:{settings.dashboard_port}/")
     if password:
