@@ -132,7 +132,13 @@ class Settings:
     """Native protocol port of a ClickHouse server (server mode only)."""
     clickhouse_database: str = "tawag"
     clickhouse_user: str = "default"
+    """The writer in server mode (migrations, the loader, ``tawag user add``)."""
     clickhouse_password: str = field(default="", repr=False)
+    clickhouse_reader_user: str = "tawag_dashboards"
+    """Server mode: who the dashboards and ``tawag sql`` read as — a user ``tawag migrate``
+    creates with the read-only profile and the every-tenant role (warehouse/server_access.py),
+    never the writer."""
+    clickhouse_reader_password: str = field(default="", repr=False)
 
     cdr_retention_days: int = 0
     """CDRs (and agent stats, callbacks) older than this are dropped by TTL; 0 keeps them."""

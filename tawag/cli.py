@@ -125,7 +125,22 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_user(settings: Settings, statements: list[str]) -> None:
+    """Apply a user's DDL on the ClickHouse server (server mode), as the writer."""
+    from warehouse.client import DriverClient
+
+    client = DriverClient(settings)
+    try:
+        for statement in statements:
+            client.command(statement)
+    finally:
+        client.close()
+
+
 def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
+    """Users live in the users file; in server mode also as ClickHouse users with a role."""
+    from warehouse.client import WarehouseError
+    from warehouse.server_access import drop_user_statements, user_statements
     from warehouse.users import AuthError, add_user, load_users, remove_user
 
     path = settings.dashboard_users_file
@@ -134,6 +149,13 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
             if bool(args.admin) == bool(args.tenant):
                 return _fail("user add: give exactly one of --tenant T or --admin")
             password = add_user(path, args.name, tenant=args.tenant, admin=args.admin)
+            if settings.warehouse_mode == "server":
+                try:
+                    _server_user(settings, user_statements(
+                        args.name, password, tenant=None if args.admin else args.tenant))
+                except (ValueError, WarehouseError) as exc:
+                    remove_user(path, args.name)
+                    return _fail(f"user add: the ClickHouse server refused the user: {exc}")
             print(f"added {args.name} ({'admin' if args.admin else 'tenant ' + args.tenant})"
                   f"\npassword: {password}\n(shown once; stored hashed in {path})")
         elif args.action == "list":
@@ -143,8 +165,10 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"{user.name:<24} {user.role:<12} {user.tenant or '*'}")
         else:
             remove_user(path, args.name)
+            if settings.warehouse_mode == "server":
+                _server_user(settings, drop_user_statements(args.name))
             print(f"removed {args.name}")
-    except AuthError as exc:
+    except (AuthError, WarehouseError) as exc:
         return _fail(str(exc))
     return 0
 

@@ -2,7 +2,9 @@
 
     migrate(settings) -> names applied by this call ([] when already up to date)
 
-- server mode: the migrations are applied through clickhouse-driver (:class:`DriverClient`).
+- server mode: the migrations are applied through clickhouse-driver (:class:`DriverClient`),
+  then the access control (:func:`server_access_statements`): the read-only profile, a role
+  and row policies per provisioned tenant, and the dashboards' reader user.
 - embedded mode, warehouse process running (its HTTP ``/ping`` answers): only that process
   may open the chdb store, and it migrates at every start; this reads
   ``schema_migrations`` over the read-only HTTP interface and raises
@@ -18,8 +20,9 @@ from core.settings import Settings
 from warehouse.client import ChdbClient, DriverClient, WarehouseClient, service_client
 from warehouse.migrate import applied_names, load_migrations
 from warehouse.migrate import migrate as apply_migrations
+from warehouse.server_access import access_statements, user_statements
 
-__all__ = ["PendingMigrations", "migrate", "warehouse_running"]
+__all__ = ["PendingMigrations", "migrate", "warehouse_running", "server_access_statements"]
 
 
 class PendingMigrations(RuntimeError):
@@ -34,12 +37,31 @@ def warehouse_running(settings: Settings, timeout: float = 1.0) -> bool:
         return False
 
 
+def server_access_statements(settings: Settings) -> list[str]:
+    """Server mode's access DDL for the tenants of the provisioning file (and the default).
+
+    The reader user is (re)created only when its password is set; without one the
+    dashboards refuse to start in server mode (:func:`warehouse.client.connect`).
+    """
+    from edge.provision import load as load_provisioning
+
+    tenants = {settings.tenant, *load_provisioning(settings.provisioning_file)}
+    out = access_statements(tenants, writer=settings.clickhouse_user)
+    if settings.clickhouse_reader_password:
+        out += user_statements(settings.clickhouse_reader_user,
+                               settings.clickhouse_reader_password, tenant=None)
+    return out
+
+
 def migrate(settings: Settings) -> list[str]:
     """Apply what is missing; the names applied by this call (see the module docstring)."""
     if settings.warehouse_mode == "server":
         client: WarehouseClient = DriverClient(settings)
         try:
-            return apply_migrations(client)
+            applied = apply_migrations(client)
+            for statement in server_access_statements(settings):
+                client.command(statement)
+            return applied
         finally:
             client.close()
     if warehouse_running(settings):

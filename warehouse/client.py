@@ -4,7 +4,8 @@ Who uses which (``connect`` picks for everyone but the owner)::
 
     owner process (warehouse.service)  ChdbClient(path)        in-process chdb, read/write
     anyone else, embedded mode          HttpClient(url)         the owner's read-only HTTP port
-    anyone, server mode                 DriverClient(settings)  clickhouse-driver, native protocol
+    anyone, server mode                 DriverClient(settings, reader=True)  clickhouse-driver
+    the writer, server mode             DriverClient(settings)  (migrations, loader)
 
 chdb lets exactly one process open a data path, so in embedded mode only the owner holds
 a :class:`ChdbClient`; dashboards and analysts speak ClickHouse's HTTP interface to it,
@@ -364,12 +365,13 @@ class DriverClient:
     same ``{name:Type}`` placeholders as chdb and the HTTP interface do.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, reader: bool = False) -> None:
         from clickhouse_driver import Client
 
+        user, password = ((settings.clickhouse_reader_user, settings.clickhouse_reader_password)
+                          if reader else (settings.clickhouse_user, settings.clickhouse_password))
         self._client = Client(host=settings.clickhouse_host, port=settings.clickhouse_port,
-                              user=settings.clickhouse_user,
-                              password=settings.clickhouse_password,
+                              user=user, password=password,
                               settings={"server_side_params": True})
 
     def _execute(self, sql: str, params: Params, **kwargs: Any) -> Any:
@@ -423,11 +425,15 @@ def connect(settings: Settings) -> WarehouseClient:
     """The client for every process except the owner of the embedded store.
 
     ``embedded``: the owner's read-only HTTP interface at ``settings.warehouse_url``;
-    ``server``: the ClickHouse server through clickhouse-driver.
+    ``server``: the ClickHouse server through clickhouse-driver, as the reader user
+    (read-only profile; see :mod:`warehouse.server_access`), never the writer.
     """
     if settings.warehouse_mode == "embedded":
         return service_client(settings)
     if settings.warehouse_mode == "server":
-        return DriverClient(settings)
+        if not settings.clickhouse_reader_password:
+            raise UnavailableError("server mode reads as TAWAG_CLICKHOUSE_READER_USER, whose "
+                                   "password TAWAG_CLICKHOUSE_READER_PASSWORD is not set")
+        return DriverClient(settings, reader=True)
     raise ValueError(f"warehouse_mode must be 'embedded' or 'server', "
                      f"got {settings.warehouse_mode!r}")

@@ -20,9 +20,13 @@ def test_connect_uses_the_owners_http_interface_in_embedded_mode():
         client.query("SELECT 1")
 
 
-def test_connect_uses_the_native_driver_in_server_mode():
-    client = connect(load({}, warehouse_mode="server"))  # clickhouse-driver connects lazily
+def test_connect_uses_the_native_driver_as_the_reader_in_server_mode():
+    settings = load({}, warehouse_mode="server", clickhouse_reader_password="pw",
+                    clickhouse_user="writer")
+    client = connect(settings)  # clickhouse-driver connects lazily
     assert isinstance(client, DriverClient)
+    assert client._client.connection.user == "tawag_dashboards"  # never the writer
+    assert DriverClient(settings)._client.connection.user == "writer"
 
 
 def test_connect_refuses_an_unknown_mode():
