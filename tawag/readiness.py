@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.settings import Settings
 
-__all__ = ["ConsumerGroupReady", "consumer_group_ready"]
+__all__ = ["ConsumerGroupReady", "consumer_group_ready", "assigned_members"]
 
 
 def _describe(settings: Settings, group_id: str) -> dict | None:
@@ -34,6 +34,14 @@ def _assigned(group: dict | None, *, besides: frozenset[str] = frozenset()) -> b
 def consumer_group_ready(settings: Settings, group_id: str) -> bool:
     """True once ``group_id`` is Stable with at least one member holding partitions."""
     return _assigned(_describe(settings, group_id))
+
+
+def assigned_members(settings: Settings, group_id: str) -> int:
+    """How many members of a Stable ``group_id`` hold partitions (0 while rebalancing)."""
+    group = _describe(settings, group_id)
+    if group is None or group.get("group_state") != "Stable":
+        return 0
+    return sum(1 for m in group.get("members") or [] if m.get("member_assignment"))
 
 
 class ConsumerGroupReady:

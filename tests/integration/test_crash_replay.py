@@ -1,5 +1,5 @@
-"""Crash on the real stack, then replay: nothing lost, nothing twice, and the live warehouse
-equals a clean rebuild from the raw events row for row.
+"""Crash on the real stack with two Faust workers, then replay: nothing lost, nothing twice,
+and the live warehouse equals a clean rebuild from the raw events row for row.
 
 The full stack (supervisor, own ports 28xxx, RTP 35000-35499) runs. Extension 102 is an
 agent that answers, 103 one that is busy; both register with a one-hour Expires, so no
@@ -8,8 +8,12 @@ send an expiry event at a moment the test does not control). One sipp run places
 calls from 101, one at a time: every fifth to 103 (486 Busy Here), the rest to 102
 (answered, TALK_MS of talk). While they flow, the Faust worker is killed with SIGKILL after
 a quarter of the calls and the warehouse (loader + chdb owner) after half, and each is
-started again. After the last call both agents unregister (Expires: 0): the last events
-of the run, at a point the test chooses, so the topic the replay reads is complete.
+started again. Before that, after a tenth of the calls, a second Faust worker of the same
+app joins (README "Scaling out"): the group rebalances the partitions between the two while
+calls flow, and the first one's SIGKILL hands its share to the second: calls and agents
+in flight move between processes through the changelogs, twice. After the last call both
+agents unregister (Expires: 0): the last events of the run, at a point the test chooses,
+so the topic the replay reads is complete.
 Afterwards:
 
 - every call sipp placed has exactly one CDR in the live warehouse, closed, with the
@@ -26,18 +30,24 @@ Afterwards:
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from stack_harness import running_stack, stack_settings
+from stack_harness import running_stack, stack_settings, wait_for
 
+from core.settings import REPO_ROOT, Settings, to_environ
 from edge import sipp
+from streams.app import APP_ID
+from tawag.readiness import assigned_members
 from tawag.replay import DELIVERY_VERSIONED, compare, replay
 from tawag.supervisor import Supervisor
 from warehouse import schema
@@ -147,6 +157,17 @@ def wait_calls(trace: Path, caller: subprocess.Popen[bytes], n: int) -> None:
         time.sleep(0.2)
 
 
+def second_worker(settings: Settings, work_dir: Path) -> subprocess.Popen[bytes]:
+    """Another Faust worker of the same app (own static member id and metrics port)."""
+    other = replace(settings, streams_instance_id="streams-2",
+                    streams_metrics_port=settings.streams_metrics_port + 10,
+                    data_dir=work_dir / "worker-2")
+    log = (work_dir / "worker-2.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "tawag", "streams"], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                            env=os.environ | to_environ(other))
+
+
 def wait_rows(client: HttpClient, sql: str, params: dict, n: int) -> list[dict]:
     """Until ``sql`` returns ``n`` rows on the live warehouse."""
     deadline = time.monotonic() + DEADLINE_S
@@ -172,6 +193,7 @@ def test_crashes_lose_nothing_and_replay_equals_live(supervisor: Supervisor, tmp
         start(sipp_command(edge, "uas_busy.xml", tmp_path / "uas-busy.messages.log",
                            "-p", str(BUSY_PORT)), tmp_path, "uas-busy", BUSY_PORT),
     ]
+    second = None
     try:
         plan = tmp_path / "calls.csv"
         plan.write_text("SEQUENTIAL\n" + "".join(
@@ -188,6 +210,12 @@ def test_crashes_lose_nothing_and_replay_equals_live(supervisor: Supervisor, tmp
             "-default_behaviors", "all,-abortunexp",
             "-timeout", f"{SIPP_RUN_S}s", "-timeout_error", "-cid_str", f"{prefix}-%u@%s"),
             tmp_path, "calls")
+        wait_calls(trace, caller, CALLS // 10)
+        second = second_worker(settings, tmp_path)  # joins mid-run: the group rebalances
+        wait_for("two Faust workers sharing the partitions",
+                 lambda: assigned_members(settings, APP_ID) >= 2 or second.poll(), DEADLINE_S)
+        assert second.poll() is None, (tmp_path / "worker-2.log").read_text()[-2000:]
+        assert len(outcomes(trace)) < CALLS, "the calls ended before the second worker joined"
         for name, after in (("streams", CALLS // 4), ("warehouse", CALLS // 2)):
             wait_calls(trace, caller, after)  # calls flow before each crash
             supervisor.restart(name, signal.SIGKILL)
@@ -195,6 +223,8 @@ def test_crashes_lose_nothing_and_replay_equals_live(supervisor: Supervisor, tmp
     finally:
         for process in callees:
             stop(process)
+        if second is not None:
+            stop(second)
     for agent, port in ((ANSWERS, ANSWER_PORT), (BUSY, BUSY_PORT)):
         assert sipp.unregister(edge, agent, port=port, password=PASSWORDS[agent]).ok
 
