@@ -9,6 +9,7 @@ as its digits, never dropped: an analyst can still find it.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 
@@ -26,8 +27,12 @@ def is_extension(number: str) -> bool:
     return bool(number) and len(number) <= MAX_EXTENSION_DIGITS and number.lstrip("*#").isdigit()
 
 
+@lru_cache(maxsize=65536)
 def normalise(raw: str | None, country: str = "RU") -> str | None:
-    """E.164 for external numbers, the number itself for extensions, None for nothing."""
+    """E.164 for external numbers, the number itself for extensions, None for nothing.
+
+    Cached: a pure function of its arguments, called for every party of every event by
+    the folds, and parsing with ``phonenumbers`` was a tenth of their time."""
     if raw is None:
         return None
     match = _SIP_URI.match(raw.strip())

@@ -67,14 +67,13 @@ Participants (one pass over the sorted events, see :class:`_Legs`):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any
 
-from core.events import Direction, Event, EventType, from_dict, to_json
+from core.events import Direction, Event, EventType, from_dict, to_dict
 from core.records import Cdr, Disposition, Forward, Leg, LegOutcome, Transfer
 
 __all__ = [
@@ -143,7 +142,7 @@ class CallState:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form; events use the event log's own wire shape, nothing new."""
-        events = [json.loads(to_json(ev)) for ev in self.events]
+        events = [to_dict(ev) for ev in self.events]  # to_json's object, not re-parsed
         return {"format": STATE_FORMAT, "call_id": self.call_id, "events": events}
 
     @classmethod

@@ -70,3 +70,23 @@ def test_keys_keep_a_call_on_one_partition_and_agents_by_tenant():
 def test_invalid_input_is_refused_with_its_reason(raw, reason):
     with pytest.raises(InvalidEvent, match=reason):
         from_json(raw)
+
+
+def test_to_dict_is_the_dataclass_form_and_copies_what_it_may_share():
+    """The field-by-field to_dict gives exactly what dataclasses.asdict gave (so the wire
+    bytes did not change), and changing it leaves the frozen event alone."""
+    import dataclasses
+
+    from core.events import to_dict
+
+    ev = Event(event_id="e1", type=EventType.CALL_ENDED, tenant="acme",
+               ts=datetime(2026, 12, 6, 10, 0, 0, 5000, tzinfo=UTC), source="edge",
+               call_id="c1", direction=Direction.INBOUND, media={"mos": 4.1},
+               extra={"legs": [{"agent": "102", "ms": 1500}], "note": "ё"})
+    legacy = dataclasses.asdict(ev) | {"type": "call.ended", "direction": "inbound",
+                                       "ts": "2026-12-06T10:00:00.005Z"}
+    assert to_dict(ev) == legacy
+    out = to_dict(ev)
+    out["extra"]["legs"][0]["agent"] = "999"
+    out["media"]["mos"] = 1.0
+    assert ev.extra["legs"][0]["agent"] == "102" and ev.media == {"mos": 4.1}
