@@ -1,11 +1,18 @@
 """Edge load: one sipp run at --rate calls/s through the full edge, events sent vs received.
 
     .venv/bin/python bench/edge_load.py [--rate 100] [--calls 1000] [--talk-ms 500]
+    .venv/bin/python bench/edge_load.py --pipeline --rate 300 --calls 18000   # production
 
 Starts its own stack with the same supervisor as ``tawag up`` but only the edge part —
 Kafka, rtpengine, Kamailio (digest auth and the PBX on, as in production; pike off, as
 every sipp shares 127.0.0.1) and the ingest bridge — on ports 28523-28593 and RTP
-35000-35999 in a temporary data folder, provisioned from a generated file. Extension
+35000-35999 in a temporary data folder, provisioned from a generated file.
+``--pipeline`` runs the production configuration instead: the whole pipeline (the Faust
+worker and the warehouse too) with flood protection on (pike at its default; sipp's
+calls authenticate, and authenticated sources are not banned for rate), and then also
+reports how long after the call's end at the edge (``ended_at``, the edge's event time)
+each call's closed CDR was readable in the warehouse (``loaded_at`` of its first closed
+revision; chdb makes an insert readable at once): p50, p99 and max. Extension
 102 registers and a sipp UAS answers every call; one sipp UAC places ``--calls`` calls
 from 101 (407 challenge answered, SDP through rtpengine, no RTP) at ``--rate`` calls/s,
 each hung up after ``--talk-ms``.
@@ -40,6 +47,16 @@ from edge import sipp  # noqa: E402
 from tawag.supervisor import Supervisor, components  # noqa: E402
 
 EDGE = ("kafka", "rtpengine", "kamailio", "ingest")
+PIPELINE = (*EDGE, "streams", "warehouse")
+PROJECT_DIRS = ("core", "edge", "ingest", "streams", "warehouse")
+LATENCY_SQL = """
+SELECT count() AS calls, quantileExact(0.5)(ms) AS p50, quantileExact(0.99)(ms) AS p99,
+       max(ms) AS max
+FROM (SELECT call_id, dateDiff('millisecond', anyIf(ended_at, closed),
+                               minIf(loaded_at, closed)) AS ms
+      FROM tawag.cdrs WHERE startsWith(call_id, {prefix:String})
+      GROUP BY call_id HAVING countIf(closed) > 0)
+"""
 CALLER, CALLEE = "101", "102"
 PASSWORDS = {CALLER: "bench-pw-101", CALLEE: "bench-pw-102"}
 UAC_PORT, UAS_PORT = 28580, 28581
@@ -138,24 +155,95 @@ def sipp_stats(stat_file: Path) -> dict[str, str]:
     return dict(zip(rows[0], rows[-1], strict=False))
 
 
+def start_profiles(sup: Supervisor, work: Path, args: argparse.Namespace
+                   ) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+    """py-spy on the Python parts for the run's expected length plus the drain."""
+    seconds = int(args.calls / args.rate) + 20
+    out: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+    for running in sup.running:
+        if running.name in ("ingest", "streams", "warehouse"):
+            path = work / f"profile-{running.name}.txt"
+            spy = Path(sys.executable).with_name("py-spy")
+            proc = subprocess.Popen([str(spy), "record", "-p", str(running.pid), "-d",
+                                     str(seconds), "-r", "50", "-f", "raw", "-o", str(path),
+                                     "--nonblocking"], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            out[running.name] = (proc, path)
+    return out
+
+
+def print_profile(name: str, path: Path, top: int = 15) -> None:
+    """Where one process's time went, from py-spy's raw stacks: the project's functions
+    by inclusive share, then every function by self share (the leaf of a sample)."""
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines() if path.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        frames = [f.rsplit(":", 1)[0] + ")" for f in stack.split(";") if " (" in f]
+        if not frames:
+            continue
+        total += int(count)
+        leaf[frames[-1]] += int(count)
+        for frame in set(frames):
+            if frame.split(" (")[1].split("/")[0] in PROJECT_DIRS:
+                inclusive[frame] += int(count)
+    print(f"\nprofile of {name}: {total} busy samples (50/s); the project's functions by "
+          f"share (inclusive)")
+    for frame, n in inclusive.most_common(top):
+        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+    print("  ... and by self time (any code):")
+    for frame, n in leaf.most_common(top // 2):
+        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+
+
+def print_latency(settings, calls: int) -> None:
+    """Call end at the edge -> closed CDR readable, once every call's CDR is closed."""
+    from warehouse.client import service_client
+
+    client = service_client(settings)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    try:
+        while True:
+            (row,) = client.query(LATENCY_SQL, {"prefix": "bench-"})
+            if row["calls"] >= calls or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+    finally:
+        client.close()
+    print(f"\ncall end -> closed CDR readable ({row['calls']} of {calls} calls closed): "
+          f"p50 {row['p50']} ms, p99 {row['p99']} ms, max {row['max']} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=int, default=100, help="calls per second")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--talk-ms", type=int, default=500)
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the ingest, Faust and warehouse processes with py-spy "
+                             "while the calls run, and print where their time went")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="production configuration: the whole pipeline, pike on; "
+                             "also report call end -> closed CDR readable")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="tawag-edge-load-"))
     prov = work / "bench.toml"
     prov.write_text(PROVISIONING)
-    settings = load(environ={}, data_dir=work / "data", provisioning_file=prov, pike_density=0,
+    flood = {} if args.pipeline else {"pike_density": 0}
+    settings = load(environ={}, data_dir=work / "data", provisioning_file=prov, **flood,
                     sip_port=28560, kamailio_http_port=28571, evapi_port=28548,
                     rtpengine_ng_port=28523, rtpengine_cli_port=28524,
                     rtp_port_min=35000, rtp_port_max=35999,
-                    kafka_bootstrap="127.0.0.1:28592", kafka_controller_port=28593)
-    stack = [c for c in components(settings) if c.name in EDGE]
+                    kafka_bootstrap="127.0.0.1:28592", kafka_controller_port=28593,
+                    warehouse_http_port=28583, supervisor_metrics_port=28594,
+                    ingest_metrics_port=28595, streams_metrics_port=28596,
+                    warehouse_metrics_port=28597, rtpengine_http_port=28525)
+    wanted = PIPELINE if args.pipeline else EDGE
+    stack = [c for c in components(settings) if c.name in wanted]
     sup = Supervisor(settings, stack=stack, out=io.StringIO())
-    print(f"starting Kafka, rtpengine, Kamailio, ingest in {work} ...", flush=True)
+    print(f"starting {', '.join(wanted)} in {work} ...", flush=True)
     sup.start(demo=False)
     uas = None
     counter = None
@@ -178,6 +266,7 @@ def main() -> int:
         stat_file = work / "uac-stats.csv"
         print(f"sipp: {args.calls} calls at {args.rate} cps, {args.talk_ms} ms each ...",
               flush=True)
+        profilers = start_profiles(sup, work, args) if args.profile else {}
         t0 = time.monotonic()
         uac = subprocess.run(
             ["sipp", f"127.0.0.1:{settings.sip_port}", "-sf",
@@ -185,6 +274,9 @@ def main() -> int:
              "-i", "127.0.0.1", "-p", str(UAC_PORT), "-s", CALLEE, "-key", "caller", CALLER,
              "-key", "domain", settings.sip_domain, "-au", CALLER, "-ap", PASSWORDS[CALLER],
              "-d", str(args.talk_ms), "-r", str(args.rate), "-m", str(args.calls),
+             # Kamailio's UDP workers can pass a 180 on after the 200 under load: a late
+             # provisional reply must not abort a call (a phone ignores it, RFC 6026)
+             "-default_behaviors", "all,-abortunexp",
              "-l", str(args.rate * 5), "-cid_str", "bench-%u-%p@%s", "-nostdin",
              "-timeout", "300s", "-trace_stat", "-stf", str(stat_file), "-fd", "1",
              "-trace_err", "-error_file", str(work / "uac-errors.log")],
@@ -217,9 +309,16 @@ def main() -> int:
         print(f"{'total':<16}{total_sent:>18}{total_received:>10}")
         lost = total_sent - total_received
         print(f"\nevents sent {total_sent}, received {total_received}, lost {lost}")
-        keep = failed > 0
-        if keep:
+        for name, (proc, out) in profilers.items():
+            proc.wait()
+            print_profile(name, out)
+        if args.pipeline:
+            print_latency(settings, ok + failed)
+        keep = failed > 0 or args.profile
+        if failed:
             print(f"sipp's reasons for the failed calls: {work / 'uac-errors.log'}")
+        if keep:
+            print(f"kept {work} (logs, sipp files, profiles)")
         return 0
     finally:
         if counter is not None:
