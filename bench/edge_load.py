@@ -1,21 +1,25 @@
 """Edge load: one sipp run at --rate calls/s through the full edge, events sent vs received.
 
     .venv/bin/python bench/edge_load.py [--rate 100] [--calls 1000] [--talk-ms 500]
-    .venv/bin/python bench/edge_load.py --pipeline --rate 300 --calls 18000   # production
+    .venv/bin/python bench/edge_load.py --pipeline --inbound --rate 300 --calls 18000
 
 Starts its own stack with the same supervisor as ``tawag up`` but only the edge part —
 Kafka, rtpengine, Kamailio (digest auth and the PBX on, as in production; pike off, as
-every sipp shares 127.0.0.1) and the ingest bridge — on ports 28523-28593 and RTP
-35000-35999 in a temporary data folder, provisioned from a generated file.
+every sipp shares 127.0.0.1) and the ingest bridge — on ports 28523-28597 and RTP
+35000-35999 in a temporary data folder, provisioned from a generated file with
+``--agents`` extensions (200, 201, ...), each registered to one sipp UAS that answers
+every call; the calls go to them in turn (a contact centre spreads its calls over its
+agents; one extension taking hundreds of calls a second is not a load anyone has).
 ``--pipeline`` runs the production configuration instead: the whole pipeline (the Faust
 worker and the warehouse too) with flood protection on (pike at its default; sipp's
 calls authenticate, and authenticated sources are not banned for rate), and then also
 reports how long after the call's end at the edge (``ended_at``, the edge's event time)
 each call's closed CDR was readable in the warehouse (``loaded_at`` of its first closed
 revision; chdb makes an insert readable at once): p50, p99 and max. Extension
-102 registers and a sipp UAS answers every call; one sipp UAC places ``--calls`` calls
-from 101 (407 challenge answered, SDP through rtpengine, no RTP) at ``--rate`` calls/s,
-each hung up after ``--talk-ms``.
+One sipp UAC places ``--calls`` calls from 101 (407 challenge answered, SDP through
+rtpengine, no RTP) at ``--rate`` calls/s, each hung up after ``--talk-ms``; with
+``--inbound`` it is the carrier instead (a trunk source, no digest auth) calling each
+agent's DID from a thousand client numbers — the flow a contact centre lives on.
 
 It counts the call events Kamailio sent (an extra evapi client sees every event
 ``evapi_relay`` sends, as the bridge does) and the events that reached
@@ -57,23 +61,40 @@ FROM (SELECT call_id, dateDiff('millisecond', anyIf(ended_at, closed),
       FROM tawag.cdrs WHERE startsWith(call_id, {prefix:String})
       GROUP BY call_id HAVING countIf(closed) > 0)
 """
-CALLER, CALLEE = "101", "102"
-PASSWORDS = {CALLER: "bench-pw-101", CALLEE: "bench-pw-102"}
+CALLER = "101"
+FIRST_AGENT = 200
 UAC_PORT, UAS_PORT = 28580, 28581
 DRAIN_TIMEOUT_S = 60.0
 CALL_EVENTS = ("call.start", "call.ringing", "call.answered", "call.end", "call.failed")
 
-PROVISIONING = f"""
-[tenant.bench]
-domain = "pbx.test"
 
-[tenant.bench.extension.{CALLER}]
-password = "{PASSWORDS[CALLER]}"
+def password(user: str) -> str:
+    return f"bench-pw-{user}"
 
-[tenant.bench.extension.{CALLEE}]
-password = "{PASSWORDS[CALLEE]}"
-no_answer_timeout = 30
-"""
+
+def agents(n: int) -> list[str]:
+    return [str(FIRST_AGENT + i) for i in range(n)]
+
+
+def did(agent: str) -> str:
+    return f"7495123{int(agent):04d}"
+
+
+def provisioning(n_agents: int) -> str:
+    """The caller, ``n_agents`` extensions with their passwords and, for the inbound
+    form, a DID per extension and the trunk source the carrier's calls come from."""
+    out = ['[tenant.bench]\ndomain = "pbx.test"\n'
+           f'trunk_sources = ["127.0.0.1:{UAC_PORT}"]\n']
+    for user in [CALLER, *agents(n_agents)]:
+        out.append(f'[tenant.bench.extension.{user}]\npassword = "{password(user)}"\n'
+                   + ("no_answer_timeout = 30\n" if user != CALLER else ""))
+    out += [f'[tenant.bench.did."{did(a)}"]\nto = "ext:{a}"\n' for a in agents(n_agents)]
+    return "\n".join(out)
+
+
+def client(n: int) -> str:
+    """The n-th call's client number (a thousand different clients, Moscow mobiles)."""
+    return f"+7916{1000000 + n % 1000:07d}"
 
 
 class EvapiCounter:
@@ -220,6 +241,11 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=100, help="calls per second")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--talk-ms", type=int, default=500)
+    parser.add_argument("--inbound", action="store_true",
+                        help="the carrier's calls from a trunk source to a DID per agent "
+                             "(clients' numbers, no digest auth) instead of extension 101's")
+    parser.add_argument("--agents", type=int, default=50,
+                        help="extensions the calls are spread over, in turn")
     parser.add_argument("--profile", action="store_true",
                         help="sample the ingest, Faust and warehouse processes with py-spy "
                              "while the calls run, and print where their time went")
@@ -230,7 +256,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="tawag-edge-load-"))
     prov = work / "bench.toml"
-    prov.write_text(PROVISIONING)
+    prov.write_text(provisioning(args.agents))
     flood = {} if args.pipeline else {"pike_density": 0}
     settings = load(environ={}, data_dir=work / "data", provisioning_file=prov, **flood,
                     sip_port=28560, kamailio_http_port=28571, evapi_port=28548,
@@ -250,7 +276,16 @@ def main() -> int:
     keep = True
     try:
         edge = sipp.Edge.from_settings(settings, work / "sipp")
-        assert sipp.register(edge, CALLEE, port=UAS_PORT, password=PASSWORDS[CALLEE]).ok
+        for agent in agents(args.agents):
+            assert sipp.register(edge, agent, port=UAS_PORT, password=password(agent)).ok
+        plan = work / "callees.csv"
+        callees = agents(args.agents)
+        plan.write_text("SEQUENTIAL\n" + "".join(
+            f"{did(callees[n % args.agents])};{client(n)};\n" if args.inbound
+            else f"{callees[n % args.agents]};\n" for n in range(args.calls)))
+        who = (["-sf", str(sipp.SCENARIO_DIR / "uac_carrier_signalling.xml")] if args.inbound
+               else ["-sf", str(sipp.SCENARIO_DIR / "uac_call_auth_signalling.xml"),
+                     "-key", "caller", CALLER, "-au", CALLER, "-ap", password(CALLER)])
         counter = EvapiCounter(settings.sip_host, settings.evapi_port, "bench-")
         assert counter.greeted.wait(5), "no evapi greeting"
         uas = subprocess.Popen(
@@ -264,15 +299,15 @@ def main() -> int:
         rtp = next(r for r in sup.running if r.name == "rtpengine").pid
         cpu0 = cpu_seconds(kam), cpu_seconds(rtp)
         stat_file = work / "uac-stats.csv"
-        print(f"sipp: {args.calls} calls at {args.rate} cps, {args.talk_ms} ms each ...",
+        print(f"sipp: {args.calls} calls at {args.rate} cps to {args.agents} agents, "
+              f"{args.talk_ms} ms each ...",
               flush=True)
         profilers = start_profiles(sup, work, args) if args.profile else {}
         t0 = time.monotonic()
         uac = subprocess.run(
-            ["sipp", f"127.0.0.1:{settings.sip_port}", "-sf",
-             str(sipp.SCENARIO_DIR / "uac_call_auth_signalling.xml"),
-             "-i", "127.0.0.1", "-p", str(UAC_PORT), "-s", CALLEE, "-key", "caller", CALLER,
-             "-key", "domain", settings.sip_domain, "-au", CALLER, "-ap", PASSWORDS[CALLER],
+            ["sipp", f"127.0.0.1:{settings.sip_port}", *who,
+             "-i", "127.0.0.1", "-p", str(UAC_PORT), "-inf", str(plan),
+             "-key", "domain", settings.sip_domain,
              "-d", str(args.talk_ms), "-r", str(args.rate), "-m", str(args.calls),
              # Kamailio's UDP workers can pass a 180 on after the 200 under load: a late
              # provisional reply must not abort a call (a phone ignores it, RFC 6026)
