@@ -49,6 +49,15 @@ public final class JdbcCheck {
             DatabaseMetaData meta = conn.getMetaData();
             report("product", () -> meta.getDatabaseProductName() + " "
                     + meta.getDatabaseProductVersion());
+            report("schemas", () -> {
+                List<String> names = new ArrayList<>();
+                try (ResultSet rs = meta.getSchemas()) {
+                    while (rs.next()) {
+                        names.add(rs.getString("TABLE_SCHEM"));
+                    }
+                }
+                return String.join(",", names);
+            });
             report("tables", () -> {
                 List<String> names = new ArrayList<>();
                 try (ResultSet rs = meta.getTables(null, "tawag", "%", null)) {
