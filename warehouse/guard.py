@@ -92,9 +92,12 @@ METADATA_COLUMNS: dict[str, frozenset[str]] = {
         default_expression comment is_in_partition_key is_in_sorting_key is_in_primary_key
         is_in_sampling_key compression_codec character_octet_length numeric_precision
         numeric_precision_radix numeric_scale datetime_precision"""),
+    "system.settings": _names("""name value changed description min max disallowed_values
+        readonly type default alias_for is_obsolete tier"""),
 }
-"""The catalogue a JDBC driver or DBeaver reads (``getTables``, ``getColumns``), and the
-columns of it any user may name. A tenant user sees only the rows of the ``tawag``
+"""The catalogue a JDBC driver or DBeaver reads (``getTables``, ``getColumns``; the
+settings clickhouse-connect reads when it connects), and the columns of it any user may
+name. A tenant user sees only the rows of the ``tawag``
 database and its analyst tables (:func:`metadata_filters`) and none of the other
 columns: sizes and row counts (``total_rows``, ``data_compressed_bytes``) would tell
 other tenants' volumes, paths (``data_paths``, ``metadata_path``) the host's layout."""
@@ -112,7 +115,8 @@ loading_dependent_table target_database target_table definer column type positio
 default_kind default_expression data_compressed_bytes data_uncompressed_bytes marks_bytes
 is_in_partition_key is_in_sorting_key is_in_primary_key is_in_sampling_key
 compression_codec character_octet_length numeric_precision numeric_precision_radix
-numeric_scale datetime_precision serialization_hint statistics
+numeric_scale datetime_precision serialization_hint statistics value changed description
+min max disallowed_values readonly default alias_for is_obsolete tier
 """)
 """Every column of the :data:`METADATA_COLUMNS` tables (ClickHouse 26.9; a test compares
 it with chdb's). An alias may not take one of these names, so an identifier that is an

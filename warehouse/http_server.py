@@ -16,14 +16,14 @@ work unchanged. What is served::
                                        CityHash128 checksums: :mod:`warehouse.chblocks`),
                                        as the JDBC driver asks by default
          decompress=1                  the body is in those blocks
-         enable_http_compression=1     gzip, deflate or zstd, as Accept-Encoding prefers
+         enable_http_compression=1     gzip, deflate, zstd or lz4, as Accept-Encoding prefers
          database=tawag                (or X-ClickHouse-Database) the only database served
          query_id=<id>                 (or X-ClickHouse-Query-Id) echoed back
 
 Every answer carries ``X-ClickHouse-Query-Id``, ``X-ClickHouse-Timezone``, and on success
 ``X-ClickHouse-Format`` and ``X-ClickHouse-Summary`` (rows and bytes read, result rows,
-elapsed), as a ClickHouse server sends them. Request bodies may be gzip, deflate or zstd
-(``Content-Encoding``).
+elapsed), as a ClickHouse server sends them. Request bodies may be gzip, deflate, zstd or
+lz4 (``Content-Encoding``).
 
 Every request authenticates as on ClickHouse: HTTP basic auth, the
 ``X-ClickHouse-User``/``X-ClickHouse-Key`` headers or the ``user``/``password`` URL
@@ -67,6 +67,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
+import lz4.frame
 import zstandard
 
 from warehouse import chblocks, guard, metrics, schema
@@ -88,7 +89,7 @@ ACCESS_DENIED_CODE = 497
 AUTHENTICATION_FAILED_CODE = 516
 UNKNOWN_DATABASE_CODE = 81
 TENANT_ARG = "tawag_tenant"
-ENCODINGS = ("gzip", "deflate", "zstd")
+ENCODINGS = ("gzip", "deflate", "zstd", "lz4")
 """HTTP compressions answered (``enable_http_compression=1``) and accepted in bodies."""
 
 _STATUS_BY_CODE = {
@@ -135,13 +136,15 @@ def pick_encoding(accept: str) -> str | None:
 
 
 def http_encode(body: bytes, encoding: str) -> bytes:
-    """``body`` in HTTP ``encoding`` (gzip, deflate = zlib stream, zstd)."""
+    """``body`` in HTTP ``encoding`` (gzip, deflate = zlib stream, zstd, lz4 = LZ4 frame)."""
     if encoding == "gzip":
         return gzip.compress(body, compresslevel=3)
     if encoding == "deflate":
         return zlib.compress(body, 3)
     if encoding == "zstd":
         return zstandard.ZstdCompressor(level=3).compress(body)
+    if encoding == "lz4":
+        return lz4.frame.compress(body)
     raise ValueError(f"unsupported encoding {encoding!r}")
 
 
@@ -156,6 +159,8 @@ def http_decode(raw: bytes, encoding: str, limit: int = MAX_QUERY_BYTES) -> byte
     elif encoding == "zstd":
         with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as reader:
             out = reader.read(limit + 1)
+    elif encoding == "lz4":
+        out = lz4.frame.LZ4FrameDecompressor().decompress(raw, max_length=limit + 1)
     else:
         raise ValueError(f"unsupported Content-Encoding {encoding!r} (use "
                          f"{', '.join(ENCODINGS)})")
@@ -239,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body()
             if args.get("decompress", ["0"])[0] == "1":
                 body = chblocks.decompress(body, MAX_QUERY_BYTES)
-        except (ValueError, OSError, zlib.error, zstandard.ZstdError) as exc:
+        except (ValueError, OSError, RuntimeError, zlib.error, zstandard.ZstdError) as exc:
             self.close_connection = True
             self._error(HTTPStatus.BAD_REQUEST, 36, f"Code: 36. DB::Exception: {exc}. "
                         "(BAD_ARGUMENTS)\n".encode())
