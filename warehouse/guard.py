@@ -448,7 +448,8 @@ def _check_metadata(tree: Mapping[str, Any], *, admin: bool) -> None:
         kind = node["type"]
         if kind in ("Asterisk", "QualifiedAsterisk") or kind.startswith(
                 ("Columns", "QualifiedColumns")):
-            raise Refused("name the columns of system tables (no * or COLUMNS())")
+            raise Refused(f"name the columns of table {', '.join(sorted(read))}: no * or "
+                          "COLUMNS() there")
         if kind == "Identifier":
             parts = node.get("name_parts") or [_name(node)]
             column = str(parts[-1]).lower()
