@@ -196,12 +196,14 @@ JSONExtractKeysAndValues JSONHas JSONLength JSONType isValidJSON
 simpleJSONExtractString simpleJSONExtractInt simpleJSONExtractFloat simpleJSONHas
 visitParamExtractString visitParamExtractInt
 cityHash64 sipHash64 xxHash64 murmurHash3_64 MD5 SHA256 toStartOfWeek
-formatReadableSize formatReadableQuantity bar version
+formatReadableSize formatReadableQuantity bar version revision displayName currentDatabase
 """) | AGGREGATES
 """Scalar functions (and operators, which ClickHouse parses into functions) allowed,
 compared case-insensitively: arithmetic, comparison, logic, conditional, conversion,
 date/time, string, math, array, map and JSON extraction. Nothing that reads a file, a
-URL, a dictionary, a table by name, a setting or the server's state."""
+URL, a dictionary, a table by name, a setting or the server's state -- but for what
+clients ask when they connect: ``version()``, ``revision()``, ``currentDatabase()`` and
+``displayName()`` (the server's name, the host name here: clickhouse-go's HTTP hello)."""
 
 OUTPUT_FORMATS = _names("""
 TabSeparated TabSeparatedRaw TabSeparatedWithNames TabSeparatedWithNamesAndTypes TSV

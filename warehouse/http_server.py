@@ -47,6 +47,11 @@ rows returned. Other arguments (session_id, other settings) are ignored.
 Tools read the catalogue from ``system.databases``, ``system.tables`` and
 ``system.columns``: those are served too, limited to the analyst tables' rows and their
 harmless columns (:data:`warehouse.guard.METADATA_COLUMNS`).
+
+Not served: ``Native`` for a client that sends ``client_protocol_version`` (clickhouse-go,
+hence Grafana's ClickHouse plugin): such a client expects the native protocol's block
+info and per-column serialization flags, which chdb does not write; it gets ``Code: 48
+(NOT_IMPLEMENTED)`` rather than bytes it would misread.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ READONLY_CODE = 164
 ACCESS_DENIED_CODE = 497
 AUTHENTICATION_FAILED_CODE = 516
 UNKNOWN_DATABASE_CODE = 81
+NOT_IMPLEMENTED_CODE = 48
 TENANT_ARG = "tawag_tenant"
 ENCODINGS = ("gzip", "deflate", "zstd", "lz4")
 """HTTP compressions answered (``enable_http_compression=1``) and accepted in bodies."""
@@ -370,6 +376,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
         metrics.QUERIES.labels("ok").inc()
+        if fmt.lower() == "native" and args.get("client_protocol_version", ["0"])[0] != "0":
+            self._error(HTTPStatus.NOT_IMPLEMENTED, NOT_IMPLEMENTED_CODE, (
+                f"Code: {NOT_IMPLEMENTED_CODE}. DB::Exception: Native results for a native-"
+                "protocol client (client_protocol_version) are not available on this "
+                "embedded warehouse: ask for RowBinaryWithNamesAndTypes, Arrow or JSON. "
+                "(NOT_IMPLEMENTED)\n").encode())
+            return
         if args.get("compress", ["0"])[0] == "1":
             data = chblocks.compress(data)
         encoding = None

@@ -275,3 +275,18 @@ def test_settings_are_readable_but_not_changeable(served):
     got = rows(served, "SELECT value FROM system.settings WHERE name = 'readonly'")
     assert got == [["2"]]
     refused(served, "SELECT 1 SETTINGS readonly = 0")
+
+
+def test_native_for_a_native_protocol_client_is_refused_not_misrendered(served):
+    """clickhouse-go (Grafana's plugin) sends client_protocol_version and would misread
+    chdb's Native bytes (no block info, no serialization flags) as an empty result."""
+    with http(served) as c:
+        resp = c.post("/?client_protocol_version=54460&default_format=Native",
+                      content="SELECT 1 AS check")
+        plain = c.post("/?default_format=Native", content="SELECT 1 AS check")
+        other = c.post("/?client_protocol_version=54460&default_format=JSONEachRow",
+                       content="SELECT 1 AS check")
+    assert resp.status_code == 501
+    assert resp.headers["X-ClickHouse-Exception-Code"] == "48"
+    assert plain.status_code == 200 and plain.content.startswith(b"\x01\x01\x05check")
+    assert other.json() == {"check": 1}
