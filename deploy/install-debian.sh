@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tawag installer for Debian 12 (bookworm): the system packages of the stack and the
-# Apache Kafka jars. Idempotent: a second run installs and downloads nothing.
+# Apache Kafka jars, and the jars of ClickHouse's JDBC driver the tests connect with.
+# Idempotent: a second run installs and downloads nothing.
 #
 #   deploy/install-debian.sh [KAFKA_LIBS_DIR]
 #
@@ -10,12 +11,17 @@
 # Runs as root, or through sudo for the package steps when started as another user
 # (the jars are then fetched as that user, so they are owned by whoever runs the stack).
 #
+# The JDBC driver's jars go to $TAWAG_JDBC_LIBS, else <repo>/var/jdbc-libs/<version>, its
+# version being the one pinned in deploy/jdbc/pom.xml (tests/warehouse/jdbc_driver.py
+# reads the same place).
+#
 # Environment: SKIP_PACKAGES=1 skips the Debian packages (jars only).
 
 set -Eeuo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 POM="$REPO/deploy/kafka/pom.xml"
+JDBC_POM="$REPO/deploy/jdbc/pom.xml"
 STAMP_NAME=".tawag-complete" # keep in step with tawag.kafka.STAMP_FILE
 
 # The Kamailio/rtpengine packages are run by the project in the foreground with its own
@@ -23,6 +29,7 @@ STAMP_NAME=".tawag-complete" # keep in step with tawag.kafka.STAMP_FILE
 PACKAGES=(
     kamailio kamailio-extra-modules kamailio-json-modules kamailio-utils-modules
     rtpengine-daemon sip-tester openjdk-17-jre-headless maven chromium
+    openjdk-17-jdk-headless # javac: the JDBC test compiles its small Java program
 )
 DAEMONS=(kamailio rtpengine rtpengine-recording)
 SERVICES=(kamailio rtpengine-daemon rtpengine-recording-daemon)
@@ -188,6 +195,42 @@ fetch_kafka_jars() {
     say "kafka $KAFKA_VERSION jars: $(find "$LIBS" -name '*.jar' | wc -l) jars ready"
 }
 
+# --- ClickHouse JDBC driver jars (tests) ---------------------------------------------------
+jdbc_version() {
+    sed -n 's:.*<clickhouse.jdbc.version>\([^<]*\)</clickhouse.jdbc.version>.*:\1:p' "$JDBC_POM" |
+        head -n1
+}
+
+fetch_jdbc_jars() {
+    local version dir tmp
+    version="$(jdbc_version)"
+    [[ -n "$version" ]] || die "cannot read clickhouse.jdbc.version from $JDBC_POM"
+    dir="${TAWAG_JDBC_LIBS:-$REPO/var/jdbc-libs/$version}"
+    if [[ -f "$dir/$STAMP_NAME" ]]; then
+        say "clickhouse-jdbc $version jars: present in $dir"
+        return
+    fi
+    say "clickhouse-jdbc $version jars: downloading into $dir"
+    mkdir -p "$(dirname "$dir")"
+    tmp="$(mktemp -d "$dir.partial.XXXXXX")"
+    if ! mvn -B -q -Dstyle.color=never -f "$JDBC_POM" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$tmp.log" 2>&1; then
+        tail -n 20 "$tmp.log" >&2 || true
+        rm -rf "$tmp" "$tmp.log"
+        die "maven could not fetch com.clickhouse:clickhouse-jdbc:$version (see above)"
+    fi
+    rm -f "$tmp.log"
+    compgen -G "$tmp/clickhouse-jdbc-$version.jar" >/dev/null ||
+        die "download incomplete: clickhouse-jdbc-$version.jar missing"
+    printf 'clickhouse_jdbc_version=%s\njars=%s\nfetched=%s\n' "$version" \
+        "$(find "$tmp" -name '*.jar' | wc -l)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+        >"$tmp/$STAMP_NAME"
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+    chmod 755 "$dir"
+    say "clickhouse-jdbc $version jars: $(find "$dir" -name '*.jar' | wc -l) jars ready"
+}
+
 main() {
     [[ -r /etc/debian_version ]] || die "this installer is for Debian 12 (no /etc/debian_version)"
     if [[ "${SKIP_PACKAGES:-0}" == 1 ]]; then
@@ -197,6 +240,7 @@ main() {
     fi
     check_java
     fetch_kafka_jars
+    fetch_jdbc_jars
     say "done"
 }
 

@@ -64,7 +64,8 @@ from warehouse.schema import (
 from warehouse.schema import DATABASE as schema_db
 
 __all__ = ["TABLES", "FUNCTIONS", "AGGREGATES", "COMBINATORS", "TABLE_FUNCTIONS",
-           "ROW_CAP", "OUTPUT_FORMATS", "ADMIN_TABLES", "DEFAULT_LIMITS", "PARSE_SQL", "Refused",
+           "ROW_CAP", "OUTPUT_FORMATS", "ADMIN_TABLES", "METADATA_COLUMNS", "SYSTEM_COLUMNS",
+           "metadata_filters", "DEFAULT_LIMITS", "PARSE_SQL", "Refused",
            "NotASelect", "Checked", "unparsable", "check", "wrap", "tenant_filters", "valid_tenant",
            "lowered_limits"]
 
@@ -82,6 +83,44 @@ the running warehouse which migrations it applied, the schema browser reads the
 column types. Neither holds a tenant's rows; tenant users cannot read them."""
 
 _BARE = {t.split(".", 1)[1]: t for t in TABLES}
+
+METADATA_COLUMNS: dict[str, frozenset[str]] = {
+    "system.databases": _names("name database engine engine_full comment is_external"),
+    "system.tables": _names("""database name table uuid engine is_temporary engine_full
+        partition_key sorting_key primary_key sampling_key comment has_own_data"""),
+    "system.columns": _names("""database table name column type position default_kind
+        default_expression comment is_in_partition_key is_in_sorting_key is_in_primary_key
+        is_in_sampling_key compression_codec character_octet_length numeric_precision
+        numeric_precision_radix numeric_scale datetime_precision"""),
+    "system.settings": _names("""name value changed description min max disallowed_values
+        readonly type default alias_for is_obsolete tier"""),
+}
+"""The catalogue a JDBC driver or DBeaver reads (``getTables``, ``getColumns``; the
+settings clickhouse-connect reads when it connects), and the columns of it any user may
+name. A tenant user sees only the rows of the ``tawag``
+database and its analyst tables (:func:`metadata_filters`) and none of the other
+columns: sizes and row counts (``total_rows``, ``data_compressed_bytes``) would tell
+other tenants' volumes, paths (``data_paths``, ``metadata_path``) the host's layout."""
+
+SYSTEM_COLUMNS = _names("""
+name database engine data_path metadata_path uuid engine_full comment is_external table
+is_temporary data_paths metadata_modification_time metadata_version dependencies_database
+dependencies_table create_table_query as_select parameterized_view_parameters partition_key
+sorting_key primary_key sampling_key unique_key skipping_indices_types storage_policy
+total_rows total_bytes total_bytes_uncompressed parts active_parts total_marks
+active_on_fly_data_mutations active_on_fly_alter_mutations active_on_fly_metadata_mutations
+columns_descriptions_cache_size lifetime_rows lifetime_bytes has_own_data
+loading_dependencies_database loading_dependencies_table loading_dependent_database
+loading_dependent_table target_database target_table definer column type position
+default_kind default_expression data_compressed_bytes data_uncompressed_bytes marks_bytes
+is_in_partition_key is_in_sorting_key is_in_primary_key is_in_sampling_key
+compression_codec character_octet_length numeric_precision numeric_precision_radix
+numeric_scale datetime_precision serialization_hint statistics value changed description
+min max disallowed_values readonly default alias_for is_obsolete tier
+""")
+"""Every column of the :data:`METADATA_COLUMNS` tables (ClickHouse 26.9; a test compares
+it with chdb's). An alias may not take one of these names, so an identifier that is an
+alias can never resolve to a column outside :data:`METADATA_COLUMNS`."""
 
 TABLE_FUNCTIONS = frozenset({"numbers", "zeros"})
 """The only table functions: they generate rows and read nothing (capped by ROW_CAP)."""
@@ -124,7 +163,8 @@ toDecimal32 toDecimal64 toDecimal128 toString toFixedString toBool toUUID
 toDate toDate32 toDateTime toDateTime64 toDateOrNull toDateTimeOrNull parseDateTimeBestEffort
 parseDateTimeBestEffortOrNull parseDateTime64BestEffort parseDateTime64BestEffortOrNull
 now now64 today yesterday toTimeZone timezone toUnixTimestamp fromUnixTimestamp
-fromUnixTimestamp64Milli toUnixTimestamp64Milli
+fromUnixTimestamp64Milli toUnixTimestamp64Milli fromUnixTimestamp64Micro
+fromUnixTimestamp64Nano toUnixTimestamp64Micro toUnixTimestamp64Nano
 toYear toQuarter toMonth toWeek toISOWeek toDayOfYear toDayOfMonth toDayOfWeek toHour
 toMinute toSecond toStartOfYear toStartOfQuarter toStartOfMonth toStartOfWeek toMonday
 toStartOfDay toStartOfHour toStartOfMinute toStartOfFiveMinutes toStartOfTenMinutes
@@ -156,12 +196,14 @@ JSONExtractKeysAndValues JSONHas JSONLength JSONType isValidJSON
 simpleJSONExtractString simpleJSONExtractInt simpleJSONExtractFloat simpleJSONHas
 visitParamExtractString visitParamExtractInt
 cityHash64 sipHash64 xxHash64 murmurHash3_64 MD5 SHA256 toStartOfWeek
-formatReadableSize formatReadableQuantity bar version
+formatReadableSize formatReadableQuantity bar version revision displayName currentDatabase
 """) | AGGREGATES
 """Scalar functions (and operators, which ClickHouse parses into functions) allowed,
 compared case-insensitively: arithmetic, comparison, logic, conditional, conversion,
 date/time, string, math, array, map and JSON extraction. Nothing that reads a file, a
-URL, a dictionary, a table by name, a setting or the server's state."""
+URL, a dictionary, a table by name, a setting or the server's state -- but for what
+clients ask when they connect: ``version()``, ``revision()``, ``currentDatabase()`` and
+``displayName()`` (the server's name, the host name here: clickhouse-go's HTTP hello)."""
 
 OUTPUT_FORMATS = _names("""
 TabSeparated TabSeparatedRaw TabSeparatedWithNames TabSeparatedWithNamesAndTypes TSV
@@ -221,6 +263,8 @@ class Checked:
 
     tree: dict[str, Any]
     output_format: str | None
+    admin: bool = False
+    """Checked for an unscoped administrator (system tables unrestricted)."""
 
 
 def _name(node: Mapping[str, Any]) -> str:
@@ -272,7 +316,8 @@ def _check_table(name: str, parts: list[str], ctx: _Context) -> None:
     if len(parts) == 1 and (name in ctx.ctes or name in _BARE
                             or (ctx.admin and f"{schema_db}.{name}" in ADMIN_TABLES)):
         return
-    if len(parts) == 2 and (qualified in TABLES or (ctx.admin and qualified in ADMIN_TABLES)):
+    if len(parts) == 2 and (qualified in TABLES or qualified in METADATA_COLUMNS
+                            or (ctx.admin and qualified in ADMIN_TABLES)):
         return
     raise Refused(f"table {qualified} is not available here; tables: {', '.join(TABLES)}")
 
@@ -357,7 +402,62 @@ def check(tree: Mapping[str, Any], *, allow_format: bool = False,
         output_format = _name(fmt)
         del tree["format_ast"]
     _walk(tree, _Context(frozenset(), admin))
-    return Checked(tree, output_format)
+    _check_metadata(tree, admin=admin)
+    return Checked(tree, output_format, admin)
+
+
+def _tables_named(tree: Any) -> set[str]:
+    """The qualified names of every TableIdentifier with two parts in ``tree``."""
+    found: set[str] = set()
+    if isinstance(tree, dict):
+        parts = tree.get("name_parts") or []
+        if tree.get("type") == "TableIdentifier" and len(parts) == 2:
+            found.add(".".join(parts))
+        for value in tree.values():
+            found |= _tables_named(value)
+    elif isinstance(tree, list):
+        for item in tree:
+            found |= _tables_named(item)
+    return found
+
+
+def _nodes(tree: Any) -> Iterable[dict[str, Any]]:
+    if isinstance(tree, dict):
+        if "type" in tree:
+            yield tree
+        for value in tree.values():
+            yield from _nodes(value)
+    elif isinstance(tree, list):
+        for item in tree:
+            yield from _nodes(item)
+
+
+def _check_metadata(tree: Mapping[str, Any], *, admin: bool) -> None:
+    """A statement that reads :data:`METADATA_COLUMNS` tables reads only them, and (but
+    for an unscoped administrator) names only their allowed columns and its own aliases."""
+    read = _tables_named(tree) & METADATA_COLUMNS.keys()
+    if not read or admin:
+        return
+    if _tables_named(tree) & set(TABLES) or any(
+            node.get("type") == "TableIdentifier" and len(node.get("name_parts") or []) < 2
+            for node in _nodes(tree)):
+        raise Refused("a statement that reads system tables may read no other table")
+    allowed = frozenset().union(*(METADATA_COLUMNS[t] for t in read))
+    aliases = {str(node["alias"]).lower() for node in _nodes(tree) if node.get("alias")}
+    if shadowing := sorted(aliases & SYSTEM_COLUMNS - allowed):
+        raise Refused(f"alias {shadowing[0]} is not allowed here")
+    for node in _nodes(tree):
+        kind = node["type"]
+        if kind in ("Asterisk", "QualifiedAsterisk") or kind.startswith(
+                ("Columns", "QualifiedColumns")):
+            raise Refused(f"name the columns of table {', '.join(sorted(read))}: no * or "
+                          "COLUMNS() there")
+        if kind == "Identifier":
+            parts = node.get("name_parts") or [_name(node)]
+            column = str(parts[-1]).lower()
+            if column not in allowed and column not in aliases:
+                raise Refused(f"column {parts[-1]} of {', '.join(sorted(read))} is not "
+                              f"available here; columns: {', '.join(sorted(allowed))}")
 
 
 def unparsable(code: int | None) -> NotASelect | None:
@@ -379,9 +479,19 @@ def valid_tenant(tenant: str) -> str:
 
 
 def tenant_filters(tenant: str) -> dict[str, str]:
-    """Table name (qualified and bare) -> ``tenant = '<tenant>'`` for every analyst table."""
+    """Table name (qualified and bare) -> ``tenant = '<tenant>'`` for every analyst table,
+    and the :func:`metadata_filters`."""
     condition = f"tenant = '{valid_tenant(tenant)}'"
-    return {name: condition for table in TABLES for name in (table, table.split(".", 1)[1])}
+    return {**{name: condition for table in TABLES
+               for name in (table, table.split(".", 1)[1])}, **metadata_filters()}
+
+
+def metadata_filters() -> dict[str, str]:
+    """System table -> the condition keeping only the analyst tables' catalogue rows."""
+    names = ", ".join(f"'{t.split('.', 1)[1]}'" for t in TABLES)
+    return {"system.databases": f"name = '{schema_db}'",
+            "system.tables": f"database = '{schema_db}' AND name IN ({names})",
+            "system.columns": f"database = '{schema_db}' AND table IN ({names})"}
 
 
 def lowered_limits(requested: Mapping[str, str | int],
@@ -422,6 +532,8 @@ def wrap(checked: Checked, *, tenant: str | None, limits: Mapping[str, int] = DE
     changes: list[tuple[str, Any]] = []
     if tenant is not None:
         changes.append(("additional_table_filters", tenant_filters(tenant)))
+    elif _tables_named(checked.tree) & METADATA_COLUMNS.keys() and not checked.admin:
+        changes.append(("additional_table_filters", metadata_filters()))
     changes += [(name, int(value)) for name, value in limits.items()]
     if readonly:
         changes.append(("readonly", 1))  # last: nothing in the query may change a setting

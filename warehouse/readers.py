@@ -45,6 +45,7 @@ class _Reader:
         except Exception as exc:  # chdb raises bare RuntimeErrors
             raise UnavailableError(f"cannot open the chdb store at {path}: {exc}") from exc
         self._raw(f"USE {quote_identifier(database)}")
+        self.timezone = self._raw("SELECT timezone()", "TSVRaw").decode().strip()
         self.parse_tree = self._raw("SELECT parseQueryToJSON({q:String})", "TSVRaw",
                                     {"q": guard.PARSE_SQL}).decode().strip()
         self._raw("SET enable_json_ast_dialect = 1")
@@ -70,13 +71,21 @@ class _Reader:
         return json.loads(text)
 
     def run_tree(self, tree: Mapping[str, Any], fmt: str,
-                 params: Mapping[str, str] | None) -> bytes:
+                 params: Mapping[str, str] | None,
+                 stats: dict[str, int] | None = None) -> bytes:
         try:
             result = self.session.query(guard.dumps(tree), fmt, params=dict(params or {}))
         except Exception as exc:
             message = str(exc)
             raise QueryError(message, error_code(message)) from exc
-        return result.bytes() if result is not None else b""
+        if result is None:
+            return b""
+        if stats is not None:
+            stats.update(read_rows=result.storage_rows_read(),
+                         read_bytes=result.storage_bytes_read(),
+                         result_rows=result.rows_read(), result_bytes=result.size(),
+                         elapsed_ns=int(result.elapsed() * 1e9))
+        return result.bytes()
 
     def close(self) -> None:
         self.session.close()
@@ -91,6 +100,8 @@ class ReaderPool:
         self._all = [_Reader(Path(path), database) for _ in range(max(1, size))]
         for reader in self._all:
             self._idle.put(reader)
+        self.timezone = self._all[0].timezone
+        """The sessions' time zone (``X-ClickHouse-Timezone``: how clients read DateTime)."""
 
     @contextmanager
     def _reader(self) -> Iterator[_Reader]:
@@ -103,12 +114,14 @@ class ReaderPool:
     def run_statement(self, sql: str, *, tenant: str | None, fmt: str,
                       params: Mapping[str, str] | None = None, allow_format: bool = True,
                       limits: Mapping[str, int] = guard.DEFAULT_LIMITS,
-                      row_limit: int | None = None, admin: bool = False
-                      ) -> tuple[bytes, str]:
+                      row_limit: int | None = None, admin: bool = False,
+                      stats: dict[str, int] | None = None) -> tuple[bytes, str]:
         """Parse, check, scope and run ``sql``: (result bytes, output format).
 
         ``tenant``: whose rows (None: every tenant's); ``admin``: the caller is an
-        administrator (may also read :data:`guard.ADMIN_TABLES`).
+        administrator (may also read :data:`guard.ADMIN_TABLES`). ``stats``, if given, is
+        filled with ClickHouse's progress figures (read_rows, read_bytes, result_rows,
+        result_bytes, elapsed_ns) for ``X-ClickHouse-Summary``.
 
         :class:`guard.Refused` if the statement is not allowed, :class:`QueryError` if
         ClickHouse refuses it (a syntax error, an unknown column, a limit).
@@ -119,7 +132,7 @@ class ReaderPool:
             tree = guard.wrap(checked, tenant=tenant, limits=limits, row_limit=row_limit,
                               readonly=False)
             fmt = checked.output_format or fmt
-            return reader.run_tree(tree, fmt, params), fmt
+            return reader.run_tree(tree, fmt, params, stats), fmt
 
     def execute(self, sql: str, fmt: str, params: Mapping[str, str] | None = None) -> bytes:
         """Run ``sql`` parsed but NOT checked nor scoped (the owner's own use and tests:
