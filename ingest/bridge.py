@@ -308,6 +308,8 @@ class Bridge:
             return
         self.stats.events += 1
         metrics.EVENTS_IN.labels(ev.type.value).inc()
+        if ev.type is EventType.CALL_ENDED and not ev.media:
+            metrics.CALLS_WITHOUT_MEDIA.labels(ev.extra.get("media_missing", "absent")).inc()
         with self._sink_lock:
             self.sink.event(ev)
         if (self.recorder is not None and ev.type is EventType.CALL_ENDED
