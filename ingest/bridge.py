@@ -336,6 +336,15 @@ class Bridge:
             self.sink.event(ev)
             self.sink.flush()
 
+    def emit_events(self, events: list[Event]) -> None:
+        """Produce events made in ingest itself (the reconciler's interruptions), synced
+        in the spool before this returns."""
+        with self._sink_lock:
+            for ev in events:
+                metrics.EVENTS_IN.labels(ev.type.value).inc()
+                self.sink.event(ev)
+            self.sink.flush()
+
     def handle_bytes(self, buffer: bytes) -> bytes:
         """Consume every complete frame of ``buffer``; return the incomplete rest."""
         frames, rest = split_netstrings(buffer)
