@@ -16,9 +16,12 @@ event and so knows which calls are open - compares the two:
   than the maximum call duration (+ ring time + grace) is due whatever the edge says or
   whether it answers at all.
 - :func:`interruption` closes a due call: one ``call.ended`` with reason
-  ``interrupted`` per open dialog (the answering agent as ``agent``), at the last event
-  time known, plus a ``call.cancelled`` of each leg still ringing (its agent), so the CDR
-  fold closes the call and every agent fold releases its agent (``core.events``).
+  ``interrupted`` per open dialog (the answering agent as ``agent``), plus a
+  ``call.cancelled`` of each leg still ringing (its agent), so the CDR fold closes the
+  call and every agent fold releases its agent (``core.events``). Their time is the last
+  one the call was known alive: its last event, or the last poll in which the edge still
+  listed it (saved too), so talk time is kept to within ``reconcile_interval_s``. The
+  poll's time is this host's clock, the edge's events Kamailio's: they run side by side.
 
 Bound: a lost end is closed within ``lost_end_grace_s`` + ``reconcile_interval_s`` (12 s
 by default) of the edge answering JSON-RPC and the bridge being connected again.
@@ -81,16 +84,27 @@ class OpenCall:
     """Dialog -> time it was answered (ISO), for the interruption's duration."""
     legs: dict[str, str] = field(default_factory=dict)
     """Legs still ringing (leg id) -> the agent rung."""
+    seen_ts: datetime | None = None
+    """When the edge last listed one of its dialogs (the reconciler's clock, UTC)."""
+
+    @property
+    def last_known(self) -> datetime:
+        """The last time the call is known to have been alive: its last event, or the
+        last time the edge listed it, whichever is later."""
+        return self.last_ts if self.seen_ts is None else max(self.last_ts, self.seen_ts)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["first_ts"], out["last_ts"] = format_ts(self.first_ts), format_ts(self.last_ts)
+        out["seen_ts"] = format_ts(self.seen_ts) if self.seen_ts else None
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OpenCall:
+        seen = data.get("seen_ts")
         return cls(**{**data, "first_ts": parse_ts(data["first_ts"]),
-                      "last_ts": parse_ts(data["last_ts"])})
+                      "last_ts": parse_ts(data["last_ts"]),
+                      "seen_ts": parse_ts(seen) if seen else None})
 
 
 class OpenCalls:
@@ -175,7 +189,8 @@ class OpenCalls:
 
         ``live`` is the edge's dialogs (SIP Call-IDs), or None when the edge could not be
         asked (then only the age rule applies, and the grace counting is left as is).
-        ``now`` is monotonic seconds; ``wall`` the current UTC time for the age rule.
+        ``now`` is monotonic seconds; ``wall`` the current UTC time, for the age rule and
+        as the time a listed call was last seen alive.
         """
         out: list[tuple[OpenCall, str]] = []
         for call_id, call in self.calls.items():
@@ -186,6 +201,8 @@ class OpenCalls:
                 continue
             if any(d in live for d in call.dialogs):
                 self.missing.pop(call_id, None)
+                call.seen_ts = wall
+                self.changed = True
                 continue
             since = self.missing.setdefault(call_id, now)
             if now - since >= grace_s:
@@ -236,23 +253,25 @@ def _event_id(call_id: str, leg: str, last_ts: datetime) -> str:
 
 def interruption(call: OpenCall, why: str, detected_at: datetime, source: str) -> list[Event]:
     """The events that close ``call``: a ``call.cancelled`` per leg still ringing, then
-    a ``call.ended`` (reason ``interrupted``) per open dialog, all at its last event time."""
+    a ``call.ended`` (reason ``interrupted``) per open dialog, all at the last time the
+    call was known alive (:attr:`OpenCall.last_known`)."""
+    last = call.last_known
     base: dict[str, Any] = {
-        "tenant": call.tenant, "ts": call.last_ts, "source": f"{source}#reconciler",
+        "tenant": call.tenant, "ts": last, "source": f"{source}#reconciler",
         "call_id": call.call_id, "caller": call.caller, "callee": call.callee,
         "did": call.did, "reason": INTERRUPTED,
         "direction": Direction(call.direction) if call.direction else None,
         "extra": {"interrupted": why, "detected_at": format_ts(detected_at)},
     }
-    events = [Event(event_id=_event_id(call.call_id, leg, call.last_ts),
+    events = [Event(event_id=_event_id(call.call_id, leg, last),
                     type=EventType.CALL_CANCELLED, leg_id=leg, agent=agent, **base)
               for leg, agent in sorted(call.legs.items())]
     for dialog, agent in sorted(call.dialogs.items()):
         answered = call.answered_at.get(dialog)
         duration = (None if answered is None
-                    else max(0, round((call.last_ts - parse_ts(answered))
+                    else max(0, round((last - parse_ts(answered))
                                       / timedelta(milliseconds=1))))
-        events.append(Event(event_id=_event_id(call.call_id, dialog, call.last_ts),
+        events.append(Event(event_id=_event_id(call.call_id, dialog, last),
                             type=EventType.CALL_ENDED, leg_id=dialog, agent=agent,
                             duration_ms=duration, **base))
     return events
@@ -338,17 +357,16 @@ class Reconciler:
         sent: list[Event] = []
         for call, why in due:
             events = interruption(call, why, self.wall(), self.source)
-            self.emit(events)
             log.warning("call %s interrupted (%s): its end was lost; closed at %s, "
-                        "releasing %s", call.call_id, why, format_ts(call.last_ts),
+                        "releasing %s", call.call_id, why, format_ts(call.last_known),
                         ", ".join(agents_of(call)) or "no extension")
+            self.emit(events)
             with self._lock:
                 self.open.forget(call.call_id)
             sent.extend(events)
             self.interrupted_total += 1
             metrics.CALLS_INTERRUPTED.labels(why).inc()
-        if due:
-            self.save()
+        self.save()
         return sent
 
     def run(self, stop: threading.Event) -> None:

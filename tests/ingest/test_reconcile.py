@@ -211,16 +211,19 @@ def test_reconciler_closes_a_lost_call_once_and_a_restarted_one_repeats_the_same
     clock.now = 106
     assert rec.step() == []
     clock.now = 106 + GRACE
+    saved_before_closing = path.read_text()
     sent = rec.step()
     assert [(e.type, e.reason) for e in sent] == [(E.CALL_ENDED, "interrupted")]
+    # at the last time the edge still listed it (the first step), not the answer
+    assert sent[0].ts == T0 + timedelta(minutes=1)
+    assert sent[0].duration_ms == 55_000
     assert sink.events[-1] == sent[0]
     assert rec.open.calls == {} and OpenCalls.load(path).calls == {}
     clock.now += 100
     assert rec.step() == []  # closed once
 
     # an ingest killed before it saved the closing sends the same events again
-    calls = tracked(*direct_call())
-    calls.save(path)
+    path.write_text(saved_before_closing)
     again, _ = reconciler(path, ListSink(), [set()], [True], FakeClock())
     again.step()
     again.clock.now = GRACE  # type: ignore[attr-defined]
