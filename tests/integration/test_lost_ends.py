@@ -8,15 +8,18 @@ CDR closes with disposition and reason ``interrupted`` at the last time the call
 alive (the reconciler's last sight of the dialog before the restart), 102 is on_call from
 the answer to then and ``available`` from then on, within
 ``lost_end_grace_s`` + ``reconcile_interval_s`` + the pipeline's own latency of Kamailio
-being back; ingest counted the interruption. A call placed after that is unaffected.
+being back; ingest counted the interruption. The same after the whole stack is stopped
+(``tawag down``) and started again mid-call.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -35,7 +38,8 @@ pytestmark = pytest.mark.integration
 
 BLOCK, RTP_MIN = 19000, 41000
 AGENT, AGENT_PORT, AGENT_MEDIA = "102", 19702, 41700
-CALLER_PORT, CALLER_MEDIA = 19710, 41600
+CALLER_PORTS, CALLER_MEDIA = (19710, 19711), (41600, 41610)
+"""One per test: the first test's caller may still be waiting out its sipp timeout."""
 PASSWORDS = {"101": "lost-pw-101", "102": "lost-pw-102"}
 GRACE_S, INTERVAL_S = 3.0, 1.0
 PIPELINE_S = 15.0
@@ -85,58 +89,88 @@ def interrupted_total(settings: Settings) -> float:
                if line.startswith("tawag_ingest_calls_interrupted_total{"))
 
 
+def seen_on_edge(settings: Settings, call_id: str) -> bool:
+    try:
+        saved = json.loads(open_calls_file(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return any(c["call_id"] == call_id and c["seen_ts"] for c in saved["calls"])
+
+
 def as_dt(value: object) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
-def test_a_call_cut_by_an_edge_restart_closes_interrupted_and_releases_its_agent(
-        supervisor: Supervisor, tmp_path: Path) -> None:
-    settings = supervisor.settings
+@contextmanager
+def talking_call(settings: Settings, tmp_path: Path, caller: int) -> Iterator[str]:
+    """101 calls 102, who answers; yields the SIP Call-ID once the call is answered on
+    the edge and its CDR is open in the warehouse (the callee is stopped afterwards)."""
     edge = sipp.Edge.from_settings(settings, tmp_path)
     assert sipp.register(edge, AGENT, port=AGENT_PORT, password=PASSWORDS[AGENT]).ok
     uas = sipp.start_uas_answer(edge, port=AGENT_PORT, media_port=AGENT_MEDIA)
-    talking = threading.Thread(target=lambda: sipp.call(
-        edge, "101", AGENT, port=CALLER_PORT, media_port=CALLER_MEDIA, talk_ms=TALK_MS,
-        password=PASSWORDS["101"]), daemon=True)
-    talking.start()
+    threading.Thread(target=lambda: sipp.call(
+        edge, "101", AGENT, port=CALLER_PORTS[caller], media_port=CALLER_MEDIA[caller],
+        talk_ms=TALK_MS, password=PASSWORDS["101"]), daemon=True).start()
     try:
-        # the call is answered on the edge and its CDR open in the warehouse
         dialogs = wait_for("the answered dialog", lambda: [
             d for d in edge_control.kamailio_rpc(settings, "dlg.list") if d.get("state") == 4],
             timeout=30)
         call_id = dialogs[0]["call-id"]
         open_row = wait_for("the open CDR", lambda: cdr(settings, call_id), timeout=60)
         assert open_row["disposition"] == "in_progress" and not open_row["closed"]
-        assert call_id in open_calls_file(settings).read_text()
+        # ingest follows the call and has seen it alive on the edge (saved on disk)
+        wait_for("the reconciler's sight of the call", lambda: seen_on_edge(settings, call_id),
+                 timeout=10)
+        yield call_id
+    finally:
+        uas.stop()
 
+
+def assert_closed_and_released(settings: Settings, call_id: str, back: float,
+                               what: str) -> None:
+    """The CDR closes interrupted and 102 is available again, both within the bound."""
+    closed = wait_for("the CDR closed", lambda: (row := cdr(settings, call_id))
+                      and row["closed"] and row, timeout=BOUND_S)
+    cdr_s = time.monotonic() - back
+    assert (closed["disposition"], closed["reason"]) == ("interrupted", "interrupted")
+    assert closed["hangup_by"] is None
+    # the last time the call was known alive: the reconciler's last sight of it
+    ended_at, answered_at = as_dt(closed["ended_at"]), as_dt(closed["answered_at"])
+    assert answered_at < ended_at
+
+    def released() -> list[dict] | None:
+        rows = agent_timeline(settings)
+        return rows if len(rows) > 1 and rows[-1]["state"] == "available" \
+            and rows[-1]["until"] is None else None
+
+    states = wait_for("102 released", released, timeout=max(1.0, BOUND_S - cdr_s))
+    agent_s = time.monotonic() - back
+    talk, free = states[-2:]
+    assert (talk["state"], as_dt(talk["since"]), as_dt(talk["until"])) == (
+        "on_call", answered_at, ended_at)
+    assert (free["state"], as_dt(free["since"])) == ("available", ended_at)
+    assert interrupted_total(settings) == 1
+    print(f"\n{what}: lost end closed {cdr_s:.1f} s, agent released {agent_s:.1f} s after "
+          f"the stack was back (bound {BOUND_S:.0f} s)")
+
+
+def test_a_call_cut_by_an_edge_restart_closes_interrupted_and_releases_its_agent(
+        supervisor: Supervisor, tmp_path: Path) -> None:
+    settings = supervisor.settings
+    with talking_call(settings, tmp_path, caller=0) as call_id:
         # the bridge dies holding the call (it must remember it), then the edge restarts
         supervisor.restart("ingest", signal.SIGKILL)
         supervisor.restart("kamailio")
-        restarted = time.monotonic()
+        back = time.monotonic()
         assert edge_control.kamailio_rpc(settings, "dlg.list") == []
+        assert_closed_and_released(settings, call_id, back, "kamailio restart")
 
-        closed = wait_for("the CDR closed", lambda: (row := cdr(settings, call_id))
-                          and row["closed"] and row, timeout=BOUND_S)
-        cdr_s = time.monotonic() - restarted
-        assert (closed["disposition"], closed["reason"]) == ("interrupted", "interrupted")
-        assert closed["hangup_by"] is None
-        # the last time the call was known alive: the reconciler's last sight of it
-        ended_at, answered_at = as_dt(closed["ended_at"]), as_dt(closed["answered_at"])
-        assert answered_at < ended_at
 
-        def released() -> list[dict] | None:
-            rows = agent_timeline(settings)
-            return rows if rows and rows[-1]["state"] == "available" \
-                and rows[-1]["until"] is None and len(rows) > 1 else None
-
-        states = wait_for("102 released", released, timeout=max(1.0, BOUND_S - cdr_s))
-        agent_s = time.monotonic() - restarted
-        talk, free = states[-2:]
-        assert (talk["state"], as_dt(talk["since"]), as_dt(talk["until"])) == (
-            "on_call", answered_at, ended_at)
-        assert (free["state"], as_dt(free["since"])) == ("available", ended_at)
-        assert interrupted_total(settings) == 1
-        print(f"\nlost end closed {cdr_s:.1f} s, agent released {agent_s:.1f} s after "
-              f"Kamailio was back (bound {BOUND_S:.0f} s)")
-    finally:
-        uas.stop()
+def test_a_call_open_at_tawag_down_is_closed_interrupted_after_tawag_up(
+        supervisor: Supervisor, tmp_path: Path) -> None:
+    settings = supervisor.settings
+    with talking_call(settings, tmp_path, caller=1) as call_id:
+        supervisor.stop()  # what `tawag down` does
+        supervisor.start(demo=False)
+        back = time.monotonic()
+        assert_closed_and_released(settings, call_id, back, "tawag down/up")
