@@ -337,7 +337,11 @@ class Reconciler:
                 self.open.save(self.path)
 
     def step(self) -> list[Event]:
-        """One comparison with the edge; the events sent to close lost calls."""
+        """One comparison with the edge; the events sent to close lost calls. With no
+        call open there is nothing to compare: the edge is not asked."""
+        with self._lock:
+            if not self.open.calls:
+                return []
         if not self.connected():
             with self._lock:
                 self.open.reset_grace()

@@ -168,8 +168,11 @@ class ListSink:
         self.flushes += 1
 
 
-def reconciler(path: Path, sink: ListSink, live: list, connected: list, clock: FakeClock):
+def reconciler(path: Path, sink: ListSink, live: list, connected: list, clock: FakeClock,
+               asked: list | None = None):
     def list_dialogs():
+        if asked is not None:
+            asked.append(clock.now)
         if live[0] is None:
             raise OSError("kamailio down")
         return [{"call-id": c} for c in live[0]]
@@ -190,12 +193,14 @@ def test_reconciler_closes_a_lost_call_once_and_a_restarted_one_repeats_the_same
     path = tmp_path / "open.json"
     sink, clock = ListSink(), FakeClock()
     live, connected = [{"c1"}], [True]
-    rec, tracking = reconciler(path, sink, live, connected, clock)
+    asked: list[float] = []
+    rec, tracking = reconciler(path, sink, live, connected, clock, asked)
+    assert rec.step() == [] and asked == []  # no call open: the edge is not asked
     for ev in direct_call():
         tracking.event(ev)
     tracking.flush()
     assert path.exists()  # saved before the bridge reads on
-    assert rec.step() == []
+    assert rec.step() == [] and asked == [0.0]
     # Kamailio restarts: unreachable first (nothing is decided), then without the dialog
     live[0] = None
     clock.now = 100
