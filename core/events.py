@@ -31,8 +31,20 @@ with a re-INVITE (a=sendonly or a=inactive) or took it off hold; ``agent`` and
 ``extra.held_by`` name that party.
 ``call.ended``: ``reason`` is ``bye`` (``hangup_by`` is the party that sent it),
 ``max_duration`` (the edge ended the call at its maximum duration, BYE to both
-parties; ``hangup_by`` is ``system``) or ``local`` (ended over the edge's JSON-RPC,
-``hangup_by`` null).
+parties; ``hangup_by`` is ``system``), ``local`` (ended over the edge's JSON-RPC,
+``hangup_by`` null) or ``interrupted`` (added to v1, additive: the end was lost - the
+edge no longer has the dialog after a restart, or the call outlived the maximum call
+duration - and ingest's reconciler, ``ingest.reconcile``, closed it; ``ts`` is the last
+time the call was known alive (its last event, or the reconciler's last sight of it on
+the edge), ``hangup_by`` null, ``source`` ends in ``#reconciler``,
+``extra.interrupted`` says why: ``edge_lost`` or ``max_age``, ``extra.detected_at`` when).
+An interrupted call gets one such event per dialog still open (``agent`` who answered
+there, if anyone) and, before them, a ``call.cancelled`` (same ``reason``, ``ts`` and
+``extra``) of each leg still ringing (``leg_id`` the leg, ``agent`` its agent), so every
+party is released; a real end arriving later does not reopen the call.
+``media`` of ``call.ended`` holds the RTP figures; when the edge has none,
+``extra.media_missing`` (added to v1, additive) says why: ``unknown_call`` (rtpengine
+no longer knew the call, e.g. one ended on the edge's timers) or ``no_rtp_stats``.
 
 Call events are keyed by ``call_id`` (one call's events stay ordered on one
 partition); agent events by ``tenant:agent``. ``event_id`` is derived from the raw

@@ -31,6 +31,9 @@ class Disposition(StrEnum):
     NO_ANSWER = "no_answer"
     CANCELLED = "cancelled"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    """The call's end was lost (the edge restarted mid-call, or the call outlived the
+    maximum call duration): closed by ingest's reconciler at its last known event."""
 
 
 class LegOutcome(StrEnum):

@@ -73,6 +73,15 @@ class Settings:
     there, fsynced, until Kafka acknowledges them, so a broker outage loses nothing. At
     about 500 bytes an event that is some 500,000 events. Once it is full, new events are
     refused: each is logged and counted (``spool_overflow_total``), and lost."""
+    reconcile_interval_s: float = 2.0
+    """How often ingest's reconciler compares the calls it saw open with the edge's live
+    dialogs (``dlg.list`` over JSON-RPC, ``ingest.reconcile``)."""
+    lost_end_grace_s: float = 10.0
+    """How long a call must be missing from the edge's live dialogs, while the bridge is
+    connected, before the reconciler closes it as ``interrupted`` (its end was lost: the
+    edge restarted mid-call). A lost end is closed within this plus
+    ``reconcile_interval_s`` of the edge and the bridge being up again; a call older than
+    ``max_call_duration_s`` + ``no_answer_timeout`` + this is closed whatever the edge says."""
 
     # --- stream processing ---------------------------------------------------------
     agent_wrap_up_s: int = 0

@@ -308,6 +308,8 @@ class Bridge:
             return
         self.stats.events += 1
         metrics.EVENTS_IN.labels(ev.type.value).inc()
+        if ev.type is EventType.CALL_ENDED and not ev.media:
+            metrics.CALLS_WITHOUT_MEDIA.labels(ev.extra.get("media_missing", "absent")).inc()
         with self._sink_lock:
             self.sink.event(ev)
         if (self.recorder is not None and ev.type is EventType.CALL_ENDED
@@ -332,6 +334,15 @@ class Bridge:
         with self._sink_lock:
             self.stats.recordings += 1
             self.sink.event(ev)
+            self.sink.flush()
+
+    def emit_events(self, events: list[Event]) -> None:
+        """Produce events made in ingest itself (the reconciler's interruptions), synced
+        in the spool before this returns."""
+        with self._sink_lock:
+            for ev in events:
+                metrics.EVENTS_IN.labels(ev.type.value).inc()
+                self.sink.event(ev)
             self.sink.flush()
 
     def handle_bytes(self, buffer: bytes) -> bytes:

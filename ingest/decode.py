@@ -227,8 +227,20 @@ def _ended(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
         "duration_ms": duration_ms,
         "sip_code": None,
         "media": _media(p),
-        "extra": ({"recorded": True} if p.get("recorded") is True else {}) | _routing(p),
+        "extra": (({"recorded": True} if p.get("recorded") is True else {})
+                  | _media_missing(p) | _routing(p)),
     }
+
+
+MEDIA_MISSING_REASONS = ("unknown_call", "no_rtp_stats")
+"""Why the edge has no media figures for an ended call (kamailio.cfg route[MEDIA_QUALITY]):
+rtpengine no longer knew the call, or knew it without RTP counters."""
+
+
+def _media_missing(p: dict[str, Any]) -> dict[str, Any]:
+    """``extra.media_missing``: the edge's reason, when it says it has no media figures."""
+    why = p.get("media_missing")
+    return {"media_missing": why} if why in MEDIA_MISSING_REASONS else {}
 
 
 def _agent(p: dict[str, Any], kind: EventType, ctx: DecodeContext) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from core.metrics import CallbackCollector, register_callback
 
 __all__ = ["EVENTS_IN", "EVENTS_PRODUCED", "DEAD_LETTERS",
            "EVAPI_CONNECTS", "EVAPI_RECONNECTS", "EVAPI_CONNECTED", "RECORDINGS",
+           "CALLS_WITHOUT_MEDIA", "CALLS_INTERRUPTED",
            "dead_letter_reason", "watch_spool"]
 
 EVENTS_IN = Counter("tawag_ingest_events", "Events decoded from Kamailio's evapi, by type",
@@ -32,6 +33,15 @@ EVAPI_RECONNECTS = Counter("tawag_ingest_evapi_reconnects",
                            "evapi connections lost (events sent meanwhile are lost by evapi)")
 EVAPI_CONNECTED = Gauge("tawag_ingest_evapi_connected",
                         "1 while the bridge holds a live evapi connection")
+CALLS_WITHOUT_MEDIA = Counter(
+    "tawag_ingest_calls_without_media",
+    "call.ended events without media figures, by why: unknown_call (rtpengine no longer "
+    "knew the call, e.g. it ended on the edge's timers), no_rtp_stats, absent (no media "
+    "report at all)", ["why"])
+CALLS_INTERRUPTED = Counter(
+    "tawag_ingest_calls_interrupted",
+    "Calls whose end was lost, closed by the reconciler (call.ended reason interrupted), "
+    "by why: edge_lost (gone from the edge's dialogs) or max_age", ["why"])
 RECORDINGS = Counter("tawag_ingest_recordings",
                      "call.recording_ready events made from recorded calls")
 

@@ -1,6 +1,7 @@
 """The ingest process: one evapi bridge spooling to disk, a forwarder producing the spool
-to Kafka (``ingest.bridge``, ``ingest.spool``), and the recorder that turns recorded calls
-into WAVs and call.recording_ready events, until SIGTERM."""
+to Kafka (``ingest.bridge``, ``ingest.spool``), the recorder that turns recorded calls
+into WAVs and call.recording_ready events, and the reconciler that closes calls whose end
+was lost (``ingest.reconcile``), until SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import logging
 import signal
 import threading
 import time
+from datetime import timedelta
+from pathlib import Path
 
 from core.metrics import serve as serve_metrics
 from core.settings import Settings
+from edge.control import kamailio_rpc
 from ingest.bridge import (
     CHANNEL_DEAD_LETTERS,
     CHANNEL_EVENTS,
@@ -21,10 +25,11 @@ from ingest.bridge import (
 )
 from ingest.decode import DecodeContext
 from ingest.metrics import watch_spool
+from ingest.reconcile import Reconciler, TrackingSink
 from ingest.recording import Recorder, recording_closed
 from ingest.spool import Spool
 
-__all__ = ["run", "ready_file"]
+__all__ = ["run", "ready_file", "open_calls_file", "reconciler_for"]
 
 log = logging.getLogger("tawag.ingest")
 
@@ -46,6 +51,29 @@ def _watch_ready(bridge: Bridge, settings: Settings, stop: threading.Event) -> N
             while bridge.stats.ready.is_set() and not stop.is_set():
                 stop.wait(0.2)
         marker.unlink(missing_ok=True)
+
+
+DLG_LIST_TIMEOUT_S = 2.0
+
+
+def open_calls_file(settings: Settings) -> Path:
+    """The calls ingest saw open, kept next to the spool across restarts."""
+    return settings.data_dir / "ingest-open-calls.json"
+
+
+def reconciler_for(settings: Settings, bridge: Bridge) -> Reconciler:
+    """The reconciler of ``bridge``: it follows the bridge's events (its sink is wrapped)
+    and sends its interruptions through it."""
+    reconciler = Reconciler(
+        open_calls_file(settings),
+        list_dialogs=lambda: kamailio_rpc(settings, "dlg.list", timeout=DLG_LIST_TIMEOUT_S),
+        emit=bridge.emit_events, connected=bridge.stats.ready.is_set,
+        source=bridge.ctx.source, interval_s=settings.reconcile_interval_s,
+        grace_s=settings.lost_end_grace_s,
+        max_age=timedelta(seconds=settings.max_call_duration_s + settings.no_answer_timeout
+                          + settings.lost_end_grace_s))
+    bridge.sink = TrackingSink(bridge.sink, reconciler)
+    return reconciler
 
 
 def run(settings: Settings, stop: threading.Event | None = None) -> None:
@@ -70,6 +98,10 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
                         closed=lambda call_id: recording_closed(settings, call_id),
                         emit=bridge.emit_payload)
     bridge.recorder = recorder
+    reconciler = reconciler_for(settings, bridge)
+    reconciling = threading.Thread(target=reconciler.run, args=(stop,), name="reconciler",
+                                   daemon=True)
+    reconciling.start()
     recorder.start()
     watcher = threading.Thread(target=_watch_ready, args=(bridge, settings, stop), daemon=True)
     watcher.start()
@@ -80,7 +112,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
         bridge.run(stop)
     finally:
         recorder.stop()
-        sink.flush()
+        reconciling.join(settings.reconcile_interval_s + DLG_LIST_TIMEOUT_S)
+        bridge.sink.flush()
         _drain(spool, DRAIN_ON_STOP_S)
         forwarding.set()
         sending.join()

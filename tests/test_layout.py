@@ -23,6 +23,7 @@ ALLOWED = {
     **{package: {package, GROUND} for package in FLOW},
 }
 ALLOWED["ingest"] |= {"edge.rtpengine"}  # the recorder asks rtpengine whether a call's media ended
+ALLOWED["ingest"] |= {"edge.control"}  # the reconciler asks Kamailio for its live dialogs
 ALLOWED["dashboards"] |= {"warehouse.client", "warehouse.queries",  # the named queries
                           "warehouse.users"}  # who may log in
 

@@ -21,7 +21,8 @@ from dashboards.formatting import cdr_table, format_duration_ms
 
 SHOWN_LIMIT = 500  # rows listed in the page (the CSV export has them all)
 DIRECTIONS = ["inbound", "outbound", "internal"]
-DISPOSITIONS = ["answered", "busy", "no_answer", "cancelled", "failed", "in_progress"]
+DISPOSITIONS = ["answered", "busy", "no_answer", "cancelled", "failed", "interrupted",
+                "in_progress"]
 ALL = "(all)"
 
 

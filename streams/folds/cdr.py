@@ -21,7 +21,9 @@ Rules (caller's view, Asterisk/CGRateS vocabulary, see ``reference/peer-survey.m
 - Terminal: call.ended always; call.failed / call.cancelled only while nobody answered
   (after an answer they are other fork branches being cancelled, not the call's end).
 - Disposition: answered; busy (486, 600); no_answer (408, 480); cancelled (487 or
-  call.cancelled); failed (any other final code); in_progress until a terminal event.
+  call.cancelled); failed (any other final code); interrupted (``call.ended`` reason
+  ``interrupted``: ingest closed a call whose end was lost, at its last known event time;
+  a real end arriving later does not change it); in_progress until a terminal event.
 - agent = the extension that answered; on an outbound call the extension that placed it
   (answered or not: the party answering there is the client).
 - version = event_count = number of distinct events folded.
@@ -91,6 +93,8 @@ STATE_FORMAT = 1
 """Version of :meth:`CallState.to_dict`'s shape, stored in the table's changelog."""
 
 ANSWERED_CODE = 200
+INTERRUPTED_REASON = "interrupted"
+"""``reason`` of the ``call.ended`` that closes a call whose end was lost (core.events)."""
 CANCELLED_CODE = 487
 """Request Terminated: the caller hung up (CANCEL) while it rang."""
 
@@ -617,6 +621,8 @@ def _disposition(call: _Call, outcome: Event | None) -> Disposition:
     """How the call ended from the caller's side; in_progress until a terminal event."""
     if outcome is None:
         return Disposition.IN_PROGRESS
+    if _interrupted(outcome):
+        return Disposition.INTERRUPTED
     if outcome.type is EventType.CALL_ENDED:
         return Disposition.ANSWERED  # a BYE only ends an established dialog
     if outcome.type is EventType.CALL_CANCELLED:
@@ -626,10 +632,18 @@ def _disposition(call: _Call, outcome: Event | None) -> Disposition:
 
 def _sip_code(call: _Call, outcome: Event | None) -> int | None:
     """The final response code: 200 once answered, the failure's code, None while ringing."""
-    if call.answer is not None or (outcome is not None and outcome.type is EventType.CALL_ENDED):
+    if call.answer is not None or (outcome is not None and outcome.type is EventType.CALL_ENDED
+                                   and not _interrupted(outcome)):
         return ANSWERED_CODE
     if outcome is None:
         return None
     if outcome.sip_code is None and outcome.type is EventType.CALL_CANCELLED:
         return CANCELLED_CODE
     return outcome.sip_code
+
+
+def _interrupted(outcome: Event) -> bool:
+    """The call's end was lost and ingest's reconciler closed it (``call.ended`` reason
+    ``interrupted``, at the last known event time): a distinct disposition, no SIP code
+    unless it was answered. A real end arriving later sorts after it and changes nothing."""
+    return outcome.type is EventType.CALL_ENDED and outcome.reason == INTERRUPTED_REASON

@@ -50,7 +50,8 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "ring_ms": "Caller's wait: offer to answer, or to the end if unanswered (ms).",
         "talk_ms": "Answer to end (ms).",
         "disposition": "in_progress, answered, busy, no_answer, cancelled (caller hung "
-                       "up while ringing) or failed.",
+                       "up while ringing), failed or interrupted (the end was lost: the "
+                       "edge restarted mid-call; closed at the last time known alive).",
         "sip_code": "Final SIP response code.",
         "reason": "Reason phrase of the final response.",
         "hangup_by": "caller or callee.",
