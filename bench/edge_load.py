@@ -317,6 +317,8 @@ def main() -> int:
              # Kamailio's UDP workers can pass a 180 on after the 200 under load: a late
              # provisional reply must not abort a call (a phone ignores it, RFC 6026)
              "-default_behaviors", "all,-abortunexp",
+             # a call that hears nothing for 20 s fails, so an overloaded edge ends the run
+             "-recv_timeout", "20000",
              "-l", str(args.rate * 5), "-cid_str", "bench-%u-%p@%s", "-nostdin",
              "-timeout", "300s", "-trace_stat", "-stf", str(stat_file), "-fd", "1",
              "-trace_err", "-error_file", str(work / "uac-errors.log")],
