@@ -5,6 +5,9 @@ Error tree (vendor errors never reach callers; each client maps them here)::
     ConnectorError
      ├── RateLimited(retry_after)   429 (amoCRM), 503 QUERY_LIMIT_EXCEEDED (Bitrix24)
      ├── AuthExpired                refresh failed or a second 401: an operator re-authorises
+     ├── Misconfigured              the CRM's contract/configuration does not fit our settings
+     │                              (a field missing from 1C $metadata, a Bitrix24 webhook asked
+     │                              for an application-only method): an operator fixes settings
      ├── Rejected(body, permanent)  the CRM refused this payload; resending it will not help
      └── Unavailable                5xx, connection refused, timeout: retry later
 
@@ -34,6 +37,7 @@ __all__ = [
     "Contact",
     "CrmClient",
     "LeakyBucket",
+    "Misconfigured",
     "LINKED_CALL_ID",
     "Limiter",
     "SlidingWindow",
@@ -70,6 +74,10 @@ class RateLimited(ConnectorError):
 
 class AuthExpired(ConnectorError):
     """Credentials no longer work even after one refresh; needs an operator."""
+
+
+class Misconfigured(ConnectorError):
+    """Our settings do not fit this CRM account (found at start, or on first use)."""
 
 
 class Rejected(ConnectorError):

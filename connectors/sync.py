@@ -39,6 +39,7 @@ from connectors.base import (
     AuthExpired,
     ConnectorError,
     Contact,
+    Misconfigured,
     RateLimited,
     RingingCall,
     Unavailable,
@@ -72,12 +73,13 @@ class Backoff:
     initial_s: float = 0.5
     max_s: float = 30.0
     auth_s: float = 60.0
-    """AuthExpired needs an operator; poll slowly until the token store is fixed."""
+    """AuthExpired and Misconfigured need an operator; poll slowly until fixed (parking
+    every entry instead would drop the whole queue for one wrong setting)."""
 
     def delay(self, attempt: int, exc: ConnectorError) -> float:
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_s)
-        if isinstance(exc, AuthExpired):
+        if isinstance(exc, (AuthExpired, Misconfigured)):
             return self.auth_s
         return min(self.initial_s * 2 ** attempt, self.max_s)
 
@@ -268,7 +270,7 @@ class SyncWorker:
             try:
                 deliver(self.steps, target, entry)
                 attempt = 0
-            except (RateLimited, Unavailable, AuthExpired) as exc:
+            except (RateLimited, Unavailable, AuthExpired, Misconfigured) as exc:
                 metrics.DELIVERY_FAILURES.labels(name, entry.kind, _retry_reason(exc)).inc()
                 metrics.RETRIES.labels(name).inc()
                 if isinstance(exc, RateLimited):
@@ -311,6 +313,8 @@ def _retry_reason(exc: ConnectorError) -> str:
         return "rate_limited"
     if isinstance(exc, AuthExpired):
         return "auth_expired"
+    if isinstance(exc, Misconfigured):
+        return "misconfigured"
     return "unavailable"
 
 

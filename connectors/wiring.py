@@ -57,8 +57,25 @@ def build_targets(settings: Settings) -> list[Target]:
         targets.append(Target(b24(s, store), s.crm_bitrix24_users,
                               s.crm_bitrix24_default_user or None))
     if "onec" in s.crm_enabled:
-        targets.append(Target(onec(s), s.crm_onec_users, None))
+        targets.append(Target(_checked_onec(onec(s), s.crm_onec_users), s.crm_onec_users, None))
     return targets
+
+
+def _checked_onec(client: Any, users: dict[str, str]) -> Any:
+    """Refuse to start with 1C settings the base cannot serve (a clear message now, not a
+    400 on every lookup later); if 1C is down, the client checks on first use."""
+    from connectors.base import Misconfigured, Unavailable
+    from connectors.onec.mapping import is_guid
+
+    bad = sorted(ext for ext, ref in users.items() if not is_guid(ref))
+    if bad:
+        raise Misconfigured("TAWAG_CRM_ONEC_USERS: extensions " + ", ".join(bad) + " are not "
+                            "mapped to a Catalog_Пользователи Ref_Key (a GUID)", crm="onec")
+    try:
+        client.check_schema()
+    except Unavailable as exc:
+        log.warning("1C not reachable at start (%s): $metadata is checked on first use", exc)
+    return client
 
 
 def with_link_defaults(settings: Settings) -> Settings:

@@ -184,7 +184,11 @@ class Settings:
     crm_onec_users: dict[str, str] = field(default_factory=dict)
     """Extension -> ``Catalog_Пользователи`` Ref_Key (Ответственный_Key)."""
     crm_onec_manager_field: str = "ОсновнойМенеджер_Key"
-    """Counterparty attribute holding the responsible manager (varies by configuration)."""
+    """Attribute of ``crm_onec_manager_owner`` holding the responsible manager."""
+    crm_onec_manager_owner: str = "Catalog_Партнеры"
+    """Entity set holding the manager: the partner (``Партнер_Key`` of the counterparty) in
+    УТ 11 / КА 2 / ERP; ``Catalog_Контрагенты`` if your configuration keeps it there.
+    Checked against ``$metadata`` at start."""
     crm_onec_timezone: str = "Europe/Moscow"
     """1C OData dates carry no zone: they are the base's local time."""
 

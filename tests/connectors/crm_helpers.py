@@ -90,7 +90,11 @@ def onec_client(fake: FakeOneC, server: FakeServer) -> OneCClient:
 # --- sync wiring -------------------------------------------------------------------------
 AMO_USERS = {"101": "8001", "102": "8002"}
 B24_USERS = {"101": "1269", "102": "1270"}
-ONEC_USERS = {"101": "u-101", "102": "u-102"}
+ONEC_USERS = {"101": "0b5e0d1a-7c3e-11e6-8343-40167e253101",
+              "102": "0b5e0d1a-7c3e-11e6-8343-40167e253102"}
+"""Extension -> Catalog_Пользователи Ref_Key: 1C references are GUIDs."""
+MANAGER_1 = "5a7b0000-0000-4000-8000-000000000001"
+MANAGER_2 = "5a7b0000-0000-4000-8000-000000000002"
 FAST = Backoff(initial_s=0.02, max_s=0.2, auth_s=0.2)
 RECORDING_SECRET = "r" * 32
 

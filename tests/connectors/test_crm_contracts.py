@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from crm_helpers import T0, amo_client, b24_client, make_cdr, onec_client
+from crm_helpers import MANAGER_1, MANAGER_2, T0, amo_client, b24_client, make_cdr, onec_client
 from fakes.onec import PREFIX
 
 from connectors.base import (
@@ -170,35 +170,35 @@ def test_bitrix24_throttle_stays_inside_the_leaky_bucket(b24):
 # --- 1C -------------------------------------------------------------------------------
 def test_onec_lookup_exact_then_by_presentation(onec):
     fake, server = onec
-    exact = fake.add_party("ООО «Ромашка»", "+7 (495) 123-45-67", manager="m-1")
+    exact = fake.add_party("ООО «Ромашка»", "+7 (495) 123-45-67", manager=MANAGER_1)
     # НомерТелефона can be empty on real rows; the presentation still holds the digits
-    fuzzy = fake.add_party("ИП Сидоров", "8-9161234567 (моб.)", manager="m-2",
+    fuzzy = fake.add_party("ИП Сидоров", "8-9161234567 (моб.)", manager=MANAGER_2,
                            digits_column="")
     client = onec_client(fake, server)
     assert client.find_contact("+74951234567").id == exact
     found = client.find_contact(PHONE)
-    assert found.id == fuzzy and found.responsible_user_id == "m-2"
+    assert found.id == fuzzy and found.responsible_user_id == MANAGER_2
     assert client.find_contact("+74990000000") is None
 
 
 def test_onec_call_document_is_created_once_and_closed(onec):
     fake, server = onec
-    party = fake.add_party("ООО «Ромашка»", "+7 (495) 123-45-67", manager="m-1")
+    party = fake.add_party("ООО «Ромашка»", "+7 (495) 123-45-67", manager=MANAGER_1)
     client = onec_client(fake, server)
     contact = client.find_contact("+74951234567")
     cdr = make_cdr("call-5", caller="+74951234567", disposition=Disposition.NO_ANSWER)
     progress = MemoryProgress()
-    client.log_call(cdr, phone="+74951234567", user="m-1", contact=contact,
+    client.log_call(cdr, phone="+74951234567", user=MANAGER_1, contact=contact,
                     recording_url=None, progress=progress)
     # a resend after a lost 201: the document is found by its marker, not posted again
     retry = MemoryProgress(doc_sent=True)
-    client.log_call(cdr, phone="+74951234567", user="m-1", contact=contact,
+    client.log_call(cdr, phone="+74951234567", user=MANAGER_1, contact=contact,
                     recording_url=None, progress=retry)
     assert fake.posts == 1 and retry["doc_ref"] == progress["doc_ref"]
     doc = fake.documents[progress["doc_ref"]]
     assert doc["АбонентКонтакт"] == party and doc["Рассмотрено"] is False
     task = client.create_missed_call_task(cdr, phone="+74951234567", contact=contact,
-                                          responsible="m-1", progress=progress)
+                                          responsible=MANAGER_1, progress=progress)
     client.close_task(task, note="Перезвонили")
     assert doc["Рассмотрено"] is True
 

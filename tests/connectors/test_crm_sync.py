@@ -11,6 +11,8 @@ from datetime import timedelta
 import pytest
 from crm_helpers import (
     FAST,
+    MANAGER_1,
+    ONEC_USERS,
     T0,
     inbound_call,
     make_cdr,
@@ -80,7 +82,7 @@ def world(amo, b24, onec, tmp_path):
     amo[0].add_contact("Иван Петров", "+7 916 123-45-67", responsible=504141,
                        lead_ids=(9774766,))
     b24[0].add_entity("Иван Петров", "+7 916 123-45-67", assigned=99)
-    onec[0].add_party("ООО «Ромашка»", "79161234567", manager="m-1")
+    onec[0].add_party("ООО «Ромашка»", "79161234567", manager=MANAGER_1)
     box = Outbox(tmp_path / "outbox.jsonl")
     worker = SyncWorker(targets_for(amo, b24, onec), box, settings=sync_settings(), backoff=FAST)
     worker.start()
@@ -144,7 +146,7 @@ def test_a_day_in_the_life(world):
     # 1C: one document per external call; B's stays unreviewed until the callback
     docs = {d["Комментарий"]: d for d in onec.documents.values()}
     assert set(docs) == {"tawag:A", "tawag:B", "tawag:C"}
-    assert docs["tawag:A"]["Ответственный_Key"] == "u-102"
+    assert docs["tawag:A"]["Ответственный_Key"] == ONEC_USERS["102"]
     assert docs["tawag:B"]["Рассмотрено"] is True and docs["tawag:B"]["Важность"] == "Высокая"
     assert worker.outbox.rejections() == []
 
