@@ -84,11 +84,14 @@ class Rejected(ConnectorError):
     """The CRM refused the request; ``body`` is its error body, kept for the operator."""
 
     def __init__(self, message: str, *, crm: str = "", status: int = 400,
-                 body: Any = None, permanent: bool = True) -> None:
+                 body: Any = None, permanent: bool = True, code: str = "") -> None:
         super().__init__(message, crm=crm)
         self.status = status
         self.body = body
         self.permanent = permanent
+        self.code = code or str(status)
+        """The vendor's documented code (``ERROR_CORE``, ``odata-6``, ``403``): why it was
+        parked, as a metric label and in the outbox."""
 
 
 class Unavailable(ConnectorError):
@@ -135,6 +138,9 @@ class Capabilities:
     screen_pop: bool = True
     unknown_lead: bool = True
     tasks: bool = True
+    call_log: bool = True
+    """False: the account's auth mode may not write calls (a Bitrix24 inbound webhook);
+    deliveries then only look the client up (routing hints)."""
 
 
 class Progress(Protocol):

@@ -120,6 +120,8 @@ def log_call(steps: DeliverySteps, target: Target, entry: Entry) -> None:
         if progress.get(LINKED_CALL_ID) is None:
             progress.set(LINKED_CALL_ID, started.crm_call_id)
         user = started.crm_user or user
+    if not client.capabilities.call_log:
+        return  # e.g. a Bitrix24 inbound webhook: the lookup above is all it allows
     client.log_call(cdr, phone=phone, user=user, contact=contact, recording_url=link,
                     progress=progress)
     if is_missed(cdr) and client.capabilities.tasks:
@@ -162,7 +164,7 @@ def deliver(steps: DeliverySteps, target: Target, entry: Entry) -> None:
     except Rejected as exc:
         log.error("%s rejected call %s (%s): %s", target.name, entry.call_id, entry.kind, exc)
         metrics.DELIVERY_FAILURES.labels(target.name, entry.kind, "rejected").inc()
-        steps.outbox.mark_rejected(entry, str(exc), exc.body)
+        steps.outbox.mark_rejected(entry, str(exc), exc.body, exc.code)
         return
     steps.outbox.mark_done(entry)
     metrics.DELIVERIES.labels(target.name, entry.kind).inc()

@@ -21,7 +21,8 @@ from urllib.parse import quote
 
 from core.settings import Settings
 
-__all__ = ["recording_name", "recording_url", "signature", "sign_url", "verify"]
+__all__ = ["recording_file", "recording_name", "recording_url", "signature", "sign_url",
+           "verify"]
 
 
 def signature(path: str, expires_at: int, secret: bytes) -> str:
@@ -57,6 +58,18 @@ def recording_name(recording: str, wav_dir: Path) -> str:
         return path.relative_to(wav_dir).as_posix()
     except ValueError:
         return path.name
+
+
+def recording_file(wav_dir: Path, recording: str | None) -> tuple[str, bytes] | None:
+    """(file name, bytes) of a call's recording, for CRMs that take the file itself
+    (Bitrix24 attachRecord ``FILENAME`` + ``FILE_CONTENT``); None if it is not on disk."""
+    if not recording:
+        return None
+    path = Path(recording) if Path(recording).is_absolute() else wav_dir / recording
+    try:
+        return path.name, path.read_bytes()
+    except OSError:
+        return None
 
 
 def recording_url(settings: Settings, recording: str | None, *, now: float) -> str | None:

@@ -72,13 +72,16 @@ class Backoff:
 
     initial_s: float = 0.5
     max_s: float = 30.0
+    max_retry_after_s: float = 600.0
+    """A CRM's own wait is honoured up to this (Bitrix24's OPERATION_TIME_LIMIT names
+    ``operating_reset_at``, at most the 10-minute budget window away)."""
     auth_s: float = 60.0
     """AuthExpired and Misconfigured need an operator; poll slowly until fixed (parking
     every entry instead would drop the whole queue for one wrong setting)."""
 
     def delay(self, attempt: int, exc: ConnectorError) -> float:
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_s)
+            return min(exc.retry_after, self.max_retry_after_s)
         if isinstance(exc, (AuthExpired, Misconfigured)):
             return self.auth_s
         return min(self.initial_s * 2 ** attempt, self.max_s)

@@ -198,7 +198,7 @@ def test_bitrix24_log_call_resumes_after_finish_without_registering_again():
     client, _, _ = b24(handler)
     progress = MemoryProgress(b24_call_id="externalCall.x.1", finish_sent=True, finished=True)
     client.log_call(make_cdr("c"), phone="+7916", user="1", contact=None,
-                    recording_url="https://r/a.mp3", progress=progress)
+                    recording_url="https://rec.example.com/a.mp3", progress=progress)
     assert calls == ["telephony.externalCall.attachRecord"]
 
 
