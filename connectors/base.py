@@ -139,6 +139,9 @@ class Capabilities:
     unknown_lead: bool = True
     tasks: bool = True
     call_log: bool = True
+    stores_links: bool = True
+    """The CRM keeps the recording link and plays it later (amoCRM, 1C); False: it takes
+    the file or fetches the link once (Bitrix24 attachRecord), so the link can be short."""
     """False: the account's auth mode may not write calls (a Bitrix24 inbound webhook);
     deliveries then only look the client up (routing hints)."""
 

@@ -321,5 +321,5 @@ def _retry_reason(exc: ConnectorError) -> str:
     return "unavailable"
 
 
-def _recording_link(settings: Settings, cdr: Cdr) -> str | None:
-    return recording_url(settings, cdr.recording, now=time.time())
+def _recording_link(settings: Settings, cdr: Cdr, stored: bool) -> str | None:
+    return recording_url(settings, cdr.recording, now=time.time(), stored=stored)

@@ -213,8 +213,12 @@ class Settings:
     empty: ``http://127.0.0.1:<recordings_http_port>/recordings`` (local use only)."""
     recordings_link_secret: str = field(default="", repr=False)
     """HMAC key of the links; empty: generated once into ``data_dir/connectors``."""
-    recordings_link_ttl_s: int = 7 * 24 * 3600
-    """amoCRM/Bitrix24 fetch the link when a user presses play, possibly days later."""
+    recordings_link_ttl_s: int = 0
+    """Links a CRM stores (amoCRM's call note, 1C's Описание) are played whenever a user
+    presses play, for as long as the CRM keeps the call: 0 = no expiry, revoked by
+    rotating the link key (``connectors.wiring.rotate_link_key``); or a lifetime in s."""
+    recordings_fetch_link_ttl_s: int = 3600
+    """Links a CRM downloads once and does not keep (Bitrix24's ``RECORD_URL`` fallback)."""
 
     # --- metrics (Prometheus text format, ``GET /metrics``) -------------------------------
     metrics_host: str = "127.0.0.1"

@@ -56,7 +56,7 @@ QUERY_LIMIT_RETRY_S = 1.0
 """MikoPBX sleeps 1 s on QUERY_LIMIT_EXCEEDED: two requests' worth of the 2/s drain."""
 CALL_NOT_FOUND = "Call is not found"
 WEBHOOK_CAPABILITIES = Capabilities(screen_pop=False, unknown_lead=False, tasks=False,
-                                    call_log=False)
+                                    call_log=False, stores_links=False)
 """What an inbound webhook can do for us: look clients up (searchCrmEntities) only."""
 WEBHOOK_WARNING = (
     "Bitrix24 inbound webhook: telephony.externalcall.register/finish are "
@@ -87,7 +87,8 @@ class Bitrix24Client:
     name = CRM
     # Unknown numbers become leads through register's CRM_CREATE, not a separate call;
     # the contract has no task method, and finish with 304 is Bitrix24's own missed call.
-    capabilities = Capabilities(screen_pop=True, unknown_lead=False, tasks=False)
+    capabilities = Capabilities(screen_pop=True, unknown_lead=False, tasks=False,
+                                stores_links=False)
 
     def __init__(self, http: httpx.Client, *, throttle: Throttle | None = None,
                  line_number: str = "", wall: Callable[[], float] = time.time,

@@ -253,10 +253,16 @@ class FakeAmoCrm:
             self.leads[lead_id] = {"id": lead_id, "contact_id": contact_id, "unsorted": True}
             self.contacts[contact_id]["_embedded"]["leads"] = [{"id": lead_id}]
             self.unsorted.append(item)
-            out.append({"uid": secrets.token_hex(30), "account_id": ACCOUNT_ID,
+            uid = secrets.token_hex(30)
+            out.append({"uid": uid, "account_id": ACCOUNT_ID,
                         "request_id": str(item.get("request_id", n)),
-                        "_embedded": {"contacts": [{"id": contact_id}], "leads": [{"id": lead_id}],
-                                      "companies": []}})
+                        "_links": {"self": {"href": f"/api/v4/leads/unsorted/{uid}"}},
+                        "_embedded": {
+                            "contacts": [{"id": contact_id, "_links": {"self": {
+                                "href": f"/api/v4/contacts/{contact_id}"}}}],
+                            "leads": [{"id": lead_id, "_links": {"self": {
+                                "href": f"/api/v4/leads/{lead_id}"}}}],
+                            "companies": []}})
         return json_reply(200, {"_total_items": len(out), "_embedded": {"unsorted": out}}, HAL)
 
     def _notes(self, plural: str, entity_id: int, req: Request) -> Reply:
