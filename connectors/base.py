@@ -5,6 +5,9 @@ Error tree (vendor errors never reach callers; each client maps them here)::
     ConnectorError
      ├── RateLimited(retry_after)   429 (amoCRM), 503 QUERY_LIMIT_EXCEEDED (Bitrix24)
      ├── AuthExpired                refresh failed or a second 401: an operator re-authorises
+     ├── Misconfigured              the CRM's contract/configuration does not fit our settings
+     │                              (a field missing from 1C $metadata, a Bitrix24 webhook asked
+     │                              for an application-only method): an operator fixes settings
      ├── Rejected(body, permanent)  the CRM refused this payload; resending it will not help
      └── Unavailable                5xx, connection refused, timeout: retry later
 
@@ -34,6 +37,7 @@ __all__ = [
     "Contact",
     "CrmClient",
     "LeakyBucket",
+    "Misconfigured",
     "LINKED_CALL_ID",
     "Limiter",
     "SlidingWindow",
@@ -72,15 +76,22 @@ class AuthExpired(ConnectorError):
     """Credentials no longer work even after one refresh; needs an operator."""
 
 
+class Misconfigured(ConnectorError):
+    """Our settings do not fit this CRM account (found at start, or on first use)."""
+
+
 class Rejected(ConnectorError):
     """The CRM refused the request; ``body`` is its error body, kept for the operator."""
 
     def __init__(self, message: str, *, crm: str = "", status: int = 400,
-                 body: Any = None, permanent: bool = True) -> None:
+                 body: Any = None, permanent: bool = True, code: str = "") -> None:
         super().__init__(message, crm=crm)
         self.status = status
         self.body = body
         self.permanent = permanent
+        self.code = code or str(status)
+        """The vendor's documented code (``ERROR_CORE``, ``odata-6``, ``403``): why it was
+        parked, as a metric label and in the outbox."""
 
 
 class Unavailable(ConnectorError):
@@ -127,6 +138,12 @@ class Capabilities:
     screen_pop: bool = True
     unknown_lead: bool = True
     tasks: bool = True
+    call_log: bool = True
+    stores_links: bool = True
+    """The CRM keeps the recording link and plays it later (amoCRM, 1C); False: it takes
+    the file or fetches the link once (Bitrix24 attachRecord), so the link can be short."""
+    """False: the account's auth mode may not write calls (a Bitrix24 inbound webhook);
+    deliveries then only look the client up (routing hints)."""
 
 
 class Progress(Protocol):

@@ -15,7 +15,7 @@ retried after a crash or an outage resumes where it stopped. Retryable errors
 (RateLimited, Unavailable, AuthExpired) reach the worker, which backs off and retries
 the same head; a Rejected entry is journalled with the CRM's error body and skipped.
 
-    steps = DeliverySteps(outbox, links, recording_link=lambda cdr: None)
+    steps = DeliverySteps(outbox, links, recording_link=lambda cdr, stored: None)
     deliver(steps, target, outbox.head(target.name))
 """
 
@@ -49,8 +49,9 @@ class DeliverySteps:
 
     outbox: Outbox
     links: ClickToCallLinks
-    recording_link: Callable[[Cdr], str | None]
-    """A signed link to the call's recording, or None (no recording, links off)."""
+    recording_link: Callable[[Cdr, bool], str | None]
+    """A signed link to the call's recording, or None (no recording, links off); the
+    flag says whether the CRM stores it (long-lived) or fetches it once (short)."""
     on_contact: Callable[[str, str, Contact | None, str | None], None] | None = None
     """``(crm, phone, contact, extension)`` after each fresh lookup (tawag.crm-contacts)."""
 
@@ -100,7 +101,7 @@ def log_call(steps: DeliverySteps, target: Target, entry: Entry) -> None:
     """A closed call: contact (or a new lead), the call record, a missed call's task."""
     client, progress = target.client, steps.outbox.progress(entry)
     cdr, phone = cdr_from_json(entry.data["cdr"]), entry.data["phone"]
-    link = steps.recording_link(cdr)
+    link = steps.recording_link(cdr, client.capabilities.stores_links)
     contact = _contact(progress.get("contact"))
     if progress.get("contact") is None:
         contact = client.find_contact(phone)
@@ -120,6 +121,8 @@ def log_call(steps: DeliverySteps, target: Target, entry: Entry) -> None:
         if progress.get(LINKED_CALL_ID) is None:
             progress.set(LINKED_CALL_ID, started.crm_call_id)
         user = started.crm_user or user
+    if not client.capabilities.call_log:
+        return  # e.g. a Bitrix24 inbound webhook: the lookup above is all it allows
     client.log_call(cdr, phone=phone, user=user, contact=contact, recording_url=link,
                     progress=progress)
     if is_missed(cdr) and client.capabilities.tasks:
@@ -162,7 +165,7 @@ def deliver(steps: DeliverySteps, target: Target, entry: Entry) -> None:
     except Rejected as exc:
         log.error("%s rejected call %s (%s): %s", target.name, entry.call_id, entry.kind, exc)
         metrics.DELIVERY_FAILURES.labels(target.name, entry.kind, "rejected").inc()
-        steps.outbox.mark_rejected(entry, str(exc), exc.body)
+        steps.outbox.mark_rejected(entry, str(exc), exc.body, exc.code)
         return
     steps.outbox.mark_done(entry)
     metrics.DELIVERIES.labels(target.name, entry.kind).inc()

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, Counter
 from core.metrics import CallbackCollector, register_callback
 
 __all__ = ["DELIVERIES", "DELIVERY_FAILURES", "RETRIES", "RATE_LIMITED", "SCREEN_POPS",
-           "OUTBOX_DEPTH", "watch_outbox", "unwatch_outbox"]
+           "OUTBOX_DEPTH", "PARKED", "watch_outbox", "unwatch_outbox"]
 
 DELIVERIES = Counter("tawag_crm_deliveries",
                      "Outbox entries delivered to a CRM, by CRM and step (the entry's kind)",
@@ -47,6 +47,24 @@ def _outbox_depths() -> dict[str, list[tuple[tuple[str], float]]]:
         for crm in crms:
             depth[crm] = depth.get(crm, 0) + len(outbox.pending(crm))
     return {"tawag_crm_outbox_depth": [((crm,), n) for crm, n in sorted(depth.items())]}
+
+
+def _parked() -> dict[str, list[tuple[tuple[str, str], float]]]:
+    count: dict[tuple[str, str], float] = {}
+    with _WATCHED_LOCK:
+        watched = list(_WATCHED.values())
+    for outbox, crms in watched:
+        for entry in outbox.rejections():
+            if entry.crm in crms:
+                key = (entry.crm, entry.code or "unknown")
+                count[key] = count.get(key, 0) + 1
+    return {"tawag_crm_parked": sorted(count.items())}
+
+
+PARKED: CallbackCollector = register_callback(
+    [("tawag_crm_parked", "Outbox entries parked: permanently refused by a CRM, kept with "
+      "the reason (connectors.outbox.list_rejections) while the queue moves on; by CRM and "
+      "the CRM's documented error code", "gauge", ["crm", "code"])], _parked, REGISTRY)
 
 
 OUTBOX_DEPTH: CallbackCollector = register_callback(

@@ -51,6 +51,8 @@ class Entry:
     error: str | None = None
     body: Any = None
     rejected_at: float | None = None
+    code: str | None = None
+    """The CRM's documented error code of a parked (permanently rejected) entry."""
 
     @property
     def key(self) -> str:
@@ -106,7 +108,7 @@ class Outbox:
             entry = Entry(rec["id"], rec["crm"], rec["kind"], rec["call_id"], rec["data"],
                           state=rec.get("state", PENDING), progress=rec.get("progress", {}),
                           error=rec.get("error"), body=rec.get("body"),
-                          rejected_at=rec.get("rejected_at"))
+                          rejected_at=rec.get("rejected_at"), code=rec.get("code"))
             self._entries[entry.id] = entry
             self._keys[entry.key] = entry.id
             if entry.state == PENDING:
@@ -121,7 +123,7 @@ class Outbox:
         elif op == "rejected":
             entry = self._settle(rec["id"])
             entry.state, entry.error, entry.body = REJECTED, rec["error"], rec.get("body")
-            entry.rejected_at = rec.get("at")
+            entry.rejected_at, entry.code = rec.get("at"), rec.get("code")
         elif op == "mark":
             if rec["value"] is None:
                 self._marks.pop(rec["name"], None)
@@ -187,9 +189,11 @@ class Outbox:
     def mark_done(self, entry: Entry) -> None:
         self._write({"op": "done", "id": entry.id})
 
-    def mark_rejected(self, entry: Entry, error: str, body: Any = None) -> None:
+    def mark_rejected(self, entry: Entry, error: str, body: Any = None,
+                      code: str | None = None) -> None:
+        """Park an entry the CRM refused for good: kept with the reason, skipped."""
         self._write({"op": "rejected", "id": entry.id, "error": error, "body": body,
-                     "at": time.time()})
+                     "at": time.time(), "code": code})
 
     def rejections(self) -> list[Entry]:
         with self._lock:
@@ -220,7 +224,7 @@ class Outbox:
                         "op": "add", "id": e.id, "crm": e.crm, "kind": e.kind,
                         "call_id": e.call_id, "data": e.data if keep else {}, "state": e.state,
                         "progress": e.progress if keep else {}, "error": e.error,
-                        "body": e.body, "rejected_at": e.rejected_at,
+                        "body": e.body, "rejected_at": e.rejected_at, "code": e.code,
                     }, ensure_ascii=False, default=str) + "\n")
                 for name, value in self._marks.items():
                     out.write(json.dumps({"op": "mark", "name": name, "value": value},
@@ -241,6 +245,7 @@ def list_rejections(path: Path) -> list[dict[str, Any]]:
     box = Outbox(path, fsync=False)
     try:
         return [{"crm": e.crm, "kind": e.kind, "call_id": e.call_id, "error": e.error,
-                 "body": e.body, "rejected_at": e.rejected_at} for e in box.rejections()]
+                 "code": e.code, "body": e.body, "rejected_at": e.rejected_at}
+                for e in box.rejections()]
     finally:
         box.close()

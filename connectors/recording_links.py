@@ -5,6 +5,12 @@ The CRM fetches the file when someone presses play, possibly days later and from
 own servers, so the link must work without a session yet not be guessable or eternal:
 ``sig = HMAC-SHA256(secret, path + "\\n" + expires)``, compared in constant time.
 
+A link a CRM *stores* (amoCRM's call note plays it whenever someone presses play, 1C keeps
+it in Описание) must live as long as the CRM keeps it: ``expires = 0`` (:data:`NEVER`)
+signs it without an end, and the way to revoke every such link is to rotate the key
+(:func:`connectors.wiring.rotate_link_key`). A link the CRM only fetches once (Bitrix24's
+``RECORD_URL``) gets a short expiry (``recordings_fetch_link_ttl_s``).
+
     url = sign_url("https://pbx.example.com/rec", "2026/11/26/call.mp3",
                    secret=b"...", expires_at=now + 7 * 86400)
     ok = verify("2026/11/26/call.mp3", expires, sig, secret=b"...", now=time.time())
@@ -21,7 +27,12 @@ from urllib.parse import quote
 
 from core.settings import Settings
 
-__all__ = ["recording_name", "recording_url", "signature", "sign_url", "verify"]
+__all__ = ["NEVER", "recording_file", "recording_name", "recording_url", "signature", "sign_url",
+           "verify"]
+
+
+NEVER = 0
+"""``expires`` of a link that stays valid until the signing key is rotated."""
 
 
 def signature(path: str, expires_at: int, secret: bytes) -> str:
@@ -37,12 +48,13 @@ def sign_url(base_url: str, path: str, *, secret: bytes, expires_at: int) -> str
 
 
 def verify(path: str, expires: str | int, sig: str, *, secret: bytes, now: float) -> bool:
-    """True only for an unexpired link whose signature matches (constant-time compare)."""
+    """True only for an unexpired (or :data:`NEVER`-expiring) link whose signature
+    matches the current key (constant-time compare)."""
     try:
         expires_at = int(expires)
     except (TypeError, ValueError):
         return False
-    if expires_at < now:
+    if expires_at != NEVER and expires_at < now:
         return False
     return hmac.compare_digest(signature(path.lstrip("/"), expires_at, secret).encode(),
                                str(sig).encode())
@@ -59,11 +71,26 @@ def recording_name(recording: str, wav_dir: Path) -> str:
         return path.name
 
 
-def recording_url(settings: Settings, recording: str | None, *, now: float) -> str | None:
-    """The link a CRM gets for a call's recording, valid ``recordings_link_ttl_s``; None
+def recording_file(wav_dir: Path, recording: str | None) -> tuple[str, bytes] | None:
+    """(file name, bytes) of a call's recording, for CRMs that take the file itself
+    (Bitrix24 attachRecord ``FILENAME`` + ``FILE_CONTENT``); None if it is not on disk."""
+    if not recording:
+        return None
+    path = Path(recording) if Path(recording).is_absolute() else wav_dir / recording
+    try:
+        return path.name, path.read_bytes()
+    except OSError:
+        return None
+
+
+def recording_url(settings: Settings, recording: str | None, *, now: float,
+                  stored: bool = True) -> str | None:
+    """The link a CRM gets for a call's recording: ``recordings_link_ttl_s`` (0: until the
+    key is rotated) if the CRM stores it, else ``recordings_fetch_link_ttl_s``; None
     without a recording, a base URL or a key (see ``connectors.wiring.with_link_defaults``)."""
     base, secret = settings.recordings_base_url, settings.recordings_link_secret
     if not (recording and base and secret):
         return None
+    ttl = settings.recordings_link_ttl_s if stored else settings.recordings_fetch_link_ttl_s
     return sign_url(base, recording_name(recording, settings.recordings_wav_dir),
-                    secret=secret.encode(), expires_at=int(now) + settings.recordings_link_ttl_s)
+                    secret=secret.encode(), expires_at=int(now) + ttl if ttl else NEVER)

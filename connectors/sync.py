@@ -39,6 +39,7 @@ from connectors.base import (
     AuthExpired,
     ConnectorError,
     Contact,
+    Misconfigured,
     RateLimited,
     RingingCall,
     Unavailable,
@@ -71,13 +72,17 @@ class Backoff:
 
     initial_s: float = 0.5
     max_s: float = 30.0
+    max_retry_after_s: float = 600.0
+    """A CRM's own wait is honoured up to this (Bitrix24's OPERATION_TIME_LIMIT names
+    ``operating_reset_at``, at most the 10-minute budget window away)."""
     auth_s: float = 60.0
-    """AuthExpired needs an operator; poll slowly until the token store is fixed."""
+    """AuthExpired and Misconfigured need an operator; poll slowly until fixed (parking
+    every entry instead would drop the whole queue for one wrong setting)."""
 
     def delay(self, attempt: int, exc: ConnectorError) -> float:
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_s)
-        if isinstance(exc, AuthExpired):
+            return min(exc.retry_after, self.max_retry_after_s)
+        if isinstance(exc, (AuthExpired, Misconfigured)):
             return self.auth_s
         return min(self.initial_s * 2 ** attempt, self.max_s)
 
@@ -268,7 +273,7 @@ class SyncWorker:
             try:
                 deliver(self.steps, target, entry)
                 attempt = 0
-            except (RateLimited, Unavailable, AuthExpired) as exc:
+            except (RateLimited, Unavailable, AuthExpired, Misconfigured) as exc:
                 metrics.DELIVERY_FAILURES.labels(name, entry.kind, _retry_reason(exc)).inc()
                 metrics.RETRIES.labels(name).inc()
                 if isinstance(exc, RateLimited):
@@ -311,8 +316,10 @@ def _retry_reason(exc: ConnectorError) -> str:
         return "rate_limited"
     if isinstance(exc, AuthExpired):
         return "auth_expired"
+    if isinstance(exc, Misconfigured):
+        return "misconfigured"
     return "unavailable"
 
 
-def _recording_link(settings: Settings, cdr: Cdr) -> str | None:
-    return recording_url(settings, cdr.recording, now=time.time())
+def _recording_link(settings: Settings, cdr: Cdr, stored: bool) -> str | None:
+    return recording_url(settings, cdr.recording, now=time.time(), stored=stored)

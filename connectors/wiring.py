@@ -22,6 +22,7 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from connectors.contacts import ContactPublisher
@@ -31,7 +32,7 @@ from connectors.targets import Target
 from connectors.web import ConnectorsHttp
 from core.settings import Settings
 
-__all__ = ["Wired", "build_targets", "wire", "with_link_defaults"]
+__all__ = ["Wired", "build_targets", "rotate_link_key", "wire", "with_link_defaults"]
 
 log = logging.getLogger("tawag.connectors")
 
@@ -57,8 +58,25 @@ def build_targets(settings: Settings) -> list[Target]:
         targets.append(Target(b24(s, store), s.crm_bitrix24_users,
                               s.crm_bitrix24_default_user or None))
     if "onec" in s.crm_enabled:
-        targets.append(Target(onec(s), s.crm_onec_users, None))
+        targets.append(Target(_checked_onec(onec(s), s.crm_onec_users), s.crm_onec_users, None))
     return targets
+
+
+def _checked_onec(client: Any, users: dict[str, str]) -> Any:
+    """Refuse to start with 1C settings the base cannot serve (a clear message now, not a
+    400 on every lookup later); if 1C is down, the client checks on first use."""
+    from connectors.base import Misconfigured, Unavailable
+    from connectors.onec.mapping import is_guid
+
+    bad = sorted(ext for ext, ref in users.items() if not is_guid(ref))
+    if bad:
+        raise Misconfigured("TAWAG_CRM_ONEC_USERS: extensions " + ", ".join(bad) + " are not "
+                            "mapped to a Catalog_Пользователи Ref_Key (a GUID)", crm="onec")
+    try:
+        client.check_schema()
+    except Unavailable as exc:
+        log.warning("1C not reachable at start (%s): $metadata is checked on first use", exc)
+    return client
 
 
 def with_link_defaults(settings: Settings) -> Settings:
@@ -68,19 +86,34 @@ def with_link_defaults(settings: Settings) -> Settings:
                "/recordings")
     secret = settings.recordings_link_secret
     if not secret:
-        path = settings.connectors_dir / "recording-link.key"
         try:
-            secret = path.read_text().strip()
+            secret = _key_path(settings).read_text().strip()
         except FileNotFoundError:
             secret = ""
         if not secret:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            secret = secrets.token_urlsafe(32)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secret + "\n")
+            secret = rotate_link_key(settings)
     return dataclasses.replace(settings, recordings_base_url=base,
                                recordings_link_secret=secret)
+
+
+def _key_path(settings: Settings) -> Path:
+    return settings.connectors_dir / "recording-link.key"
+
+
+def rotate_link_key(settings: Settings) -> str:
+    """Write a new recording-link key (0600) and return it: every link signed with the
+    old one -- including the non-expiring ones stored in CRMs -- stops working once
+    ``tawag connectors`` restarts with it. (A key set in TAWAG_RECORDINGS_LINK_SECRET
+    is rotated by changing that variable instead.)"""
+    path = _key_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    os.replace(tmp, path)
+    return secret
 
 
 @dataclass

@@ -199,7 +199,11 @@ class Settings:
     crm_onec_users: dict[str, str] = field(default_factory=dict)
     """Extension -> ``Catalog_Пользователи`` Ref_Key (Ответственный_Key)."""
     crm_onec_manager_field: str = "ОсновнойМенеджер_Key"
-    """Counterparty attribute holding the responsible manager (varies by configuration)."""
+    """Attribute of ``crm_onec_manager_owner`` holding the responsible manager."""
+    crm_onec_manager_owner: str = "Catalog_Партнеры"
+    """Entity set holding the manager: the partner (``Партнер_Key`` of the counterparty) in
+    УТ 11 / КА 2 / ERP; ``Catalog_Контрагенты`` if your configuration keeps it there.
+    Checked against ``$metadata`` at start."""
     crm_onec_timezone: str = "Europe/Moscow"
     """1C OData dates carry no zone: they are the base's local time."""
 
@@ -224,8 +228,12 @@ class Settings:
     empty: ``http://127.0.0.1:<recordings_http_port>/recordings`` (local use only)."""
     recordings_link_secret: str = field(default="", repr=False)
     """HMAC key of the links; empty: generated once into ``data_dir/connectors``."""
-    recordings_link_ttl_s: int = 7 * 24 * 3600
-    """amoCRM/Bitrix24 fetch the link when a user presses play, possibly days later."""
+    recordings_link_ttl_s: int = 0
+    """Links a CRM stores (amoCRM's call note, 1C's Описание) are played whenever a user
+    presses play, for as long as the CRM keeps the call: 0 = no expiry, revoked by
+    rotating the link key (``connectors.wiring.rotate_link_key``); or a lifetime in s."""
+    recordings_fetch_link_ttl_s: int = 3600
+    """Links a CRM downloads once and does not keep (Bitrix24's ``RECORD_URL`` fallback)."""
 
     # --- metrics (Prometheus text format, ``GET /metrics``) -------------------------------
     metrics_host: str = "127.0.0.1"

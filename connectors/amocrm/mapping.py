@@ -117,6 +117,17 @@ def to_call_event(phone: str, users: list[str]) -> dict[str, Any]:
     return {"add": [item]}
 
 
+UNSORTED = "unsorted_lead"
+"""Contact.entity_type of an incoming lead we created: its metadata already carries the
+call, and its contact takes no call until a user accepts the lead."""
+
+
+def call_notes_with(body: dict[str, Any], uniq: str) -> list[int]:
+    """Ids of call notes (``call_in``/``call_out``) whose ``params.uniq`` is ``uniq``."""
+    notes = (body.get("_embedded") or {}).get("notes") or []
+    return [int(n["id"]) for n in notes if (n.get("params") or {}).get("uniq") == uniq]
+
+
 def _phones(contact: dict[str, Any]) -> list[str]:
     out = []
     for cf in contact.get("custom_fields_values") or []:
@@ -133,6 +144,8 @@ def matching_contact(body: dict[str, Any], phone: str) -> Contact | None:
     """``query`` is full-text, not a phone match: keep the first contact whose number matches."""
     want = last_digits(phone, MATCH_DIGITS)
     for raw in contacts_from(body):
+        if raw.get("is_unsorted"):
+            continue  # an incoming lead's contact is not usable until the lead is accepted
         if any(last_digits(p, MATCH_DIGITS) == want for p in _phones(raw)):
             leads = (raw.get("_embedded") or {}).get("leads") or []
             responsible = raw.get("responsible_user_id")

@@ -14,8 +14,11 @@ CALL_ID instead of a second call.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +31,7 @@ from connectors.base import (
     Capabilities,
     Contact,
     LeakyBucket,
+    Misconfigured,
     Progress,
     RateLimited,
     Rejected,
@@ -38,16 +42,37 @@ from connectors.base import (
 )
 from connectors.bitrix24 import mapping
 from connectors.bitrix24.auth import Bitrix24OAuth
+from connectors.recording_links import recording_file
 from connectors.tokens import TokenStore
 from core.records import Cdr
 from core.settings import Settings
 
 __all__ = ["Bitrix24Client", "build_client"]
 
+log = logging.getLogger("tawag.connectors")
+
 CRM = "bitrix24"
 QUERY_LIMIT_RETRY_S = 1.0
 """MikoPBX sleeps 1 s on QUERY_LIMIT_EXCEEDED: two requests' worth of the 2/s drain."""
 CALL_NOT_FOUND = "Call is not found"
+WEBHOOK_CAPABILITIES = Capabilities(screen_pop=False, unknown_lead=False, tasks=False,
+                                    call_log=False, stores_links=False)
+"""What an inbound webhook can do for us: look clients up (searchCrmEntities) only."""
+WEBHOOK_WARNING = (
+    "Bitrix24 inbound webhook: telephony.externalcall.register/finish are "
+    "application-only (WRONG_AUTH_TYPE), so calls, screen-pops and recordings are NOT "
+    "written; only clients are looked up for routing. Install Tawag as a local application "
+    "(TAWAG_CRM_BITRIX24_CLIENT_ID/_SECRET) to log calls.")
+ACCOUNT_CODES = frozenset({
+    "WRONG_AUTH_TYPE", "insufficient_scope", "ACCESS_DENIED", "user_access_error",
+    "PAYMENT_REQUIRED", "PORTAL_DELETED", "INVALID_REQUEST"})
+"""Documented codes that no resend fixes and that hold for every call of the portal
+(application-only method on a webhook, missing scope, REST off on the plan, portal closed,
+https required): the queue waits for an operator instead of parking every entry
+(crm-contracts.md §2.1 system errors [B17], register/finish [B1, B2])."""
+TEMPORARY_CODES = frozenset({"INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER",
+                             "OVERLOAD_LIMIT"})
+"""Server-side failures and the manual overload block: retried later."""
 FINISHED_MEMORY = 10_000
 """Finished calls remembered so a late screen-pop event cannot register them again."""
 CLIENT_LIMIT = {"capacity": BITRIX24_LIMIT["capacity"] - 2,
@@ -62,11 +87,21 @@ class Bitrix24Client:
     name = CRM
     # Unknown numbers become leads through register's CRM_CREATE, not a separate call;
     # the contract has no task method, and finish with 304 is Bitrix24's own missed call.
-    capabilities = Capabilities(screen_pop=True, unknown_lead=False, tasks=False)
+    capabilities = Capabilities(screen_pop=True, unknown_lead=False, tasks=False,
+                                stores_links=False)
 
     def __init__(self, http: httpx.Client, *, throttle: Throttle | None = None,
-                 line_number: str = "") -> None:
+                 line_number: str = "", wall: Callable[[], float] = time.time,
+                 read_recording: Callable[[Cdr], tuple[str, bytes] | None] | None = None,
+                 webhook: bool = False) -> None:
+        if webhook:
+            # register/finish/externalLine.* "work only in the context of an application":
+            # a webhook gets WRONG_AUTH_TYPE (b24restdocs telephony-external-call-register.md,
+            # -finish.md), and show/hide/attachRecord need the CALL_ID register returns.
+            self.capabilities = WEBHOOK_CAPABILITIES
         self._http = http
+        self._wall = wall
+        self._read_recording = read_recording
         self._throttle = throttle or Throttle(LeakyBucket(**CLIENT_LIMIT))
         self._line_number = line_number
         self._lock = threading.Lock()
@@ -83,7 +118,7 @@ class Bitrix24Client:
             response = self._http.post(method, json=params)
         except httpx.TransportError as exc:
             raise Unavailable(f"Bitrix24 unreachable: {type(exc).__name__}", crm=CRM) from exc
-        return _result(response)
+        return _result(response, now=self._wall())
 
     # --- CrmClient -------------------------------------------------------------------
     def find_contact(self, phone: str) -> Contact | None:
@@ -148,10 +183,27 @@ class Bitrix24Client:
         if not progress.get("finished"):
             self._finish(cdr, b24_id, user, progress)
         if recording_url and not progress.get("record_attached"):
-            self.call("telephony.externalCall.attachRecord", mapping.to_attach_record(
-                b24_call_id=b24_id, url=recording_url, call_id=cdr.call_id))
+            params = self._attach_params(cdr, b24_id, recording_url)
+            if params is not None:
+                self.call("telephony.externalCall.attachRecord", params)
             progress.set("record_attached", True)
         self._forget(cdr.call_id)
+
+    def _attach_params(self, cdr: Cdr, b24_id: str, url: str) -> dict[str, Any] | None:
+        """The file itself when we can read it (the portal needs no route to us); else
+        the link, only if it is public https (the portal downloads it and blocks
+        non-public addresses); else nothing -- a call without its record beats a
+        delivery parked on "Record URL resolves to a non-public address"."""
+        found = self._read_recording(cdr) if self._read_recording else None
+        if found is not None:
+            return mapping.to_attach_file(b24_call_id=b24_id, name=found[0], content=found[1],
+                                          call_id=cdr.call_id)
+        if mapping.is_public_https(url):
+            return mapping.to_attach_record(b24_call_id=b24_id, url=url, call_id=cdr.call_id)
+        log.warning("Bitrix24 call %s: recording not on disk and %s is not a public https "
+                    "link the portal could fetch; attached nothing", cdr.call_id,
+                    url.split("?")[0])
+        return None
 
     def finish_unplaced(self, crm_call_id: str, *, user: str, progress: Progress) -> None:
         """Close a click-to-call that never became a call (the agent did not answer).
@@ -222,8 +274,19 @@ class Bitrix24Client:
                 self._finished.popitem(last=False)
 
 
-def _result(response: httpx.Response) -> Any:
-    """Bitrix24 envelope -> ``result`` or a ConnectorError (contract §2.1, §2.3)."""
+def _result(response: httpx.Response, *, now: float) -> Any:
+    """Bitrix24 envelope -> ``result`` or a ConnectorError, by the documented codes
+    (contract §2.1 system errors, §2.3 limits):
+
+    - QUERY_LIMIT_EXCEEDED (503): the leaky bucket, retried in a second;
+    - OPERATION_TIME_LIMIT (429): the method's 480 s-per-10-min budget is spent; retried
+      at ``time.operating_reset_at`` (limits.md), not dropped;
+    - expired_token / NO_AUTH_FOUND / 401: credentials;
+    - :data:`ACCOUNT_CODES`: Misconfigured, the queue waits for an operator;
+    - :data:`TEMPORARY_CODES` and other 5xx: Unavailable;
+    - everything else (ERROR_CORE, INVALID_ARGUMENT, attachRecord's empty code, 4xx):
+      permanent for this request, parked with the code.
+    """
     try:
         body = response.json()
     except ValueError:
@@ -231,15 +294,30 @@ def _result(response: httpx.Response) -> Any:
     if response.status_code < 300 and "error" not in body:
         return body.get("result")
     code = str(body.get("error", ""))
+    text = f"{code} {body.get('error_description', '')}".strip()
     if code == "QUERY_LIMIT_EXCEEDED":
         raise RateLimited("Bitrix24: QUERY_LIMIT_EXCEEDED", crm=CRM,
                           retry_after=QUERY_LIMIT_RETRY_S)
+    if code == "OPERATION_TIME_LIMIT":
+        raise RateLimited(f"Bitrix24: {text}", crm=CRM,
+                          retry_after=_until_reset(body, now))
     if response.status_code == 401 or code in ("expired_token", "NO_AUTH_FOUND"):
         raise AuthExpired(f"Bitrix24 refused the credentials: {code}", crm=CRM)
-    if response.status_code >= 500:
+    if code in ACCOUNT_CODES:
+        raise Misconfigured(f"Bitrix24: {text}", crm=CRM)
+    if code in TEMPORARY_CODES or response.status_code >= 500:
         raise Unavailable(f"Bitrix24: HTTP {response.status_code} {code}", crm=CRM)
-    raise Rejected(f"Bitrix24 refused the request: {code}", crm=CRM,
-                   status=response.status_code, body=body)
+    raise Rejected(f"Bitrix24 refused the request: {text}", crm=CRM,
+                   status=response.status_code, body=body, code=code or "EMPTY")
+
+
+def _until_reset(body: dict[str, Any], now: float) -> float:
+    """Seconds until ``time.operating_reset_at`` (unix time), at least one."""
+    try:
+        reset_at = float((body.get("time") or {})["operating_reset_at"])
+    except (KeyError, TypeError, ValueError):
+        return 60.0
+    return max(1.0, reset_at - now)
 
 
 def build_client(settings: Settings, store: TokenStore | None, *,
@@ -252,4 +330,9 @@ def build_client(settings: Settings, store: TokenStore | None, *,
                              client_secret=settings.crm_bitrix24_client_secret, store=store)
     http = httpx.Client(base_url=settings.crm_bitrix24_base_url, auth=auth, transport=transport,
                         timeout=settings.crm_http_timeout_s)
-    return Bitrix24Client(http, line_number=settings.crm_bitrix24_line_number)
+    if store is None:
+        log.warning(WEBHOOK_WARNING)
+    wav_dir = settings.recordings_wav_dir
+    return Bitrix24Client(http, line_number=settings.crm_bitrix24_line_number,
+                          read_recording=lambda cdr: recording_file(wav_dir, cdr.recording),
+                          webhook=store is None)

@@ -5,14 +5,18 @@ Parameter names, TYPE codes and STATUS_CODE table: reference/crm-contracts.md §
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from connectors.base import Contact
 from core.records import Cdr, Disposition
 
 __all__ = ["TYPE_OUTGOING", "TYPE_INCOMING", "call_type", "status_code", "to_register",
-           "to_finish", "to_unplaced_finish", "to_attach_record", "contact_from"]
+           "to_finish", "to_unplaced_finish", "to_attach_record", "to_attach_file",
+           "is_public_https", "contact_from"]
 
 TYPE_OUTGOING = 1
 TYPE_INCOMING = 2
@@ -84,11 +88,36 @@ def to_unplaced_finish(*, b24_call_id: str, user: str) -> dict[str, Any]:
     }
 
 
+def _file_name(call_id: str, source: str) -> str:
+    """``<call id>.mp3|wav``: Bitrix24 only accepts those two extensions."""
+    ext = "wav" if source.split("?")[0].lower().endswith(".wav") else "mp3"
+    return "".join(ch if ch.isalnum() else "-" for ch in call_id) + "." + ext
+
+
 def to_attach_record(*, b24_call_id: str, url: str, call_id: str) -> dict[str, Any]:
-    """attachRecord by URL; Bitrix24 only accepts ``mp3`` or ``wav`` file names."""
-    ext = "wav" if url.split("?")[0].lower().endswith(".wav") else "mp3"
-    safe = "".join(ch if ch.isalnum() else "-" for ch in call_id)
-    return {"CALL_ID": b24_call_id, "FILENAME": f"{safe}.{ext}", "RECORD_URL": url}
+    """attachRecord by URL: the *portal* downloads it, so it must be public (https)."""
+    return {"CALL_ID": b24_call_id, "FILENAME": _file_name(call_id, url), "RECORD_URL": url}
+
+
+def to_attach_file(*, b24_call_id: str, name: str, content: bytes,
+                   call_id: str) -> dict[str, Any]:
+    """attachRecord with the file itself (``FILENAME`` + base64 ``FILE_CONTENT``):
+    works with a recordings server the portal cannot reach (attach-record docs)."""
+    return {"CALL_ID": b24_call_id, "FILENAME": _file_name(call_id, name),
+            "FILE_CONTENT": base64.b64encode(content).decode("ascii")}
+
+
+def is_public_https(url: str) -> bool:
+    """Bitrix24 blocks RECORD_URLs that resolve to non-public addresses; plain http and
+    loopback/private hosts can never work."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme != "https" or not host or host == "localhost":
+        return False
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        return "." in host  # a DNS name; whether it resolves publicly is the portal's call
 
 
 def contact_from(result: list[dict[str, Any]]) -> Contact | None:

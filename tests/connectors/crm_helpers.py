@@ -72,8 +72,16 @@ def amo_client(fake: FakeAmoCrm, server: FakeServer, **kw: Any) -> tuple[AmoCrmC
     return AmoCrmClient(http, source="tawag", **kw), auth
 
 
+def recording_bytes(cdr: Cdr) -> tuple[str, bytes] | None:
+    """Stands in for the WAV/MP3 on disk: an ID3 header and the call id."""
+    if not cdr.recording:
+        return None
+    return cdr.recording.rsplit("/", 1)[-1], b"ID3\x03" + cdr.call_id.encode()
+
+
 def b24_client(fake: FakeBitrix24, server: FakeServer,
                **kw: Any) -> tuple[Bitrix24Client, Bitrix24OAuth]:
+    kw.setdefault("read_recording", recording_bytes)
     store = MemoryTokenStore(Token(*fake.issue_tokens()))
     auth = Bitrix24OAuth(oauth_url=server.url + "/oauth/token/", client_id=fake.client_id,
                          client_secret=fake.client_secret, store=store)
@@ -90,8 +98,12 @@ def onec_client(fake: FakeOneC, server: FakeServer) -> OneCClient:
 # --- sync wiring -------------------------------------------------------------------------
 AMO_USERS = {"101": "8001", "102": "8002"}
 B24_USERS = {"101": "1269", "102": "1270"}
-ONEC_USERS = {"101": "u-101", "102": "u-102"}
-FAST = Backoff(initial_s=0.02, max_s=0.2, auth_s=0.2)
+ONEC_USERS = {"101": "0b5e0d1a-7c3e-11e6-8343-40167e253101",
+              "102": "0b5e0d1a-7c3e-11e6-8343-40167e253102"}
+"""Extension -> Catalog_Пользователи Ref_Key: 1C references are GUIDs."""
+MANAGER_1 = "5a7b0000-0000-4000-8000-000000000001"
+MANAGER_2 = "5a7b0000-0000-4000-8000-000000000002"
+FAST = Backoff(initial_s=0.02, max_s=0.2, auth_s=0.2, max_retry_after_s=0.2)
 RECORDING_SECRET = "r" * 32
 
 

@@ -17,7 +17,8 @@ def main() -> None:
     settings = load()
     worker = SyncWorker(build_targets(settings),
                         Outbox(settings.connectors_dir / "outbox.jsonl"), settings=settings,
-                        backoff=Backoff(initial_s=0.02, max_s=0.2, auth_s=0.2))
+                        backoff=Backoff(initial_s=0.02, max_s=0.2, auth_s=0.2,
+                                        max_retry_after_s=0.2))
     worker.start()
     print("started", flush=True)
     threading.Event().wait()

@@ -198,7 +198,7 @@ def test_bitrix24_log_call_resumes_after_finish_without_registering_again():
     client, _, _ = b24(handler)
     progress = MemoryProgress(b24_call_id="externalCall.x.1", finish_sent=True, finished=True)
     client.log_call(make_cdr("c"), phone="+7916", user="1", contact=None,
-                    recording_url="https://r/a.mp3", progress=progress)
+                    recording_url="https://rec.example.com/a.mp3", progress=progress)
     assert calls == ["telephony.externalCall.attachRecord"]
 
 
@@ -215,25 +215,39 @@ def onec(handler) -> tuple[OneCClient, list]:
     return OneCClient(http), seen
 
 
-def test_onec_lookup_sends_json_format_utf8_basic_auth_and_reads_the_manager():
+def onec_metadata(request: httpx.Request) -> httpx.Response | None:
+    if request.url.path.endswith("$metadata"):
+        return httpx.Response(200, content=(FIXTURES / "onec/metadata.edmx").read_bytes())
+    return None
+
+
+def test_onec_lookup_sends_json_format_utf8_basic_auth_and_reads_the_partners_manager():
     def handler(request: httpx.Request) -> httpx.Response:
+        if (meta := onec_metadata(request)) is not None:
+            return meta
         if "КонтактнаяИнформация" in request.url.path:
             return httpx.Response(200, json=fixture("onec/contact_info.json"))
+        if "Партнеры" in request.url.path:
+            return httpx.Response(200, json=fixture("onec/partner.json"))
         return httpx.Response(200, json=fixture("onec/party.json"))
 
     client, seen = onec(handler)
     contact = client.find_contact("+7 (495) 123-45-67")
     assert contact is not None and contact.name == "ООО «Ромашка»"
     assert contact.responsible_user_id == "5a7b0000-0000-0000-0000-000000000001"
-    assert all(r.url.params["$format"] == "json" for r in seen)
+    assert seen[0].url.path.endswith("$metadata")
+    assert all(r.url.params["$format"] == "json" for r in seen[1:])
     expected = "Basic " + base64.b64encode("Оператор:пароль".encode()).decode()
     assert seen[0].headers["authorization"] == expected
     guid = "bd5a3c14-1111-2222-3333-444455556666"
-    assert seen[1].url.path.endswith(f"Catalog_Контрагенты(guid'{guid}')")
+    assert seen[2].url.path.endswith(f"Catalog_Контрагенты(guid'{guid}')")
+    assert seen[3].url.path.endswith("Catalog_Партнеры(guid'c0e3d8bc-d89a-11e6-8343-40167e2531c3')")
 
 
 def test_onec_odata_error_is_rejected_with_its_body():
-    client, _ = onec(lambda r: httpx.Response(404, json=fixture("onec/not_found.json")))
+    client, _ = onec(lambda r: onec_metadata(r) or httpx.Response(
+        404, json=fixture("onec/not_found.json")))
     with pytest.raises(Rejected) as info:
-        client.close_task(TaskRef("onec", "x", "+7"), note="n")
+        client.close_task(TaskRef("onec", "bd5a3c14-1111-2222-3333-444455556666", "+7"),
+                          note="n")
     assert info.value.body["odata.error"]["code"] == "9"

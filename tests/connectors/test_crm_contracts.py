@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from crm_helpers import T0, amo_client, b24_client, make_cdr, onec_client
+from crm_helpers import MANAGER_1, MANAGER_2, T0, amo_client, b24_client, make_cdr, onec_client
 from fakes.onec import PREFIX
 
 from connectors.base import (
@@ -25,7 +25,7 @@ PHONE = "+79161234567"
 
 
 # --- amoCRM ---------------------------------------------------------------------------
-def test_amocrm_contact_call_and_duplicate_uniq(amo):
+def test_amocrm_contact_call_and_a_resend_after_a_lost_answer(amo):
     fake, server = amo
     cid = fake.add_contact("Иван Петров", "+7 916 123-45-67", responsible=504141,
                            lead_ids=(9774766,))
@@ -34,14 +34,17 @@ def test_amocrm_contact_call_and_duplicate_uniq(amo):
     assert contact.id == str(cid) and contact.responsible_user_id == "504141"
     assert client.find_contact("+74990000000") is None  # 204, empty body
     cdr = make_cdr("call-1", recording="r.mp3")
+    progress = MemoryProgress()
     client.log_call(cdr, phone=PHONE, user="8375357", contact=contact,
-                    recording_url="https://pbx/r.mp3", progress=MemoryProgress())
-    # a resend whose first answer was lost: amoCRM refuses the repeated uniq, we accept that
+                    recording_url="https://pbx/r.mp3", progress=progress)
+    # a resend whose first answer was lost: the call note with our uniq is found first
+    progress.pop("call_id")
     client.log_call(cdr, phone=PHONE, user="8375357", contact=contact,
-                    recording_url="https://pbx/r.mp3", progress=MemoryProgress())
-    assert [c["uniq"] for c in fake.calls] == ["call-1"]
+                    recording_url="https://pbx/r.mp3", progress=progress)
+    assert [c["uniq"] for c in fake.calls] == ["call-1"] and fake.call_posts == ["call-1"]
+    assert progress["call_id"] == str(fake.calls[0]["id"])
     assert fake.calls[0]["entity_type"] == "lead" and fake.calls[0]["entity_id"] == 9774766
-    assert fake.calls[0]["link"] == "https://pbx/r.mp3" and fake.call_posts == ["call-1"] * 2
+    assert fake.calls[0]["link"] == "https://pbx/r.mp3"
 
 
 def test_amocrm_unknown_number_becomes_an_incoming_lead_with_the_call_and_a_task(amo):
@@ -55,7 +58,7 @@ def test_amocrm_unknown_number_becomes_an_incoming_lead_with_the_call_and_a_task
     task = client.create_missed_call_task(cdr, phone=PHONE, contact=lead, responsible="504141",
                                           progress=progress)
     assert fake.unsorted[0]["metadata"]["uniq"] == "call-2"
-    assert fake.calls[0]["call_status"] == 6 and fake.calls[0]["entity_type"] == "lead"
+    assert fake.calls == []  # the incoming lead carries the call; its contact takes none
     stored = fake.tasks[int(task.id)]
     assert stored["entity_type"] == "leads" and stored["responsible_user_id"] == 504141
     assert progress["task_id"] == task.id
@@ -111,8 +114,9 @@ def test_bitrix24_one_registration_show_hide_finish_and_record(b24):
     client.screen_pop(RingingCall("call-3", PHONE, "inbound", T0.timestamp(),
                                   hide_users=("1270",)))
     progress = MemoryProgress()
-    client.log_call(make_cdr("call-3", talk_ms=95_000), phone=PHONE, user="1269", contact=None,
-                    recording_url="https://pbx/r.mp3?sig=1", progress=progress)
+    client.log_call(make_cdr("call-3", talk_ms=95_000, recording="r.mp3"), phone=PHONE,
+                    user="1269", contact=None, recording_url="https://pbx/r.mp3?sig=1",
+                    progress=progress)
     [cid] = fake.call_for("call-3")
     assert len(fake.register_requests) == 1 and progress["b24_call_id"] == cid
     assert [(a, u) for c, a, u, _ in fake.card_log] == [("show", 1269), ("show", 1270),
@@ -120,6 +124,7 @@ def test_bitrix24_one_registration_show_hide_finish_and_record(b24):
     row = fake.finished[cid]
     assert row["CALL_STATUS"] == 1 and row["CALL_DURATION"] == 95 and row["PORTAL_USER_ID"] == 1269
     assert fake.records[cid]["FILENAME"] == "call-3.mp3"
+    assert fake.records[cid]["content"] == b"ID3\x03call-3"  # uploaded, not fetched
 
 
 def test_bitrix24_unknown_number_missed_call_creates_a_lead_via_crm_create(b24):
@@ -170,35 +175,35 @@ def test_bitrix24_throttle_stays_inside_the_leaky_bucket(b24):
 # --- 1C -------------------------------------------------------------------------------
 def test_onec_lookup_exact_then_by_presentation(onec):
     fake, server = onec
-    exact = fake.add_party("ООО «Ромашка»", "+7 (495) 123-45-67", manager="m-1")
+    exact = fake.add_party("ООО «Ромашка»", "+7 (495) 123-45-67", manager=MANAGER_1)
     # НомерТелефона can be empty on real rows; the presentation still holds the digits
-    fuzzy = fake.add_party("ИП Сидоров", "8-9161234567 (моб.)", manager="m-2",
+    fuzzy = fake.add_party("ИП Сидоров", "8-9161234567 (моб.)", manager=MANAGER_2,
                            digits_column="")
     client = onec_client(fake, server)
     assert client.find_contact("+74951234567").id == exact
     found = client.find_contact(PHONE)
-    assert found.id == fuzzy and found.responsible_user_id == "m-2"
+    assert found.id == fuzzy and found.responsible_user_id == MANAGER_2
     assert client.find_contact("+74990000000") is None
 
 
 def test_onec_call_document_is_created_once_and_closed(onec):
     fake, server = onec
-    party = fake.add_party("ООО «Ромашка»", "+7 (495) 123-45-67", manager="m-1")
+    party = fake.add_party("ООО «Ромашка»", "+7 (495) 123-45-67", manager=MANAGER_1)
     client = onec_client(fake, server)
     contact = client.find_contact("+74951234567")
     cdr = make_cdr("call-5", caller="+74951234567", disposition=Disposition.NO_ANSWER)
     progress = MemoryProgress()
-    client.log_call(cdr, phone="+74951234567", user="m-1", contact=contact,
+    client.log_call(cdr, phone="+74951234567", user=MANAGER_1, contact=contact,
                     recording_url=None, progress=progress)
     # a resend after a lost 201: the document is found by its marker, not posted again
     retry = MemoryProgress(doc_sent=True)
-    client.log_call(cdr, phone="+74951234567", user="m-1", contact=contact,
+    client.log_call(cdr, phone="+74951234567", user=MANAGER_1, contact=contact,
                     recording_url=None, progress=retry)
     assert fake.posts == 1 and retry["doc_ref"] == progress["doc_ref"]
     doc = fake.documents[progress["doc_ref"]]
     assert doc["АбонентКонтакт"] == party and doc["Рассмотрено"] is False
     task = client.create_missed_call_task(cdr, phone="+74951234567", contact=contact,
-                                          responsible="m-1", progress=progress)
+                                          responsible=MANAGER_1, progress=progress)
     client.close_task(task, note="Перезвонили")
     assert doc["Рассмотрено"] is True
 

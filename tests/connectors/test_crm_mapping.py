@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm_helpers import T0, make_cdr
+from crm_helpers import MANAGER_1, T0, make_cdr
 
 from connectors.amocrm import mapping as amo
 from connectors.base import Contact
@@ -86,11 +86,11 @@ def test_onec_filters_and_document():
     assert onec.fuzzy_phone_filter("+74951234567") == \
         "Тип eq 'Телефон' and substringof('4951234567', Представление)"
     assert onec.marker_filter("it's") == "Комментарий eq 'tawag:it''s'"
-    party = Contact(crm="onec", id="bd5a", name="ООО «Ромашка»", responsible_user_id="5a7b")
+    party = Contact(crm="onec", id="bd5a", name="ООО «Ромашка»", responsible_user_id=MANAGER_1)
     doc = onec.to_phone_call(make_cdr("c-4", disposition=Disposition.NO_ANSWER),
-                             phone="+74951234567", contact=party, responsible="5a7b",
+                             phone="+74951234567", contact=party, responsible=MANAGER_1,
                              recording_url=None, tz="Europe/Moscow")
     assert doc["Date"] == "2026-11-26T10:00:00"  # Moscow local time, no zone
-    assert doc["Рассмотрено"] is False and doc["Ответственный_Key"] == "5a7b"
+    assert doc["Рассмотрено"] is False and doc["Ответственный_Key"] == MANAGER_1
     assert doc["АбонентКонтакт_Type"] == "StandardODATA.Catalog_Контрагенты"
     assert doc["Тема"] == "Пропущенный входящий звонок" and doc["Комментарий"] == "tawag:c-4"

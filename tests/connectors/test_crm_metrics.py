@@ -24,6 +24,7 @@ def feed(worker, events, cdrs):
 
 def test_deliveries_failures_retries_429s_and_outbox_depth_are_scraped(amo, tmp_path):
     fake, server = amo
+    fake.add_contact("Иван", KNOWN, responsible=504141)
     box = Outbox(tmp_path / "outbox.jsonl")
     worker = SyncWorker(targets_for(amo=amo), box, settings=sync_settings(), backoff=FAST)
     metrics = serve("127.0.0.1", 0, "connectors")

@@ -11,6 +11,8 @@ from datetime import timedelta
 import pytest
 from crm_helpers import (
     FAST,
+    MANAGER_1,
+    ONEC_USERS,
     T0,
     inbound_call,
     make_cdr,
@@ -80,7 +82,7 @@ def world(amo, b24, onec, tmp_path):
     amo[0].add_contact("Иван Петров", "+7 916 123-45-67", responsible=504141,
                        lead_ids=(9774766,))
     b24[0].add_entity("Иван Петров", "+7 916 123-45-67", assigned=99)
-    onec[0].add_party("ООО «Ромашка»", "79161234567", manager="m-1")
+    onec[0].add_party("ООО «Ромашка»", "79161234567", manager=MANAGER_1)
     box = Outbox(tmp_path / "outbox.jsonl")
     worker = SyncWorker(targets_for(amo, b24, onec), box, settings=sync_settings(), backoff=FAST)
     worker.start()
@@ -106,6 +108,9 @@ def test_a_day_in_the_life(world):
     feed(worker, *inbound_call("A", KNOWN, ring=("101", "102"), answer="102",
                                recording="2026/11/26/A.mp3"), settle=True)
     feed(worker, *inbound_call("B", UNKNOWN, ring=("101",), answer=None), settle=True)
+    wait_for(worker.idle, what="B delivered")
+    # the manager accepts B's incoming lead: only then does its contact take calls
+    amo.accept_unsorted(amo.find_by_phone(UNKNOWN, unsorted=True)["id"])
     callback = make_cdr("C", direction="outbound", caller="101", callee="8 903 555-01-01",
                         agent="101", start=T0 + timedelta(minutes=5))
     worker.handle_cdr(callback)
@@ -114,12 +119,12 @@ def test_a_day_in_the_life(world):
     worker.handle_cdr(internal)
     wait_for(worker.idle, what="all deliveries")
 
-    # amoCRM: two calls with contacts, an incoming lead for B, B's task created then closed
-    assert [c["uniq"] for c in amo.calls] == ["A", "B", "C"]
-    a, b, c = amo.calls
+    # amoCRM: calls with contacts, an incoming lead carrying B, B's task created then closed
+    assert [c["uniq"] for c in amo.calls] == ["A", "C"]
+    a, c = amo.calls
     assert a["call_status"] == 4 and a["call_responsible"] == 8002 and a["duration"] == 42
     assert a["link"].startswith("https://pbx.test/rec/2026/11/26/A.mp3?expires=")
-    assert b["call_status"] == 6 and c["direction"] == "outbound"
+    assert c["direction"] == "outbound" and c["entity_type"] == "lead"
     assert [u["metadata"]["uniq"] for u in amo.unsorted] == ["B"]
     [task] = amo.tasks.values()
     assert task["responsible_user_id"] == 8000 and task["is_completed"] is True
@@ -144,7 +149,7 @@ def test_a_day_in_the_life(world):
     # 1C: one document per external call; B's stays unreviewed until the callback
     docs = {d["Комментарий"]: d for d in onec.documents.values()}
     assert set(docs) == {"tawag:A", "tawag:B", "tawag:C"}
-    assert docs["tawag:A"]["Ответственный_Key"] == "u-102"
+    assert docs["tawag:A"]["Ответственный_Key"] == ONEC_USERS["102"]
     assert docs["tawag:B"]["Рассмотрено"] is True and docs["tawag:B"]["Важность"] == "Высокая"
     assert worker.outbox.rejections() == []
 
@@ -152,6 +157,7 @@ def test_a_day_in_the_life(world):
 def test_permanent_rejection_is_recorded_with_the_crm_body_and_the_queue_moves_on(
         amo, tmp_path):
     fake, _ = amo
+    fake.add_contact("Иван", KNOWN, responsible=504141)
     path = tmp_path / "outbox.jsonl"
     box = Outbox(path)
     worker = SyncWorker(targets_for(amo=amo), box, settings=sync_settings(), backoff=FAST)
@@ -196,6 +202,8 @@ def test_faults_429_storm_500s_and_expired_tokens_still_deliver_each_call_once_i
 def test_crm_down_then_back_gets_every_call_once_in_order(amo, b24, onec, tmp_path):
     """The outage is short here (the servers refuse connections until restarted); what is
     checked is the same for ten minutes: nothing is dropped while retries back off."""
+    for phone in (KNOWN, UNKNOWN):  # known to amoCRM: unknown numbers are a test of their own
+        amo[0].add_contact("Клиент", phone, responsible=504141)
     box = Outbox(tmp_path / "outbox.jsonl")
     servers = [amo[1], b24[1], onec[1]]
     worker = SyncWorker(targets_for(amo, b24, onec), box, settings=sync_settings(), backoff=FAST)

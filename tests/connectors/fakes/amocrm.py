@@ -5,6 +5,19 @@ problem+json 401; a 7 req/s token bucket answering 429 with an *empty* body (the
 only recognises a non-JSON 429); contacts ``query`` search (204 when nothing matches);
 ``POST /api/v4/calls`` matched on the last 10 digits with per-item ``errors``;
 ``/leads/unsorted/sip``; ``/tasks`` (plural entity_type, strict); ``/api/v2/events`` 202.
+
+As strict as a real account where the connector could go wrong:
+
+- ``uniq`` deduplicates nothing: "our API does not regulate the identity of calls"
+  (Kommo call-logging docs, developers.kommo.com/docs/call-logging); every POST adds a
+  call note (``call_in``/``call_out`` with ``params.uniq``) readable at
+  ``GET /api/v4/{leads|contacts}/{id}/notes?filter[note_type][]=call_in``;
+- an incoming (unsorted) lead's contact is not usable until the lead is accepted: calls
+  for its number find no entity, and a second incoming lead for a number whose incoming
+  lead is still pending is refused (Kommo incoming-leads docs,
+  developers.kommo.com/docs/incoming-leads) [error shape unverified];
+- a 403 problem+json for a request the integration's user has no right to
+  (:attr:`FakeAmoCrm.forbidden` phones).
 """
 
 from __future__ import annotations
@@ -47,11 +60,13 @@ class FakeAmoCrm:
     """State for tests: contacts, leads, calls, call_posts, tasks, notifications."""
 
     def __init__(self, *, client_id: str = "amo-client", client_secret: str = "amo-secret",
-                 rate_per_s: float = 7.0, reject_duplicate_uniq: bool = True) -> None:
+                 rate_per_s: float = 7.0) -> None:
         self.lock = threading.RLock()
         self.client_id, self.client_secret = client_id, client_secret
         self.rate_per_s = rate_per_s
-        self.reject_duplicate_uniq = reject_duplicate_uniq
+        self.notes: list[dict[str, Any]] = []
+        self.forbidden: set[str] = set()
+        """Last 10 digits of numbers whose calls answer 403 (no rights)."""
         self.faults = FaultPlan()
         self.ids = itertools.count(1000)
         self.access: dict[str, float] = {}
@@ -80,12 +95,12 @@ class FakeAmoCrm:
             self.access = {k: 0.0 for k in self.access}
 
     def add_contact(self, name: str, phone: str, responsible: int,
-                    lead_ids: tuple[int, ...] = ()) -> int:
+                    lead_ids: tuple[int, ...] = (), unsorted: bool = False) -> int:
         with self.lock:
             cid = next(self.ids)
             self.contacts[cid] = {
                 "id": cid, "name": name, "responsible_user_id": responsible, "group_id": 0,
-                "is_deleted": False, "is_unsorted": False, "account_id": ACCOUNT_ID,
+                "is_deleted": False, "is_unsorted": unsorted, "account_id": ACCOUNT_ID,
                 "custom_fields_values": [{"field_id": 3, "field_name": "Телефон",
                                           "field_code": "PHONE", "field_type": "multitext",
                                           "values": [{"value": phone, "enum_id": 1,
@@ -121,6 +136,10 @@ class FakeAmoCrm:
                 return route(req)
             if req.method == "PATCH" and req.path.startswith("/api/v4/tasks/"):
                 return self._patch_task(req, req.path.rsplit("/", 1)[1])
+            parts = req.path.strip("/").split("/")
+            if req.method == "GET" and len(parts) == 5 and parts[4] == "notes" and \
+                    parts[2] in ("leads", "contacts") and parts[3].isdigit():
+                return self._notes(parts[2], int(parts[3]), req)
             return _problem(404, "Not found")
 
     def _take_token(self) -> bool:
@@ -167,12 +186,19 @@ class FakeAmoCrm:
         return json_reply(200, {"_page": 1, "_links": {"self": {"href": "/api/v4/contacts"}},
                                 "_embedded": {"contacts": found}}, HAL)
 
-    def find_by_phone(self, phone: Any) -> dict[str, Any] | None:
+    def find_by_phone(self, phone: Any, *, unsorted: bool = False) -> dict[str, Any] | None:
+        """The contact with this number; an unsorted one only when asked for."""
         want = _digits(phone)[-10:]
         for c in self.contacts.values():
-            if any(_digits(p)[-10:] == want for p in self._phones(c)):
+            if c["is_unsorted"] == unsorted and \
+                    any(_digits(p)[-10:] == want for p in self._phones(c)):
                 return c
         return None
+
+    def accept_unsorted(self, contact_id: int) -> None:
+        """A user accepts the incoming lead: its contact becomes an ordinary one."""
+        with self.lock:
+            self.contacts[contact_id]["is_unsorted"] = False
 
     # --- calls -------------------------------------------------------------------------
     def _calls(self, req: Request) -> Reply:
@@ -189,11 +215,8 @@ class FakeAmoCrm:
                 return _validation(rid, "call_status", NOT_A_CHOICE)
             if item.get("uniq"):
                 self.call_posts.append(item["uniq"])
-            repeat = any(c["uniq"] == item.get("uniq") for c in self.calls)
-            if self.reject_duplicate_uniq and repeat:
-                errors.append({"request_id": rid, "status": 400, "title": "Bad Request",
-                               "detail": "Call with this uniq already exists"})
-                continue
+            if _digits(item["phone"])[-10:] in self.forbidden:
+                return _problem(403, "Access denied")
             contact = self.find_by_phone(item["phone"])
             if contact is None:
                 errors.append({"request_id": rid, "status": 404, "title": "Not Found",
@@ -203,6 +226,11 @@ class FakeAmoCrm:
             etype, eid = ("lead", leads[0]["id"]) if len(leads) == 1 else ("contact", contact["id"])
             call = {**item, "id": next(self.ids), "entity_type": etype, "entity_id": eid}
             self.calls.append(call)
+            self.notes.append({"id": call["id"], "entity_id": eid, "entity_type": etype + "s",
+                               "note_type": "call_out" if item["direction"] == "outbound"
+                               else "call_in", "created_at": int(time.time()),
+                               "params": {k: item.get(k) for k in (
+                                   "uniq", "duration", "source", "link", "phone")}})
             done.append({"id": call["id"], "entity_id": eid, "entity_type": etype,
                          "account_id": ACCOUNT_ID, "request_id": rid,
                          "_embedded": {"entity": {"id": eid, "_links": {"self": {"href": ""}}}}})
@@ -217,16 +245,33 @@ class FakeAmoCrm:
                 if name not in item:
                     return _validation(str(item.get("request_id", n)), name, MISSING)
             phone = str(meta.get("phone", ""))
-            contact_id = self.add_contact(phone, phone, responsible=0)
+            if self.find_by_phone(phone, unsorted=True) is not None:
+                return _validation(str(item.get("request_id", n)), "metadata.phone",
+                                   "An incoming lead for this number is awaiting a decision")
+            contact_id = self.add_contact(phone, phone, responsible=0, unsorted=True)
             lead_id = next(self.ids)
             self.leads[lead_id] = {"id": lead_id, "contact_id": contact_id, "unsorted": True}
             self.contacts[contact_id]["_embedded"]["leads"] = [{"id": lead_id}]
             self.unsorted.append(item)
-            out.append({"uid": secrets.token_hex(30), "account_id": ACCOUNT_ID,
+            uid = secrets.token_hex(30)
+            out.append({"uid": uid, "account_id": ACCOUNT_ID,
                         "request_id": str(item.get("request_id", n)),
-                        "_embedded": {"contacts": [{"id": contact_id}], "leads": [{"id": lead_id}],
-                                      "companies": []}})
+                        "_links": {"self": {"href": f"/api/v4/leads/unsorted/{uid}"}},
+                        "_embedded": {
+                            "contacts": [{"id": contact_id, "_links": {"self": {
+                                "href": f"/api/v4/contacts/{contact_id}"}}}],
+                            "leads": [{"id": lead_id, "_links": {"self": {
+                                "href": f"/api/v4/leads/{lead_id}"}}}],
+                            "companies": []}})
         return json_reply(200, {"_total_items": len(out), "_embedded": {"unsorted": out}}, HAL)
+
+    def _notes(self, plural: str, entity_id: int, req: Request) -> Reply:
+        types = req.query.get("filter[note_type][]") or req.query.get("filter[note_type]") or []
+        found = [n for n in self.notes if n["entity_type"] == plural
+                 and n["entity_id"] == entity_id and (not types or n["note_type"] in types)]
+        if not found:
+            return Reply(204)
+        return json_reply(200, {"_page": 1, "_embedded": {"notes": found}}, HAL)
 
     # --- tasks -------------------------------------------------------------------------
     def _add_tasks(self, req: Request) -> Reply:

@@ -5,21 +5,40 @@
 ``/oauth/token/`` (GET, single-use refresh); 401 ``expired_token``; a leaky bucket X=50,
 Y=2/s answering 503 ``QUERY_LIMIT_EXCEEDED``; a ``time`` block in every answer; register
 with the 30-minute dedup key, finish, show/hide, attachRecord, searchCrmEntities.
+
+As strict as a real portal where the connector could go wrong:
+
+- an inbound webhook may not call the application-only methods (register, finish,
+  externalLine.*): 400 ``WRONG_AUTH_TYPE`` "Current authorization type is denied for this
+  method" (b24restdocs telephony-external-call-register.md / -finish.md: "works only in
+  the context of an application");
+- attachRecord with ``RECORD_URL`` makes the *portal* download the file: the fake fetches
+  it itself and refuses a non-public address ("Record URL resolves to a non-public
+  address and was blocked", telephony-external-call-attach-record.md) unless
+  ``public_hosts`` names it; ``FILENAME`` + base64 ``FILE_CONTENT`` is decoded and kept.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import secrets
 import threading
 import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
 
 from fakes.server import FaultPlan, Reply, Request, json_reply
 
 DEDUP_S = 30 * 60
+APP_ONLY = frozenset({"telephony.externalcall.register", "telephony.externalcall.finish",
+                      "telephony.externalline.add", "telephony.externalline.update",
+                      "telephony.externalline.delete", "event.bind"})
+PRIVATE_HOSTS = ("127.", "10.", "192.168.", "localhost", "[::1]", "::1")
 STATUS_CODES = {"200", "304", "603", "603-S", "403", "404", "486", "484", "503", "480",
                 "402", "423", "OTHER"}
 
@@ -65,6 +84,8 @@ class FakeBitrix24:
         self.card_log: list[tuple[str, str, int, float]] = []
         self.cards: dict[str, set[int]] = {}
         self.records: dict[str, dict[str, Any]] = {}
+        self.public_hosts: set[str] = set()
+        """Hosts the fake treats as public for RECORD_URL (a test's HTTPS stand-in)."""
         self.limited = 0
         self._level, self._at = 0.0, time.monotonic()
 
@@ -100,9 +121,13 @@ class FakeBitrix24:
             if len(parts) < 2 or parts[0] != "rest":
                 return _error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
             params = self._params(req)
+            method = parts[-1].removesuffix(".json").lower()
             if len(parts) == 4:
                 if (parts[1], parts[2]) != self.webhook:
                     return _error(401, "NO_AUTH_FOUND", "Wrong authorization data")
+                if method in APP_ONLY:
+                    return _error(400, "WRONG_AUTH_TYPE",
+                                  "Current authorization type is denied for this method")
             else:
                 token = params.pop("auth", None) or req.arg("auth")
                 if token not in self.access:
@@ -112,7 +137,6 @@ class FakeBitrix24:
             if not self._admit():
                 self.limited += 1
                 return _error(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
-            method = parts[-1].removesuffix(".json").lower()
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
             if handler is None:
                 return _error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
@@ -278,8 +302,36 @@ class FakeBitrix24:
         name = str(p.get("FILENAME") or "")
         if name and not name.lower().endswith((".mp3", ".wav")):
             return _core("Wrong file extension. Only wav and mp3 are allowed")
-        self.records[cid] = {"FILENAME": name, "RECORD_URL": p.get("RECORD_URL")}
+        if p.get("RECORD_URL"):
+            content = self._download(str(p["RECORD_URL"]))
+        elif "FILE_CONTENT" in p:
+            if not p["FILE_CONTENT"]:
+                return _core("File content is empty.")
+            try:
+                content = base64.b64decode(str(p["FILE_CONTENT"]), validate=True)
+            except (binascii.Error, ValueError):
+                return _core("File content is not properly encoded. Base64 encoding is "
+                             "expected.")
+        else:
+            return {"uploadUrl": "/rest/upload.json?token=telephony", "fieldName": "file"}
+        if isinstance(content, Reply):
+            return content
+        self.records[cid] = {"FILENAME": name, "RECORD_URL": p.get("RECORD_URL"),
+                             "content": content}
         return {"FILE_ID": next(self.ids)}
+
+    def _download(self, url: str) -> bytes | Reply:
+        """What the portal does with RECORD_URL: fetch it from its own servers."""
+        host = urlsplit(url).hostname or ""
+        if host not in self.public_hosts and (not host or host.startswith(PRIVATE_HOSTS)):
+            return _core("Record URL resolves to a non-public address and was blocked")
+        try:
+            got = httpx.get(url, timeout=5)
+        except httpx.HTTPError:
+            return _core("Server returns HTTP error code 0")
+        if got.status_code != 200:
+            return _core(f"Server returns HTTP error code {got.status_code}")
+        return got.content
 
     # --- click-to-call (contract §2.10) ------------------------------------------------
     def click_to_call(self, user_id: int, phone: str, *, token: str,

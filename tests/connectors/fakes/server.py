@@ -29,6 +29,8 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    raw_query: str = ""
+    """The query string as sent (a ``+`` is not a space to every server: 1C)."""
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -125,7 +127,7 @@ def _handler_for(app: Any) -> type:
             req = Request(self.command, unquote(parts.path),
                           parse_qs(parts.query, keep_blank_values=True),
                           {k.lower(): v for k, v in self.headers.items()},
-                          self.rfile.read(length) if length else b"")
+                          self.rfile.read(length) if length else b"", parts.query)
             reply = app.handle(req)
             hold = getattr(app, "hold", None)
             if hold is not None and hold(req):
