@@ -25,8 +25,13 @@ def client_phone(direction: str | None, caller: str | None, callee: str | None,
 
 
 def is_missed(cdr: Cdr) -> bool:
-    """An inbound call nobody answered: the CRM gets a task to call the client back."""
-    return cdr.direction == "inbound" and cdr.disposition is not Disposition.ANSWERED
+    """An inbound call nobody answered: the CRM gets a task to call the client back.
+
+    Judged by ``answered_at``, not only the disposition: a call whose end was lost
+    (``interrupted``, closed by the ingest reconciler) may well have been answered, and
+    the client was then spoken to."""
+    return (cdr.direction == "inbound" and cdr.disposition is not Disposition.ANSWERED
+            and cdr.answered_at is None)
 
 
 def callback_note(call_id: str) -> str:

@@ -94,3 +94,19 @@ def test_onec_filters_and_document():
     assert doc["Рассмотрено"] is False and doc["Ответственный_Key"] == MANAGER_1
     assert doc["АбонентКонтакт_Type"] == "StandardODATA.Catalog_Контрагенты"
     assert doc["Тема"] == "Пропущенный входящий звонок" and doc["Комментарий"] == "tawag:c-4"
+
+
+def test_an_interrupted_call_is_missed_only_if_nobody_answered_it():
+    """The reconciler closes a call whose end was lost as ``interrupted``; if it had been
+    answered the client was spoken to, and no callback task may be made for it."""
+    from dataclasses import replace
+
+    from connectors.mapping import is_missed
+
+    answered = make_cdr("c1")
+    talked = replace(answered, disposition=Disposition.INTERRUPTED, sip_code=None)
+    rang = replace(make_cdr("c2", disposition=Disposition.NO_ANSWER),
+                   disposition=Disposition.INTERRUPTED)
+    assert not is_missed(answered) and not is_missed(talked)
+    assert is_missed(rang)
+    assert not is_missed(replace(rang, direction="outbound"))
