@@ -19,12 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import httpx
 import pandas as pd
 from fastapi import Depends, FastAPI, Query, Request
 
-from api import models, problems
+from api import models, problems, webhook_routes
 from api.keys import READ, ApiKey, KeyStore
 from api.ratelimit import TokenBuckets, retry_after
+from api.webhooks import Webhooks
 from core.settings import Settings
 from warehouse.client import WarehouseClient, WarehouseError
 from warehouse.queries import api as api_q
@@ -46,7 +48,8 @@ MAX_PAGE = 500
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": problems.Problem, "description": text}
-    for status, text in ((401, "No valid API key"), (403, "The key lacks the scope"),
+    for status, text in ((400, "Malformed request body"), (401, "No valid API key"),
+                         (403, "The key lacks the scope"),
                          (422, "Invalid parameters"), (429, "Rate limit; see Retry-After"),
                          (503, "The warehouse is not answering"))}
 
@@ -100,12 +103,14 @@ def _period(since: str | None, until: str | None, tz: str,
 def create_app(settings: Settings, *, client: WarehouseClient | None, keys: KeyStore,
                limiter: TokenBuckets | None = None,
                clock: Callable[[], float] = time.time,
-               routers: tuple[Any, ...] = ()) -> FastAPI:
-    """The ASGI app. ``client`` None builds the app for its OpenAPI document only.
-    ``routers``: more routes (webhooks) that use :func:`authorised` dependencies."""
+               webhooks: Webhooks | None = None,
+               http: httpx.Client | None = None) -> FastAPI:
+    """The ASGI app. ``client``/``webhooks`` None: those routes answer 503 (the app built
+    for its OpenAPI document only). ``http``: for the zd_echo check of new subscriptions."""
     limiter = limiter or TokenBuckets(settings.api_rate_per_s, settings.api_rate_burst)
     app = FastAPI(title="Tawag API", version="1.0.0", openapi_url=f"{PREFIX}/openapi.json",
                   docs_url=f"{PREFIX}/docs", redoc_url=None,
+                  dependencies=[Depends(problems.strict_query)],
                   description="Calls, agents and missed-call callbacks of one tenant, and "
                               "signed webhooks. Authenticate with `Authorization: Bearer "
                               "<key>` (`tawag apikey add`). Errors are RFC 9457 problems.")
@@ -192,8 +197,7 @@ def create_app(settings: Settings, *, client: WarehouseClient | None, keys: KeyS
         return read(lambda: _records(callbacks_q.open_callbacks(warehouse(key), key.tenant,
                                                                 now)))
 
-    for router in routers:
-        app.include_router(router)
+    webhook_routes.add_routes(app, app.state.authorised, webhooks, http, _ERRORS)
     app.openapi = lambda: _problem_media_type(app)  # type: ignore[method-assign]
     return app
 

@@ -16,8 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-__all__ = ["MEDIA_TYPE", "Problem", "ProblemError", "problem_response", "install"]
+__all__ = ["MEDIA_TYPE", "Problem", "ProblemError", "problem_response", "install",
+           "strict_query"]
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://tawag.dev/problems/"
@@ -66,5 +68,39 @@ def install(app: Any) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(request, exc.status_code, None, str(exc.detail),
-                                dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem_response(request, exc.status_code, None, str(exc.detail), headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first
+    route's, and one path has a route per method here)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def strict_query(request: Request) -> None:
+    """A query parameter the operation does not declare is an error (422), not ignored:
+    a misspelt filter (``dispositon=``) must not quietly select everything."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    declared = {p.alias for p in _query_params(dependant)}
+    unknown = sorted(set(request.query_params.keys()) - declared)
+    if unknown:
+        raise ProblemError(422, "invalid-request",
+                           f"unknown query parameter(s): {', '.join(map(repr, unknown))}")
+
+
+def _query_params(dependant: Any) -> list[Any]:
+    params = list(dependant.query_params)
+    for sub in dependant.dependencies:
+        params += _query_params(sub)
+    return params

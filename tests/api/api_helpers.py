@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -40,6 +43,7 @@ from warehouse.users import Authenticator, service_password
 
 API_PORT, WAREHOUSE_PORT, LIMITED_API_PORT, RECEIVER_PORT = 31301, 31302, 31303, 31304
 NOTHING_PORT = 31305  # nothing listens here
+WEBHOOK_API_PORT = 31306
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
 
@@ -103,7 +107,9 @@ CALLBACKS = [callback("acme", "+74950000001"), callback("beta", "+70000000001")]
 
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:
     return load(environ={}, **{"data_dir": data_dir, "api_port": API_PORT,
-                               "warehouse_http_port": WAREHOUSE_PORT, **overrides})
+                               "warehouse_http_port": WAREHOUSE_PORT,
+                               # the webhook worker's Kafka: none here (it retries)
+                               "kafka_bootstrap": f"127.0.0.1:{NOTHING_PORT}", **overrides})
 
 
 def load_store(store: ChdbClient, settings: Settings) -> None:
@@ -170,3 +176,81 @@ def api_process(settings: Settings) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+class Receiver:
+    """A webhook receiver on ``port`` that can be taken down and brought back: it keeps
+    every request (method, path, headers, body) and answers ``zd_echo`` checks."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.requests, self._server = port, [], None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def up(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                echo = parse_qs(urlsplit(self.path).query).get("zd_echo", [""])[0]
+                self._reply(echo.encode())
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver._lock:
+                    receiver.requests.append((dict(self.headers), body))
+                self._reply(b"ok")
+
+            def _reply(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def received(self) -> list[tuple[dict[str, str], bytes]]:
+        with self._lock:
+            return list(self.requests)
+
+
+@contextmanager
+def served_in_thread(app: Any, port: int) -> Iterator[str]:
+    """``app`` on uvicorn in this process (a thread), on ``port``; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_until("uvicorn started", lambda: server.started, 20)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def wait_until(what: str, condition: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)  # polling interval
+    return value
