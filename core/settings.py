@@ -235,6 +235,23 @@ class Settings:
     recordings_fetch_link_ttl_s: int = 3600
     """Links a CRM downloads once and does not keep (Bitrix24's ``RECORD_URL`` fallback)."""
 
+    # --- public API and webhooks (``tawag api``) ------------------------------------------
+    api_host: str = "127.0.0.1"
+    """Address the public REST API binds (put a TLS proxy in front)."""
+    api_port: int = 8503
+    """``/api/v1`` (per-tenant API keys: ``tawag apikey add``) and its webhook worker."""
+    api_rate_per_s: float = 20.0
+    """Requests per second each API key may make on average (token bucket) ..."""
+    api_rate_burst: int = 60
+    """... and at once; past it the API answers 429 with Retry-After."""
+    api_instance_id: str = "api-1"
+    """Kafka static membership id of the webhook worker's consumer. Unique per worker."""
+    webhook_max_age_s: int = 24 * 3600
+    """A webhook still undelivered this long after its first attempt is given up (logged
+    as ``rejected`` in the subscription's delivery log); retries back off exponentially."""
+    webhook_timeout_s: float = 5.0
+    """How long one delivery may take; a slower receiver counts as a failed attempt."""
+
     # --- metrics (Prometheus text format, ``GET /metrics``) -------------------------------
     metrics_host: str = "127.0.0.1"
     """Address every component's metrics endpoint binds (put Prometheus on this host, or

@@ -10,9 +10,12 @@
     tawag provision FILE    apply tenants, extensions, groups, DIDs live (--check: validate)
     tawag migrate           apply the warehouse migrations (idempotent)
     tawag replay            rebuild everything from the raw events and compare with live
+    tawag apikey add --tenant T [--scope read ...]   issue a public-API key (printed once);
+                            tawag apikey list; tawag apikey revoke KEY_ID
 
 The per-process commands (ingest, streams, warehouse, connectors, demo) are what
-``tawag up`` runs; ``connectors`` only when ``TAWAG_CRM_ENABLED`` names a CRM.
+``tawag up`` runs; ``connectors`` only when ``TAWAG_CRM_ENABLED`` names a CRM; ``api``
+(the public REST API and webhooks) is started on its own.
 """
 
 from __future__ import annotations
@@ -224,6 +227,42 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.equal else 4
 
 
+def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
+    """Keys of the public API (api/keys.py): stored hashed; the running API rereads them."""
+    from datetime import UTC, datetime
+
+    from api.keys import KeyError_, add_key, keys_file, list_keys, revoke_key
+
+    path = keys_file(settings)
+    try:
+        if args.action == "add":
+            token = add_key(path, args.tenant, tuple(args.scope or ("read",)), name=args.name)
+            print(f"API key for tenant {args.tenant}: {token}\n(shown once; stored hashed "
+                  f"in {path})")
+        elif args.action == "list":
+            print(f"{'key id':<14} {'tenant':<16} {'scopes':<32} {'created':<20} "
+                  f"{'revoked':<20} name")
+            for key in list_keys(path):
+                def when(ts: float | None) -> str:
+                    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") \
+                        if ts else "-"
+                print(f"{key.key_id:<14} {key.tenant:<16} {' '.join(key.scopes):<32} "
+                      f"{when(key.created_at):<20} {when(key.revoked_at):<20} {key.name}")
+        else:
+            key = revoke_key(path, args.key_id)
+            print(f"revoked {key.key_id} (tenant {key.tenant})")
+    except KeyError_ as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from api.service import run
+
+    run(settings)
+    return 0
+
+
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from ingest.service import run
 
@@ -265,7 +304,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-PROCESS_COMMANDS = frozenset({"ingest", "streams", "warehouse", "demo", "connectors"})
+PROCESS_COMMANDS = frozenset({"ingest", "streams", "warehouse", "demo", "connectors", "api"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
                                         "into a fresh store and compare with the live one")
     rep.add_argument("--no-compare", action="store_true", help="only rebuild")
     rep.set_defaults(func=cmd_replay)
+    apikey = sub.add_parser("apikey", help="manage the public API's keys")
+    apikey_sub = apikey.add_subparsers(dest="action", required=True)
+    key_add = apikey_sub.add_parser("add", help="issue a key; prints it once")
+    key_add.add_argument("--tenant", required=True, help="the only tenant the key sees")
+    key_add.add_argument("--scope", action="append", help="read (default), calls:write, "
+                                                          "webhooks:write; repeatable")
+    key_add.add_argument("--name", default="", help="what the key is for")
+    apikey_sub.add_parser("list", help="list the keys (never the keys themselves)")
+    key_revoke = apikey_sub.add_parser("revoke", help="revoke a key at once")
+    key_revoke.add_argument("key_id")
+    apikey.set_defaults(func=cmd_apikey)
+    sub.add_parser("api", help="run the public REST API and its webhook worker") \
+        .set_defaults(func=cmd_api)
     sub.add_parser("ingest", help="run the evapi -> Kafka bridge").set_defaults(func=cmd_ingest)
     sub.add_parser("streams", help="run the Faust worker").set_defaults(func=cmd_streams)
     sub.add_parser("warehouse", help="run the warehouse (owns the chdb store)") \

@@ -1,0 +1,248 @@
+"""The REST API ``/api/v1`` (FastAPI): calls, agents, callbacks, webhook subscriptions.
+
+Thin: each endpoint authenticates the key (:mod:`api.keys`), spends a token of its rate
+limit (:mod:`api.ratelimit`), and reads through the warehouse's tenant-scoped named
+queries (:mod:`warehouse.queries`) with the key's tenant — never a tenant from the
+request. In embedded mode the warehouse client is also narrowed to that tenant on the
+warehouse side (``tawag_tenant``), so a query that forgot its tenant still sees no other.
+
+    app = create_app(settings, client=connect(settings), keys=KeyStore(keys_file(settings)))
+"""
+
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+import pandas as pd
+from fastapi import Depends, FastAPI, Query, Request
+
+from api import models, problems, webhook_routes
+from api.keys import READ, ApiKey, KeyStore
+from api.ratelimit import TokenBuckets, retry_after
+from api.webhooks import Webhooks
+from core.settings import Settings
+from warehouse.client import WarehouseClient, WarehouseError
+from warehouse.queries import api as api_q
+from warehouse.queries import callbacks as callbacks_q
+from warehouse.queries import calls as calls_q
+from warehouse.queries import cdr as cdr_q
+
+__all__ = ["PREFIX", "create_app", "encode_cursor", "decode_cursor"]
+
+PREFIX = "/api/v1"
+DEFAULT_PERIOD = timedelta(days=7)
+ISO_8601 = (r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
+            r"([Zz]|[+-]\d{2}:?\d{2})?$")
+"""Times in query parameters: ISO 8601 only (no epoch numbers a lax parser would take)."""
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+"""Periods are clamped to these: no call is outside, and the warehouse's DateTime64 is
+not defined far beyond."""
+MAX_PAGE = 500
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": problems.Problem, "description": text}
+    for status, text in ((400, "Malformed request body"), (401, "No valid API key"),
+                         (403, "The key lacks the scope"),
+                         (422, "Invalid parameters"), (429, "Rate limit; see Retry-After"),
+                         (503, "The warehouse is not answering"))}
+
+
+def encode_cursor(started_at: datetime, call_id: str) -> str:
+    """Opaque keyset cursor: the last row's ``(started_at, call_id)``."""
+    raw = json.dumps([started_at.astimezone(UTC).isoformat(), call_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of :func:`encode_cursor`; ValueError for anything else."""
+    try:
+        ts, call_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        started = datetime.fromisoformat(ts)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a cursor of this API: {cursor!r}") from exc
+    if not isinstance(call_id, str) or started.tzinfo is None:
+        raise ValueError(f"not a cursor of this API: {cursor!r}")
+    return started, call_id
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame rows as dicts with None for missing values (NaN/NaT/NA)."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def _period(since: str | None, until: str | None, tz: str,
+            now: datetime) -> tuple[datetime, datetime]:
+    """``[since, until)`` in UTC; naive times are read in ``tz`` (the tenant's zone)."""
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise problems.ProblemError(422, "invalid-request", f"tz: unknown zone {tz!r}") from exc
+
+    def aware(text: str) -> datetime:
+        try:
+            ts = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise problems.ProblemError(422, "invalid-request",
+                                        f"not an ISO 8601 time: {text!r}") from exc
+        return (ts if ts.tzinfo else ts.replace(tzinfo=zone)).astimezone(UTC)
+
+    end = min(aware(until) if until else now, LATEST)
+    start = max(aware(since) if since else end - DEFAULT_PERIOD, EARLIEST)
+    if start >= end:
+        raise problems.ProblemError(422, "invalid-request", "since must be before until")
+    return start, end
+
+
+def create_app(settings: Settings, *, client: WarehouseClient | None, keys: KeyStore,
+               limiter: TokenBuckets | None = None,
+               clock: Callable[[], float] = time.time,
+               webhooks: Webhooks | None = None,
+               http: httpx.Client | None = None) -> FastAPI:
+    """The ASGI app. ``client``/``webhooks`` None: those routes answer 503 (the app built
+    for its OpenAPI document only). ``http``: for the zd_echo check of new subscriptions."""
+    limiter = limiter or TokenBuckets(settings.api_rate_per_s, settings.api_rate_burst)
+    app = FastAPI(title="Tawag API", version="1.0.0", openapi_url=f"{PREFIX}/openapi.json",
+                  docs_url=f"{PREFIX}/docs", redoc_url=None,
+                  dependencies=[Depends(problems.strict_query)],
+                  description="Calls, agents and missed-call callbacks of one tenant, and "
+                              "signed webhooks. Authenticate with `Authorization: Bearer "
+                              "<key>` (`tawag apikey add`). Errors are RFC 9457 problems.")
+    problems.install(app)
+    app.state.authorised = authorised_factory(keys, limiter, clock)
+
+    def warehouse(key: ApiKey) -> WarehouseClient:
+        if client is None:
+            raise problems.ProblemError(503, "unavailable", "no warehouse configured")
+        with_args = getattr(client, "with_args", None)
+        return with_args(tawag_tenant=key.tenant) if with_args else client
+
+    reader = Depends(app.state.authorised(READ))
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def read(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except WarehouseError as exc:
+            raise problems.ProblemError(503, "unavailable", f"warehouse: {exc}") from exc
+
+    @app.get(f"{PREFIX}/calls", response_model=models.CallPage, responses=_ERRORS,
+             tags=["calls"], summary="Calls, newest first, by filters and cursor")
+    def list_calls(
+        key: Annotated[ApiKey, reader],
+        since: Annotated[str | None, Query(pattern=ISO_8601, description=(
+            "Period start, ISO 8601 (default: until - 7 days); without an offset: in tz"),
+            json_schema_extra={"format": "date-time"})] = None,
+        until: Annotated[str | None, Query(pattern=ISO_8601, description=(
+            "Period end, excluded (default: now)"),
+            json_schema_extra={"format": "date-time"})] = None,
+        tz: Annotated[str, Query(description="IANA zone of naive since/until")] = "UTC",
+        direction: Annotated[str | None, Query(pattern="^(inbound|outbound|internal)$")]
+        = None,
+        disposition: Annotated[str | None, Query(
+            pattern="^(in_progress|answered|busy|no_answer|cancelled|failed)$")] = None,
+        agent: Annotated[str | None, Query(max_length=64)] = None,
+        did: Annotated[str | None, Query(max_length=64)] = None,
+        number: Annotated[str | None, Query(max_length=64, description="A part of the "
+                                            "caller's or callee's number")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> dict[str, Any]:
+        start, end = _period(since, until, tz, datetime.fromtimestamp(clock(), UTC))
+        try:
+            after = decode_cursor(cursor) if cursor else None
+        except ValueError as exc:
+            raise problems.ProblemError(422, "invalid-request", str(exc)) from exc
+        rows = read(lambda: api_q.calls_page(
+            warehouse(key), key.tenant, start, end, after=after, limit=limit + 1,
+            direction=direction, disposition=disposition, agent=agent, did=did,
+            number=number))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if more else None
+        return {"items": rows,
+                "next_cursor": encode_cursor(last["started_at"], last["call_id"])
+                if last else None}
+
+    @app.get(f"{PREFIX}/calls/{{call_id}}", response_model=models.CallDetail,
+             responses={**_ERRORS, 404: _ERRORS[401] | {"description": "No such call"}},
+             tags=["calls"], summary="One call with its legs and events")
+    def get_call(key: Annotated[ApiKey, reader], call_id: str) -> dict[str, Any]:
+        client_ = warehouse(key)
+        row = read(lambda: cdr_q.cdr(client_, key.tenant, call_id))
+        if row is None:
+            raise problems.ProblemError(404, "not-found", f"no call {call_id!r}")
+        events = read(lambda: _records(calls_q.call_events(client_, key.tenant, call_id)))
+        return {**row, "events": events}
+
+    @app.get(f"{PREFIX}/agents", response_model=list[models.AgentNow], responses=_ERRORS,
+             tags=["agents"], summary="Each agent's current state")
+    def list_agents(key: Annotated[ApiKey, reader]) -> list[dict[str, Any]]:
+        return read(lambda: api_q.agents_now(warehouse(key), key.tenant))
+
+    @app.get(f"{PREFIX}/callbacks", response_model=list[models.CallbackItem],
+             responses=_ERRORS, tags=["callbacks"],
+             summary="The missed-call callback list: open items, oldest first")
+    def list_callbacks(key: Annotated[ApiKey, reader]) -> list[dict[str, Any]]:
+        now = datetime.fromtimestamp(clock(), UTC)
+        return read(lambda: _records(callbacks_q.open_callbacks(warehouse(key), key.tenant,
+                                                                now)))
+
+    webhook_routes.add_routes(app, app.state.authorised, webhooks, http, _ERRORS)
+    app.openapi = lambda: _problem_media_type(app)  # type: ignore[method-assign]
+    return app
+
+
+def _problem_media_type(app: FastAPI) -> dict[str, Any]:
+    """FastAPI declares every response as application/json; errors are problem+json."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        for path in schema["paths"].values():
+            for operation in path.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if int(status) >= 400 and "application/json" in content:
+                        response["content"] = {problems.MEDIA_TYPE:
+                                               content.pop("application/json")}
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer",
+                       "description": "A key from `tawag apikey add`"}}
+        schema["security"] = [{"apiKey": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def authorised_factory(keys: KeyStore, limiter: TokenBuckets,
+                       clock: Callable[[], float]) -> Callable[[str], Callable[..., ApiKey]]:
+    """``authorised(scope)``: a dependency giving the request's key, or raising 401/403/429."""
+
+    def authorised(scope: str) -> Callable[..., ApiKey]:
+        def dependency(request: Request) -> ApiKey:
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            key = keys.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+            if key is None:
+                raise problems.ProblemError(401, "unauthorized",
+                                            "send a live API key as 'Authorization: Bearer "
+                                            "<key>'", {"WWW-Authenticate": "Bearer"})
+            wait = limiter.take(key.key_id, clock())
+            if wait > 0:
+                raise problems.ProblemError(429, "rate-limited",
+                                            f"rate limit of key {key.key_id} exceeded",
+                                            {"Retry-After": retry_after(wait)})
+            if scope not in key.scopes:
+                raise problems.ProblemError(403, "forbidden",
+                                            f"key {key.key_id} lacks scope {scope!r}")
+            return key
+        return dependency
+
+    return authorised

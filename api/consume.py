@@ -1,0 +1,57 @@
+"""The webhook worker's Kafka loop: tawag.call-events and tawag.cdrs -> :class:`Webhooks`.
+
+As the CRM connectors' loop (connectors/consume.py): offsets are committed only after the
+batch is in the outbox (fsynced), so a crash re-reads it and the outbox's keys drop the
+repeats. Its own consumer group, so it reads every event whatever the connectors do.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from api.webhooks import Webhooks
+from core.events import InvalidEvent, from_json
+from core.records import cdr_from_json
+from core.settings import Settings
+
+__all__ = ["CONSUMER_GROUP", "consume", "handle_record", "make_consumer"]
+
+log = logging.getLogger("tawag.api.webhooks")
+
+CONSUMER_GROUP = "tawag-webhooks"
+
+
+def handle_record(hooks: Webhooks, settings: Settings, record: Any) -> None:
+    """Decode one record of either topic and fan it out; skip malformed ones."""
+    try:
+        if record.topic == settings.topic_cdrs:
+            hooks.handle_cdr(cdr_from_json(record.value))
+        else:
+            hooks.handle_event(from_json(record.value))
+    except (InvalidEvent, ValueError, KeyError, TypeError) as exc:
+        # malformed input was already dead-lettered upstream; skip it here
+        log.error("skipped %s offset %s: %s", record.topic, record.offset, exc)
+
+
+def make_consumer(settings: Settings) -> Any:
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(settings.topic_call_events, settings.topic_cdrs,
+                         bootstrap_servers=settings.kafka_bootstrap, group_id=CONSUMER_GROUP,
+                         enable_auto_commit=False, auto_offset_reset="earliest",
+                         fetch_max_wait_ms=20,
+                         group_instance_id=settings.api_instance_id or None)
+
+
+def consume(consumer: Any, hooks: Webhooks, settings: Settings, *,
+            stop: threading.Event) -> None:
+    """Poll until ``stop``; commit after each batch is journalled."""
+    while not stop.is_set():
+        batch = consumer.poll(timeout_ms=100)
+        for records in batch.values():
+            for record in records:
+                handle_record(hooks, settings, record)
+        if batch:
+            consumer.commit()

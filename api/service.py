@@ -1,0 +1,81 @@
+"""The API process (``tawag api``): the REST API on uvicorn and the webhook worker.
+
+    from api.service import run
+    run(core.settings.load(), stop=stop)
+
+The webhook worker consumes Kafka in a thread of its own; until the broker answers it
+retries (the API serves meanwhile), and its deliveries resume from the outbox journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from api.app import create_app
+from api.consume import consume, make_consumer
+from api.keys import KeyStore, keys_file
+from api.subscriptions import SubscriptionStore, subscriptions_file
+from api.webhooks import Webhooks
+from connectors.outbox import Outbox
+from core.settings import Settings
+from warehouse.client import connect
+
+__all__ = ["run", "outbox_file"]
+
+log = logging.getLogger("tawag.api")
+
+KAFKA_RETRY_S = 5.0
+
+
+def outbox_file(settings: Settings) -> Path:
+    return settings.data_dir / "api" / "webhooks-outbox.jsonl"
+
+
+def _consume_forever(settings: Settings, hooks: Webhooks, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            consumer = make_consumer(settings)
+        except Exception as exc:  # kafka-python: NoBrokersAvailable and friends
+            log.warning("webhooks: Kafka at %s not answering (%s); retrying",
+                        settings.kafka_bootstrap, exc)
+            stop.wait(KAFKA_RETRY_S)
+            continue
+        try:
+            consume(consumer, hooks, settings, stop=stop)
+        finally:
+            consumer.close()
+
+
+def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
+    """Serve ``/api/v1`` on ``api_host:api_port`` and deliver webhooks until ``stop`` is
+    set (or SIGTERM/SIGINT in the main thread, which uvicorn handles itself)."""
+    stop = stop or threading.Event()
+    http = httpx.Client(timeout=settings.webhook_timeout_s)
+    hooks = Webhooks(Outbox(outbox_file(settings)),
+                     SubscriptionStore(subscriptions_file(settings)), http=http,
+                     max_age_s=settings.webhook_max_age_s)
+    app: Any = create_app(settings, client=connect(settings),
+                          keys=KeyStore(keys_file(settings)), webhooks=hooks, http=http)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
+                                           log_level="warning", access_log=False))
+    threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)),
+                     name="api-stop", daemon=True).start()
+    kafka = threading.Thread(target=_consume_forever, args=(settings, hooks, stop),
+                             name="webhooks-kafka", daemon=True)
+    hooks.start()
+    kafka.start()
+    log.info("api on http://%s:%d/api/v1", settings.api_host, settings.api_port)
+    try:
+        server.run()
+    finally:
+        stop.set()
+        kafka.join(timeout=10)
+        hooks.stop()
+        hooks.outbox.close()
+        http.close()

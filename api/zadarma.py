@@ -1,0 +1,141 @@
+"""Zadarma's PBX notifications from Tawag's events and CDRs (crm-contracts.md §4).
+
+Pure: which NOTIFY_* a fact becomes, with exactly Zadarma's form fields (all strings,
+in the documented order), and the string its ``Signature`` signs. Mapping:
+
+    call.offered   inbound  -> NOTIFY_START      outbound -> NOTIFY_OUT_START
+    call.ringing   inbound, an agent rings -> NOTIFY_INTERNAL
+    call.answered  inbound  -> NOTIFY_ANSWER
+    CDR closed     inbound  -> NOTIFY_END        outbound -> NOTIFY_OUT_END
+    call.recording_ready    -> NOTIFY_RECORD
+
+Internal (extension to extension) calls have no Zadarma notification. ``call_start`` is
+the call's start in the subscription's zone (``Y-m-d H:i:s``, as Zadarma sends local
+time); it is the same in every notification of a call, since it is signed. Numbers go
+without ``+`` (``79161234567``); ``pbx_call_id`` is ``in_``/``out_`` + a stable hash of
+Tawag's call id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from api.signing import zadarma_signature
+from core.events import Direction, Event, EventType
+from core.records import Cdr, Disposition
+
+__all__ = ["NOTIFY_TYPES", "DISPOSITIONS", "from_event", "from_cdr", "signed_string",
+           "encode", "signature"]
+
+NOTIFY_TYPES = ("NOTIFY_START", "NOTIFY_INTERNAL", "NOTIFY_ANSWER", "NOTIFY_END",
+                "NOTIFY_OUT_START", "NOTIFY_OUT_END", "NOTIFY_RECORD")
+
+DISPOSITIONS = {Disposition.ANSWERED: "answered", Disposition.BUSY: "busy",
+                Disposition.CANCELLED: "cancel", Disposition.NO_ANSWER: "no answer",
+                Disposition.FAILED: "failed"}
+"""Tawag's disposition -> Zadarma's word."""
+
+_Q850 = {Disposition.ANSWERED: 16, Disposition.BUSY: 17, Disposition.NO_ANSWER: 19,
+         Disposition.CANCELLED: 16}
+"""Q.850 cause per disposition (16 normal clearing, 17 user busy, 19 no answer)."""
+_Q850_FAILED = {404: 1, 484: 28, 403: 21, 480: 18, 503: 34, 502: 27, 500: 41, 408: 102}
+"""A failed call's cause from its SIP code (RFC 3398 §8.2.6.1); anything else is 31."""
+
+_SIGNED = {"NOTIFY_START": ("caller_id", "called_did", "call_start"),
+           "NOTIFY_INTERNAL": ("caller_id", "called_did", "call_start"),
+           "NOTIFY_ANSWER": ("caller_id", "destination", "call_start"),
+           "NOTIFY_END": ("caller_id", "called_did", "call_start"),
+           "NOTIFY_OUT_START": ("internal", "destination", "call_start"),
+           "NOTIFY_OUT_END": ("internal", "destination", "call_start"),
+           "NOTIFY_RECORD": ("pbx_call_id", "call_id_with_rec")}
+
+Form = dict[str, str]
+
+
+def _number(value: str | None) -> str:
+    return (value or "").lstrip("+")
+
+
+def _local(ts: datetime, zone: str) -> str:
+    return ts.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def pbx_call_id(call_id: str, direction: str | None) -> str:
+    prefix = "out" if direction == Direction.OUTBOUND else "in"
+    return f"{prefix}_{hashlib.sha1(call_id.encode()).hexdigest()}"
+
+
+def from_event(ev: Event, call_start: datetime | None, zone: str) -> list[tuple[str, Form]]:
+    """The notifications one call event gives (``call_start``: the call's offer time, as
+    remembered from its ``call.offered``; None if unknown: nothing but NOTIFY_RECORD)."""
+    if ev.type is EventType.CALL_RECORDING_READY:
+        return [("NOTIFY_RECORD", {"event": "NOTIFY_RECORD", "call_id_with_rec": ev.call_id,
+                                   "pbx_call_id": pbx_call_id(ev.call_id, ev.direction)})]
+    if call_start is None or ev.direction not in (Direction.INBOUND, Direction.OUTBOUND):
+        return []
+    start = _local(call_start, zone)
+    pbx_id = pbx_call_id(ev.call_id, ev.direction)
+    if ev.direction is Direction.OUTBOUND:
+        if ev.type is EventType.CALL_OFFERED:
+            return [("NOTIFY_OUT_START", {"event": "NOTIFY_OUT_START", "call_start": start,
+                                          "pbx_call_id": pbx_id, "internal": ev.caller or "",
+                                          "destination": _number(ev.callee)})]
+        return []
+    base = {"call_start": start, "pbx_call_id": pbx_id, "caller_id": _number(ev.caller),
+            "called_did": _number(ev.did or ev.callee)}
+    if ev.type is EventType.CALL_OFFERED:
+        return [("NOTIFY_START", {"event": "NOTIFY_START", **base})]
+    if ev.type is EventType.CALL_RINGING and ev.agent:
+        return [("NOTIFY_INTERNAL", {"event": "NOTIFY_INTERNAL", **base,
+                                     "internal": ev.agent})]
+    if ev.type is EventType.CALL_ANSWERED:
+        return [("NOTIFY_ANSWER", {"event": "NOTIFY_ANSWER", "caller_id": base["caller_id"],
+                                   "destination": ev.agent or "", "call_start": start,
+                                   "pbx_call_id": pbx_id, "internal": ev.agent or ""})]
+    return []
+
+
+def _status_code(cdr: Cdr) -> str:
+    if cdr.disposition is Disposition.FAILED:
+        return str(_Q850_FAILED.get(cdr.sip_code or 0, 31))
+    return str(_Q850.get(cdr.disposition, 31))
+
+
+def from_cdr(cdr: Cdr, zone: str) -> list[tuple[str, Form]]:
+    """NOTIFY_END / NOTIFY_OUT_END of a closed inbound / outbound call."""
+    if not cdr.closed or cdr.direction not in (Direction.INBOUND, Direction.OUTBOUND):
+        return []
+    recorded = bool(cdr.recorded or cdr.recording)
+    common = {"duration": str(round(cdr.talk_ms / 1000)),
+              "disposition": DISPOSITIONS.get(cdr.disposition, "failed"),
+              "status_code": _status_code(cdr), "is_recorded": "1" if recorded else "0",
+              "call_id_with_rec": cdr.call_id if recorded else ""}
+    start = _local(cdr.started_at, zone)
+    pbx_id = pbx_call_id(cdr.call_id, cdr.direction)
+    if cdr.direction == Direction.OUTBOUND:
+        return [("NOTIFY_OUT_END", {"event": "NOTIFY_OUT_END", "call_start": start,
+                                    "pbx_call_id": pbx_id, "caller_id": _number(cdr.caller),
+                                    "destination": _number(cdr.callee),
+                                    "internal": cdr.agent or cdr.caller or "", **common})]
+    return [("NOTIFY_END", {"event": "NOTIFY_END", "call_start": start, "pbx_call_id": pbx_id,
+                            "caller_id": _number(cdr.caller),
+                            "called_did": _number(cdr.did or cdr.callee),
+                            "internal": cdr.agent or "", **common})]
+
+
+def signed_string(form: Form) -> str:
+    """What the ``Signature`` of a notification signs (the fields of §4.1's table)."""
+    return "".join(form.get(name, "") for name in _SIGNED[form["event"]])
+
+
+def signature(form: Form, secret: str) -> str:
+    return zadarma_signature(signed_string(form), secret)
+
+
+def encode(form: dict[str, Any]) -> bytes:
+    """The form-encoded body, fields in their documented order."""
+    return urlencode(form).encode()

@@ -1,0 +1,208 @@
+"""The REST API over HTTP: uvicorn running ``python -m api`` against a warehouse holding
+two tenants (acme, beta). Fixed ports: run under ``flock /tmp/tawag-stack.lock``."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import hypothesis
+import pytest
+import schemathesis
+from api_helpers import (
+    ACME_CALLS,
+    ACME_IDS,
+    BETA_CALLERS,
+    LIMITED_API_PORT,
+    NOTHING_PORT,
+    T0,
+    api_process,
+    settings_for,
+    warehouse_served,
+)
+
+from api.__main__ import openapi_document
+from api.keys import add_key, keys_file, revoke_key
+
+pytestmark = pytest.mark.integration
+PROBLEM = "application/problem+json"
+OPENAPI = Path(__file__).parents[2] / "api" / "openapi.json"
+SCHEMA = schemathesis.openapi.from_path(OPENAPI)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    # a high rate limit: the property-based run makes hundreds of requests on one key
+    settings = settings_for(tmp_path_factory.mktemp("api"), api_rate_per_s=1000.0,
+                            api_rate_burst=1000)
+    path = keys_file(settings)
+    keys = {"acme": add_key(path, "acme", ("read",), name="acme reader"),
+            "beta": add_key(path, "beta", ("read",)),
+            "acme-writer-only": add_key(path, "acme", ("webhooks:write",))}
+    with warehouse_served(settings), api_process(settings) as url:
+        yield settings, url, keys
+
+
+def client(url: str, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=url + "/api/v1", headers=headers, timeout=30)
+
+
+@pytest.fixture
+def acme(stack):
+    with client(stack[1], stack[2]["acme"]) as http:
+        yield http
+
+
+@pytest.fixture
+def beta(stack):
+    with client(stack[1], stack[2]["beta"]) as http:
+        yield http
+
+
+def all_pages(http: httpx.Client, **params) -> list[dict]:
+    items, cursor = [], None
+    while True:
+        page = http.get("/calls", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        items += body["items"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return items
+
+
+def test_calls_newest_first_with_cursor_pages(acme):
+    items = all_pages(acme, limit=2)
+    assert [c["call_id"] for c in items] == [c.call_id for c in reversed(ACME_CALLS)]
+    first = acme.get("/calls", params={"limit": 2}).json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"direction": "outbound"}, {"a3"}),
+    ({"disposition": "no_answer"}, {"a2"}),
+    ({"agent": "102"}, {"a3"}),
+    ({"did": "+74950000009"}, {"a4"}),
+    ({"number": "9990001"}, {"a4"}),
+    ({"disposition": "busy", "direction": "inbound"}, {"a5"}),
+])
+def test_calls_filters(acme, params, expected):
+    assert {c["call_id"] for c in all_pages(acme, **params)} == expected
+
+
+def test_period_in_a_zone(acme):
+    # a1 started at T0, a2 at T0+10 min: a naive window around a2 read in Moscow time
+    local = (T0 + timedelta(minutes=9)).astimezone(__import__("zoneinfo").ZoneInfo(
+        "Europe/Moscow")).replace(tzinfo=None)
+    items = all_pages(acme, since=local.isoformat(),
+                      until=(local + timedelta(minutes=2)).isoformat(), tz="Europe/Moscow")
+    assert [c["call_id"] for c in items] == ["a2"]
+
+
+def test_one_call_with_legs_and_events(acme):
+    call = acme.get("/calls/a1").json()
+    assert call["call_id"] == "a1" and call["disposition"] == "answered"
+    assert [(leg["leg_id"], leg["outcome"]) for leg in call["legs"]] == [("a1#1", "answered")]
+    assert [e["type"] for e in call["events"]] == ["call.offered", "call.answered"]
+
+
+def test_agents_and_callbacks(acme):
+    assert acme.get("/agents").json() == [
+        {"agent": "101", "state": "available", "since": T0.isoformat().replace("+00:00", "Z")},
+        {"agent": "102", "state": "on_call", "since": T0.isoformat().replace("+00:00", "Z")}]
+    items = acme.get("/callbacks").json()
+    assert [(i["client"], i["attempts"]) for i in items] == [("+74950000001", 2)]
+
+
+def test_tenant_isolation_across_every_endpoint(acme, beta):
+    """acme's key never sees beta's data, even for a call id both tenants have."""
+    seen = json.dumps([all_pages(acme), acme.get("/agents").json(),
+                       acme.get("/callbacks").json(), acme.get("/calls/shared").json()])
+    assert not any(caller in seen for caller in BETA_CALLERS)
+    assert "201" not in {a["agent"] for a in acme.get("/agents").json()}
+    assert {c["call_id"] for c in all_pages(acme)} == ACME_IDS
+    assert acme.get("/calls/shared").json()["caller"] == "+74951234567"
+    missing = acme.get("/calls/b1")
+    assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM
+    # and the other way round
+    assert {c["call_id"] for c in all_pages(beta)} == {"b1", "b2", "shared"}
+    assert [a["agent"] for a in beta.get("/agents").json()] == ["201"]
+    assert [i["client"] for i in beta.get("/callbacks").json()] == ["+70000000001"]
+    assert beta.get("/calls/a1").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/calls", "/calls/a1", "/agents", "/callbacks"])
+def test_no_key_bad_key_revoked_key_wrong_scope(stack, path):
+    settings, url, keys = stack
+    for key in (None, "tawag_000000000000_" + "x" * 40, keys["acme"] + "x"):
+        with client(url, key) as http:
+            resp = http.get(path)
+        assert resp.status_code == 401, (key, resp.text)
+        assert resp.headers["content-type"] == PROBLEM
+        assert resp.json()["status"] == 401 and resp.json()["instance"] == "/api/v1" + path
+    with client(url, keys["acme-writer-only"]) as http:
+        assert http.get(path).status_code == 403
+
+
+def test_a_revoked_key_stops_at_once(stack):
+    settings, url, _ = stack
+    token = add_key(keys_file(settings), "acme", ("read",))
+    with client(url, token) as http:
+        assert http.get("/agents").status_code == 200
+        revoke_key(keys_file(settings), token.split("_")[1])
+        assert http.get("/agents").status_code == 401
+
+
+def test_invalid_parameters_are_problems(acme):
+    for params in ({"limit": 0}, {"direction": "sideways"}, {"cursor": "garbage"},
+                   {"tz": "Mars/Olympus"}, {"since": "not a time"}, {"until": "1700000000"},
+                   {"dispositon": "busy"}):  # a misspelt filter must not select everything
+        resp = acme.get("/calls", params=params)
+        assert resp.status_code == 422, params
+        assert resp.headers["content-type"] == PROBLEM
+        assert resp.json()["type"].endswith("/invalid-request")
+
+
+def test_the_served_openapi_is_the_checked_in_one(stack):
+    served = httpx.get(stack[1] + "/api/v1/openapi.json").json()
+    checked_in = json.loads(OPENAPI.read_text())
+    assert served == checked_in == json.loads(openapi_document())
+
+
+def test_rate_limit_429_with_retry_after(tmp_path):
+    settings = settings_for(tmp_path, api_port=LIMITED_API_PORT, api_rate_per_s=0.5,
+                            warehouse_http_port=NOTHING_PORT,
+                            api_rate_burst=3)
+    one, other = (add_key(keys_file(settings), "acme", ("read",)) for _ in range(2))
+    with api_process(settings) as url, client(url, one) as http, client(url, other) as http2:
+        # no warehouse behind this API: 503s still spend the key's tokens
+        statuses = [http.get("/agents").status_code for _ in range(4)]
+        assert statuses == [503, 503, 503, 429]
+        refused = http.get("/agents")
+        assert refused.status_code == 429 and refused.headers["content-type"] == PROBLEM
+        assert 1 <= int(refused.headers["retry-after"]) <= 2
+        assert http2.get("/agents").status_code == 503  # another key has its own bucket
+        deadline = time.monotonic() + 5
+        while http.get("/agents").status_code == 429:
+            assert time.monotonic() < deadline
+            time.sleep(int(refused.headers["retry-after"]))  # as the header says
+
+
+@SCHEMA.parametrize()
+@hypothesis.settings(max_examples=60, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture,
+                                            hypothesis.HealthCheck.too_slow])
+def test_the_live_api_keeps_its_openapi_document(stack, case):
+    """Property-based (schemathesis): any request gets a response the document declares
+    (status, media type, body schema), never a 5xx, and malformed input is refused.
+
+    Not checked: that every schema-valid request succeeds — a cursor is opaque (only one
+    this API issued is valid), ``tz`` must name a real zone and ``since`` precede
+    ``until``; those are 422 problems the document declares."""
+    case.call_and_validate(base_url=stack[1],
+                           headers={"Authorization": f"Bearer {stack[2]['acme']}"},
+                           excluded_checks=[schemathesis.checks.positive_data_acceptance])
