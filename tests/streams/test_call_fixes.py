@@ -248,3 +248,38 @@ def test_a_transferred_call_points_to_its_second_dialogs_recording(
     first_only = [e for e in events if not (e.type is E.CALL_RECORDING_READY
                                             and e.leg_id == NEW)]
     assert to_cdr(fold(CALL, first_only)).recording == "/rec/first.wav"
+
+
+# --- the agents of a transferred call ---------------------------------------------------------
+
+
+def test_the_transferee_is_on_a_call_until_its_last_dialog_ends() -> None:
+    """101 talks to 102, is transferred and talks to 103 in a new dialog: 101 is on a
+    call from 102's answer to the end of the talk with 103, not free once 102 hung up."""
+    lines = timelines(recorded_transfer(31_000, 91_000))
+    assert lines["101"] == [(S.AVAILABLE, -1_000, 2_000), (S.ON_CALL, 2_000, 90_000),
+                            (S.AVAILABLE, 90_000, None)]
+    assert lines["102"] == [(S.AVAILABLE, -1_000, 2_000), (S.ON_CALL, 2_000, 30_050),
+                            (S.AVAILABLE, 30_050, None)]
+    assert lines["103"] == [(S.AVAILABLE, -1_000, 33_000), (S.ON_CALL, 33_000, 90_000),
+                            (S.AVAILABLE, 90_000, None)]
+
+
+def test_a_transferred_call_stays_open_for_the_transferee_past_the_horizon() -> None:
+    """The first dialog ended long ago, the second goes on past the agent row's horizon
+    (a registration refresh moves it): the call is not finished, so the second dialog's
+    BYE still ends the talk instead of being dropped as an event of a finished call."""
+    events = [e for e in recorded_transfer(31_000, 91_000)
+              if e.type is not E.CALL_RECORDING_READY]
+    bye = events.pop()  # the second dialog's end, ten minutes later
+    refresh = ev(E.AGENT_REGISTERED, 500_000, event_id="refresh-101", agent="101",
+                 extra={"expires": 3600})
+    late_bye = bye.with_changes(ts=at(600_000))
+    row = AgentState("acme", "101")
+    for event in [ev(E.AGENT_REGISTERED, -1_000, event_id="reg-101", agent="101",
+                     extra={"expires": 3600}), *events, refresh, late_bye]:
+        row = apply(row, event)
+        row = AgentState.from_dict(row.to_dict())  # through the table's changelog
+    assert row.dropped == 0
+    assert [(s.state, s.until) for s in timeline(row)][-2:] == [
+        (S.ON_CALL, at(600_000)), (S.AVAILABLE, None)]
