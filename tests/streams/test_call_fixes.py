@@ -283,3 +283,25 @@ def test_a_transferred_call_stays_open_for_the_transferee_past_the_horizon() -> 
     assert row.dropped == 0
     assert [(s.state, s.until) for s in timeline(row)][-2:] == [
         (S.ON_CALL, at(600_000)), (S.AVAILABLE, None)]
+
+
+def test_the_guard_settles_every_open_dialog_of_a_transferred_call() -> None:
+    """A row over its size limit ends its open calls at the newest event: for a
+    transferred call that is the new dialog still talking, not only the first one."""
+    from streams.folds.agent_state import AgentConfig, guard
+
+    config = AgentConfig(max_row_bytes=1)  # every trim step runs
+    events = [e for e in recorded_transfer(31_000, 91_000)
+              if e.type is not E.CALL_RECORDING_READY and e.event_id != f"new-{E.CALL_ENDED.value}"
+              f"@90000-{NEW}"]
+    row = AgentState("acme", "101")
+    for event in [ev(E.AGENT_REGISTERED, -1_000, event_id="reg-101", agent="101",
+                     extra={"expires": 3600}), *events,
+                  ev(E.AGENT_REGISTERED, 50_000, event_id="refresh", agent="101",
+                     extra={"expires": 3600})]:
+        row = apply(row, event)
+    assert row.calls and timeline(row)[-1].state is S.ON_CALL  # still talking to 103
+    trimmed = guard(row, config)
+    assert trimmed.calls == {} and trimmed.trimmed == 1
+    assert [(s.state, s.since, s.until) for s in timeline(trimmed)][-2:] == [
+        (S.ON_CALL, at(2_000), at(50_000)), (S.AVAILABLE, at(50_000), None)]
