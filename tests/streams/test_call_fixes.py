@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from builders import T0, call_events
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.agent_records import AgentStatus
 from core.events import Direction, Event, EventType
@@ -103,6 +105,20 @@ def test_pickup_gives_one_answered_leg_for_the_picker_whatever_comes_first(
                             (S.AVAILABLE, end_of_ring, None)]
     assert lines["103"] == [(S.AVAILABLE, -1_000, 3_000), (S.RINGING, 3_000, answer_ms),
                             (S.ON_CALL, answer_ms, 9_000), (S.AVAILABLE, 9_000, None)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), answer_ms=st.integers(3_998, 4_002), picked_ms=st.integers(3_998, 4_002),
+       elsewhere_ms=st.integers(3_998, 4_002))
+def test_pickup_any_stamps_and_arrival_order_give_the_picker_the_one_answered_leg(
+        data: st.DataObject, answer_ms: int, picked_ms: int, elsewhere_ms: int) -> None:
+    """Kamailio workers stamp the answer, the pickup and 102's 487 within a few ms of
+    each other in any order; the events also arrive in any order."""
+    events = pickup_call(answer_ms, picked_ms, elsewhere_ms)
+    cdr = to_cdr(fold(CALL, data.draw(st.permutations(events))))
+    assert [(lg.target, lg.outcome) for lg in cdr.legs] == [("102", O.PICKED_UP),
+                                                             ("103", O.ANSWERED)]
+    assert cdr == to_cdr(fold(CALL, events))
 
 
 def test_pickup_whose_branch_never_rang_makes_up_the_pickers_leg_in_either_order() -> None:
