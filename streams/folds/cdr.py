@@ -226,6 +226,11 @@ class _Legs:
     """The legs rung so far, by leg id, in the order they started ringing."""
 
     by_id: dict[str, _OpenLeg] = field(default_factory=dict)
+    rung_later: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    """(dialog, target) -> the leg id of the target's first ``call.ringing`` in the call.
+    A phone that answers at once sends 180 and 200 back to back, and two workers may
+    stamp the ringing after the answer: the answered leg then takes that leg's id (the
+    late ringing finds it and changes nothing), the same leg as in the usual order."""
 
     def open(self, dialog: str | None = None) -> list[_OpenLeg]:
         """Legs still ringing (of one dialog when ``dialog`` is given)."""
@@ -248,8 +253,10 @@ class _Legs:
         if not mine and not any(leg.target == agent and leg.answered
                                 and _dialog_of(leg.leg_id) == dialog
                                 for leg in self.by_id.values()):
-            leg_id = (f"{dialog}#pickup:{agent}" if pickup
-                      else _made_up_leg_id(dialog, agent, self.by_id))
+            leg_id = self.rung_later.get((dialog, agent))
+            if leg_id is None or leg_id in self.by_id:
+                leg_id = (f"{dialog}#pickup:{agent}" if pickup
+                          else _made_up_leg_id(dialog, agent, self.by_id))
             self.ring(leg_id, agent, at if pickup else since)
             mine = [self.by_id[leg_id]]
         for leg in mine[:1]:
@@ -368,10 +375,13 @@ def _on_offered(ev: Event, call: _Call) -> _Call:
     return call
 
 
+def _ring_target(ev: Event) -> str | None:
+    return ev.extra.get("leg_to") or ev.callee
+
+
 def _on_ringing(ev: Event, call: _Call) -> _Call:
     """One leg starts ringing (180/183); several ringing events of one leg count once."""
-    target = ev.extra.get("leg_to") or ev.callee
-    call.legs.ring(ev.leg_id or call.call_id, target, ev.ts)
+    call.legs.ring(ev.leg_id or call.call_id, _ring_target(ev), ev.ts)
     return call
 
 
@@ -549,6 +559,10 @@ def _interpret(state: CallState) -> _Call:
     call = _Call(state.call_id)
     call.pickups = {call.dialog(ev): ev.agent for ev in state.events
                     if ev.type is EventType.CALL_PICKED_UP}
+    for ev in reversed(state.events):
+        if ev.type is EventType.CALL_RINGING:
+            leg_id = ev.leg_id or call.call_id
+            call.legs.rung_later[(_dialog_of(leg_id), _ring_target(ev))] = leg_id
     for ev in state.events:
         if ev.media:
             call.media = dict(ev.media)

@@ -48,6 +48,8 @@ SLACK_S = 1.0
 """The issue's bound: states and their boundaries within 1 s of sipp's message times."""
 WAV_SLACK_S = 0.5
 HOLD_MS = 1500
+PICKER_RING_MS = 500
+"""The picker's phone rings this long before it answers: its own leg really rings."""
 TERMINAL = ("call.failed", "call.end")
 S, O = AgentStatus, LegOutcome  # noqa: E741
 
@@ -150,6 +152,17 @@ def received_at(result: sipp.SippResult, first_line_start: str) -> float:
     return found
 
 
+def answered_at_once(line: Line, rang: float, answered: float) -> Line:
+    """The timeline of an agent whose phone answers as soon as it rings (sipp sends 180
+    and 200 back to back): the edge may handle them in two workers and stamp the ringing
+    after the answer, so a ringing state shows or not. If it shows, it must sit between
+    sipp's 180 and 200; the rest of the line is returned to be checked."""
+    for state, since, until in line:
+        if state is S.RINGING:
+            assert near(since, rang) and near(until, answered)
+    return [seg for seg in line if seg[0] is not S.RINGING]
+
+
 def shifted(events: list[Event], kind: EventType, to: Event, ms: int) -> list[Event]:
     """The events with every ``kind`` one stamped ``ms`` from ``to``'s time."""
     return [e.with_changes(ts=to.ts + timedelta(milliseconds=ms)) if e.type is kind else e
@@ -175,7 +188,7 @@ def test_pickup_the_picker_answers_its_own_leg_and_the_rung_agent_was_picked_up(
     regs = register(sip, evapi, "101", "102", "103")
     ringing = sipp.start_uas_ring(sip, port=CONTACT_PORTS["102"])
     picker_phone = sipp.start_uas_answer(sip, port=CONTACT_PORTS["103"],
-                                         media_port=next(MEDIA_PORTS))
+                                         media_port=next(MEDIA_PORTS), ring_ms=PICKER_RING_MS)
     uas.extend([ringing, picker_phone])
     outcome: dict[str, sipp.SippResult] = {}
     caller = threading.Thread(target=lambda: outcome.update(call=sipp.call(
@@ -281,11 +294,11 @@ def test_blind_transfer_to_a_busy_target_is_answered_and_ends_at_the_real_hang_u
     lines = timelines([*decoded(regs), *events])
     assert set(lines) == {"101", "102", "103"}
     assert states(lines["101"]) == [S.AVAILABLE, S.ON_CALL, S.AVAILABLE]
-    assert states(lines["102"]) == [S.AVAILABLE, S.RINGING, S.ON_CALL, S.AVAILABLE]
     assert states(lines["103"]) == [S.AVAILABLE]  # busy elsewhere: never rang for this call
     answered, hung_up = sent_at(b_side, "SIP/2.0 200", "INVITE"), sent_at(b_side, "BYE")
-    assert near(lines["102"][1][1], sent_at(b_side, "SIP/2.0 180"))
-    assert near(lines["102"][2][1], answered) and near(lines["102"][2][2], hung_up)
+    b_line = answered_at_once(lines["102"], sent_at(b_side, "SIP/2.0 180"), answered)
+    assert states(b_line) == [S.AVAILABLE, S.ON_CALL, S.AVAILABLE]
+    assert near(b_line[1][1], answered) and near(b_line[1][2], hung_up)
     assert near(lines["101"][1][1], answered) and near(lines["101"][1][2], hung_up)
     assert all(line[-1][2] is None for line in lines.values())
 
@@ -348,12 +361,11 @@ def test_a_call_hung_up_on_hold_counts_hold_up_to_the_bye_not_the_recording(
 
     lines = timelines([*decoded(regs), *events])
     assert set(lines) == {"102", "104"}
-    assert states(lines["104"]) == [S.AVAILABLE, S.ON_CALL, S.AVAILABLE]
-    assert states(lines["102"]) == [S.AVAILABLE, S.RINGING, S.ON_CALL, S.AVAILABLE]
     answered, hung_up = sent_at(b_side, "SIP/2.0 200", "INVITE"), sent_at(result, "BYE")
-    for agent in ("102", "104"):
-        talk = lines[agent][-2]
-        assert near(talk[1], answered) and near(talk[2], hung_up)
+    b_line = answered_at_once(lines["102"], sent_at(b_side, "SIP/2.0 180"), answered)
+    for line in (lines["104"], b_line):
+        assert states(line) == [S.AVAILABLE, S.ON_CALL, S.AVAILABLE]
+        assert near(line[1][1], answered) and near(line[1][2], hung_up)
 
 
 # --- 6. a transferred call recorded in both dialogs ------------------------------------------
@@ -412,12 +424,14 @@ def test_a_transferred_call_has_a_recording_per_dialog_and_the_cdr_the_second(
 
     lines = timelines([*decoded(regs), *events])
     assert set(lines) == {"102", "103", "104"}
-    assert states(lines["102"]) == [S.AVAILABLE, S.RINGING, S.ON_CALL, S.AVAILABLE]
-    assert states(lines["103"]) == [S.AVAILABLE, S.RINGING, S.ON_CALL, S.AVAILABLE]
-    assert near(lines["102"][2][1], sent_at(b_side, "SIP/2.0 200", "INVITE"))
-    assert near(lines["102"][2][2], sent_at(b_side, "BYE"))
-    assert near(lines["103"][2][1], sent_at(c_side, "SIP/2.0 200", "INVITE"))
-    assert near(lines["103"][2][2], sent_at(second, "BYE"))
+    b_answered, c_answered = (sent_at(side, "SIP/2.0 200", "INVITE")
+                              for side in (b_side, c_side))
+    b_line = answered_at_once(lines["102"], sent_at(b_side, "SIP/2.0 180"), b_answered)
+    c_line = answered_at_once(lines["103"], sent_at(c_side, "SIP/2.0 180"), c_answered)
+    for line, talk in ((b_line, (b_answered, sent_at(b_side, "BYE"))),
+                       (c_line, (c_answered, sent_at(second, "BYE")))):
+        assert states(line) == [S.AVAILABLE, S.ON_CALL, S.AVAILABLE]
+        assert near(line[1][1], talk[0]) and near(line[1][2], talk[1])
     # the transferee talked to 102, then to 103: on a call from the first answer to the
     # last hang-up (between the dialogs its phone was calling 103)
     assert states(lines["104"]) == [S.AVAILABLE, S.ON_CALL, S.AVAILABLE]

@@ -121,6 +121,22 @@ def test_pickup_any_stamps_and_arrival_order_give_the_picker_the_one_answered_le
     assert cdr == to_cdr(fold(CALL, events))
 
 
+@pytest.mark.parametrize(("answer_ms", "picked_ms"), [(4_000, 4_001), (4_001, 4_000)])
+def test_the_pickers_ringing_stamped_after_its_answer_is_the_same_leg(
+        answer_ms: int, picked_ms: int) -> None:
+    """The picker's phone answers at once: its 180 and 200 are handled by two workers
+    and the ringing is stamped after the answer. Still one leg for 103, its branch."""
+    events = [e.with_changes(ts=at(4_002)) if e.leg_id == f"{CALL}#1" else e
+              for e in pickup_call(answer_ms, picked_ms, 4_001)]
+    cdr = to_cdr(fold(CALL, events))
+    first = min(answer_ms, picked_ms)
+    assert cdr.legs == (leg(f"{CALL}#0", "102", 100, first, O.PICKED_UP),
+                        leg(f"{CALL}#1", "103", first, first, O.ANSWERED))
+    assert to_cdr(fold(CALL, list(reversed(events)))) == cdr
+    assert [s for s, _, _ in timelines(events)["103"]] == [S.AVAILABLE, S.ON_CALL,
+                                                            S.AVAILABLE]
+
+
 def test_pickup_whose_branch_never_rang_makes_up_the_pickers_leg_in_either_order() -> None:
     base = [e for e in pickup_call(4_000, 4_001, 4_001) if e.leg_id != f"{CALL}#1"]
     swapped = [e.with_changes(ts=at(4_001)) if e.type is E.CALL_ANSWERED
