@@ -30,7 +30,8 @@ Participants (one pass over the sorted events, see :class:`_Legs`):
 
 - a *leg* is one target rung: it starts at its first ``call.ringing`` (``leg_id``, the
   target in ``extra.leg_to``, else the callee). An answer with no ringing leg of its
-  agent makes one up, ringing from the offer.
+  agent makes one up, ringing from the offer - under the id of that agent's ringing
+  stamped after the answer if there is one (180 and 200 back to back in two workers).
 - a leg ends at the first of: its own ``call.failed``/``call.cancelled`` (an event whose
   ``leg_id`` names the leg, not the call: outcome from the code), a ``call.forwarded``
   (the edge forwards only once every branch of the current target failed: outcome = the
