@@ -11,8 +11,13 @@ tables, mixes both directions on the RTP timeline into one 8 kHz 16-bit mono WAV
 It is the step run for each ``call.end`` payload that carries ``"recorded": true``, once
 rtpengine has closed the file (:func:`recording_closed`)::
 
-    if recording_closed(settings, end["call_id"]):
+    if recording_closed(settings, dialog_of(end)):
         ready = on_call_end(end, settings.recordings_dir, settings.recordings_wav_dir)
+
+rtpengine knows a dialog by its SIP Call-ID, and a recording belongs to one dialog: a
+transferred call (one Tawag ``call_id``) has a dialog per transfer, whose ``call.end``
+names it in ``leg_id`` (:func:`dialog_of`). Each dialog's pcap is converted and announced
+on its own, with the Tawag ``call_id`` and that ``leg_id``.
 
 In the ingest process a :class:`Recorder` thread does that for every recorded call and
 the bridge produces the payload as a ``call.recording_ready`` event (key = call id).
@@ -43,6 +48,7 @@ __all__ = [
     "decode_g711",
     "pcap_to_wav",
     "find_pcap",
+    "dialog_of",
     "on_call_end",
     "recording_closed",
     "Recorder",
@@ -222,13 +228,20 @@ def _glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
+def dialog_of(end: dict[str, Any]) -> str:
+    """The SIP Call-ID of the dialog a ``call.end`` payload ends: its ``leg_id`` (a
+    transferee's dialog, under the Tawag call it continues), else its ``call_id``."""
+    return str(end.get("leg_id") or end["call_id"])
+
+
 def on_call_end(end: dict[str, Any], recordings_dir: Path, wav_dir: Path) -> dict[str, Any] | None:
-    """For a recorded call's ``call.end`` payload, the WAV and its evapi-shaped
-    ``call.recording_ready`` payload; None if the call was not recorded."""
+    """For a recorded dialog's ``call.end`` payload, the WAV and its evapi-shaped
+    ``call.recording_ready`` payload (the Tawag ``call_id``, the dialog in ``leg_id``
+    when it is not the call's own); None if the dialog was not recorded."""
     if not end.get("recorded"):
         return None
-    call_id = str(end["call_id"])
-    pcap = find_pcap(recordings_dir, call_id)
+    call_id, dialog = str(end["call_id"]), dialog_of(end)
+    pcap = find_pcap(recordings_dir, dialog)
     if pcap is None:
         return None
     wav_path = wav_dir / (pcap.stem + ".wav")
@@ -237,6 +250,7 @@ def on_call_end(end: dict[str, Any], recordings_dir: Path, wav_dir: Path) -> dic
         "event": "call.recording_ready",
         "ts": time.time(),
         "call_id": call_id,
+        **({"leg_id": dialog} if dialog != call_id else {}),
         "from": end.get("from"),
         "to": end.get("to"),
         "domain": end.get("domain"),
@@ -319,8 +333,8 @@ class Recorder:
                 self.done += 1
 
     def process(self, end: dict[str, Any]) -> dict[str, Any] | None:
-        """Wait for the pcap to be closed, decode it; the payload, or None (logged)."""
-        call_id = str(end["call_id"])
+        """Wait for the dialog's pcap to be closed, decode it; the payload, or None (logged)."""
+        call_id = dialog_of(end)
         deadline = time.monotonic() + self.close_timeout_s
         while not self.closed(call_id):
             if time.monotonic() > deadline:

@@ -86,6 +86,7 @@ from streams.folds.agent_timeline import (
     scan_sessions,
     session_end,
     sweep,
+    unsettled_dialogs,
 )
 
 __all__ = [
@@ -271,14 +272,14 @@ def _fact_out(f: Fact) -> list[Any]:
     """A fact as a short list (the call id is the key it is stored under); trailing
     Nones are left out."""
     out = [f.event_id, f.type.value, _ms(f.ts), f.caller, f.callee, f.agent, f.duration_ms,
-           f.expires]
+           f.expires, f.dialog]
     while out[-1] is None:
         out.pop()
     return out
 
 
 def _fact_in(raw: list[Any], call_id: str | None) -> Fact:
-    values = [*raw, *[None] * (8 - len(raw))]
+    values = [*raw, *[None] * (9 - len(raw))]
     return Fact(values[0], EventType(values[1]), _ts(values[2]), call_id, *values[3:])
 
 
@@ -517,9 +518,11 @@ def _settle_open_calls(state: AgentState, config: AgentConfig) -> AgentState:
     assert state.newest is not None
     settled: dict[str, tuple[Fact, ...]] = {}
     for cid, facts in state.calls.items():
-        talked = call_of(state.agent, cid, facts).talk_start is not None
-        kind = EventType.CALL_ENDED if talked else EventType.CALL_FAILED
-        settled[cid] = _insort(facts, Fact(f"guard:{cid}", kind, state.newest, cid))
+        for dialog, talked in unsettled_dialogs(state.agent, facts) or [(None, False)]:
+            kind = EventType.CALL_ENDED if talked else EventType.CALL_FAILED
+            guard_id = f"guard:{cid}" if dialog is None else f"guard:{cid}:{dialog}"
+            facts = _insort(facts, Fact(guard_id, kind, state.newest, cid, dialog=dialog))
+        settled[cid] = facts
     state = _revised(state, state.registrations, settled, state.newest, list(settled), config)
     carry = list(state.carry)
     finished = dict(state.finished)

@@ -10,7 +10,9 @@ The rules, in telephony terms (which events concern an agent: ``agent_state.agen
   or cancel, or the failure of the agent's own leg (busy, no answer, cancelled because
   another branch answered). Another agent's leg failing ends nothing here.
 - on_call: from ``call.answered`` to ``call.ended``, for the answering agent and for an
-  extension that placed the call. (A lost answer is rebuilt from ``duration_ms``.)
+  extension that placed the call. (A lost answer is rebuilt from ``duration_ms``.) A
+  transferred call's dialogs (``leg_id``) are each answered and ended on their own: the
+  transferee is on a call from its first answer to its last dialog's end.
 - wrap_up: ``wrap_up_ms`` after each call the agent talked on, if logged in.
 
 States and their priority when they overlap: on_call > ringing > wrap_up > available >
@@ -32,8 +34,8 @@ from core.agent_records import AgentStatus
 from core.events import Event, EventType
 
 __all__ = ["Fact", "AgentCall", "Segment", "Span", "Cursor", "fact_of", "order",
-           "call_of", "scan_sessions", "session_end", "call_spans", "sweep",
-           "REGISTRATIONS"]
+           "call_of", "unsettled_dialogs", "scan_sessions", "session_end", "call_spans",
+           "sweep", "REGISTRATIONS"]
 
 MS = timedelta(milliseconds=1)
 _RANK = {
@@ -64,6 +66,9 @@ class Fact:
     duration_ms: int | None = None
     expires: int | None = None
     """A REGISTER's ``expires`` in seconds (None: absent or unreadable)."""
+    dialog: str | None = None
+    """The SIP dialog of a call event when it is not the call's own (a transferee's new
+    dialog: ``leg_id`` up to ``#``); None for the call's own dialog."""
 
 
 def _expires(ev: Event) -> int | None:
@@ -79,7 +84,13 @@ def fact_of(event: Event) -> Fact:
     ts = event.ts.replace(microsecond=event.ts.microsecond // 1000 * 1000)
     return Fact(event.event_id, event.type, ts, event.call_id, event.caller, event.callee,
                 event.agent, event.duration_ms,
-                _expires(event) if event.type is EventType.AGENT_REGISTERED else None)
+                _expires(event) if event.type is EventType.AGENT_REGISTERED else None,
+                _dialog_of(event))
+
+
+def _dialog_of(event: Event) -> str | None:
+    dialog = (event.leg_id or "").split("#", 1)[0]
+    return dialog if dialog and dialog != event.call_id else None
 
 
 def order(fact: Fact) -> tuple[datetime, int, str]:
@@ -132,30 +143,73 @@ def _mine(fact: Fact, agent: str) -> bool:
     return True
 
 
-def call_of(agent: str, call_id: str, facts: Sequence[Fact]) -> AgentCall:
-    """The call from its facts (sorted by :func:`order`)."""
-    facts_mine = [f for f in facts if _mine(f, agent)]
+@dataclass(frozen=True)
+class _DialogPart:
+    """What one SIP dialog of the call meant for the agent."""
+
+    answered_at: datetime | None
+    answerer: str | None
+    ended_at: datetime | None
+    talked: bool
+    settled: bool
+
+
+def _dialog_part(agent: str, facts: Sequence[Fact]) -> _DialogPart:
     answer = _first(facts, EventType.CALL_ANSWERED)
     end = _first(facts, EventType.CALL_ENDED)
-    failure = _first(facts_mine, EventType.CALL_FAILED, EventType.CALL_CANCELLED)
+    failure = _first([f for f in facts if _mine(f, agent)],
+                     EventType.CALL_FAILED, EventType.CALL_CANCELLED)
+    answered_at, answerer = _answer(answer, end)
+    placed = any(f.caller == agent for f in facts)
+    return _DialogPart(
+        answered_at, answerer, end.ts if end is not None else None,
+        talked=answered_at is not None and (answerer == agent or placed),
+        settled=end is not None or (failure is not None and answer is None))
+
+
+def _by_dialog(facts: Sequence[Fact]) -> dict[str | None, list[Fact]]:
+    out: dict[str | None, list[Fact]] = {}
+    for fact in facts:
+        out.setdefault(fact.dialog, []).append(fact)
+    return out
+
+
+def call_of(agent: str, call_id: str, facts: Sequence[Fact]) -> AgentCall:
+    """The call from its facts (sorted by :func:`order`).
+
+    A transferred call has several dialogs (the transferee's new one after a REFER);
+    each is answered and ended on its own. The agent talks from its first dialog
+    answered by or placed by it to the last of those ending, and the call is settled
+    once every dialog seen is."""
+    dialogs = _by_dialog(facts)
     ringing = next((f for f in facts
                     if f.type is EventType.CALL_RINGING and _concerns(f, agent)), None)
     ring_start = ringing.ts if ringing else None
     ring_end = None
-    if ring_start is not None:
-        ring_end = next((f.ts for f in facts_mine
-                         if f.type in _RING_ENDS and f.ts >= ring_start), None)
-    answered_at, answerer = _answer(answer, end)
-    placed = any(f.caller == agent for f in facts)
-    talked = answered_at is not None and (answerer == agent or placed)
+    if ringing is not None and ring_start is not None:
+        ring_end = next((f.ts for f in dialogs[ringing.dialog]
+                         if _mine(f, agent) and f.type in _RING_ENDS and f.ts >= ring_start),
+                        None)
+    parts = [_dialog_part(agent, group) for group in dialogs.values()]
+    talks = [p for p in parts if p.talked]
+    ends = [p.ended_at for p in talks]
     return AgentCall(
         call_id=call_id, ring_start=ring_start, ring_end=ring_end,
-        talk_start=answered_at if talked else None,
-        talk_end=end.ts if talked and end is not None else None,
-        answered_by_agent=answered_at is not None and answerer == agent,
-        settled=end is not None or (failure is not None and answer is None),
+        talk_start=min(p.answered_at for p in talks if p.answered_at) if talks else None,
+        talk_end=max(e for e in ends if e) if talks and None not in ends else None,
+        answered_by_agent=any(p.answered_at is not None and p.answerer == agent
+                              for p in parts),
+        settled=all(p.settled for p in parts),
         last_ts=facts[-1].ts,
     )
+
+
+def unsettled_dialogs(agent: str, facts: Sequence[Fact]) -> list[tuple[str | None, bool]]:
+    """The dialogs of a call not settled yet for ``agent``, each with whether it was
+    talked on (for the guard, which settles them)."""
+    return [(dialog, part.answered_at is not None)
+            for dialog, group in _by_dialog(facts).items()
+            if not (part := _dialog_part(agent, group)).settled]
 
 
 # --- sessions ----------------------------------------------------------------------------

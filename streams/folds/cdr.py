@@ -32,7 +32,8 @@ Participants (one pass over the sorted events, see :class:`_Legs`):
 
 - a *leg* is one target rung: it starts at its first ``call.ringing`` (``leg_id``, the
   target in ``extra.leg_to``, else the callee). An answer with no ringing leg of its
-  agent makes one up, ringing from the offer.
+  agent makes one up, ringing from the offer - under the id of that agent's ringing
+  stamped after the answer if there is one (180 and 200 back to back in two workers).
 - a leg ends at the first of: its own ``call.failed``/``call.cancelled`` (an event whose
   ``leg_id`` names the leg, not the call: outcome from the code), a ``call.forwarded``
   (the edge forwards only once every branch of the current target failed: outcome = the
@@ -45,8 +46,13 @@ Participants (one pass over the sorted events, see :class:`_Legs`):
   such legs all end at the answer or the call's end; with per-branch ``call.failed``
   events (``leg_id`` set) they get their real end.
 - forwards from ``call.forwarded`` (extra forwarded_from/forwarded_to/hop, reason);
-  transfers from ``call.transferred`` (extra transferred_from/transferred_to/kind);
-  ``call.picked_up`` adds the picker's leg (answered) and ends the ringing legs.
+  transfers from ``call.transferred`` (extra transferred_from/transferred_to/kind).
+- pickup (*8): the edge adds a branch to the ringing call toward the picker's phone,
+  which rings (its own leg) and answers; ``call.picked_up`` and the picker's
+  ``call.answered`` come from different workers, in either order. Whichever is first
+  in event time answers the picker's leg (``#pickup:<agent>`` made up if it never
+  rang) and ends the other ringing legs ``picked_up``; the other changes nothing. A
+  leg's own 487 in a picked-up dialog is ``picked_up`` too, before or after the answer.
 - dialogs: ``call_id`` is the Tawag call, and the dialog of an event is its ``leg_id``
   up to the first ``#`` (a SIP Call-ID; ``#`` cannot occur in one, RFC 3261 25.1), the
   call's own dialog when ``leg_id`` is absent. A transfer's new dialog (the transferee
@@ -55,16 +61,23 @@ Participants (one pass over the sorted events, see :class:`_Legs`):
   whose ``leg_id`` is such a dialog (no ``#``) ends that dialog, it is not a leg failure.
   The call is closed once its own dialog has its terminal event (rules above) and every
   other dialog offered has ended or failed; ended_at, hangup_by and reason come from the
-  last of those terminal events, the disposition from the call's own dialog. So a CDR
-  closed when the transferor hung up opens again (a higher version) when the
-  transferee's new dialog is folded in.
+  last BYE (``call.ended``) among those terminal events - when the parties really hung
+  up - or from the last failure if no dialog was talked on; the disposition from the
+  call's own dialog. So a CDR closed when the transferor hung up opens again (a higher
+  version) when the transferee's new dialog is folded in, and a blind transfer to a
+  busy target stays ``answered``, ends (talk_ms, hangup_by, reason ``bye``) at the BYE
+  that really ended the talk, not at the failed attempt, which shows as the target's
+  leg (``busy``; a leg that failed without ringing spans its failure's instant).
 - hold_ms: the time, in event time, during which at least one party of a dialog held
   it (``call.held`` .. ``call.resumed`` of the same party, ``agent``/``extra.held_by``),
-  summed over the call; a hold still on ends at the dialog's end, or, while the call
-  is open, at the latest event folded.
-- recording: ``call.recording_ready`` (extra file/recording, size, duration in s);
-  ``recorded`` also from ``call.ended``'s ``extra.recorded``. Media quality and RTP
-  counters from the latest ``media`` report (call.ended).
+  summed over the call; a hold still on ends at the dialog's end, or, while the dialog
+  is open, at the latest event folded. A hold stamped at or after its dialog's end
+  (the re-INVITE's 200 and the BYE in two workers) counts nothing.
+- recording: ``call.recording_ready`` of one dialog (``leg_id``; extra file/recording,
+  size, duration in s); the CDR's recording is that of the last dialog recorded (a
+  transferred call's second dialog), see :func:`_recording`. ``recorded`` also from
+  ``call.ended``'s ``extra.recorded``. Media quality and RTP counters from the latest
+  ``media`` report (call.ended).
 """
 
 from __future__ import annotations
@@ -217,6 +230,11 @@ class _Legs:
     """The legs rung so far, by leg id, in the order they started ringing."""
 
     by_id: dict[str, _OpenLeg] = field(default_factory=dict)
+    rung_later: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    """(dialog, target) -> the leg id of the target's first ``call.ringing`` in the call.
+    A phone that answers at once sends 180 and 200 back to back, and two workers may
+    stamp the ringing after the answer: the answered leg then takes that leg's id (the
+    late ringing finds it and changes nothing), the same leg as in the usual order."""
 
     def open(self, dialog: str | None = None) -> list[_OpenLeg]:
         """Legs still ringing (of one dialog when ``dialog`` is given)."""
@@ -230,18 +248,24 @@ class _Legs:
         for leg in self.open(dialog):
             leg.close(at, outcome)
 
-    def answer(self, dialog: str, agent: str | None, at: datetime, since: datetime) -> None:
+    def answer(self, dialog: str, agent: str | None, at: datetime, since: datetime,
+               pickup: bool = False) -> None:
         """``agent`` answered ``dialog``: its open leg there (made up if none) answered,
-        the dialog's other legs cancelled."""
+        the dialog's other legs cancelled - or ``picked_up`` when ``agent`` took the call
+        with a pickup (its made-up leg is then ``#pickup:<agent>``, from ``at``)."""
         mine = [leg for leg in self.open(dialog) if leg.target == agent]
         if not mine and not any(leg.target == agent and leg.answered
                                 and _dialog_of(leg.leg_id) == dialog
                                 for leg in self.by_id.values()):
-            self.ring(_made_up_leg_id(dialog, agent, self.by_id), agent, since)
-            mine = [self.by_id[next(reversed(self.by_id))]]
+            leg_id = self.rung_later.get((dialog, agent))
+            if leg_id is None or leg_id in self.by_id:
+                leg_id = (f"{dialog}#pickup:{agent}" if pickup
+                          else _made_up_leg_id(dialog, agent, self.by_id))
+            self.ring(leg_id, agent, at if pickup else since)
+            mine = [self.by_id[leg_id]]
         for leg in mine[:1]:
             leg.close(at, LegOutcome.ANSWERED)
-        self.close_all(at, LegOutcome.CANCELLED, dialog)
+        self.close_all(at, LegOutcome.PICKED_UP if pickup else LegOutcome.CANCELLED, dialog)
 
 
 def _dialog_of(leg_id: str) -> str:
@@ -263,9 +287,8 @@ class _Call:
     answer: Event | None = None
     end: Event | None = None
     failure: Event | None = None
-    recording: str | None = None
-    recording_bytes: int | None = None
-    recording_duration_ms: int | None = None
+    recordings: dict[str, _Recording] = field(default_factory=dict)
+    """Each dialog's own recording, by SIP Call-ID (a transferred call has one per dialog)."""
     recorded: bool = False
     media: dict[str, float] = field(default_factory=dict)
     legs: _Legs = field(default_factory=_Legs)
@@ -276,6 +299,10 @@ class _Call:
     dialogs: dict[str, _Dialog] = field(default_factory=dict)
     """The other dialogs of the call (a transferee's new call), by SIP Call-ID."""
     holds: _Holds = field(default_factory=lambda: _Holds())
+    pickups: dict[str, str | None] = field(default_factory=dict)
+    """Dialog -> the agent who took it with a pickup (from every ``call.picked_up`` of
+    the call, known before the events are run, so the answer and the pickup give the
+    same legs whichever is stamped first)."""
 
     @property
     def ring_start(self) -> datetime | None:
@@ -283,6 +310,15 @@ class _Call:
 
     def dialog(self, ev: Event) -> str:
         return _dialog_of(ev.leg_id or self.call_id)
+
+
+@dataclass
+class _Recording:
+    """One dialog's recording: its file, size and duration (as far as announced)."""
+
+    file: str | None = None
+    size: int | None = None
+    duration_ms: int | None = None
 
 
 @dataclass
@@ -299,9 +335,13 @@ class _Holds:
 
     held: dict[str, dict[str, datetime]] = field(default_factory=dict)
     total_ms: int = 0
+    ended: set[str] = field(default_factory=set)
+    """Dialogs that have ended: a hold stamped after its dialog's BYE (another worker's
+    clock, the hold's 200 racing the BYE) is over before it starts."""
 
     def hold(self, dialog: str, party: str, at: datetime) -> None:
-        self.held.setdefault(dialog, {}).setdefault(party, at)
+        if dialog not in self.ended:
+            self.held.setdefault(dialog, {}).setdefault(party, at)
 
     def resume(self, dialog: str, party: str, at: datetime) -> None:
         parties = self.held.get(dialog, {})
@@ -315,6 +355,7 @@ class _Holds:
             parties[min(parties, key=parties.__getitem__)] = since
 
     def end(self, dialog: str, at: datetime) -> None:
+        self.ended.add(dialog)
         parties = self.held.pop(dialog, {})
         if parties:
             self.total_ms += _ms(min(parties.values()), at)
@@ -338,10 +379,13 @@ def _on_offered(ev: Event, call: _Call) -> _Call:
     return call
 
 
+def _ring_target(ev: Event) -> str | None:
+    return ev.extra.get("leg_to") or ev.callee
+
+
 def _on_ringing(ev: Event, call: _Call) -> _Call:
     """One leg starts ringing (180/183); several ringing events of one leg count once."""
-    target = ev.extra.get("leg_to") or ev.callee
-    call.legs.ring(ev.leg_id or call.call_id, target, ev.ts)
+    call.legs.ring(ev.leg_id or call.call_id, _ring_target(ev), ev.ts)
     return call
 
 
@@ -353,8 +397,12 @@ def _on_answered(ev: Event, call: _Call) -> _Call:
         call.own_answer = call.own_answer or ev
     elif dialog in call.dialogs:
         since = call.dialogs[dialog].offer.ts
-    call.legs.answer(dialog, ev.agent, ev.ts, since)
+    call.legs.answer(dialog, ev.agent, ev.ts, since, pickup=_is_pickup(call, dialog, ev.agent))
     return call
+
+
+def _is_pickup(call: _Call, dialog: str, agent: str | None) -> bool:
+    return dialog in call.pickups and call.pickups[dialog] == agent
 
 
 def _leg_outcome(ev: Event) -> LegOutcome:
@@ -375,14 +423,29 @@ def _on_failure(ev: Event, call: _Call) -> _Call:
         call.legs.close_all(ev.ts, _leg_outcome(ev), dialog)
         return call
     if _is_leg_event(ev):
-        leg = call.legs.by_id.get(ev.leg_id or "")
-        if leg is not None:
-            leg.close(ev.ts, _leg_outcome(ev))
+        _close_leg(ev, call, dialog)
         return call
     call.failure = call.failure or ev
     if call.own_answer is None:
         call.legs.close_all(ev.ts, _leg_outcome(ev), dialog)
     return call
+
+
+def _close_leg(ev: Event, call: _Call, dialog: str) -> None:
+    """A leg's own failure. A leg cancelled (487) in a dialog someone picked up lost to
+    the pickup, whether its 487 is stamped before or after the picker's answer. A
+    transfer target that fails without ringing (busy) still gets its leg, from and
+    until the failure: the failed transfer attempt shows in the CDR."""
+    outcome = _leg_outcome(ev)
+    if (outcome is LegOutcome.CANCELLED and dialog in call.pickups
+            and ev.agent != call.pickups[dialog]):
+        outcome = LegOutcome.PICKED_UP
+    leg = call.legs.by_id.get(ev.leg_id or "")
+    if leg is None and dialog != call.call_id and ev.leg_id:
+        call.legs.ring(ev.leg_id, ev.agent or ev.extra.get("leg_to"), ev.ts)
+        leg = call.legs.by_id[ev.leg_id]
+    if leg is not None:
+        leg.close(ev.ts, outcome)
 
 
 def _on_ended(ev: Event, call: _Call) -> _Call:
@@ -436,11 +499,12 @@ def _on_transferred(ev: Event, call: _Call) -> _Call:
 
 
 def _on_picked_up(ev: Event, call: _Call) -> _Call:
-    """Someone else took the ringing call: the ringing legs end, the picker's leg answers."""
-    call.legs.close_all(ev.ts, LegOutcome.PICKED_UP, call.dialog(ev))
-    leg_id = ev.leg_id if _is_leg_event(ev) else f"{call.call_id}#pickup:{ev.agent}"
-    call.legs.ring(leg_id or call.call_id, ev.agent, ev.ts)
-    call.legs.by_id[leg_id or call.call_id].close(ev.ts, LegOutcome.ANSWERED)
+    """Someone else took the ringing call (*8): the picker's leg (the branch the edge
+    added to its phone; made up if it never rang) answers, the other ringing legs end
+    ``picked_up``. The picker's ``call.answered`` does the same; the first of the two
+    in event time decides, the second finds the picker answered and changes nothing."""
+    dialog = call.dialog(ev)
+    call.legs.answer(dialog, ev.agent, ev.ts, ev.ts, pickup=True)
     return call
 
 
@@ -451,17 +515,28 @@ def _number(value: Any) -> float | None:
 
 
 def _on_recording(ev: Event, call: _Call) -> _Call:
-    """call.recording_ready: the file (extra "recording", "file" or "path"), size, duration."""
+    """call.recording_ready of one dialog (``leg_id``): the file (extra "recording",
+    "file" or "path"), size, duration; announced again, the later one wins."""
     extra = ev.extra
-    call.recording = (extra.get("recording") or extra.get("file") or extra.get("path")
-                      or call.recording)
-    call.recorded = call.recorded or call.recording is not None
+    rec = call.recordings.setdefault(call.dialog(ev), _Recording())
+    rec.file = extra.get("recording") or extra.get("file") or extra.get("path") or rec.file
+    call.recorded = call.recorded or rec.file is not None
     size, seconds = _number(extra.get("size")), _number(extra.get("duration"))
     if size is not None:
-        call.recording_bytes = int(size)
+        rec.size = int(size)
     if seconds is not None:
-        call.recording_duration_ms = round(seconds * 1000)
+        rec.duration_ms = round(seconds * 1000)
     return call
+
+
+def _recording(call: _Call) -> _Recording:
+    """The CDR's recording: that of the call's last dialog that has one (the call's own
+    dialog first, then the transferees' by their offers) - the conversation the call
+    ended in. The others are each in their own ``call.recording_ready`` event."""
+    order = [call.call_id, *sorted(call.dialogs, key=lambda d: _order(call.dialogs[d].offer))]
+    found = [call.recordings[d] for d in order if d in call.recordings]
+    found += [r for d, r in sorted(call.recordings.items()) if d not in order]
+    return found[-1] if found else _Recording()
 
 
 _HANDLERS: dict[EventType, Callable[[Event, _Call], _Call]] = {
@@ -486,6 +561,12 @@ FOLDED_TYPES = frozenset(_HANDLERS)
 def _interpret(state: CallState) -> _Call:
     """Run the handlers over the sorted events; the latest media report wins."""
     call = _Call(state.call_id)
+    call.pickups = {call.dialog(ev): ev.agent for ev in state.events
+                    if ev.type is EventType.CALL_PICKED_UP}
+    for ev in reversed(state.events):
+        if ev.type is EventType.CALL_RINGING:
+            leg_id = ev.leg_id or call.call_id
+            call.legs.rung_later[(_dialog_of(leg_id), _ring_target(ev))] = leg_id
     for ev in state.events:
         if ev.media:
             call.media = dict(ev.media)
@@ -505,6 +586,7 @@ def to_cdr(state: CallState) -> Cdr:
     own = _own_outcome(call)
     outcome = _outcome(call, own)
     parties = _parties(state, call.offer)
+    rec = _recording(call)
     return Cdr(
         tenant=call.offer.tenant,
         call_id=state.call_id,
@@ -517,7 +599,7 @@ def to_cdr(state: CallState) -> Cdr:
         reason=_first_set("reason", (outcome, call.answer)),
         hangup_by=outcome.hangup_by if outcome else None,
         closed=outcome is not None,
-        recording=call.recording,
+        recording=rec.file,
         mos=call.media.get("mos"),
         packet_loss=call.media.get("packet_loss"),
         jitter_ms=call.media.get("jitter_ms"),
@@ -525,8 +607,8 @@ def to_cdr(state: CallState) -> Cdr:
         last_event_ts=state.events[-1].ts,
         **_participants(call, state.events[-1].ts),
         recorded=call.recorded,
-        recording_bytes=call.recording_bytes,
-        recording_duration_ms=call.recording_duration_ms,
+        recording_bytes=rec.size,
+        recording_duration_ms=rec.duration_ms,
         **_rtp(call.media),
     )
 
@@ -581,10 +663,14 @@ def _own_outcome(call: _Call) -> Event | None:
 
 
 def _outcome(call: _Call, own: Event | None) -> Event | None:
-    """The call's terminal event: the last one, once every dialog of the call has one."""
+    """The call's terminal event, once every dialog of the call has one: the last BYE
+    (the parties really hung up then; a transfer attempt that failed later - the target
+    was busy - ends no talk), or the last failure if no dialog was ever talked on."""
     if own is None or any(d.end is None for d in call.dialogs.values()):
         return None
-    return max((own, *(d.end for d in call.dialogs.values() if d.end is not None)), key=_order)
+    ends = (own, *(d.end for d in call.dialogs.values() if d.end is not None))
+    talked = [ev for ev in ends if ev.type is EventType.CALL_ENDED]
+    return max(talked or ends, key=_order)
 
 
 def _answered_at(call: _Call) -> datetime | None:

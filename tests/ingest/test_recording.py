@@ -134,3 +134,42 @@ def test_the_bridge_hands_recorded_calls_to_the_recorder_and_produces_recording_
         assert wav.getnframes() == 16000
     assert ready.extra["size"] == Path(ready.extra["file"]).stat().st_size
     assert recorder.done == 1 and bridge.stats.recordings == 1
+
+
+def _seconds_of_rtp(seconds: float, ssrc: int) -> bytes:
+    """A pcap of ``seconds`` of one 20 ms PCMA stream."""
+    count = round(seconds / 0.02)
+    return _pcap([(100.0 + i * 0.02, _frame(_rtp(i, 160 * i, ssrc, b"\xd5" * 160)))
+                  for i in range(count)])
+
+
+def test_a_transferees_dialog_gets_its_own_recording_not_the_first_dialogs(
+    tmp_path: Path,
+) -> None:
+    """A transferred call: the first dialog (SIP Call-ID = the Tawag call id) and the
+    transferee's new dialog (its own Call-ID, in leg_id) each have a pcap. The second
+    dialog's call.end names the Tawag call in call_id: its recording must come from its
+    own pcap and say which dialog it is, not convert the first dialog's again."""
+    first, second = "xfer-1@127.0.0.1", "xfer-2@127.0.0.1"
+    (tmp_path / "pcaps").mkdir()
+    (tmp_path / "pcaps" / "xfer-1%40127.0.0.1-aaa.pcap").write_bytes(_seconds_of_rtp(1.0, 1))
+    (tmp_path / "pcaps" / "xfer-2%40127.0.0.1-bbb.pcap").write_bytes(_seconds_of_rtp(3.0, 2))
+    asked: list[str] = []
+    emitted: list[dict] = []
+    recorder = recording.Recorder(tmp_path, tmp_path / "wav",
+                                  closed=lambda cid: asked.append(cid) or True,
+                                  emit=emitted.append)
+    recorder.start()
+    recorder.submit({"event": "call.end", "call_id": first, "recorded": True})
+    recorder.submit({"event": "call.end", "call_id": first, "leg_id": second,
+                     "recorded": True})
+    recorder.stop()
+
+    assert asked == [first, second]  # rtpengine is asked about each dialog's own session
+    own, transferred = emitted
+    assert (own["call_id"], "leg_id" in own) == (first, False)
+    assert (transferred["call_id"], transferred["leg_id"]) == (first, second)
+    assert own["pcap"].endswith("-aaa.pcap") and transferred["pcap"].endswith("-bbb.pcap")
+    assert (own["duration"], transferred["duration"]) == (pytest.approx(1.0),
+                                                          pytest.approx(3.0))
+    assert own["file"] != transferred["file"]

@@ -273,10 +273,11 @@ def test_blind_transfer_closes_with_the_transferor_and_reopens_with_the_new_dial
     assert ringing.version > before.version
 
 
-def test_transfer_target_busy_ends_the_call_when_the_new_dialog_fails() -> None:
+def test_transfer_target_busy_closes_the_call_when_the_new_dialog_fails() -> None:
+    """Closed once the new dialog failed; the talk ended at the transferor's BYE."""
     cdr = to_cdr(fold(CALL, blind_transfer("busy")))
     assert (cdr.closed, cdr.disposition, cdr.sip_code) == (True, Disposition.ANSWERED, 200)
-    assert (cdr.ended_at, cdr.hangup_by, cdr.talk_ms) == (at(30_200), None, 28_200)
+    assert (cdr.ended_at, cdr.hangup_by, cdr.talk_ms) == (at(30_050), "102", 28_050)
     assert cdr.legs[-1] == leg(f"{NEW}#0", "103", 30_100, 30_200, O.BUSY)
 
 
