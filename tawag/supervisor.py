@@ -113,6 +113,10 @@ def components(settings: Settings) -> list[Component]:
         Component("dashboard", _dashboard_command,
                   lambda st: _http_ok(f"http://127.0.0.1:{st.dashboard_port}/_stcore/health"),
                   ports=((s.dashboard_port, "tcp"),)),
+        # the public REST API and the webhook deliveries (api/)
+        Component("api", _python("api"),
+                  lambda st: _http_ok(f"http://{st.api_host}:{st.api_port}/health"),
+                  ports=((s.api_port, "tcp"),)),
         *_connectors(s),
         Component("demo", _python("demo"), lambda st: True, programs=("sipp",),
                   optional=True),

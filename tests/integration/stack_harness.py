@@ -1,10 +1,10 @@
 """A whole Tawag stack for one integration-test module, on a port block of its own.
 
 Each module gets a block of ports (``block`` + 60 SIP, +71 JSON-RPC, +448 evapi, +223/+224
-rtpengine (+225 its HTTP/metrics), +92/+93 Kafka, +123 warehouse, +501 dashboard, +900..+904
-metrics of the supervisor, ingest, streams, warehouse, connectors) and an RTP range, so modules
-never meet each other or a `make run` on the default ports. Listening ports stay below
-32768: the kernel hands out 32768-60999 to outgoing connections, and a port one of
+rtpengine (+225 its HTTP/metrics), +92/+93 Kafka, +123 warehouse, +501 dashboard, +503 API,
++900..+904 metrics of the supervisor, ingest, streams, warehouse, connectors) and an RTP range,
+so modules never meet each other or a `make run` on the default ports. Listening ports stay
+below 32768: the kernel hands out 32768-60999 to outgoing connections, and a port one of
 them holds cannot be bound (a test broker on 47090 once failed that way). The stack is the one
 ``tawag up`` starts (:class:`tawag.supervisor.Supervisor`), provisioned from a TOML text.
 """
@@ -40,7 +40,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory, name: str, *, block
         rtpengine_ng_port=block + 223, rtpengine_cli_port=block + 224,
         rtp_port_min=rtp_min, rtp_port_max=rtp_min + RTP_PORTS - 1,
         kafka_bootstrap=f"127.0.0.1:{block + 92}", kafka_controller_port=block + 93,
-        warehouse_http_port=block + 123, dashboard_port=block + 501,
+        warehouse_http_port=block + 123, dashboard_port=block + 501, api_port=block + 503,
         rtpengine_http_port=block + 225, supervisor_metrics_port=block + 900,
         ingest_metrics_port=block + 901, streams_metrics_port=block + 902,
         warehouse_metrics_port=block + 903, connectors_metrics_port=block + 904,

@@ -120,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, crms) -> Iterator[Settings]:
         kafka_bootstrap="127.0.0.1:30155", kafka_controller_port=30156,
         warehouse_http_port=30157, dashboard_port=30158, rtpengine_http_port=30159,
         supervisor_metrics_port=30160, ingest_metrics_port=30161, streams_metrics_port=30162,
-        warehouse_metrics_port=30163, connectors_metrics_port=30164,
+        warehouse_metrics_port=30163, connectors_metrics_port=30164, api_port=30165,
         no_answer_timeout=NO_ANSWER_TIMEOUT_S,
         # --- what an operator sets as TAWAG_CRM_* ---
         crm_enabled=("amocrm", "bitrix24"),
