@@ -25,6 +25,7 @@ import hmac
 from pathlib import Path
 from urllib.parse import quote
 
+from connectors.audio import mp3_name
 from core.settings import Settings
 
 __all__ = ["NEVER", "recording_file", "recording_name", "recording_url", "signature", "sign_url",
@@ -85,12 +86,15 @@ def recording_file(wav_dir: Path, recording: str | None) -> tuple[str, bytes] | 
 
 def recording_url(settings: Settings, recording: str | None, *, now: float,
                   stored: bool = True) -> str | None:
-    """The link a CRM gets for a call's recording: ``recordings_link_ttl_s`` (0: until the
-    key is rotated) if the CRM stores it, else ``recordings_fetch_link_ttl_s``; None
+    """The link a CRM gets for a call's recording: the MP3, valid ``recordings_link_ttl_s``
+    (0: until the key is rotated), if the CRM stores it and plays it later; else the WAV,
+    valid ``recordings_fetch_link_ttl_s``; None
     without a recording, a base URL or a key (see ``connectors.wiring.with_link_defaults``)."""
     base, secret = settings.recordings_base_url, settings.recordings_link_secret
     if not (recording and base and secret):
         return None
     ttl = settings.recordings_link_ttl_s if stored else settings.recordings_fetch_link_ttl_s
-    return sign_url(base, recording_name(recording, settings.recordings_wav_dir),
+    name = recording_name(recording, settings.recordings_wav_dir)
+    # a stored link is played later by the CRM's own player (amoCRM's expects MP3)
+    return sign_url(base, mp3_name(name) if stored else name,
                     secret=secret.encode(), expires_at=int(now) + ttl if ttl else NEVER)

@@ -2,6 +2,7 @@
 
     GET  /health                          200 once the worker consumes Kafka, else 503
     GET  /recordings/<file>?expires=&sig= the WAV, only for a valid, unexpired signature
+                                          (``<name>.mp3``: that WAV encoded as MP3)
     POST /bitrix24/events                 ONEXTERNALCALLSTART (click-to-call, contract §2.10)
 
 Recording links are handed to CRMs (amoCRM ``link``, Bitrix24 ``RECORD_URL``) and
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from connectors.audio import wav_name, wav_to_mp3
 from connectors.recording_links import verify
 
 __all__ = ["ClickToCall", "ConnectorsHttp", "parse_bitrix_event"]
@@ -111,7 +113,8 @@ class ConnectorsHttp:
 
     # --- routes ----------------------------------------------------------------------
     def recording(self, path: str, query: dict[str, list[str]]) -> tuple[int, Path | None]:
-        """(status, file): 403 for a bad or expired signature, 404 for no such file."""
+        """(status, file): 403 for a bad or expired signature, 404 for no such file. A
+        signed ``.mp3`` name stands for the WAV of the same name (encoded when served)."""
         name = unquote(path[len(RECORDINGS):])
         expires, sig = (query.get(k, [""])[0] for k in ("expires", "sig"))
         if not (name and expires and sig) or "\x00" in name:
@@ -120,7 +123,7 @@ class ConnectorsHttp:
             return 403, None
         root = self.wav_dir.resolve()
         try:
-            target = (root / name.lstrip("/")).resolve()
+            target = (root / (wav_name(name) or name).lstrip("/")).resolve()
         except (OSError, RuntimeError):
             return 404, None
         if not target.is_relative_to(root) or target == root or not target.is_file():
@@ -209,18 +212,30 @@ def _handler(app: ConnectorsHttp) -> type:
             if target is None:
                 self._reply(status, "forbidden" if status == 403 else "not found")
                 return
-            size = target.stat().st_size
-            self.send_response(200)
-            self.send_header("Content-Type",
-                             mimetypes.guess_type(target.name)[0] or "application/octet-stream")
-            self.send_header("Content-Length", str(size))
-            self.send_header("Cache-Control", "private, no-store")
-            self.end_headers()
+            if wav_name(parts.path):  # the MP3 a CRM's player asked for
+                try:
+                    body = wav_to_mp3(target.read_bytes())
+                except (OSError, ValueError):
+                    self._reply(404, "not found")
+                    return
+                self._send_file(target.with_suffix(".mp3").name, len(body))
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+                return
+            self._send_file(target.name, target.stat().st_size)
             if self.command == "HEAD":
                 return
             with contextlib.suppress(OSError), target.open("rb") as f:
                 while chunk := f.read(CHUNK):
                     self.wfile.write(chunk)
+
+        def _send_file(self, name: str, size: int) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type",
+                             mimetypes.guess_type(name)[0] or "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.send_header("Cache-Control", "private, no-store")
+            self.end_headers()
 
         do_HEAD = do_GET
 

@@ -106,6 +106,35 @@ def base(http: ConnectorsHttp) -> str:
     return f"http://127.0.0.1:{http.port}"
 
 
+def test_a_stored_link_plays_the_recording_as_mp3(server):
+    """amoCRM's player expects MP3: a signed ``.mp3`` name serves the WAV of that name
+    encoded by LAME; the signature is on the MP3 name, so a WAV link grants no MP3 and
+    the reverse; a file that is no WAV is not found."""
+    import io
+    import math
+    import struct
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i / 7)))
+                               for i in range(8000)))
+    (server.wav_dir / "talk.wav").write_bytes(buffer.getvalue())
+    now = int(time.time())
+    url = sign_url(base(server) + "/recordings", "talk.mp3", secret=SECRET, expires_at=now + 60)
+    ok = httpx.get(url)
+    assert ok.status_code == 200 and ok.headers["content-type"] == "audio/mpeg"
+    assert ok.content[:2] == b"\xff\xe3"  # an MPEG audio frame (MPEG 2.5, layer III)
+    assert 0 < len(ok.content) < len(buffer.getvalue()) / 2
+    assert httpx.get(url.replace("talk.mp3", "talk.wav")).status_code == 403
+    not_wav = sign_url(base(server) + "/recordings", "call-1.mp3", secret=SECRET,
+                       expires_at=now + 60)
+    assert httpx.get(not_wav).status_code == 404
+
+
 def test_signed_link_downloads_and_everything_else_is_refused(server):
     now = int(time.time())
     url = sign_url(base(server) + "/recordings", "call-1.wav", secret=SECRET,
@@ -185,7 +214,7 @@ def test_connectors_component_only_when_a_crm_is_enabled(tmp_path: Path):
     on = load(environ={}, data_dir=tmp_path, crm_enabled=("amocrm",),
               recordings_http_port=47112, connectors_metrics_port=47113)
     names = [c.name for c in components(on)]
-    assert names.index("connectors") == names.index("dashboard") + 1
+    assert names.index("connectors") == names.index("api") + 1  # after the readers
     comp = next(c for c in components(on) if c.name == "connectors")
     assert comp.ports == ((47112, "tcp"), (47113, "tcp"))  # links, metrics
     assert comp.command(on)[-1] == "connectors" and not comp.ready(on)
@@ -227,7 +256,7 @@ def test_a_call_record_waits_for_the_revision_that_brings_the_recording(amo, tmp
         assert amo[0].calls == []  # held back for the recording
         worker.handle_cdr(make_cdr("R1", version=6, recording=str(tmp_path / "R1.wav")))
         calls = wait_for(lambda: amo[0].calls, timeout=3, what="the call record")
-        assert len(calls) == 1 and "/R1.wav?expires=" in calls[0]["link"]
+        assert len(calls) == 1 and "/R1.mp3?expires=" in calls[0]["link"]  # amoCRM plays MP3
         worker.handle_cdr(make_cdr("R2", version=5))  # never recorded: sent after the wait
         wait_for(lambda: len(amo[0].calls) == 2, timeout=8, what="the unrecorded call")
         assert "link" not in amo[0].calls[1]
