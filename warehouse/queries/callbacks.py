@@ -31,7 +31,7 @@ __all__ = ["ITEM_COLUMNS", "open_callbacks", "closed_callbacks", "callback_summa
 
 ITEM_COLUMNS = ("client", "item_id", "status", "opened_at", "last_missed_at", "attempts",
                 "callback_attempts", "closed_at", "closed_by_call_id", "called_back_by",
-                "callback_direction", "time_to_callback_ms")
+                "callback_direction", "time_to_callback_ms", "night", "weekend", "time_zone")
 
 _LIVE = f"FROM {CALLBACKS} FINAL WHERE tenant = {{tenant:String}} AND NOT deleted"
 
