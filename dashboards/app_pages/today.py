@@ -32,7 +32,8 @@ OUTCOME_COLORS = ["#2e7d32", "#c62828", "#9e9e9e"]
 def render() -> None:
     """The page: a static header, then the self-refreshing figures."""
     st.title("Today")
-    tz = data.time_zone()
+    with warehouse_errors():
+        tz = data.time_zone()
     st.caption(f"Tenant `{data.tenant()}` · calls started since 00:00 {tz} · "
                f"times in {tz} · refreshes every {REFRESH_S} s")
     live_figures()

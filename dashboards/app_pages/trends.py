@@ -20,7 +20,8 @@ from dashboards.formatting import change, format_rate, format_seconds
 # Streamlit runs this file as a script: constants get comments, not docstrings.
 
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-COMPARED = (("offered", "Calls closed", False), ("service_level_offered", "Service level", True),
+COMPARED = (("offered", "Inbound calls closed", False),
+            ("service_level_offered", "Service level", True),
             ("answer_rate", "Answer rate", True), ("abandonment_rate", "Abandoned", True),
             ("average_wait", "Average wait", False))
 

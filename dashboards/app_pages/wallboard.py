@@ -30,7 +30,9 @@ STATE_TITLES = {"available": "Agents available", "ringing": "Agents ringing",
 def render() -> None:
     """The page: a static header, then the self-refreshing figures."""
     st.title("Wallboard")
-    st.caption(f"Tenant `{data.tenant()}` · today since 00:00 {data.time_zone()} · KPIs over "
+    with warehouse_errors():
+        tz = data.time_zone()
+    st.caption(f"Tenant `{data.tenant()}` · today since 00:00 {tz} · KPIs over "
                f"inbound calls (see Glossary) · refreshes every {REFRESH_S} s")
     live_figures()
 

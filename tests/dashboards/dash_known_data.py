@@ -45,7 +45,9 @@ def call(tenant: str, call_id: str, started_at: datetime, disposition: Dispositi
                talk_ms=int(talk_s * 1000), disposition=disposition, sip_code=sip_code,
                reason=None, hangup_by="caller" if closed else None, closed=closed,
                recording=recording, mos=mos, packet_loss=loss, jitter_ms=jitter, event_count=3,
-               last_event_ts=ended_at or started_at)
+               last_event_ts=ended_at or started_at,
+               # the group the events named (a DID routed to it): Trends' "by group"
+               route_group=callee if direction == "inbound" and callee.isalpha() else None)
 
 
 def live_at(minutes: int) -> datetime:

@@ -51,7 +51,9 @@ GLOSSARY: tuple[Kpi, ...] = (
     Kpi("service_level_answered", "Service level (answered)",
         "Answered within T / answered; abandons on neither side.", INBOUND,
         "Wazo QoS, Asterisk ServiceLevelPerf", "kpi.service_level_answered"),
-    Kpi("answer_rate", "Answer rate", "Answered / offered (closed calls).", INBOUND,
+    Kpi("answer_rate", "Answer rate",
+        "Answered / offered: over closed calls, calls still in progress left out (not yet "
+        "an outcome).", INBOUND,
         "Wazo answered_rate, Genesys", "kpi.answer_rate"),
     Kpi("abandonment_rate", "Abandon rate",
         "Abandoned (caller hung up while it rang) / queued; 'adjusted' leaves abandons "
