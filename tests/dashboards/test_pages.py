@@ -299,3 +299,19 @@ def test_schema_browser_describes_columns():
     cdrs = at.dataframe[0].value.set_index("column")
     assert cdrs.loc["ring_ms", "description"].startswith("Caller's wait")
     assert cdrs.loc["ring_ms", "type"] == "Int64"
+
+
+# --- glossary ------------------------------------------------------------------------------
+
+
+def test_glossary_lists_every_kpi_with_the_calls_it_counts_and_the_zone():
+    from warehouse.queries import glossary
+
+    at = open_page("glossary")
+    table = at.dataframe[0].value
+    assert list(table["KPI"]) == [k.title for k in glossary.GLOSSARY]
+    counts = table.set_index("KPI")["calls counted"]
+    assert counts["Service level"] == counts["ASA"] == counts["Abandon rate"] == \
+        glossary.INBOUND
+    assert "UTC" in at.caption[0].value  # acme has no zone in this warehouse: the default
+    assert not at.error
