@@ -137,14 +137,15 @@ def callback_table(items: pd.DataFrame, *, open_items: bool, tz: str = "UTC") ->
 
 AGENT_TABLE_COLUMNS = {
     "agent": "agent", "offered": "offered", "answered": "answered", "missed": "missed",
-    "talk_ms": "talk time", "aht_talk_ms": "AHT (talk)", "occupancy": "occupancy",
+    "talk_ms": "talk time", "aht_talk_ms": "AHT (talk + hold)", "occupancy": "occupancy",
     "logged_in_ms": "logged in", "counted_until": "counted until (UTC)",
 }
 """agent_stats.agent_table columns shown, in order, with their headings."""
 
 
-def agent_table(stats: pd.DataFrame) -> pd.DataFrame:
-    """The per-agent table as shown: durations as H:MM:SS, occupancy as a percentage."""
+def agent_table(stats: pd.DataFrame, tz: str = "UTC") -> pd.DataFrame:
+    """The per-agent table as shown: durations as H:MM:SS, occupancy as a percentage,
+    ``counted until`` in ``tz`` (the tenant's zone, named in its heading)."""
     table = stats.loc[:, list(AGENT_TABLE_COLUMNS)].copy()
     for column in ("talk_ms", "aht_talk_ms", "logged_in_ms"):
         table[column] = [format_duration_ms(v) for v in table[column]]
@@ -152,9 +153,10 @@ def agent_table(stats: pd.DataFrame) -> pd.DataFrame:
                           for v in table["occupancy"]]
     for column in ("offered", "answered", "missed"):
         table[column] = table[column].astype("int64")
-    table["counted_until"] = pd.to_datetime(table["counted_until"], utc=True).dt.strftime(
-        "%H:%M:%S")
-    return table.rename(columns=AGENT_TABLE_COLUMNS).reset_index(drop=True)
+    table["counted_until"] = pd.to_datetime(table["counted_until"], utc=True) \
+        .dt.tz_convert(tz).dt.strftime("%H:%M:%S")
+    headings = {**AGENT_TABLE_COLUMNS, "counted_until": f"counted until ({tz})"}
+    return table.rename(columns=headings).reset_index(drop=True)
 
 
 def timeline_segments(segments: pd.DataFrame, window_end: pd.Timestamp,

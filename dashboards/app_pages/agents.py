@@ -40,8 +40,8 @@ def page(day, tz: str) -> None:
     else:
         help_ = data.definition("agent_stats.agent_table")
         st.subheader("Per agent", help=help_)
-        st.dataframe(agent_table(stats), hide_index=True, width="stretch", column_config={
-            "AHT (talk)": st.column_config.TextColumn(help=data.definition("kpi.agent_aht")),
+        st.dataframe(agent_table(stats, tz), hide_index=True, width="stretch", column_config={
+            "AHT (talk + hold)": st.column_config.TextColumn(help=data.definition("kpi.agent_aht")),
             "occupancy": st.column_config.TextColumn(
                 help=data.definition("kpi.occupancy"))})
         st.bar_chart(stats.set_index("agent")[["answered", "missed"]], stack=True,

@@ -239,11 +239,11 @@ def test_agents_table_sums_the_days_intervals():
     table = at.dataframe[0].value.set_index("agent")
     assert list(table.index) == ["101", "102"]
     assert table.loc["101"].to_dict() == {
-        "offered": 2, "answered": 1, "missed": 1, "talk time": "1:00", "AHT (talk)": "1:00",
+        "offered": 2, "answered": 1, "missed": 1, "talk time": "1:00", "AHT (talk + hold)": "1:00",
         "occupancy": pct(60 / (60 + 840 + 900)), "logged in": "30:00",
         "counted until (UTC)": "00:30:00"}  # the end of its last row (00:15 + 15 min)
     assert table.loc["102"].to_dict() == {
-        "offered": 2, "answered": 1, "missed": 1, "talk time": "0:30", "AHT (talk)": "0:30",
+        "offered": 2, "answered": 1, "missed": 1, "talk time": "0:30", "AHT (talk + hold)": "0:30",
         "occupancy": pct(60 / 660), "logged in": "15:00", "counted until (UTC)": "00:15:00"}
 
 
