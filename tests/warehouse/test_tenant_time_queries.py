@@ -140,3 +140,13 @@ def test_berlin_talk_across_local_midnight_is_split_at_it(loaded):
     assert [ts.isoformat() for ts in df["interval_start"]] == [
         "2026-03-29T00:00:00+01:00", "2026-03-30T00:00:00+02:00"]
     assert list(df["talk_time_ms"]) == [60_000 + 600_000, 600_000]
+
+
+def test_the_warehouse_start_loads_provisioning_into_the_tenants_table(store, tmp_path):
+    from warehouse.service import _prepare
+
+    path = tmp_path / "provisioning.toml"
+    path.write_text(PROVISIONING)
+    _prepare(Settings(provisioning_file=path, data_dir=tmp_path), store)
+    assert tenants.time_zone(store, "manila") == "Asia/Manila"
+    assert tenants.time_zone(store, "berlin") == "Europe/Berlin"
