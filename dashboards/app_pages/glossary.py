@@ -13,7 +13,7 @@ from dashboards.errors import warehouse_errors
 
 
 def render() -> None:
-    st.title("KPI glossary")
+    st.title("Glossary")
     with warehouse_errors():
         tz = data.time_zone()
     st.caption(f"Tenant `{data.tenant()}` · days, hours and intervals on every page are "
