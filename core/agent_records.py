@@ -125,6 +125,12 @@ class CallbackItem:
     time_to_callback_ms: int | None
     """closed_at - opened_at: from the first missed call to the answer of the closing call."""
     deleted: bool = False
+    night: bool = False
+    """The first missed call came outside business hours, in the tenant's time zone."""
+    weekend: bool = False
+    """The first missed call came on a non-working day, in the tenant's time zone."""
+    time_zone: str = "UTC"
+    """The IANA zone the flags were computed in (the tenant's, from provisioning)."""
 
 
 R = TypeVar("R", AgentStateChange, AgentStats, CallbackItem)

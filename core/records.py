@@ -125,6 +125,16 @@ class Cdr:
     rtp_packets: int | None = None
     rtp_bytes: int | None = None
     rtp_errors: int | None = None
+    route_target: str | None = None
+    """Where the PBX routed the call on its offer: ``ext:<user>``, ``group:<name>``,
+    ``tel:<number>`` (through the trunk) or ``mask:<code>`` (``extra.route_target``)."""
+    route_group: str | None = None
+    """The group (queue) the call was routed to or rang through (``extra.group``): the
+    "by group" of the KPIs; None for a call no group rang."""
+    pdd_ms: int | None = None
+    """Post-dial delay (RFC 6076 session request delay) of a call the PBX sent to the
+    trunk: INVITE (the offer) to the first 18x or the answer, whichever came first;
+    None for other calls, and while neither has come."""
 
 
 def cdr_to_json(cdr: Cdr) -> bytes:

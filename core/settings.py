@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from core.timezones import tenant_zones
+
 __all__ = ["Settings", "load", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +39,15 @@ class Settings:
     """SIP domain (digest realm) that the local edge serves for ``tenant``."""
     default_country: str = "RU"
     """ISO country used to read national numbers when normalising to E.164."""
+    default_time_zone: str = "UTC"
+    """IANA zone of a tenant whose provisioning names none (``time_zone`` of
+    ``[tenant.<name>]``): its days, hours, intervals and night/weekend flags."""
+    business_hours: str = "9-18"
+    """Local opening hours ``start-end`` (whole hours): a missed call outside them is
+    flagged ``night`` (in the tenant's zone)."""
+    business_days: str = "1,2,3,4,5"
+    """Local working days (ISO weekdays, 1 = Monday): a missed call on another day is
+    flagged ``weekend``."""
 
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -322,6 +333,15 @@ class Settings:
     @property
     def warehouse_url(self) -> str:
         return f"http://{self.warehouse_host}:{self.warehouse_http_port}/"
+
+    def time_zone_of(self, tenant: str) -> str:
+        """The tenant's IANA zone: provisioning's ``time_zone``, else ``default_time_zone``."""
+        return tenant_zones(self.provisioning_file, self.default_time_zone).get(
+            tenant, self.default_time_zone)
+
+    def time_zones(self) -> dict[str, str]:
+        """Every provisioned tenant's IANA zone (see :meth:`time_zone_of`)."""
+        return tenant_zones(self.provisioning_file, self.default_time_zone)
 
     def tenant_for_domain(self, domain: str | None) -> str:
         """Tenant owning a SIP domain; the local edge serves one tenant for now."""

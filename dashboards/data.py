@@ -19,7 +19,10 @@ refuses a ``tenant=`` argument (:class:`TenantRefused`) and any query that is no
 tenant-scoped, and the tenant is part of the cache key, so one tenant's cached rows are
 never served to another.
 
-Times are UTC: the queries take UTC bounds (see :func:`day_bounds`).
+Times are the tenant's: its IANA zone comes from provisioning through the warehouse's
+``tenants`` table (:func:`time_zone`); pages take "today" and day windows in it
+(:func:`today`, :func:`day_bounds`), pass it to the queries that bucket hours and days
+(``tz=``), show times in it and say which zone they show.
 
 Errors are :class:`~warehouse.client.WarehouseError` subclasses (re-exported here, shown
 by :mod:`dashboards.errors`). Errors are never cached: the next rerun tries again.
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Hashable, Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType, ModuleType
 from typing import Any
@@ -37,6 +40,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core import timezones
 from core.settings import Settings, load
 from dashboards.auth import User
 from warehouse.client import QueryError, UnavailableError, WarehouseClient, WarehouseError, connect
@@ -46,18 +50,23 @@ from warehouse.queries import (
     calls,
     catalog,
     cdr,
+    glossary,
     kpi,
     quality,
     sql_box,
     trends,
     wallboard,
 )
+from warehouse.queries import (
+    tenants as tenant_queries,
+)
 
 __all__ = ["CACHE_TTL_S", "USER_KEY", "ADMIN_TENANT_KEY", "QUERIES", "EXPORT_LIMIT",
            "SQL_ROW_LIMIT", "SQL_TIMEOUT_S", "UnavailableError", "WarehouseError",
            "QueryError", "SqlRefused", "NotLoggedIn", "TenantRefused", "UnknownQuery",
            "settings", "client", "warehouse_address", "current_user", "tenant", "fetch",
-           "utc_today", "day_bounds", "period_bounds", "definition", "export_calls_csv",
+           "time_zone", "today", "utc_today", "day_bounds", "period_bounds", "definition",
+           "kpi_glossary", "to_zone", "export_calls_csv",
            "recording_file", "schema_columns", "table_descriptions", "tenants", "run_sql"]
 
 CACHE_TTL_S = 2
@@ -81,7 +90,8 @@ EXPORT_LIMIT = 1_000_000
 
 _SUBJECTS: Mapping[str, ModuleType] = {
     "agent_stats": agent_stats, "callbacks": callbacks, "calls": calls, "cdr": cdr,
-    "kpi": kpi, "quality": quality, "trends": trends, "wallboard": wallboard}
+    "kpi": kpi, "quality": quality, "tenants": tenant_queries, "trends": trends,
+    "wallboard": wallboard}
 
 
 def _tenant_scoped(query: object) -> bool:
@@ -176,30 +186,62 @@ def _fetch(name: str, tenant_: str, args: tuple[Hashable, ...],
 
 
 def definition(name: str) -> str:
-    """The definition of a KPI (``kpi.<name>``) or a named query, from the library's
-    docstring: the hover help of every figure, so the page says what the library computes."""
+    """The definition of a KPI (``kpi.<name>``) or a named query: the KPI glossary's entry
+    (definition and the calls it counts) when it has one, else the library's docstring;
+    the hover help of every figure, so the page says what the library computes."""
     subject, _, function = name.rpartition(".")
+    if subject in ("", "kpi"):
+        try:
+            entry = glossary.entry(function)
+        except KeyError:
+            pass
+        else:
+            return f"{entry.definition} Counts: {entry.counts}. Source: {entry.source}."
     doc = inspect.getdoc(getattr(_SUBJECTS[subject or "kpi"], function)) or ""
     return doc.split("\n\n", 1)[0].replace("\n", " ")
+
+
+def kpi_glossary() -> pd.DataFrame:
+    """The KPI glossary (:mod:`warehouse.queries.glossary`) as a table for the page."""
+    return pd.DataFrame([{"KPI": k.title, "definition": k.definition, "calls counted": k.counts,
+                          "source": k.source, "query": k.query} for k in glossary.GLOSSARY])
 
 
 # --- time windows --------------------------------------------------------------------------
 
 
+def time_zone() -> str:
+    """This session's tenant's IANA time zone (provisioning, via ``tawag.tenants``)."""
+    return fetch("tenants.time_zone")
+
+
+def today(tz: str) -> date:
+    """Today's date in ``tz`` (the tenant's zone: its day starts at local midnight)."""
+    return timezones.local_today(timezones.zone(tz))
+
+
 def utc_today() -> date:
-    """Today's date in UTC: the dashboards' day starts at 00:00 UTC, not local midnight."""
+    """Today's date in UTC."""
     return datetime.now(UTC).date()
 
 
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    """The half-open UTC window ``[day 00:00, next day 00:00)`` the queries expect."""
-    start = datetime.combine(day, time.min, tzinfo=UTC)
-    return start, start + timedelta(days=1)
+def day_bounds(day: date, tz: str = "UTC") -> tuple[datetime, datetime]:
+    """The half-open window ``[day 00:00, next day 00:00)`` in ``tz``, as UTC instants."""
+    return timezones.local_day_bounds(day, day, timezones.zone(tz))
 
 
-def period_bounds(first: date, last: date) -> tuple[datetime, datetime]:
-    """``[first 00:00, last + 1 day 00:00)`` UTC: the days ``first..last`` inclusive."""
-    return day_bounds(first)[0], day_bounds(last)[1]
+def period_bounds(first: date, last: date, tz: str = "UTC") -> tuple[datetime, datetime]:
+    """``[first 00:00, last + 1 day 00:00)`` in ``tz``: the days ``first..last`` inclusive."""
+    return timezones.local_day_bounds(first, last, timezones.zone(tz))
+
+
+def to_zone(frame: pd.DataFrame, columns: tuple[str, ...], tz: str) -> pd.DataFrame:
+    """A copy of ``frame`` with the timestamp ``columns`` shown in ``tz`` (naive = UTC)."""
+    out = frame.copy()
+    for column in columns:
+        if column in out:
+            out[column] = pd.to_datetime(out[column], utc=True).dt.tz_convert(tz)
+    return out
 
 
 # --- what is not a cached named query ------------------------------------------------------

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["NO_VALUE", "CDR_TABLE_COLUMNS", "WORK_HOURS_UTC", "AGENT_TABLE_COLUMNS", "format_rate",
+__all__ = ["NO_VALUE", "CDR_TABLE_COLUMNS", "AGENT_TABLE_COLUMNS", "format_rate",
            "cdr_table", "hourly_outcomes", "format_seconds", "format_duration_ms",
            "target_delta", "change", "when_label", "callback_table", "agent_table",
-           "timeline_segments"]
+           "timeline_segments", "wall_clock"]
 
 NO_VALUE = "—"
 """Shown for a figure that does not exist yet (a rate with nothing to divide)."""
@@ -45,21 +45,23 @@ def cdr_table(cdrs: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns=CDR_TABLE_COLUMNS).reset_index(drop=True)
 
 
-def hourly_outcomes(by_hour: pd.DataFrame) -> pd.DataFrame:
-    """Per-hour answered / missed / in-progress counts, indexed by a ``HH:00`` UTC label.
+def hourly_outcomes(by_hour: pd.DataFrame, tz: str = "UTC") -> pd.DataFrame:
+    """Per-hour answered / missed / in-progress counts, indexed by a ``HH:00`` label of
+    the hour in ``tz`` (the tenant's zone; the column is named after it).
 
     The label is text on purpose: charts render datetimes in the browser's time zone,
-    and the page promises UTC. ``in progress`` is what is neither answered nor missed yet.
+    and the page promises the tenant's. ``in progress`` is neither answered nor missed yet.
     """
-    hours = pd.to_datetime(by_hour["hour"], utc=True)
+    hours = pd.to_datetime(by_hour["hour"], utc=True).dt.tz_convert(tz)
+    label = f"hour ({tz})"
     frame = pd.DataFrame({
-        "hour (UTC)": hours.dt.strftime("%H:00"),
+        label: hours.dt.strftime("%H:00"),
         "answered": by_hour["answered"].astype("int64"),
         "missed": by_hour["missed"].astype("int64"),
         "in progress": (by_hour["total"] - by_hour["answered"] - by_hour["missed"])
         .astype("int64"),
     })
-    return frame.set_index("hour (UTC)")
+    return frame.set_index(label)
 
 
 # --- figures against targets, durations ------------------------------------------------------
@@ -103,26 +105,21 @@ def change(current: float | None, previous: float | None, *, percent: bool) -> s
 
 # --- missed calls ------------------------------------------------------------------------------
 
-WORK_HOURS_UTC = (8, 20)
-"""Business hours [start, end) in UTC: a missed call outside them was at night."""
+def when_label(night: bool, weekend: bool) -> str:
+    """``weekend``, ``night`` or ``""`` from the item's own flags, which streams computed in
+    the tenant's time zone and business hours (one definition: ``core.timezones``)."""
+    return "weekend" if weekend else "night" if night else ""
 
 
-def when_label(ts: pd.Timestamp) -> str:
-    """``weekend`` (Saturday/Sunday), ``night`` (outside :data:`WORK_HOURS_UTC`) or ``""``."""
-    if ts.weekday() >= 5:
-        return "weekend"
-    start, end = WORK_HOURS_UTC
-    return "" if start <= ts.hour < end else "night"
-
-
-def callback_table(items: pd.DataFrame, *, open_items: bool) -> pd.DataFrame:
-    """Callback items as shown: client, first missed (UTC), when (night/weekend), missed
-    calls, then the age (open items) or who called back and how long it took (closed)."""
-    opened = pd.to_datetime(items["opened_at"], utc=True)
+def callback_table(items: pd.DataFrame, *, open_items: bool, tz: str = "UTC") -> pd.DataFrame:
+    """Callback items as shown: client, first missed (in ``tz``), when (night/weekend),
+    missed calls, then the age (open items) or who called back and how long (closed)."""
+    opened = pd.to_datetime(items["opened_at"], utc=True).dt.tz_convert(tz)
     table = pd.DataFrame({
         "client": items["client"],
-        "first missed (UTC)": opened,
-        "when": [when_label(ts) for ts in opened],
+        f"first missed ({tz})": opened,
+        "when": [when_label(bool(n), bool(w))
+                 for n, w in zip(items["night"], items["weekend"], strict=True)],
         "missed calls": items["attempts"].astype("int64"),
     })
     if open_items:
@@ -140,14 +137,15 @@ def callback_table(items: pd.DataFrame, *, open_items: bool) -> pd.DataFrame:
 
 AGENT_TABLE_COLUMNS = {
     "agent": "agent", "offered": "offered", "answered": "answered", "missed": "missed",
-    "talk_ms": "talk time", "aht_talk_ms": "AHT (talk)", "occupancy": "occupancy",
+    "talk_ms": "talk time", "aht_talk_ms": "AHT (talk + hold)", "occupancy": "occupancy",
     "logged_in_ms": "logged in", "counted_until": "counted until (UTC)",
 }
 """agent_stats.agent_table columns shown, in order, with their headings."""
 
 
-def agent_table(stats: pd.DataFrame) -> pd.DataFrame:
-    """The per-agent table as shown: durations as H:MM:SS, occupancy as a percentage."""
+def agent_table(stats: pd.DataFrame, tz: str = "UTC") -> pd.DataFrame:
+    """The per-agent table as shown: durations as H:MM:SS, occupancy as a percentage,
+    ``counted until`` in ``tz`` (the tenant's zone, named in its heading)."""
     table = stats.loc[:, list(AGENT_TABLE_COLUMNS)].copy()
     for column in ("talk_ms", "aht_talk_ms", "logged_in_ms"):
         table[column] = [format_duration_ms(v) for v in table[column]]
@@ -155,15 +153,27 @@ def agent_table(stats: pd.DataFrame) -> pd.DataFrame:
                           for v in table["occupancy"]]
     for column in ("offered", "answered", "missed"):
         table[column] = table[column].astype("int64")
-    table["counted_until"] = pd.to_datetime(table["counted_until"], utc=True).dt.strftime(
-        "%H:%M:%S")
-    return table.rename(columns=AGENT_TABLE_COLUMNS).reset_index(drop=True)
+    table["counted_until"] = pd.to_datetime(table["counted_until"], utc=True) \
+        .dt.tz_convert(tz).dt.strftime("%H:%M:%S")
+    headings = {**AGENT_TABLE_COLUMNS, "counted_until": f"counted until ({tz})"}
+    return table.rename(columns=headings).reset_index(drop=True)
 
 
-def timeline_segments(segments: pd.DataFrame, window_end: pd.Timestamp) -> pd.DataFrame:
+def timeline_segments(segments: pd.DataFrame, window_end: pd.Timestamp,
+                      tz: str | None = None) -> pd.DataFrame:
     """State segments ready to draw: an open segment (no ``until``) drawn up to the
-    window's end (or now, whichever the caller passes)."""
+    window's end (or now, whichever the caller passes). With ``tz``, the times are the
+    wall clock of that zone without a zone (a chart on a "utc" scale shows them as they
+    are, not in the browser's zone)."""
     frame = segments.loc[:, ["agent", "state", "since", "until"]].copy()
     frame["until"] = pd.to_datetime(frame["until"], utc=True).fillna(
         pd.Timestamp(window_end).as_unit("ms"))
+    if tz is not None:
+        for column in ("since", "until"):
+            frame[column] = wall_clock(frame[column], tz)
     return frame.reset_index(drop=True)
+
+
+def wall_clock(times: pd.Series, tz: str) -> pd.Series:
+    """Instants (naive = UTC) as the wall clock of ``tz``, without a zone."""
+    return pd.to_datetime(times, utc=True).dt.tz_convert(tz).dt.tz_localize(None)

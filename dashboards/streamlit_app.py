@@ -25,6 +25,7 @@ PAGES = (  # file, title, icon
     ("trends.py", "Trends", ":material/trending_up:"),
     ("quality.py", "Quality", ":material/graphic_eq:"),
     ("sql.py", "SQL", ":material/database:"),
+    ("glossary.py", "Glossary", ":material/menu_book:"),
 )
 
 

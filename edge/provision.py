@@ -9,6 +9,7 @@ forwarding rules and trunk::
     trunk = "127.0.0.1:5090"            # where outside numbers are sent
     trunk_sources = ["127.0.0.1:5091"]  # who may send DID calls (default: the trunk)
     record = false
+    time_zone = "Europe/Moscow"         # IANA zone of the tenant's days, hours, reports
 
     [tenant.acme.extension.101]
     password = "secret101"
@@ -61,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
+from core.timezones import is_valid_zone
 from edge.control import kamailio_rpc
 
 __all__ = [
@@ -107,7 +109,7 @@ MASK_PREFIX = "*77"
 _HOSTPORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$")
 
 _TENANT_KEYS = {"domain", "company_number", "trunk", "trunk_sources", "record",
-                "extension", "group", "did", "speed_dial", "mask"}
+                "time_zone", "extension", "group", "did", "speed_dial", "mask"}
 _EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward"}
 _GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward"}
 _DID_KEYS = {"to", "record"}
@@ -288,6 +290,10 @@ def _check_tenant(report: _Reporter, name: str, spec: Any) -> None:
     if not isinstance(sources, list) or not all(_is_hostport(s) for s in sources):
         report((*where, "trunk_sources"), "trunk_sources: a list of \"<ip>\" or \"<ip>:<port>\"")
     _check_bool(report, (*where, "record"), spec.get("record"))
+    zone_name = spec.get("time_zone")
+    if zone_name is not None and not is_valid_zone(zone_name):
+        report((*where, "time_zone"), f"time_zone: not an IANA time zone such as "
+                                      f"\"Europe/Moscow\": {zone_name!r}")
     extensions = _table(report, (*where, "extension"), spec.get("extension"))
     groups = _table(report, (*where, "group"), spec.get("group"))
     dids = _table(report, (*where, "did"), spec.get("did"))

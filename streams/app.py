@@ -26,6 +26,7 @@ from faust.types import AgentT
 
 from core.metrics import serve as serve_metrics
 from core.settings import Settings
+from core.timezones import BusinessHours
 from streams import runner
 from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
@@ -100,13 +101,20 @@ def agent_config(settings: Settings) -> AgentConfig:
     return AgentConfig(wrap_up_ms=settings.agent_wrap_up_s * 1000,
                        horizon=timedelta(seconds=settings.agent_lateness_horizon_s),
                        late_window=timedelta(seconds=settings.agent_late_window_s),
-                       max_row_bytes=settings.agent_row_max_bytes)
+                       max_row_bytes=settings.agent_row_max_bytes,
+                       time_zones=tuple(sorted(settings.time_zones().items())),
+                       default_time_zone=settings.default_time_zone)
 
 
 def callback_config(settings: Settings) -> CallbackConfig:
-    """The callback fold's policy: the tenant's country and ``callback_retention_days``."""
+    """The callback fold's policy: the tenant's country, ``callback_retention_days``, and
+    the tenants' time zones (provisioning) and business hours for the night/weekend flags."""
     return CallbackConfig(country=settings.default_country,
-                          retention=timedelta(days=settings.callback_retention_days))
+                          retention=timedelta(days=settings.callback_retention_days),
+                          time_zones=tuple(sorted(settings.time_zones().items())),
+                          default_time_zone=settings.default_time_zone,
+                          business_hours=BusinessHours.parse(settings.business_hours,
+                                                             settings.business_days))
 
 
 def create_app(settings: Settings) -> faust.App:

@@ -60,6 +60,7 @@ from warehouse.schema import (
     CALLBACKS,
     CDRS,
     SCHEMA_MIGRATIONS,
+    TENANTS,
 )
 from warehouse.schema import DATABASE as schema_db
 
@@ -74,7 +75,7 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(word.lower() for word in text.split())
 
 
-TABLES = (CDRS, CALL_EVENTS, AGENT_STATES, AGENT_STATS, CALLBACKS)
+TABLES = (CDRS, CALL_EVENTS, AGENT_STATES, AGENT_STATS, CALLBACKS, TENANTS)
 """The documented analyst tables; each has a ``tenant`` column the scope filters on."""
 
 ADMIN_TABLES = (SCHEMA_MIGRATIONS, "system.columns")

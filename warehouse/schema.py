@@ -15,6 +15,7 @@ __all__ = [
     "AGENT_STATES",
     "AGENT_STATS",
     "CALLBACKS",
+    "TENANTS",
     "TABLES",
 ]
 
@@ -38,4 +39,7 @@ AGENT_STATS = f"{DATABASE}.agent_stats"
 CALLBACKS = f"{DATABASE}.callbacks"
 """Missed-call callback items; ReplacingMergeTree(version), skip ``deleted`` after FINAL."""
 
-TABLES = (SCHEMA_MIGRATIONS, CALL_EVENTS, CDRS, AGENT_STATES, AGENT_STATS, CALLBACKS)
+TENANTS = f"{DATABASE}.tenants"
+"""Each tenant's IANA time zone and trunk, from provisioning (loaded at every start)."""
+
+TABLES = (SCHEMA_MIGRATIONS, CALL_EVENTS, CDRS, AGENT_STATES, AGENT_STATS, CALLBACKS, TENANTS)

@@ -36,6 +36,7 @@ from warehouse.loader import run_loader
 from warehouse.migrate import migrate
 from warehouse.readers import ReaderPool
 from warehouse.retention import apply_retention
+from warehouse.tenants import sync_tenants
 from warehouse.users import Authenticator, service_password, users_file
 
 __all__ = ["READ_LIMITS", "run", "main"]
@@ -73,7 +74,8 @@ def _start_loader(settings: Settings, client: WarehouseClient,
 
 
 def _prepare(settings: Settings, client: WarehouseClient) -> list[str]:
-    """Bring the schema and the retention TTLs up to date, before anything loads or reads.
+    """Bring the schema, the retention TTLs and the tenants' provisioning facts (time
+    zone, trunk: ``warehouse.tenants``) up to date, before anything loads or reads.
 
     Both steps are idempotent (applied migrations and TTLs already in place are
     skipped), so every start runs them: a changed ``*_retention_days`` takes effect at
@@ -81,6 +83,7 @@ def _prepare(settings: Settings, client: WarehouseClient) -> list[str]:
     """
     applied = migrate(client)
     apply_retention(client, settings)
+    sync_tenants(client, settings)  # time zones and trunks from provisioning
     return applied
 
 

@@ -24,39 +24,41 @@ STATE_COLORS = {"available": "#2e7d32", "ringing": "#f9a825", "on_call": "#1565c
 
 def render() -> None:
     st.title("Agents")
-    day = st.date_input("Day (UTC)", data.utc_today(), key="agents_day")
-    st.caption(f"Tenant `{data.tenant()}` · {day} · times in UTC")
     with warehouse_errors():
-        page(day)
+        tz = data.time_zone()
+    day = st.date_input(f"Day ({tz})", data.today(tz), key="agents_day")
+    st.caption(f"Tenant `{data.tenant()}` · {day} · times in {tz}")
+    with warehouse_errors():
+        page(day, tz)
 
 
-def page(day) -> None:
-    start, end = data.day_bounds(day)
+def page(day, tz: str) -> None:
+    start, end = data.day_bounds(day, tz)
     stats = data.fetch("agent_stats.agent_table", start, end, "15m")
     if stats.empty:
         st.info(f"No agent activity on {day}.")
     else:
         help_ = data.definition("agent_stats.agent_table")
         st.subheader("Per agent", help=help_)
-        st.dataframe(agent_table(stats), hide_index=True, width="stretch", column_config={
-            "AHT (talk)": st.column_config.TextColumn(
-                help="AHT, talk only: whole talk of the calls handled / calls handled."),
+        st.dataframe(agent_table(stats, tz), hide_index=True, width="stretch", column_config={
+            "AHT (talk + hold)": st.column_config.TextColumn(help=data.definition("kpi.agent_aht")),
             "occupancy": st.column_config.TextColumn(
-                help="(talk + wrap-up) / (talk + wrap-up + available), Amazon Connect.")})
+                help=data.definition("kpi.occupancy"))})
         st.bar_chart(stats.set_index("agent")[["answered", "missed"]], stack=True,
                      color=["#2e7d32", "#c62828"], y_label="calls")
-    timeline(start, end)
+    timeline(start, end, tz)
 
 
-def timeline(start, end) -> None:
+def timeline(start, end, tz: str) -> None:
     st.subheader("State timeline", help=data.definition("agent_stats.state_timeline"))
     segments = data.fetch("agent_stats.state_timeline", start, end)
     if segments.empty:
         st.info("No state changes recorded on this day.")
         return
-    frame = timeline_segments(segments, min(end, datetime.now(UTC)))
+    frame = timeline_segments(segments, min(end, datetime.now(UTC)), tz)
     chart = alt.Chart(frame).mark_bar().encode(
-        x=alt.X("since:T", title="UTC"), x2="until:T", y=alt.Y("agent:N", title="agent"),
+        x=alt.X("since:T", title=tz, scale=alt.Scale(type="utc")), x2="until:T",
+        y=alt.Y("agent:N", title="agent"),
         color=alt.Color("state:N", scale=alt.Scale(domain=list(STATE_COLORS),
                                                    range=list(STATE_COLORS.values()))),
         tooltip=["agent", "state", "since:T", "until:T"])

@@ -15,7 +15,7 @@ import streamlit as st
 
 from dashboards import data
 from dashboards.errors import warehouse_errors
-from dashboards.formatting import cdr_table, format_duration_ms
+from dashboards.formatting import cdr_table, format_duration_ms, wall_clock
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
 
@@ -28,7 +28,8 @@ ALL = "(all)"
 
 def render() -> None:
     st.title("Calls")
-    st.caption(f"Tenant `{data.tenant()}` · times in UTC")
+    with warehouse_errors():
+        st.caption(f"Tenant `{data.tenant()}` · times in {data.time_zone()}")
     with warehouse_errors():
         explorer()
 
@@ -40,12 +41,13 @@ def choice(column, label: str, options: list[str], key: str) -> str | None:
 
 def filters() -> tuple[tuple, dict[str, str | None]]:
     """The period and the filters the user set."""
-    today = data.utc_today()
-    period = st.date_input("Period (UTC days)", (today - timedelta(days=6), today),
+    tz = data.time_zone()
+    today = data.today(tz)
+    period = st.date_input(f"Period (days in {tz})", (today - timedelta(days=6), today),
                            key="calls_period")
     first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
         else (today, today)
-    start, end = data.period_bounds(first, last)
+    start, end = data.period_bounds(first, last, tz)
     values = data.fetch("calls.filter_values", start, end)
     a, b, c = st.columns(3)
     chosen = {"direction": choice(a, "Direction", DIRECTIONS, "calls_direction"),
@@ -105,8 +107,11 @@ def show_call(call_id: str) -> None:
     st.markdown("**Legs**")
     st.dataframe(legs, hide_index=True, width="stretch")
     st.markdown("**Events**")
-    timeline = alt.Chart(events.assign(leg=events["leg_id"].fillna(call_id))).mark_circle(
-        size=120).encode(x=alt.X("ts:T", title="time (UTC)"), y=alt.Y("leg:N", title="leg"),
+    tz = data.time_zone()
+    shown = events.assign(leg=events["leg_id"].fillna(call_id), ts=wall_clock(events["ts"], tz))
+    timeline = alt.Chart(shown).mark_circle(
+        size=120).encode(x=alt.X("ts:T", title=f"time ({tz})", scale=alt.Scale(type="utc")),
+                         y=alt.Y("leg:N", title="leg"),
                          color=alt.Color("type:N"), tooltip=["ts:T", "type", "leg",
                                                              "sip_code", "reason"])
     st.altair_chart(timeline, width="stretch")

@@ -12,30 +12,33 @@ import streamlit as st
 
 from dashboards import data
 from dashboards.errors import warehouse_errors
-from dashboards.formatting import WORK_HOURS_UTC, callback_table, format_duration_ms, format_rate
+from dashboards.formatting import callback_table, format_duration_ms, format_rate
 
 # Streamlit runs this file as a script: constants get comments, not docstrings.
 
 REFRESH_S = 30  # the open list ages while one looks at it
+MINUTES = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")
 
 
 def render() -> None:
     st.title("Missed calls")
-    today = data.utc_today()
-    period = st.date_input("Closed / opened in (UTC days)", (today - timedelta(days=6), today),
-                           key="missed_period")
+    with warehouse_errors():
+        tz = data.time_zone()
+    today = data.today(tz)
+    period = st.date_input(f"Closed / opened in (days in {tz})",
+                           (today - timedelta(days=6), today), key="missed_period")
     first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
         else (today, today)
-    start, end = WORK_HOURS_UTC
-    st.caption(f"Tenant `{data.tenant()}` · night = outside {start:02d}:00–{end:02d}:00 UTC, "
-               "weekend = Saturday and Sunday")
-    open_items()
+    hours = data.settings().business_hours
+    st.caption(f"Tenant `{data.tenant()}` · times in {tz} · night = outside business hours "
+               f"{hours} h {tz}, weekend = not a working day; flags of the first missed call")
+    open_items(tz)
     with warehouse_errors():
-        closed_items(*data.period_bounds(first, last))
+        closed_items(*data.period_bounds(first, last, tz), tz)
 
 
 @st.fragment(run_every=REFRESH_S)
-def open_items() -> None:
+def open_items(tz: str) -> None:
     # its own error surface: a refresh reruns only this fragment, not render()
     with warehouse_errors():
         items = data.fetch("callbacks.open_callbacks",
@@ -44,12 +47,11 @@ def open_items() -> None:
     if items.empty:
         st.info("Nobody is waiting for a callback.")
         return
-    st.dataframe(callback_table(items, open_items=True), hide_index=True, width="stretch",
-                 column_config={"first missed (UTC)": st.column_config.DatetimeColumn(
-                     format="YYYY-MM-DD HH:mm")})
+    st.dataframe(callback_table(items, open_items=True, tz=tz), hide_index=True,
+                 width="stretch", column_config={f"first missed ({tz})": MINUTES})
 
 
-def closed_items(start, end) -> None:
+def closed_items(start, end, tz: str) -> None:
     summary = data.fetch("callbacks.callback_summary", start, end)
     help_ = data.definition("callbacks.callback_summary")
     cols = st.columns(4)
@@ -65,9 +67,8 @@ def closed_items(start, end) -> None:
     if items.empty:
         st.info("No callback closed in the period.")
         return
-    st.dataframe(callback_table(items, open_items=False), hide_index=True, width="stretch",
-                 column_config={"first missed (UTC)": st.column_config.DatetimeColumn(
-                     format="YYYY-MM-DD HH:mm")})
+    st.dataframe(callback_table(items, open_items=False, tz=tz), hide_index=True,
+                 width="stretch", column_config={f"first missed ({tz})": MINUTES})
 
 
 render()

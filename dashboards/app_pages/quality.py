@@ -22,14 +22,17 @@ WORST_LIMIT = 20
 
 def render() -> None:
     st.title("Quality")
-    today = data.utc_today()
-    period = st.date_input("Period (UTC days)", (today - timedelta(days=6), today),
+    with warehouse_errors():
+        tz = data.time_zone()
+    today = data.today(tz)
+    period = st.date_input(f"Period (days in {tz})", (today - timedelta(days=6), today),
                            key="quality_period")
     first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
         else (today, today)
-    st.caption(f"Tenant `{data.tenant()}` · {first} to {last} · calls with media figures")
+    st.caption(f"Tenant `{data.tenant()}` · {first} to {last} ({tz}) · calls with media "
+               "figures")
     with warehouse_errors():
-        page(*data.period_bounds(first, last))
+        page(*data.period_bounds(first, last, tz))
 
 
 def number(value, fmt: str) -> str:

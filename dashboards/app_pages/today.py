@@ -1,4 +1,5 @@
-"""Today: the tenant's calls since 00:00 UTC, refreshed in place every few seconds.
+"""Today: the tenant's calls since local midnight (its time zone), refreshed in place
+every few seconds.
 
 Only layout lives here: figures come from :mod:`dashboards.data` (named warehouse
 queries, cached) and are shaped for display by :mod:`dashboards.formatting`.
@@ -22,10 +23,7 @@ from dashboards.formatting import cdr_table, format_rate, hourly_outcomes
 REFRESH_S = 5  # seconds between refreshes of the live part (a fragment rerun, no reload)
 LATEST_LIMIT = 50  # calls listed in the latest-calls table
 
-ANSWER_RATE_HELP = (
-    "Answered ÷ closed calls (answered + missed), calls still in progress left out: "
-    "the Wazo queue-stats / CGRateS ASR variant, not Genesys' answered ÷ offered."
-)
+ANSWER_RATE_HELP = data.definition("kpi.answer_rate")
 MISSED_HELP = "Closed calls that ended busy, no answer, cancelled by the caller, or failed."
 # answered, missed, in progress: the column order of formatting.hourly_outcomes
 OUTCOME_COLORS = ["#2e7d32", "#c62828", "#9e9e9e"]
@@ -34,38 +32,41 @@ OUTCOME_COLORS = ["#2e7d32", "#c62828", "#9e9e9e"]
 def render() -> None:
     """The page: a static header, then the self-refreshing figures."""
     st.title("Today")
-    st.caption(f"Tenant `{data.tenant()}` · calls started since 00:00 UTC · "
-               f"times in UTC · refreshes every {REFRESH_S} s")
+    with warehouse_errors():
+        tz = data.time_zone()
+    st.caption(f"Tenant `{data.tenant()}` · calls started since 00:00 {tz} · "
+               f"times in {tz} · refreshes every {REFRESH_S} s")
     live_figures()
 
 
 @st.fragment(run_every=REFRESH_S)
 def live_figures() -> None:
     """Everything that changes with traffic; only this part reruns on each refresh."""
-    day = data.utc_today()
     with warehouse_errors():
-        summary, by_hour, latest = _load(day)
-    show_kpis(summary)
+        tz = data.time_zone()
+        day = data.today(tz)
+        summary, by_hour, latest = _load(day, tz)
+    show_kpis(summary, tz)
     if summary["total"]:
-        show_calls_by_hour(day, by_hour)
+        show_calls_by_hour(day, by_hour, tz)
     else:
-        st.info(f"No calls yet today ({day.isoformat()}, since 00:00 UTC).")
-    show_latest(latest)
+        st.info(f"No calls yet today ({day.isoformat()}, since 00:00 {tz}).")
+    show_latest(data.to_zone(latest, ("started_at",), tz), tz)
 
 
-def _load(day: date) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+def _load(day: date, tz: str) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """All of the page's query results, or the first warehouse error."""
-    start, end = data.day_bounds(day)
+    start, end = data.day_bounds(day, tz)
     return (data.fetch("cdr.calls_summary", start, end),
-            data.fetch("cdr.calls_by_hour", start, end),
+            data.fetch("cdr.calls_by_hour", start, end, tz=tz),
             data.fetch("cdr.latest_cdrs", LATEST_LIMIT))
 
 
-def show_kpis(summary: dict[str, Any]) -> None:
+def show_kpis(summary: dict[str, Any], tz: str) -> None:
     """Four tiles: calls today, answered, missed, answer rate."""
     total, answered, missed, rate = st.columns(4)
     total.metric("Calls today", summary["total"], border=True,
-                 help=f"Calls started since 00:00 UTC, {summary['in_progress']} in progress.")
+                 help=f"Calls started since 00:00 {tz}, {summary['in_progress']} in progress.")
     answered.metric("Answered", summary["answered"], border=True,
                     help="Closed calls that were answered.")
     missed.metric("Missed", summary["missed"], border=True, help=MISSED_HELP)
@@ -73,14 +74,14 @@ def show_kpis(summary: dict[str, Any]) -> None:
                 help=ANSWER_RATE_HELP)
 
 
-def show_calls_by_hour(day: date, by_hour: pd.DataFrame) -> None:
-    """Stacked bars of the day's calls per UTC hour by outcome."""
-    st.subheader(f"Calls by hour, {day.isoformat()} (UTC)")
-    st.bar_chart(hourly_outcomes(by_hour), stack=True, color=OUTCOME_COLORS,
-                 x_label="hour (UTC)", y_label="calls")
+def show_calls_by_hour(day: date, by_hour: pd.DataFrame, tz: str) -> None:
+    """Stacked bars of the day's calls per local hour by outcome."""
+    st.subheader(f"Calls by hour, {day.isoformat()} ({tz})")
+    st.bar_chart(hourly_outcomes(by_hour, tz), stack=True, color=OUTCOME_COLORS,
+                 x_label=f"hour ({tz})", y_label="calls")
 
 
-def show_latest(latest: pd.DataFrame) -> None:
+def show_latest(latest: pd.DataFrame, tz: str) -> None:
     """The most recent calls, newest first, whatever day they started."""
     st.subheader("Latest calls")
     if latest.empty:
@@ -88,7 +89,8 @@ def show_latest(latest: pd.DataFrame) -> None:
         return
     seconds = st.column_config.NumberColumn(format="%.1f")
     st.dataframe(cdr_table(latest), hide_index=True, width="stretch", column_config={
-        "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        "started": st.column_config.DatetimeColumn(f"started ({tz})",
+                                                   format="YYYY-MM-DD HH:mm:ss"),
         "ring time s": seconds, "talk time s": seconds})
 
 

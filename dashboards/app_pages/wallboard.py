@@ -30,8 +30,10 @@ STATE_TITLES = {"available": "Agents available", "ringing": "Agents ringing",
 def render() -> None:
     """The page: a static header, then the self-refreshing figures."""
     st.title("Wallboard")
-    st.caption(f"Tenant `{data.tenant()}` · today since 00:00 UTC · refreshes every "
-               f"{REFRESH_S} s")
+    with warehouse_errors():
+        tz = data.time_zone()
+    st.caption(f"Tenant `{data.tenant()}` · today since 00:00 {tz} · KPIs over "
+               f"inbound calls (see Glossary) · refreshes every {REFRESH_S} s")
     live_figures()
 
 
@@ -48,12 +50,15 @@ def live_figures() -> None:
     with warehouse_errors():
         live = data.fetch("wallboard.live_summary", since)
         states = data.fetch("wallboard.agents_by_state")
-        kpis = data.fetch("kpi.kpi_summary", *data.day_bounds(data.utc_today()))
-        calls_now = data.fetch("wallboard.live_calls", since)
+        tz = data.time_zone()
+        # the queue KPIs are inbound-only in the library itself: the same calls as Trends
+        kpis = data.fetch("kpi.kpi_summary", *data.day_bounds(data.today(tz), tz))
+        calls_now = data.to_zone(data.fetch("wallboard.live_calls", since),
+                                 ("started_at", "answered_at"), tz)
     show_calls_now(live)
     show_agents(states)
     show_kpis(kpis)
-    show_live_calls(calls_now)
+    show_live_calls(calls_now, tz)
 
 
 def show_calls_now(live: dict[str, int]) -> None:
@@ -72,7 +77,8 @@ def show_agents(states: dict[str, int]) -> None:
 
 
 def show_kpis(kpis: dict) -> None:
-    st.subheader(f"Today: {kpis['offered']} calls closed, {kpis['in_progress']} in progress")
+    st.subheader(f"Today: {kpis['offered']} inbound calls closed, {kpis['in_progress']} in "
+                 "progress")
     tiles = st.columns(4)
     for tile, (name, title, percent, higher_better) in zip(tiles, (
             ("service_level_offered", "Service level", True, True),
@@ -86,13 +92,13 @@ def show_kpis(kpis: dict) -> None:
                     help=data.definition(f"kpi.{name}"))
 
 
-def show_live_calls(calls_now) -> None:
+def show_live_calls(calls_now, tz: str) -> None:
     if calls_now.empty:
         return
     st.subheader("Live calls")
     st.dataframe(calls_now, hide_index=True, width="stretch", column_config={
-        "started_at": st.column_config.DatetimeColumn("started (UTC)", format="HH:mm:ss"),
-        "answered_at": st.column_config.DatetimeColumn("answered (UTC)", format="HH:mm:ss")})
+        "started_at": st.column_config.DatetimeColumn(f"started ({tz})", format="HH:mm:ss"),
+        "answered_at": st.column_config.DatetimeColumn(f"answered ({tz})", format="HH:mm:ss")})
 
 
 render()

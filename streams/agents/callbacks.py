@@ -78,4 +78,4 @@ def fold_into(callbacks: CollectionT, key: str, cdr: Cdr,
     if new is old:
         return resent_items(old, cdr, config)
     callbacks[key] = new.to_dict()
-    return item_changes(old, new)
+    return item_changes(old, new, config)

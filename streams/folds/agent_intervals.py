@@ -1,6 +1,8 @@
 """Interval arithmetic of the agent statistics: which interval gets which part of what.
 
-Intervals are aligned on UTC (``[09:15, 09:30)``, ``[09:00, 10:00)``, ``[00:00, 24:00)``)::
+Intervals are aligned on the tenant's local clock (``[09:15, 09:30)``, ``[09:00, 10:00)``,
+``[00:00, 24:00)`` in its IANA zone, :mod:`core.timezones`; a local day is 23 or 25 h long
+across DST) and keyed by their start as a UTC instant::
 
     state   |--available--|--ringing--|------on_call------|--available-->
     15 min  |     09:00-09:15     |     09:15-09:30     |   09:30-09:45   |
@@ -15,8 +17,10 @@ part touches has no row). Pure functions over :mod:`streams.folds.agent_timeline
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
+from core import timezones
 from core.agent_records import AgentStatus, IntervalKind
 from streams.folds.agent_timeline import AgentCall, Segment
 
@@ -34,7 +38,10 @@ COUNTERS = ("logged_in_ms", "available_ms", "ringing_ms", "talk_ms", "wrap_up_ms
 AT = {name: i for i, name in enumerate(COUNTERS)}
 TOUCHES = len(COUNTERS)
 """Index, in an interval's counter list, of how many parts touch it (0 = no row)."""
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BUCKET_OF = {IntervalKind.QUARTER: "15 minute", IntervalKind.HOUR: "1 hour",
+             IntervalKind.DAY: "1 day"}
+"""Interval kind -> the bucket name of :mod:`core.timezones` (shared with the warehouse)."""
+UTC_TZ = timezones.zone(timezones.UTC_ZONE)
 _MS = timedelta(milliseconds=1)
 _STATE_FIELDS = {
     AgentStatus.AVAILABLE: AT["available_ms"], AgentStatus.RINGING: AT["ringing_ms"],
@@ -47,62 +54,58 @@ Part = tuple[Key, tuple[tuple[int, int], ...]]
 Counts = dict[Key, list[int]]
 
 
-def interval_start(ts: datetime, kind: IntervalKind) -> datetime:
-    """Start of the ``kind`` interval holding ``ts`` (UTC-aligned)."""
-    size = INTERVALS[kind]
-    return _EPOCH + ((ts - _EPOCH) // size) * size
+def interval_start(ts: datetime, kind: IntervalKind, tz: ZoneInfo = UTC_TZ) -> datetime:
+    """Start (UTC instant) of the local ``kind`` interval holding ``ts``."""
+    return timezones.floor(ts, BUCKET_OF[kind], tz)
 
 
-def interval_end(key: Key) -> datetime:
-    return key[1] + INTERVALS[key[0]]
+def interval_end(key: Key, tz: ZoneInfo = UTC_TZ) -> datetime:
+    return timezones.next_bound(key[1], BUCKET_OF[key[0]], tz)
 
 
-def split(start: datetime, end: datetime, kind: IntervalKind) -> Iterator[tuple[datetime, int]]:
+def split(start: datetime, end: datetime, kind: IntervalKind,
+          tz: ZoneInfo = UTC_TZ) -> Iterator[tuple[datetime, int]]:
     """``(interval start, whole ms inside it)`` for each interval ``[start, end)`` touches."""
-    at = start
-    while at < end:
-        bucket = interval_start(at, kind)
-        stop = min(end, bucket + INTERVALS[kind])
-        yield bucket, (stop - at) // _MS
-        at = stop
+    for bucket, part_start, part_end in timezones.split(start, end, BUCKET_OF[kind], tz):
+        yield bucket, (part_end - part_start) // _MS
 
 
-def segment_parts(seg: Segment, newest: datetime | None) -> list[Part]:
+def segment_parts(seg: Segment, newest: datetime | None, tz: ZoneInfo = UTC_TZ) -> list[Part]:
     """A segment's time per interval; the current segment counts up to ``newest``."""
     end = seg.until if seg.until is not None else newest
     if seg.state is AgentStatus.OFFLINE or end is None:
         return []
     index = _STATE_FIELDS[seg.state]
     return [((kind, bucket), ((0, ms), (index, ms)))
-            for kind in INTERVALS for bucket, ms in split(seg.since, end, kind)]
+            for kind in INTERVALS for bucket, ms in split(seg.since, end, kind, tz)]
 
 
-def call_parts(call: AgentCall) -> list[Part]:
+def call_parts(call: AgentCall, tz: ZoneInfo = UTC_TZ) -> list[Part]:
     """offered/answered/missed where the call rang the agent, handled where its talk ended."""
     parts: list[Part] = []
     rang_at = call.ring_start or (call.talk_start if call.answered_by_agent else None)
     for kind in INTERVALS:
         if rang_at is not None:
             ring_over = call.ring_end is not None or call.settled
-            parts.append(((kind, interval_start(rang_at, kind)), (
+            parts.append(((kind, interval_start(rang_at, kind, tz)), (
                 (AT["offered"], 1), (AT["answered"], int(call.answered_by_agent)),
                 (AT["missed"], int(ring_over and not call.answered_by_agent)))))
         if call.talk_start is not None and call.talk_end is not None:
             talk = max(0, (call.talk_end - call.talk_start) // _MS)
-            parts.append(((kind, interval_start(call.talk_end, kind)),
+            parts.append(((kind, interval_start(call.talk_end, kind, tz)),
                           ((AT["handled"], 1), (AT["handled_talk_ms"], talk))))
     return parts
 
 
 def add_parts(counts: Counts, parts: Iterable[Part], sign: int,
-              gone_before: datetime | None = None) -> None:
+              gone_before: datetime | None = None, tz: ZoneInfo = UTC_TZ) -> None:
     """Add (sign 1) or take back (-1) contributions. An interval no part touches any more
     is dropped; one that ends by ``gone_before`` and is not held (its row was let go) is
     left alone: its final row was published, and a part alone would make a wrong one."""
     for key, amounts in parts:
         row = counts.get(key)
         if row is None:
-            if gone_before is not None and interval_end(key) <= gone_before:
+            if gone_before is not None and interval_end(key, tz) <= gone_before:
                 continue
             row = counts[key] = [0] * (TOUCHES + 1)
         for index, amount in amounts:
@@ -112,8 +115,7 @@ def add_parts(counts: Counts, parts: Iterable[Part], sign: int,
             del counts[key]
 
 
-def complete_until(key: Key, newest: datetime) -> datetime:
+def complete_until(key: Key, newest: datetime, tz: ZoneInfo = UTC_TZ) -> datetime:
     """How far interval ``key``'s row is counted once the newest event is at ``newest``:
     up to ``newest``, and never past the interval's end (then the row is complete)."""
-    kind, start = key
-    return min(newest, start + INTERVALS[kind])
+    return min(newest, interval_end(key, tz))

@@ -59,7 +59,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from core import timezones
 from core.agent_records import AgentStateChange, AgentStatus, IntervalKind
 from core.events import CALL_TYPES, Event, EventType, from_dict
 from core.phone import is_extension
@@ -142,6 +144,14 @@ class AgentConfig:
     """Beyond the horizon, a late call is still counted into its intervals this long."""
     max_row_bytes: int = 256_000
     """The guard trims a row whose JSON would exceed this (Kafka refuses 1 MB messages)."""
+    time_zones: tuple[tuple[str, str], ...] = ()
+    """Tenant -> IANA zone pairs from provisioning: intervals are local to the tenant."""
+    default_time_zone: str = "UTC"
+    """Zone of a tenant not in ``time_zones``."""
+
+    def zone(self, tenant: str) -> ZoneInfo:
+        """The tenant's zone, in which its 15-minute, hour and day intervals are cut."""
+        return timezones.zone(dict(self.time_zones).get(tenant, self.default_time_zone))
 
 
 DEFAULT_CONFIG = AgentConfig()
@@ -418,15 +428,18 @@ def _revised(state: AgentState, regs: tuple[Fact, ...], calls_: dict[str, tuple[
     if newest != state.newest and state.segments:
         same = min(same, len(state.segments) - 1)  # the open segment counts up to newest
     gone = state.counts_from
+    tz = config.zone(state.tenant)
     for seg in state.segments[same:]:
-        add_parts(counts, segment_parts(seg, state.newest), -1, gone)
+        add_parts(counts, segment_parts(seg, state.newest, tz), -1, gone, tz)
     for seg in segments[same:]:
-        add_parts(counts, segment_parts(seg, newest), 1, gone)
+        add_parts(counts, segment_parts(seg, newest, tz), 1, gone, tz)
     for cid in changed:
         if cid in state.calls:
-            add_parts(counts, call_parts(call_of(state.agent, cid, state.calls[cid])), -1, gone)
+            add_parts(counts, call_parts(call_of(state.agent, cid, state.calls[cid]), tz), -1,
+                      gone, tz)
         if cid in calls_:
-            add_parts(counts, call_parts(call_of(state.agent, cid, calls_[cid])), 1, gone)
+            add_parts(counts, call_parts(call_of(state.agent, cid, calls_[cid]), tz), 1,
+                      gone, tz)
     return replace(state, registrations=regs, calls=calls_, newest=newest, segments=segments,
                    counts={key: tuple(values) for key, values in counts.items()}, **fields)
 
@@ -440,10 +453,11 @@ def _reaches(span: Span, frontier: datetime) -> bool:
     return end is None or max(start, end) >= frontier
 
 
-def _live_keys(state: AgentState, calls_: Mapping[str, tuple[Fact, ...]]) -> set[Key]:
+def _live_keys(state: AgentState, calls_: Mapping[str, tuple[Fact, ...]],
+               tz: ZoneInfo) -> set[Key]:
     """Intervals the open calls still count in (a call ringing since long ago)."""
     return {key for cid, facts in calls_.items()
-            for key, _ in call_parts(call_of(state.agent, cid, facts))}
+            for key, _ in call_parts(call_of(state.agent, cid, facts), tz)}
 
 
 def compact(state: AgentState, config: AgentConfig = DEFAULT_CONFIG,
@@ -472,14 +486,14 @@ def compact(state: AgentState, config: AgentConfig = DEFAULT_CONFIG,
         registrations=tuple(f for f in state.registrations if f.ts >= target),
         finished={cid: ts for cid, ts in finished.items() if ts >= counts_from},
         segments=tuple(s for s in state.segments if s.until is None or s.until > target),
-    ), counts_from)
+    ), counts_from, config.zone(state.tenant))
 
 
-def _let_go(state: AgentState, counts_from: datetime) -> AgentState:
+def _let_go(state: AgentState, counts_from: datetime, tz: ZoneInfo) -> AgentState:
     """Drop the counters of intervals ending by ``counts_from`` no open call counts in."""
-    live = _live_keys(state, state.calls)
+    live = _live_keys(state, state.calls, tz)
     counts = {key: values for key, values in state.counts.items()
-              if interval_end(key) > counts_from or key in live}
+              if interval_end(key, tz) > counts_from or key in live}
     return replace(state, counts=counts, counts_from=counts_from)
 
 
@@ -501,7 +515,7 @@ def _estimate(state: AgentState) -> int:
 def _stop_late_counting(state: AgentState, config: AgentConfig) -> AgentState:
     """Late events beyond the horizon are dropped from now on: no ids kept for them."""
     assert state.frontier is not None
-    return replace(_let_go(state, state.frontier), finished={})
+    return replace(_let_go(state, state.frontier, config.zone(state.tenant)), finished={})
 
 
 def _close_horizon(state: AgentState, config: AgentConfig) -> AgentState:
@@ -631,12 +645,14 @@ def _newest_other(state: AgentState, event: Event) -> datetime | None:
 
 def resend_since(state: AgentState, event: Event,
                  config: AgentConfig = DEFAULT_CONFIG) -> datetime:
-    """Where the records a repeated ``event`` sends again start: the UTC day (the largest
-    statistics interval) holding the earlier of the event's time and the newest time of
+    """Where the records a repeated ``event`` sends again start: the tenant's local day
+    (the largest statistics interval) holding the earlier of the event's time and the newest time of
     the row's other events. The event changes the timeline from its own time on, and the
     counted-up-to time of the rows since the previous newest event: both lie in it."""
     newest_other = _newest_other(state, event) or event.ts
-    return day_of(min(fact_of(event).ts, newest_other))
+    earliest = min(fact_of(event).ts, newest_other)
+    return min(day_of(earliest),
+               timezones.floor(earliest, "1 day", config.zone(state.tenant)))
 
 
 def resent_changes(state: AgentState, event: Event, config: AgentConfig = DEFAULT_CONFIG,

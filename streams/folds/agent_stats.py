@@ -2,8 +2,9 @@
 
 The agent fold (``agent_state``) keeps each interval's counters in the row (``counts``)
 for as long as the interval can change; this module turns them into :class:`AgentStats`
-rows and says which rows an event changed. Intervals are aligned on UTC and a state
-crossing a boundary is split (``agent_intervals``).
+rows and says which rows an event changed. Intervals are local to the tenant's IANA zone
+(``AgentConfig.zone``, from provisioning) and a state crossing a boundary is split
+(``agent_intervals``).
 
 Definitions (named, see ``reference/peer-survey.md`` §3):
 
@@ -16,8 +17,9 @@ Definitions (named, see ``reference/peer-survey.md`` §3):
   All three count in the interval where the call started to ring the agent.
 * ``handled`` - calls the agent talked on (answered, or placed and answered), counted in
   the interval where the talk ended; ``handled_talk_ms`` - their whole talk time.
-* ``aht_talk_ms`` - **AHT, talk-only**: handled_talk_ms / handled (no hold, no after-call
-  work: Tawag has no hold events yet). None when nothing was handled.
+* ``aht_talk_ms`` - **AHT without after-call work**: handled_talk_ms / handled, where talk
+  runs from answer to end, so **hold is included** (as ``talk_ms`` of the CDR); wrap-up
+  is not (it is ``wrap_up_ms``). None when nothing was handled.
 * ``occupancy`` - **Amazon Connect variant**: handle / (handle + idle) with handle =
   talk + wrap-up and idle = available; ringing counts in neither. None when both are 0.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 import operator
 from dataclasses import fields
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from core.agent_records import AgentStats
 from core.events import Event
@@ -65,11 +68,12 @@ __all__ = ["INTERVALS", "interval_start", "split", "complete_until", "stats", "s
 _CONTENT = operator.attrgetter(*(f.name for f in fields(AgentStats) if f.name != "version"))
 
 
-def _complete_until(key: Key, newest: datetime | None) -> datetime | None:
-    return None if newest is None else complete_until(key, newest)
+def _complete_until(key: Key, newest: datetime | None, tz: ZoneInfo) -> datetime | None:
+    return None if newest is None else complete_until(key, newest, tz)
 
 
-def _record(state: AgentState, key: Key, values: list[int] | tuple[int, ...]) -> AgentStats:
+def _record(state: AgentState, key: Key, values: list[int] | tuple[int, ...],
+            config: AgentConfig) -> AgentStats:
     handle = values[AT["talk_ms"]] + values[AT["wrap_up_ms"]]
     busy_or_idle = handle + values[AT["available_ms"]]
     handled = values[AT["handled"]]
@@ -80,7 +84,7 @@ def _record(state: AgentState, key: Key, values: list[int] | tuple[int, ...]) ->
         version=state.accepted, **{name: values[i] for i, name in enumerate(COUNTERS)},
         aht_talk_ms=values[AT["handled_talk_ms"]] / handled if handled else None,
         occupancy=handle / busy_or_idle if busy_or_idle else None,
-        complete_until=complete_until(key, newest),
+        complete_until=complete_until(key, newest, config.zone(state.tenant)),
     )
 
 
@@ -89,13 +93,14 @@ def stats(state: AgentState, config: AgentConfig = DEFAULT_CONFIG,
     """Every interval the row holds (those that can still change), from ``since`` on."""
     if state.newest is None:
         return {}
-    return {key: _record(state, key, values) for key, values in sorted(state.counts.items())
+    return {key: _record(state, key, values, config)
+            for key, values in sorted(state.counts.items())
             if since is None or key[1] >= since}
 
 
-def _let_go(state: AgentState, key: Key) -> bool:
+def _let_go(state: AgentState, key: Key, tz: ZoneInfo) -> bool:
     """Whether the row let go of ``key`` (final, published) rather than it vanishing."""
-    return state.counts_from is not None and interval_end(key) <= state.counts_from
+    return state.counts_from is not None and interval_end(key, tz) <= state.counts_from
 
 
 def stats_changes(old: AgentState, new: AgentState,
@@ -109,15 +114,16 @@ def stats_changes(old: AgentState, new: AgentState,
     if new is old or new.newest is None:
         return []
     out: list[AgentStats] = []
+    tz = config.zone(new.tenant)
     for key in sorted(set(old.counts) | set(new.counts)):
         before, after = old.counts.get(key), new.counts.get(key)
         if after is None:
-            if before is not None and not _let_go(new, key):
-                out.append(_record(new, key, [0] * TOUCHES))
+            if before is not None and not _let_go(new, key, tz):
+                out.append(_record(new, key, [0] * TOUCHES, config))
             continue
-        moved = _complete_until(key, old.newest) != _complete_until(key, new.newest)
+        moved = _complete_until(key, old.newest, tz) != _complete_until(key, new.newest, tz)
         if before is None or moved or before[:TOUCHES] != after[:TOUCHES]:
-            out.append(_record(new, key, after))
+            out.append(_record(new, key, after, config))
     return out
 
 

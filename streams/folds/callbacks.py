@@ -13,7 +13,8 @@ order their revisions arrived in.
     items(state)                              # [CallbackItem(status=OPEN, attempts=2, ...)]
 
 Rules, over the client's calls in order of ``started_at`` (nights and weekends count the
-same: there is no business-hours filter):
+same; each item says whether its first missed call came at ``night`` - outside the
+business hours - or on a ``weekend``, in the tenant's IANA zone from provisioning):
 
 - a *missed call* is a closed inbound call that was never answered (busy, no answer,
   cancelled by the caller, failed). It opens an item (``item_id`` = its call id,
@@ -40,6 +41,7 @@ from core.agent_records import CallbackItem, CallbackStatus
 from core.events import Direction, format_ts, parse_ts
 from core.phone import is_extension, normalise
 from core.records import Cdr
+from core.timezones import BusinessHours, zone
 
 __all__ = [
     "STATE_FORMAT",
@@ -70,6 +72,16 @@ class CallbackConfig:
     """Country used to read national numbers (``core.settings.default_country``)."""
     retention: timedelta = timedelta(days=30)
     """How long behind the client's newest call settled history is kept."""
+    time_zones: tuple[tuple[str, str], ...] = ()
+    """Tenant -> IANA zone pairs, from provisioning (``Settings.time_zones``)."""
+    default_time_zone: str = "UTC"
+    """Zone of a tenant not in ``time_zones`` (``Settings.default_time_zone``)."""
+    business_hours: BusinessHours = BusinessHours()
+    """Local opening hours: outside them an item's first missed call is ``night``."""
+
+    def time_zone(self, tenant: str) -> str:
+        """The tenant's IANA zone name."""
+        return dict(self.time_zones).get(tenant, self.default_time_zone)
 
 
 DEFAULT_CONFIG = CallbackConfig()
@@ -238,8 +250,10 @@ def _walk(calls: tuple[ClientCall, ...]) -> list[_Item]:
     return out
 
 
-def _to_item(state: CallbackState, acc: _Item) -> CallbackItem:
+def _to_item(state: CallbackState, acc: _Item, config: CallbackConfig) -> CallbackItem:
     closer = acc.closer
+    tz_name = config.time_zone(state.tenant)
+    flags = config.business_hours.flags(acc.first.started_at, zone(tz_name))
     closed_at = closer.answered_at if closer is not None else None
     opened_at = acc.first.started_at
     return CallbackItem(
@@ -252,27 +266,29 @@ def _to_item(state: CallbackState, acc: _Item) -> CallbackItem:
         called_back_by=closer.extension if closer is not None else None,
         callback_direction=closer.direction if closer is not None else None,
         time_to_callback_ms=(closed_at - opened_at) // _MS if closed_at is not None else None,
+        night=flags["night"], weekend=flags["weekend"], time_zone=tz_name,
     )
 
 
-def items(state: CallbackState) -> list[CallbackItem]:
+def items(state: CallbackState, config: CallbackConfig = DEFAULT_CONFIG) -> list[CallbackItem]:
     """The client's callback items, oldest first (at most the last one is open)."""
-    return [_to_item(state, acc) for acc in _walk(state.calls)]
+    return [_to_item(state, acc, config) for acc in _walk(state.calls)]
 
 
 def _content(item: CallbackItem) -> CallbackItem:
     return replace(item, version=0)
 
 
-def item_changes(old: CallbackState, new: CallbackState) -> list[CallbackItem]:
+def item_changes(old: CallbackState, new: CallbackState,
+                 config: CallbackConfig = DEFAULT_CONFIG) -> list[CallbackItem]:
     """Items that ``new`` adds or changes, and retractions of items it no longer has.
 
     An item whose first call was dropped by retention is not retracted: it is history.
     """
     if new is old:
         return []
-    before = {i.item_id: i for i in items(old)}
-    after = {i.item_id: i for i in items(new)}
+    before = {i.item_id: i for i in items(old, config)}
+    after = {i.item_id: i for i in items(new, config)}
     out = [i for key, i in after.items()
            if key not in before or _content(before[key]) != _content(i)]
     out += [replace(i, version=new.version, deleted=True) for key, i in before.items()
@@ -301,8 +317,8 @@ def resent_items(state: CallbackState, cdr: Cdr,
     if known is None or known.version < cdr.version:
         return []
     without = replace(state, calls=tuple(c for c in state.calls if c.call_id != cdr.call_id))
-    retracted = [i for i in item_changes(without, state) if i.deleted]
-    return sorted([*items(state), *retracted], key=lambda i: (i.opened_at, i.item_id))
+    retracted = [i for i in item_changes(without, state, config) if i.deleted]
+    return sorted([*items(state, config), *retracted], key=lambda i: (i.opened_at, i.item_id))
 
 
 # --- pruning ---------------------------------------------------------------------------------

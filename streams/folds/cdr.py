@@ -73,6 +73,11 @@ Participants (one pass over the sorted events, see :class:`_Legs`):
   summed over the call; a hold still on ends at the dialog's end, or, while the dialog
   is open, at the latest event folded. A hold stamped at or after its dialog's end
   (the re-INVITE's 200 and the BYE in two workers) counts nothing.
+- route_target: the offer's ``extra.route_target``; route_group: the first ``extra.group``
+  of the call's events (the offer names it when a DID routes to a group; a forward to a
+  group names it on the events after it).
+- pdd_ms (RFC 6076 SRD, post-dial delay): for a call routed to ``tel:`` (out through the
+  trunk; ``mask:`` too), the first ringing or answer of the call's own dialog minus the offer.
 - recording: ``call.recording_ready`` of one dialog (``leg_id``; extra file/recording,
   size, duration in s); the CDR's recording is that of the last dialog recorded (a
   transferred call's second dialog), see :func:`_recording`. ``recorded`` also from
@@ -610,7 +615,28 @@ def to_cdr(state: CallState) -> Cdr:
         recording_bytes=rec.size,
         recording_duration_ms=rec.duration_ms,
         **_rtp(call.media),
+        **_routing(state, call),
     )
+
+
+_TRUNK_TARGETS = ("tel:", "mask:")
+"""Route targets the edge sends out through the trunk (a masked client is a tel: too)."""
+
+
+def _routing(state: CallState, call: _Call) -> dict[str, Any]:
+    """route_target, route_group and the post-dial delay of a trunk call (see the rules)."""
+    assert call.offer is not None
+    target = call.offer.extra.get("route_target")
+    group = next((ev.extra["group"] for ev in (call.offer, *state.events)
+                  if isinstance(ev.extra.get("group"), str) and ev.extra["group"]), None)
+    pdd = None
+    if isinstance(target, str) and target.startswith(_TRUNK_TARGETS):
+        first = next((ev for ev in state.events
+                      if ev.type in (EventType.CALL_RINGING, EventType.CALL_ANSWERED)
+                      and call.dialog(ev) == call.call_id), None)
+        pdd = _ms(call.offer.ts, first.ts) if first is not None else None
+    return {"route_target": target if isinstance(target, str) else None,
+            "route_group": group, "pdd_ms": pdd}
 
 
 def _participants(call: _Call, last: datetime) -> dict[str, Any]:

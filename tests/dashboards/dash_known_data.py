@@ -14,6 +14,7 @@ from datetime import UTC, datetime, time, timedelta
 from core.events import Direction, Event, EventType, to_json
 from core.records import Cdr, Disposition, cdr_to_json
 from core.settings import Settings
+from core.timezones import BusinessHours, zone
 from warehouse import schema
 from warehouse.client import ChdbClient
 from warehouse.loader import Loader, Record, routes_for
@@ -44,7 +45,9 @@ def call(tenant: str, call_id: str, started_at: datetime, disposition: Dispositi
                talk_ms=int(talk_s * 1000), disposition=disposition, sip_code=sip_code,
                reason=None, hangup_by="caller" if closed else None, closed=closed,
                recording=recording, mos=mos, packet_loss=loss, jitter_ms=jitter, event_count=3,
-               last_event_ts=ended_at or started_at)
+               last_event_ts=ended_at or started_at,
+               # the group the events named (a DID routed to it): Trends' "by group"
+               route_group=callee if direction == "inbound" and callee.isalpha() else None)
 
 
 def live_at(minutes: int) -> datetime:
@@ -176,7 +179,9 @@ def callback_rows() -> list[dict]:
              "opened_at": o, "last_missed_at": o, "attempts": 2, "callback_attempts": 1,
              "closed_at": closed, "closed_by_call_id": "cb" if closed else None,
              "called_back_by": by, "callback_direction": "outbound" if closed else None,
-             "time_to_callback_ms": ttc, "deleted": False, **KAFKA, "kafka_offset": i}
+             "time_to_callback_ms": ttc, "deleted": False, **KAFKA, "kafka_offset": i,
+             # as streams flags them: business hours 9-18 Mon-Fri in the tenant's zone (UTC)
+             **BusinessHours().flags(o, zone("UTC")), "time_zone": "UTC"}
             for i, (t, c, o, s, closed, by, ttc) in enumerate(items)]
 
 

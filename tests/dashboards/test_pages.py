@@ -58,8 +58,11 @@ def test_a_wrong_password_or_unknown_user_is_refused(name, password):
 def test_wallboard_shows_live_calls_agents_and_kpis_against_targets():
     at = open_page(None)  # the default page
 
-    closed = [c for c in known.acme_calls() if c.closed]
-    queued = [c for c in closed if c.disposition in ("answered", "cancelled", "no_answer")]
+    # queue KPIs over inbound calls only (the outbound busy a5 is not a queue call), the
+    # same population as Trends; busy and no-answer calls are queued
+    closed = [c for c in known.acme_calls() if c.closed and c.direction == "inbound"]
+    queued = [c for c in closed
+              if c.disposition in ("answered", "cancelled", "no_answer", "busy")]
     answered = [c for c in closed if c.disposition == "answered"]
     in_sl = [c for c in queued if c.disposition in ("answered", "cancelled")
              and c.ring_ms <= 20_000]
@@ -196,8 +199,10 @@ def test_another_tenants_call_is_not_found():
 def test_trends_compares_periods_and_splits_by_did_and_group():
     at = open_page("trends")
     shown = metrics(at)
-    assert shown["Calls closed"] == str(sum(c.closed for c in known.acme_calls()))
-    assert shown["Service level"] == pct(2 / 4) and shown["Answer rate"] == pct(2 / 5)
+    assert shown["Inbound calls closed"] == str(sum(c.closed and c.direction == "inbound"
+                                                    for c in known.acme_calls()))
+    # the wallboard's figures for the same calls (inbound only): 2 of 4 in both pages
+    assert shown["Service level"] == pct(2 / 4) and shown["Answer rate"] == pct(2 / 4)
     by_did, by_group = at.dataframe[0].value, at.dataframe[1].value
     assert by_did.set_index("value")[["offered", "answered", "abandoned"]].to_dict("index") \
         == {known.D1: {"offered": 3, "answered": 2, "abandoned": 1},
@@ -234,11 +239,11 @@ def test_agents_table_sums_the_days_intervals():
     table = at.dataframe[0].value.set_index("agent")
     assert list(table.index) == ["101", "102"]
     assert table.loc["101"].to_dict() == {
-        "offered": 2, "answered": 1, "missed": 1, "talk time": "1:00", "AHT (talk)": "1:00",
+        "offered": 2, "answered": 1, "missed": 1, "talk time": "1:00", "AHT (talk + hold)": "1:00",
         "occupancy": pct(60 / (60 + 840 + 900)), "logged in": "30:00",
         "counted until (UTC)": "00:30:00"}  # the end of its last row (00:15 + 15 min)
     assert table.loc["102"].to_dict() == {
-        "offered": 2, "answered": 1, "missed": 1, "talk time": "0:30", "AHT (talk)": "0:30",
+        "offered": 2, "answered": 1, "missed": 1, "talk time": "0:30", "AHT (talk + hold)": "0:30",
         "occupancy": pct(60 / 660), "logged in": "15:00", "counted until (UTC)": "00:15:00"}
 
 
@@ -294,3 +299,19 @@ def test_schema_browser_describes_columns():
     cdrs = at.dataframe[0].value.set_index("column")
     assert cdrs.loc["ring_ms", "description"].startswith("Caller's wait")
     assert cdrs.loc["ring_ms", "type"] == "Int64"
+
+
+# --- glossary ------------------------------------------------------------------------------
+
+
+def test_glossary_lists_every_kpi_with_the_calls_it_counts_and_the_zone():
+    from warehouse.queries import glossary
+
+    at = open_page("glossary")
+    table = at.dataframe[0].value
+    assert list(table["KPI"]) == [k.title for k in glossary.GLOSSARY]
+    counts = table.set_index("KPI")["calls counted"]
+    assert counts["Service level"] == counts["ASA"] == counts["Abandon rate"] == \
+        glossary.INBOUND
+    assert "UTC" in at.caption[0].value  # acme has no zone in this warehouse: the default
+    assert not at.error

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
@@ -258,3 +259,32 @@ def test_cdr_table_shows_seconds_and_keeps_missing_values(serve_warehouse):
                                          (1.0, "100.0%")])
 def test_format_rate(rate, shown):
     assert format_rate(rate) == shown
+
+
+# --- the tenant's time zone -------------------------------------------------------------------
+
+
+def test_today_is_the_tenants_local_day_and_the_page_says_which_zone(serve_warehouse):
+    """A Manila tenant (UTC+8): 'today' starts at Manila's midnight, 16:00 UTC the day
+    before. A call 30 min after it counts; one 30 min before it is yesterday's."""
+    manila = ZoneInfo("Asia/Manila")
+    local_midnight = datetime.combine(datetime.now(manila).date(), time.min, tzinfo=manila)
+    after = make_call("c1", (local_midnight + timedelta(minutes=30)).astimezone(UTC),
+                      Disposition.ANSWERED, agent="101", ring_s=3, talk_s=30)
+    before = make_call("c2", (local_midnight - timedelta(minutes=30)).astimezone(UTC),
+                       Disposition.ANSWERED, agent="101", ring_s=3, talk_s=30)
+    store = serve_warehouse([after, before])
+    store.insert_rows(schema.TENANTS, [{"tenant": TENANT, "time_zone": "Asia/Manila"}])
+
+    at = run_app()
+
+    assert metrics(at)["Calls today"] == "1"
+    assert "since 00:00 Asia/Manila" in at.caption[0].value
+    assert "times in Asia/Manila" in at.caption[0].value
+    assert at.subheader[0].value == f"Calls by hour, {local_midnight.date()} (Asia/Manila)"
+    chart = hourly_outcomes(q.calls_by_hour(store, TENANT, local_midnight.astimezone(UTC),
+                                            (local_midnight + timedelta(days=1))
+                                            .astimezone(UTC), tz="Asia/Manila"),
+                            "Asia/Manila")
+    assert chart.index.name == "hour (Asia/Manila)"
+    assert chart.loc["00:00", "answered"] == 1 and chart["answered"].sum() == 1

@@ -42,12 +42,17 @@ PASSWORDS = {u: f"e2e-pw-{u}" for u in ("101", "102", "103", "104", "105")}
 TRUNK_SOURCE_PORT = 26111
 RECORDED_DID = "74951230102"
 OUTSIDE = "84951234567"
+TRUNK_PORT = 26120
+CARRIER_RING_MS = 700
+"""The carrier rings the outside number this long before it answers (180, then 200)."""
+PDD_TOLERANCE_MS = 300
+"""The edge's offer and 180 against sipp's INVITE sent and 180 received (loopback)."""
 
 PROVISIONING = f"""
 [tenant.acme]
 domain = "pbx.test"
 company_number = "+74951230000"
-trunk = "127.0.0.1:26120"
+trunk = "127.0.0.1:{TRUNK_PORT}"
 trunk_sources = ["127.0.0.1:{TRUNK_SOURCE_PORT}"]
 
 [tenant.acme.extension.101]
@@ -89,6 +94,8 @@ class Placed:
     sip_code: int
     talk_ms: int = 0
     agent: str | None = None
+    pdd_ms: int | None = None
+    """INVITE sent (after the digest challenge) to the first 18x received, for trunk calls."""
 
 
 AGENT_PORTS = {"102": 26102, "103": 26103, "104": 26104, "105": 26105}
@@ -120,6 +127,31 @@ def answered_from_outside(edge: sipp.Edge, did: str, agent: str, talk_ms: int) -
     return Placed(result, OUTSIDE, did, "answered", 200, measured, agent=agent)
 
 
+def first_18x_ms(result: sipp.SippResult) -> int:
+    """Caller side: the INVITE the edge accepted (after the 407) to the first 18x."""
+    messages = list(result.messages)
+    challenged = [i for i, m in enumerate(messages) if m.status == 407]
+    after = messages[challenged[-1] + 1:] if challenged else messages
+    invite = next(m for m in after if m.direction == "sent" and m.method == "INVITE")
+    ringing = next(m for m in after if m.direction == "received" and m.status is not None
+                   and 180 <= m.status < 190)
+    assert invite.at is not None and ringing.at is not None, result.trace
+    return round((ringing.at - invite.at) * 1000)
+
+
+def answered_through_trunk(edge: sipp.Edge, number: str, talk_ms: int) -> Placed:
+    """101 dials an outside number: the edge sends it to the trunk, where the carrier
+    rings CARRIER_RING_MS and answers (post-dial delay: INVITE to its 180)."""
+    carrier = sipp.start_uas_answer(edge, port=TRUNK_PORT, media_port=media("109"),
+                                    ring_ms=CARRIER_RING_MS)
+    result = sipp.call(edge, "101", number, port=CALLER_PORT, media_port=CALLER_MEDIA,
+                       talk_ms=talk_ms, password=PASSWORDS["101"])
+    carrier.wait()
+    assert result.ok, result.received()
+    return Placed(result, "101", number, "answered", 200, round(result.talk_s * 1000),
+                  agent="101", pdd_ms=first_18x_ms(result))
+
+
 def failed(edge: sipp.Edge, callee: str, code: int, disposition: str, uas=None) -> Placed:
     callee_side = uas(edge, port=AGENT_PORTS[callee]) if uas else None
     result = sipp.call_expect_failure(edge, "101", callee, code, port=CALLER_PORT,
@@ -139,6 +171,8 @@ def place_known_calls(settings: Settings, work_dir: Path) -> list[Placed]:
         answered(edge, "101", "103", 3500),
         # from outside: normalised to E.164, recorded by the DID's policy
         answered_from_outside(edge, RECORDED_DID, "102", 1500),
+        # to an outside number through the trunk: its post-dial delay is measured
+        answered_through_trunk(edge, "+79161112233", 1500),
         failed(edge, "103", 486, "busy", sipp.start_uas_busy),
         failed(edge, "199", 404, "failed"),          # nobody registered as 199
         failed(edge, "104", 408, "no_answer", sipp.start_uas_ring),
@@ -154,7 +188,8 @@ def place_known_calls(settings: Settings, work_dir: Path) -> list[Placed]:
 
 def closed_cdrs(client: HttpClient, call_ids: list[str]) -> list[dict]:
     return client.query(
-        "SELECT call_id, caller, callee, agent, disposition, sip_code, talk_ms, closed "
+        "SELECT call_id, caller, callee, agent, disposition, sip_code, talk_ms, closed, "
+        "pdd_ms "
         "FROM cdrs FINAL WHERE closed AND call_id IN {ids:Array(String)}",
         {"ids": call_ids})
 
@@ -184,6 +219,10 @@ def test_every_sipp_call_becomes_exactly_one_right_cdr(stack: Settings, tmp_path
         assert cdr["callee"] == ("+" + p.callee if p.callee == RECORDED_DID else p.callee)
         assert cdr["agent"] == p.agent
         assert abs(cdr["talk_ms"] - p.talk_ms) <= TALK_TOLERANCE_MS, (p, cdr["talk_ms"])
+        if p.pdd_ms is None:  # only a call sent to the trunk has a post-dial delay
+            assert cdr["pdd_ms"] is None, (p, cdr)
+        else:
+            assert abs(cdr["pdd_ms"] - p.pdd_ms) <= PDD_TOLERANCE_MS, (p, cdr["pdd_ms"])
 
     # The raw events behind them: each stored once, one offer and one end per call (a
     # leg's own call.failed, leg_id "<Call-ID>#<branch>", is one branch's end, not the call's).

@@ -246,3 +246,24 @@ def test_bad_speed_dial_and_mask_entries_are_reported_at_their_lines(tmp_path: P
         f"{path}:25: speed_dial 9: 'group:nope' is not provisioned in this tenant",
         f"{path}:28: mask 4501: not a phone number: 'not-a-number'",
     ]
+
+
+def test_a_tenant_names_its_iana_time_zone_and_a_bad_one_is_reported(tmp_path: Path) -> None:
+    good = GOOD.replace('trunk = "127.0.0.1:5090"\n',
+                        'trunk = "127.0.0.1:5090"\ntime_zone = "Asia/Manila"\n', 1)
+    assert provision.check(write(tmp_path, good)) == []
+    bad = GOOD.replace('trunk = "127.0.0.1:5090"\n',
+                       'trunk = "127.0.0.1:5090"\ntime_zone = "Moscow"\n', 1)
+    [error] = provision.check(write(tmp_path, bad))
+    assert error.line == 5 and "time_zone" in error.message and "'Moscow'" in error.message
+
+
+def test_the_demo_tenant_is_in_moscow_and_others_get_the_default(tmp_path: Path) -> None:
+    from core.settings import load
+
+    settings = load(environ={})
+    assert settings.time_zone_of("acme") == "Europe/Moscow"  # the shipped example
+    assert settings.time_zone_of("unknown") == "UTC"
+    other = load(environ={"TAWAG_DEFAULT_TIME_ZONE": "Asia/Novosibirsk",
+                          "TAWAG_PROVISIONING_FILE": str(write(tmp_path, GOOD))})
+    assert other.time_zone_of("acme") == "Asia/Novosibirsk"  # GOOD names no zone

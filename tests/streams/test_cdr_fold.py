@@ -260,3 +260,44 @@ def test_any_arrival_order_gives_the_same_cdr(data: st.DataObject, events: list[
     in_order = to_cdr(fold(CALL, events))
     assert to_cdr(fold(CALL, [*shuffled, *repeats])) == in_order
     assert cdr_from_json(cdr_to_json(in_order)) == in_order
+
+
+# --- routing: group, route target, post-dial delay (issue 13) -----------------------------------
+
+
+def test_the_cdr_names_the_group_the_call_was_routed_to():
+    ev = call_events("g1", caller="+74951234567", callee="+74951230001",
+                     direction=Direction.INBOUND, did="+74951230001")
+    cdr = to_cdr(fold("g1", [
+        ev(EventType.CALL_OFFERED, 0, extra={"route_target": "group:sales", "group": "sales"}),
+        ev(EventType.CALL_RINGING, 100, leg_id="g1#1", agent="102", extra={"group": "sales"}),
+        ev(EventType.CALL_ANSWERED, 4_000, agent="102", extra={"group": "sales"}),
+        ev(EventType.CALL_ENDED, 9_000, agent="102")]))
+    assert (cdr.route_target, cdr.route_group, cdr.pdd_ms) == ("group:sales", "sales", None)
+
+
+def test_a_forward_to_a_group_names_the_group_from_the_events_after_it():
+    ev = call_events("f1", caller="+74951234567", callee="101", direction=Direction.INBOUND)
+    cdr = to_cdr(fold("f1", [
+        ev(EventType.CALL_OFFERED, 0, extra={"route_target": "ext:101"}),
+        ev(EventType.CALL_FORWARDED, 20_000, reason="no_answer",
+           extra={"forwarded_from": "ext:101", "forwarded_to": "group:sales"}),
+        ev(EventType.CALL_RINGING, 20_100, leg_id="f1#2", agent="103", extra={"group": "sales"}),
+        ev(EventType.CALL_CANCELLED, 25_000)]))
+    assert (cdr.route_target, cdr.route_group) == ("ext:101", "sales")
+
+
+def test_pdd_of_a_trunk_call_is_invite_to_the_first_18x():
+    ev = call_events("o1", caller="101", callee="+79161234567", direction=Direction.OUTBOUND)
+    events = [ev(EventType.CALL_OFFERED, 0, extra={"route_target": "tel:+79161234567"}),
+              ev(EventType.CALL_RINGING, 2_350, leg_id="o1#1"),
+              ev(EventType.CALL_ANSWERED, 6_000, agent="+79161234567"),
+              ev(EventType.CALL_ENDED, 9_000)]
+    assert to_cdr(fold("o1", events)).pdd_ms == 2_350
+    # no 18x: the answer is the first response that counts; arrival order does not matter
+    assert to_cdr(fold("o1", [events[3], events[0], events[2]])).pdd_ms == 6_000
+    # a masked client is a trunk call too; an internal call has no PDD
+    masked = ev(EventType.CALL_OFFERED, 0, extra={"route_target": "mask:4501"})
+    assert to_cdr(fold("o1", [masked, events[1]])).pdd_ms == 2_350
+    internal = ev(EventType.CALL_OFFERED, 0, extra={"route_target": "ext:102"})
+    assert to_cdr(fold("o1", [internal, events[1]])).pdd_ms is None

@@ -45,7 +45,9 @@ YESTERDAY = T0 - timedelta(days=1)
 
 @pytest.fixture
 def streams(tmp_path: Path) -> Streams:
-    return streams_on_channels(load(environ={}, data_dir=tmp_path))
+    # no provisioning file: every tenant is in UTC, the zone the expected rows are cut in
+    return streams_on_channels(load(environ={}, data_dir=tmp_path,
+                                    provisioning_file=tmp_path / "none.toml"))
 
 
 def restart(streams: Streams, table: Any) -> None:

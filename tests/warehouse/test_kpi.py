@@ -27,9 +27,11 @@ The day (UTC, window [09:00, 12:00) on 2026-11-26, tenant acme; T = 20 s, S = 10
 
     ab3 and a4 came in on the sales line (did SALES); every other call on MAIN.
 
-Counts: total 14, in progress 2 (ip1, h1), offered = closed 12, answered 5
-(a1 a2 a3 a4 out1), abandoned 3, short abandons 1 (ab1), queued = answered + abandoned +
-no_answer = 9.
+Queue KPIs count inbound calls only (out1 is outbound); busy counts as queued.
+Counts: total 14 (every direction), in progress 2 (ip1, h1), offered = closed inbound 11,
+answered 4 (a1 a2 a3 a4), abandoned 3, short abandons 1 (ab1), queued = answered +
+abandoned + no_answer + busy = 9. SIP-level KPIs (ASR, SER, SEER, ACD, AHT) count every
+direction: 12 closed calls, 5 answered (out1 too).
 """
 
 from datetime import datetime, timedelta
@@ -112,34 +114,36 @@ def kpis(client, tenant="acme", start=START, end=END, **kw):
 
 
 def test_service_level_answered_counts_exactly_t_as_inside(day):
-    # answered waits 5, 20, 20.001, 40, 10 -> 3 of 5 within 20 s (20.001 is outside)
-    assert kpi.service_level_answered(day, "acme", START, END, 20) == pytest.approx(3 / 5)
+    # inbound answered waits 5, 20, 20.001, 40 -> 2 of 4 within 20 s (20.001 is outside)
+    assert kpi.service_level_answered(day, "acme", START, END, 20) == pytest.approx(2 / 4)
 
 
 def test_service_level_answered_moves_with_the_threshold(day):
-    # T = 20.001 s takes a3 in (4 of 5); T = 5 s leaves only a1 (1 of 5)
-    assert kpi.service_level_answered(day, "acme", START, END, 20.001) == pytest.approx(4 / 5)
-    assert kpi.service_level_answered(day, "acme", START, END, 5) == pytest.approx(1 / 5)
+    # T = 20.001 s takes a3 in (3 of 4); T = 5 s leaves only a1 (1 of 4)
+    assert kpi.service_level_answered(day, "acme", START, END, 20.001) == pytest.approx(3 / 4)
+    assert kpi.service_level_answered(day, "acme", START, END, 5) == pytest.approx(1 / 4)
 
 
 def test_service_level_offered_counts_abandons_inside_t_as_success(day):
-    # removed within 20 s: answered a1 a2 out1 + abandoned ab1 (8 s), ab2 (10 s) = 5;
-    # queued 9 (5 answered, 3 abandoned, 1 no-answer) -> 5/9
-    assert kpi.service_level_offered(day, "acme", START, END, 20) == pytest.approx(5 / 9)
+    # removed within 20 s: answered a1 a2 + abandoned ab1 (8 s), ab2 (10 s) = 4;
+    # queued 9 (4 answered, 3 abandoned, 1 no-answer, 1 busy) -> 4/9: the busy bz1
+    # (2 s) is queued and not a success, so refusing calls lowers the service level
+    assert kpi.service_level_offered(day, "acme", START, END, 20) == pytest.approx(4 / 9)
 
 
 def test_service_level_offered_without_short_abandons(day):
-    # S = 10 s drops ab1 (8 s) from both sides: 4/8; ab2 waited exactly 10 s and stays
+    # S = 10 s drops ab1 (8 s) from both sides: 3/8; ab2 waited exactly 10 s and stays
     assert kpi.service_level_offered(day, "acme", START, END, 20, short_abandon_s=10) \
-        == pytest.approx(4 / 8)
+        == pytest.approx(3 / 8)
 
 
 # --- rates --------------------------------------------------------------------------------
 
 
-def test_answer_rate_is_answered_over_every_closed_call(day):
-    # 5 answered of 12 closed; the two in-progress calls are not yet an outcome
-    assert kpi.answer_rate(day, "acme", START, END) == pytest.approx(5 / 12)
+def test_answer_rate_is_answered_over_every_closed_inbound_call(day):
+    # 4 answered of 11 closed inbound; in-progress calls are not yet an outcome, out1 is
+    # outbound
+    assert kpi.answer_rate(day, "acme", START, END) == pytest.approx(4 / 11)
 
 
 def test_answer_rate_matches_the_cdr_summary(day):
@@ -188,13 +192,13 @@ def test_aht_talk_only_equals_acd_until_hold_and_wrap_up_exist(day):
 
 
 def test_asa_is_the_mean_wait_of_answered_calls(day):
-    # (5 + 20 + 20.001 + 10 + 40) / 5 = 19.0002 s
-    assert kpi.asa(day, "acme", START, END) == pytest.approx(95.001 / 5)
+    # inbound: (5 + 20 + 20.001 + 40) / 4 s
+    assert kpi.asa(day, "acme", START, END) == pytest.approx(85.001 / 4)
 
 
 def test_average_wait_is_over_every_queued_call(day):
-    # answered 95.001 + abandoned 8 + 10 + 45 + no-answer 30 = 188.001 s over 9 calls
-    assert kpi.average_wait(day, "acme", START, END) == pytest.approx(188.001 / 9)
+    # answered 85.001 + abandoned 8 + 10 + 45 + no-answer 30 + busy 2 = 180.001 s / 9
+    assert kpi.average_wait(day, "acme", START, END) == pytest.approx(180.001 / 9)
 
 
 # --- per client ---------------------------------------------------------------------------
@@ -232,7 +236,7 @@ def test_kpi_summary_counts(day):
     assert {k: summary[k] for k in ("total", "in_progress", "offered", "answered",
                                      "abandoned", "short_abandoned", "queued",
                                      "repeat_callers")} \
-        == {"total": 14, "in_progress": 2, "offered": 12, "answered": 5, "abandoned": 3,
+        == {"total": 14, "in_progress": 2, "offered": 11, "answered": 4, "abandoned": 3,
             "short_abandoned": 1, "queued": 9, "repeat_callers": 2}
 
 
@@ -253,7 +257,7 @@ def test_kpi_summary_agrees_with_every_function(day):
         "contacts_per_client": kpi.contacts_per_client(*args),
         "repeat_call_rate": kpi.repeat_call_rate(*args, 24),
     })
-    assert summary["service_level_offered_adjusted"] == pytest.approx(4 / 8)
+    assert summary["service_level_offered_adjusted"] == pytest.approx(3 / 8)
     assert summary["abandonment_rate_adjusted"] == pytest.approx(2 / 8)
 
 
@@ -291,9 +295,11 @@ def test_only_in_progress_calls_give_no_outcome(day):
 
 
 def test_direction_filter(day):
+    # queue KPIs are inbound only: an outbound filter leaves them empty; ACD is any direction
     summary = kpis(day, direction="outbound")
-    assert (summary["offered"], summary["answer_rate"], summary["acd"],
-            summary["contacts_per_client"]) == (1, 1.0, pytest.approx(1200), None)
+    assert (summary["total"], summary["offered"], summary["answer_rate"], summary["acd"],
+            summary["asr"], summary["contacts_per_client"]) \
+        == (1, 0, None, pytest.approx(1200), 1.0, None)
 
 
 def test_did_filter(day):
@@ -347,14 +353,14 @@ def test_kpis_by_interval_hourly(day):
     df = kpi.kpis_by_interval(day, "acme", START, END, "1 hour", threshold_s=20)
     assert list(df["interval_start"]) == [T0, at(60), at(120)]
     assert list(df["total"]) == [5, 2, 7]  # a1 a2 a3 ab1 out1 | a4 ab2 | ab3 .. h1
-    assert list(df["offered"]) == [5, 2, 5]
-    assert list(df["answered"]) == [4, 1, 0]
+    assert list(df["offered"]) == [4, 2, 5]  # inbound: out1 is not offered
+    assert list(df["answered"]) == [3, 1, 0]
     assert list(df["talk_time_ms"]) == [1_710_000, 400_000, 0]
-    # 09h: 3 of 4 answered calls waited <= 20 s (a1 5, a2 20, out1 10; a3 20.001)
-    assert df["service_level_answered"].iloc[0] == pytest.approx(0.75)
+    # 09h: 2 of 3 answered inbound calls waited <= 20 s (a1 5, a2 20; a3 20.001)
+    assert df["service_level_answered"].iloc[0] == pytest.approx(2 / 3)
     assert df["service_level_answered"].iloc[1] == 0.0  # a4 waited 40 s
     assert pd.isna(df["service_level_answered"].iloc[2])  # nobody answered
-    assert list(df["answer_rate"]) == pytest.approx([4 / 5, 1 / 2, 0.0])
+    assert list(df["answer_rate"]) == pytest.approx([3 / 4, 1 / 2, 0.0])
 
 
 def test_kpis_by_interval_adds_up_to_the_summary(day):
@@ -377,7 +383,7 @@ def test_unknown_interval_is_refused(day):
 
 
 def test_queries_facade_has_the_kpis(day):
-    assert Queries(day).kpi.answer_rate("acme", START, END) == pytest.approx(5 / 12)
+    assert Queries(day).kpi.answer_rate("acme", START, END) == pytest.approx(4 / 11)
 
 
 def test_naive_datetimes_are_utc(day):
@@ -402,7 +408,7 @@ def test_period_comparison_is_kpi_summary_of_each_window(day):
         expected = {k: v for k, v in summary.items() if k not in CONTACT_KEYS}
         assert compared[side] == pytest.approx(expected)
     assert compared["previous"]["offered"] == 3  # pre1, mv (moved back), x2 (1 ms before)
-    assert compared["current"]["offered"] == 12
+    assert compared["current"]["offered"] == 11
 
 
 def test_period_comparison_of_an_empty_period_has_no_rates(day):

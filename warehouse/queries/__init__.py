@@ -15,9 +15,9 @@ from functools import partial
 from types import SimpleNamespace
 
 from warehouse.client import WarehouseClient
-from warehouse.queries import agent_stats, callbacks, cdr, kpi
+from warehouse.queries import agent_stats, callbacks, cdr, kpi, tenants
 
-__all__ = ["Queries", "agent_stats", "callbacks", "cdr", "kpi"]
+__all__ = ["Queries", "agent_stats", "callbacks", "cdr", "kpi", "tenants"]
 
 
 def _bind(module: object, client: WarehouseClient) -> SimpleNamespace:
@@ -35,3 +35,4 @@ class Queries:
         self.kpi = _bind(kpi, client)
         self.agent_stats = _bind(agent_stats, client)
         self.callbacks = _bind(callbacks, client)
+        self.tenants = _bind(tenants, client)

@@ -5,13 +5,16 @@
 retractions (``deleted``); every query reads them with FINAL, so one row per key, its
 latest revision, counts whether or not merges have run, and drops deleted rows after it.
 
-Windows are half-open ``[start, end)`` in UTC; an interval belongs to the window when its
-``interval_start`` does, so pass boundaries aligned on the interval kind.
+Windows are half-open ``[start, end)`` of instants; an interval belongs to the window when
+its ``interval_start`` does, so pass boundaries aligned on the interval kind. Intervals
+are the tenant's local ones (streams cuts them in its IANA zone), so a page passes the
+bounds of the tenant's local day (``core.timezones.local_day_bounds``).
 
 Definitions (named, see reference/peer-survey.md §3 and ``streams.folds.agent_stats``):
 
-* ``aht_talk_ms`` - **AHT, talk-only**: sum(handled_talk_ms) / sum(handled) - whole talk
-  of the calls whose talk ended in the window, per call; None if none was handled;
+* ``aht_talk_ms`` - **AHT without after-call work**: sum(handled_talk_ms) / sum(handled) -
+  whole talk (answer to end, hold included) of the calls whose talk ended in the window,
+  per call; None if none was handled;
 * ``occupancy`` - **Amazon Connect variant**: (talk + wrap-up) / (talk + wrap-up +
   available), a ratio of sums (not a mean of interval ratios); None if all are 0;
 * ``answer_ratio`` - answered / offered for this agent (calls that rang the agent).

@@ -2,7 +2,9 @@
 
 The table holds every revision of an item (ReplacingMergeTree on ``version``); every
 query reads it with FINAL and then skips retracted items (``deleted``), so each item
-counts once with its latest state. Windows are half-open ``[start, end)`` in UTC.
+counts once with its latest state. Windows are half-open ``[start, end)`` of instants
+(a page passes the tenant's local days). Each item carries ``night`` / ``weekend``, the
+flags of its first missed call in the tenant's zone (``time_zone``), set by streams.
 
 Definitions (named, see reference/peer-survey.md §3 and ``streams.folds.callbacks``):
 
@@ -31,7 +33,7 @@ __all__ = ["ITEM_COLUMNS", "open_callbacks", "closed_callbacks", "callback_summa
 
 ITEM_COLUMNS = ("client", "item_id", "status", "opened_at", "last_missed_at", "attempts",
                 "callback_attempts", "closed_at", "closed_by_call_id", "called_back_by",
-                "callback_direction", "time_to_callback_ms")
+                "callback_direction", "time_to_callback_ms", "night", "weekend", "time_zone")
 
 _LIVE = f"FROM {CALLBACKS} FINAL WHERE tenant = {{tenant:String}} AND NOT deleted"
 

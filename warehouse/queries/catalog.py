@@ -11,7 +11,15 @@ from __future__ import annotations
 import pandas as pd
 
 from warehouse.client import WarehouseClient
-from warehouse.schema import AGENT_STATES, AGENT_STATS, CALL_EVENTS, CALLBACKS, CDRS, DATABASE
+from warehouse.schema import (
+    AGENT_STATES,
+    AGENT_STATS,
+    CALL_EVENTS,
+    CALLBACKS,
+    CDRS,
+    DATABASE,
+    TENANTS,
+)
 
 __all__ = ["TABLE_DESCRIPTIONS", "COLUMN_DESCRIPTIONS", "list_columns", "list_tenants"]
 
@@ -31,6 +39,8 @@ TABLE_DESCRIPTIONS = {
     AGENT_STATS: "Per-agent figures per 15m / hour / day interval; FINAL.",
     CALLBACKS: "Missed-call callback items (open until an answered call reaches the "
                "client); FINAL, skip deleted.",
+    TENANTS: "Each tenant's IANA time zone and trunk, loaded from provisioning at every "
+             "start; FINAL.",
 }
 """Analyst-visible tables -> what one row is."""
 
@@ -62,6 +72,12 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "jitter_ms": "Jitter in ms (rtpengine).",
         "event_count": "Distinct events folded into this revision.",
         "last_event_ts": "Time of the latest event folded in (UTC).",
+        "route_target": "Where the PBX routed the call: ext:<user>, group:<name>, "
+                        "tel:<number> (trunk), mask:<code>.",
+        "route_group": "Group (queue) the call was routed to or rang through.",
+        "pdd_ms": "Post-dial delay of a trunk call: INVITE to first 18x or answer (ms, "
+                  "RFC 6076).",
+        "hold_ms": "Time on hold (ms); included in talk_ms.",
         **_KAFKA,
     },
     CALL_EVENTS: {
@@ -110,7 +126,15 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "reached the client.", "callback_direction": "outbound (called back) or inbound "
         "(the client called again and was answered).",
         "time_to_callback_ms": "First missed call to the closing answer (ms).",
-        "deleted": "Retracted item (skip).", **_KAFKA,
+        "deleted": "Retracted item (skip).",
+        "night": "First missed call outside business hours (tenant's time zone).",
+        "weekend": "First missed call on a non-working day (tenant's time zone).",
+        "time_zone": "IANA zone the night/weekend flags were computed in.", **_KAFKA,
+    },
+    TENANTS: {
+        "tenant": "Customer.", "time_zone": "IANA time zone of the tenant's days and hours.",
+        "trunk": "The tenant's trunk (ip:port), from provisioning.",
+        "loaded_at": "When provisioning was loaded (the latest load wins).",
     },
 }
 """Table -> column -> meaning."""

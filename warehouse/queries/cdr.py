@@ -6,16 +6,16 @@ read time, so a call counts once, with its latest state, whether or not the back
 merges have run. Filters on non-key columns (``started_at``) apply after FINAL.
 
 Time windows are half-open ``[start, end)`` on the call's ``started_at`` (when it was
-offered), in UTC; naive datetimes are taken as UTC.
+offered), as instants (naive datetimes are taken as UTC); a page passes the bounds of the
+tenant's local day. Hour buckets are local to the tenant's zone (``tz``).
 
 KPI definitions (named, see reference/peer-survey.md §3):
 
 * **answered** - closed calls whose disposition is ``answered``;
 * **missed** - closed calls that ended ``busy``, ``no_answer``, ``cancelled`` or
   ``failed`` (Asterisk's BUSY / NO ANSWER / FAILED plus a caller hang-up while ringing);
-* **answer rate** - answered / (answered + missed), i.e. over *closed* calls only
-  (Wazo queue_stat / CGRateS ASR style: calls still in progress are not yet an
-  outcome); ``None`` when no call has closed.
+* **answer rate** - the queue KPI (``kpi.answer_rate``): answered / closed inbound
+  calls (calls still in progress are not yet an outcome); ``None`` when none closed.
 """
 
 from __future__ import annotations
@@ -55,17 +55,22 @@ def calls_summary(client: WarehouseClient, tenant: str, start: datetime,
                   end: datetime) -> dict[str, Any]:
     """Totals of the calls started in ``[start, end)`` (FINAL: one row per call).
 
-    Returns ``total``, ``in_progress``, ``closed``, ``answered``, ``missed`` and
-    ``answer_rate`` = answered / (answered + missed) over closed calls (None if none).
+    Returns ``total``, ``in_progress``, ``closed``, ``answered``, ``missed`` (every
+    direction: the traffic) and ``answer_rate``: the queue KPI of
+    :func:`warehouse.queries.kpi.answer_rate`, answered / closed **inbound** calls (None
+    if none), so the figure is the same on every page.
     """
     rows = client.query(
         f"SELECT count() AS total, countIf(NOT closed) AS in_progress, "
         # "closed" is a column, so its count needs another alias (an alias would shadow it)
-        f"countIf(closed) AS closed_calls, {_OUTCOMES} FROM {CDRS} FINAL WHERE {_WINDOW}",
+        f"countIf(closed) AS closed_calls, {_OUTCOMES}, "
+        "countIf(closed AND direction = 'inbound') AS inbound_closed, "
+        "countIf(closed AND direction = 'inbound' AND disposition = {answered:String}) "
+        f"AS inbound_answered FROM {CDRS} FINAL WHERE {_WINDOW}",
         {"tenant": tenant, "start": start, "end": end, **_outcome_params()})
     summary = {k.removesuffix("_calls"): int(v) for k, v in rows[0].items()}
-    outcomes = summary["answered"] + summary["missed"]
-    summary["answer_rate"] = summary["answered"] / outcomes if outcomes else None
+    inbound, answered = summary.pop("inbound_closed"), summary.pop("inbound_answered")
+    summary["answer_rate"] = answered / inbound if inbound else None
     return summary
 
 
@@ -93,19 +98,20 @@ def cdrs_between(client: WarehouseClient, tenant: str, start: datetime,
 
 
 def calls_by_hour(client: WarehouseClient, tenant: str, start: datetime,
-                  end: datetime) -> pd.DataFrame:
-    """Calls per UTC hour of ``started_at`` in ``[start, end)`` (FINAL).
+                  end: datetime, *, tz: str = "UTC") -> pd.DataFrame:
+    """Calls per local hour of ``started_at`` in ``[start, end)`` (FINAL).
 
-    Columns ``hour`` (start of the hour, UTC), ``total``, ``answered``, ``missed``; hours
-    without calls are present with zeros (WITH FILL), so a chart has no gaps.
+    Hours are those of ``tz`` (the tenant's IANA zone; a DST day has 23 or 25 of them).
+    Columns ``hour`` (start of the hour, in ``tz``), ``total``, ``answered``, ``missed``;
+    hours without calls are present with zeros (WITH FILL), so a chart has no gaps.
     """
     # toStartOfHour gives DateTime (seconds), which Arrow carries as a bare integer: the
     # outer SELECT turns the filled hours into DateTime64 so pandas sees timestamps.
     return client.query_df(
-        "SELECT toDateTime64(h, 3, 'UTC') AS hour, total, answered, missed FROM ("
-        f"SELECT toStartOfHour(started_at) AS h, count() AS total, {_OUTCOMES} "
+        "SELECT toDateTime64(h, 3, {tz:String}) AS hour, total, answered, missed FROM ("
+        f"SELECT toStartOfHour(started_at, {{tz:String}}) AS h, count() AS total, {_OUTCOMES} "
         f"FROM {CDRS} FINAL WHERE {_WINDOW} GROUP BY h ORDER BY h WITH FILL "
-        "FROM toStartOfHour(toDateTime({start:DateTime64(3, 'UTC')}, 'UTC')) "
-        "TO toDateTime({end:DateTime64(3, 'UTC')}, 'UTC') STEP toIntervalHour(1)"
+        "FROM toStartOfHour(toDateTime({start:DateTime64(3, 'UTC')}, {tz:String})) "
+        "TO toDateTime({end:DateTime64(3, 'UTC')}, {tz:String}) STEP toIntervalHour(1)"
         ") ORDER BY hour",
-        {"tenant": tenant, "start": start, "end": end, **_outcome_params()})
+        {"tenant": tenant, "start": start, "end": end, "tz": tz, **_outcome_params()})

@@ -18,28 +18,44 @@ Population (every function):
   and then recover. **Contact KPIs** (contacts per client, repeat calls) count every call
   that started, closed or not: an in-progress call is already a contact.
 
+Populations (one meaning per KPI; the glossary, :mod:`warehouse.queries.glossary`, lists
+each KPI with its population and source, and the dashboards show it):
+
+* **queue KPIs** (offered, answered, abandoned, queued, service levels, answer rate,
+  abandonment rates, ASA, average wait, contacts) count **inbound** calls only, whatever
+  page or filter asks: an outbound or internal call is not a contact-centre call. A
+  ``direction`` filter other than ``inbound`` leaves them empty (None);
+* **SIP-level and handle-time KPIs** (ASR, SER, SEER, ACD, AHT) count every closed call
+  of the filters, any direction (pass ``direction`` to narrow: ``outbound`` is the trunk
+  view);
+* **PDD** counts the calls the PBX sent to the trunk (route ``tel:``/``mask:``).
+
 Vocabulary (the CDR's dispositions mapped onto the queue terms of the peers):
 
 ===============  ==========================================================================
-offered          closed calls, whatever the outcome (Wazo "received", Genesys "offered")
+offered          closed inbound calls, whatever the outcome (Wazo "received", Genesys
+                 "offered")
 answered         disposition ``answered``
 abandoned        ``cancelled``: the caller hung up while it rang (SIP 487 / CANCEL) --
                  Amazon Connect's "disconnected by the customer while in queue"
-queued           answered + abandoned + ``no_answer`` (the no-answer timer or 408/480
-                 ended it): the calls that reached someone's phone and waited there.
-                 ``busy`` and ``failed`` calls were refused before any wait (Wazo's
-                 full/joinempty), so, as in Amazon Connect, they are not "queued"
+queued           answered + abandoned + ``no_answer`` + ``busy`` + declined (``failed``
+                 with 603): every call that reached an agent's phone or was refused by
+                 one. Busy and declined count as queued and never inside the service
+                 level, so an agent who rejects calls lowers it (as in Wazo, where a
+                 refused call is not "answered within T"). Only ``failed`` calls the
+                 network could not place (404, 5xx, 3xx) are left out
 wait             ``ring_ms``: offer to answer, or offer to the end when unanswered
+talk             ``talk_ms``: answer to end, **hold included** (``hold_ms`` is the part
+                 on hold): ACD and AHT are connected time, not talk net of hold
 ===============  ==========================================================================
 
 Rates are fractions in ``[0, 1]`` (as :func:`warehouse.queries.cdr.calls_summary`), not
 percentages; durations are seconds. A KPI whose denominator is empty is ``None``, never
 a division by zero.
 
-Not computable from the CDR (say so rather than guess): hold and after-call-work time
-(so AHT is talk-only, :func:`aht_talk_only`), occupancy (needs agent states), callback
-success / time to callback (need the callbacks table, not CDRs), queue identity (a CDR
-has no queue, so "queue" KPIs are per tenant, DID, direction or agent).
+Not computable from the CDR (say so rather than guess): after-call work (so AHT is talk
+including hold, without wrap-up: :func:`aht_talk_only`), occupancy (needs agent states),
+callback success / time to callback (need the callbacks table, not CDRs).
 """
 
 from __future__ import annotations
@@ -50,8 +66,9 @@ from typing import Any
 import pandas as pd
 
 from core.records import Disposition
+from core.timezones import BUCKETS, UTC_ZONE, bounds, zone
 from warehouse.client import WarehouseClient
-from warehouse.schema import CDRS
+from warehouse.schema import CDRS, TENANTS
 
 __all__ = [
     "INTERVALS",
@@ -66,6 +83,8 @@ __all__ = [
     "asa",
     "average_wait",
     "aht_talk_only",
+    "pdd",
+    "pdd_by_trunk",
     "contacts_per_client",
     "repeat_call_rate",
     "kpi_summary",
@@ -74,8 +93,8 @@ __all__ = [
     "talk_time_by_interval",
 ]
 
-INTERVALS = {"15 minute": 900_000, "1 hour": 3_600_000, "1 day": 86_400_000}
-"""Interval names accepted by the ``*_by_interval`` queries -> length in ms (UTC-aligned)."""
+INTERVALS = tuple(BUCKETS)
+"""Interval names accepted by the ``*_by_interval`` queries (local to the tenant's zone)."""
 
 DEFAULT_THRESHOLD_S = 20.0
 """Service-level threshold T of the classic 80/20 target."""
@@ -86,6 +105,10 @@ DEFAULT_SHORT_ABANDON_S = 10.0
 DEFAULT_REPEAT_WINDOW_H = 24.0
 """Repeat-call window N: a second call within 24 h counts as a repeat."""
 
+DECLINED_CODES = (603,)
+"""A ``failed`` call with one of these codes was refused by the callee (603 Decline): it
+reached a phone, so it is queued (and not within the service level), like busy."""
+
 SEER_CODES = (480, 486, 600, 603)
 """RFC 6076 SEER: final responses that show the network did its job (callee side)."""
 
@@ -93,14 +116,20 @@ Row = dict[str, Any]
 
 # --- the catalogue: one SQL aggregate per KPI, shared by every query ------------------------
 # Conditions over the ``calls`` CTE (one row per call, latest revision). Disposition names
-# are bound parameters like every other value.
-_OFFERED = "closed"
-_ANSWERED = "(closed AND disposition = {d_answered:String})"
-_ABANDONED = "(closed AND disposition = {d_abandoned:String})"
-_QUEUED = "(closed AND disposition IN {d_queued:Array(String)})"
+# are bound parameters like every other value. Queue KPIs count inbound calls only (the
+# contact centre's calls: what an outside caller dialled); see warehouse.queries.glossary.
+_INBOUND = "direction = {d_inbound:String}"
+_OFFERED = f"(closed AND {_INBOUND})"
+_ANSWERED = f"(closed AND {_INBOUND} AND disposition = {{d_answered:String}})"
+_ABANDONED = f"(closed AND {_INBOUND} AND disposition = {{d_abandoned:String}})"
+_QUEUED = (f"(closed AND {_INBOUND} AND (disposition IN {{d_queued:Array(String)}} OR "
+           "(disposition = {d_failed:String} AND ifNull(sip_code, 0) IN "
+           "{declined_codes:Array(UInt16)})))")
+_CALL_ANSWERED = "(closed AND disposition = {d_answered:String})"
+"""Answered, any direction: the SIP-level and handle-time KPIs (ASR, SER, ACD, AHT)."""
 _IN_SL = "ring_ms <= {threshold_ms:Int64}"
 _NOT_3XX = "(closed AND intDiv(ifNull(sip_code, 0), 100) != 3)"
-_SEER_OK = f"({_ANSWERED} OR (closed AND ifNull(sip_code, 0) IN {{seer_codes:Array(UInt16)}}))"
+_SEER_OK = f"({_CALL_ANSWERED} OR (closed AND ifNull(sip_code, 0) IN {{seer_codes:Array(UInt16)}}))"
 _CONTACT = "(direction = {d_inbound:String} AND caller != '')"
 _CUTOFF = "short_abandon_ms"
 """Parameter of the short-abandon cut-off: 0 when none is asked (no wait is below 0 ms)."""
@@ -147,13 +176,14 @@ _OUTCOMES = {
     "service_level_answered": _rate(_IN_SL, _ANSWERED),
     **_abandon_kpis(_CUTOFF),
     "answer_rate": _rate(_ANSWERED, _OFFERED),
-    "asr": _rate("answered_at IS NOT NULL", _OFFERED),
-    "ser": _rate(_ANSWERED, _NOT_3XX),
+    "asr": _rate("answered_at IS NOT NULL", "closed"),
+    "ser": _rate(_CALL_ANSWERED, _NOT_3XX),
     "seer": _rate(_SEER_OK, _NOT_3XX),
-    "acd": _mean_s("talk_ms", _ANSWERED),
+    "acd": _mean_s("talk_ms", _CALL_ANSWERED),
     "asa": _mean_s("ring_ms", _ANSWERED),
     "average_wait": _mean_s("ring_ms", _QUEUED),
-    "aht_talk_only": _mean_s("talk_ms", _ANSWERED),
+    "aht_talk_only": _mean_s("talk_ms", _CALL_ANSWERED),
+    "pdd": _mean_s("pdd_ms", "pdd_ms IS NOT NULL"),
 }
 
 _CONTACTS = {
@@ -171,7 +201,7 @@ _REPEATS = (
 """Per inbound caller: are two of their calls at most N apart? (sorted, so neighbours)."""
 
 _CALL_COLUMNS = ("started_at", "answered_at", "ended_at", "ring_ms", "talk_ms", "disposition",
-                 "closed", "sip_code", "caller", "direction")
+                 "closed", "sip_code", "caller", "direction", "pdd_ms")
 _WINDOW = ("tenant = {tenant:String} AND started_at >= {start:DateTime64(3, 'UTC')} "
            "AND started_at < {end:DateTime64(3, 'UTC')}")
 _FILTER_COLUMNS = ("direction", "did", "agent")
@@ -205,7 +235,9 @@ def _params(tenant: str, start: datetime, end: datetime, *,
     return {
         "tenant": tenant, "start": start, "end": end,
         "d_answered": Disposition.ANSWERED, "d_abandoned": Disposition.CANCELLED,
-        "d_queued": [Disposition.ANSWERED, Disposition.CANCELLED, Disposition.NO_ANSWER],
+        "d_queued": [Disposition.ANSWERED, Disposition.CANCELLED, Disposition.NO_ANSWER,
+                     Disposition.BUSY],
+        "d_failed": Disposition.FAILED, "declined_codes": list(DECLINED_CODES),
         "d_inbound": "inbound", "seer_codes": list(SEER_CODES),
         "threshold_ms": _ms(threshold_s), "short_abandon_ms": _ms(short_abandon_s),
         "repeat_window_ms": _ms(repeat_window_h * 3600),
@@ -338,9 +370,10 @@ def seer(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *
 def acd(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
         direction: str | None = None, did: str | None = None,
         agent: str | None = None) -> float | None:
-    """Average call duration: talk seconds per answered call (ALOC).
+    """Average call duration: connected seconds (hold included) per answered call (ALOC).
 
-    CGRateS ``ACD = sum(Usage) / count(events with Usage)`` lets unanswered zero-usage
+    Any direction (``direction='outbound'`` for the trunk view). CGRateS
+    ``ACD = sum(Usage) / count(events with Usage)`` lets unanswered zero-usage
     calls drag it down unless filtered out; this is the filtered form (answered calls
     only), as Kazoo's ``billing_seconds``. Source: ``engine/statmetrics.go``.
     """
@@ -371,14 +404,48 @@ def average_wait(client: WarehouseClient, tenant: str, start: datetime, end: dat
 def aht_talk_only(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
                   direction: str | None = None, did: str | None = None,
                   agent: str | None = None) -> float | None:
-    """Average handle time, **talk only**: talk seconds per answered call.
+    """Average handle time without after-call work: talk seconds (hold included) per
+    answered call.
 
     AHT is (talk + hold + after-call work) / handled (Amazon Connect, Genesys, Voximplant
-    ``TalkTime + AfterCallWork``). The CDR has no hold or wrap-up time yet, so this is
-    the talk part alone -- equal to :func:`acd` until those columns exist; it is named
-    so that nobody mistakes it for the full AHT. Source: historical-metrics-definitions.md.
+    ``TalkTime + AfterCallWork``). ``talk_ms`` runs from answer to end, so it includes
+    hold (``hold_ms`` is that part); after-call work is not in the CDR (the agent
+    statistics count wrap-up), so this is talk + hold: equal to :func:`acd` on the same
+    calls, and named so that nobody mistakes it for the full AHT. Any direction (an
+    agent's outbound calls are handled too). Source: historical-metrics-definitions.md.
     """
     return _scalar(client, "aht_talk_only", tenant, start, end, (direction, did, agent))
+
+
+def pdd(client: WarehouseClient, tenant: str, start: datetime, end: datetime, *,
+        direction: str | None = None, did: str | None = None,
+        agent: str | None = None) -> float | None:
+    """Post-dial delay, seconds: mean time from INVITE to the first 18x or the answer of
+    the calls the PBX sent to the trunk (RFC 6076 §4.2 Session Request Delay, successful
+    setups; CGRateS ``*pdd``; heplify ``heplify_kpi_srd``).
+
+    A trunk call that failed before any 18x has no PDD (RFC 6076's "failed session setup
+    SRD" is a separate figure, not computed here). Sources: RFC 6076;
+    ``cgrates/cgrates:docs/stats.rst``; sipcapture/heplify-server#326.
+    """
+    return _scalar(client, "pdd", tenant, start, end, (direction, did, agent))
+
+
+def pdd_by_trunk(client: WarehouseClient, tenant: str, start: datetime,
+                 end: datetime) -> pd.DataFrame:
+    """PDD per trunk: ``trunk, calls, pdd_s`` (mean, as :func:`pdd`), ``pdd_p95_s``.
+
+    A trunk call's trunk is its tenant's trunk from provisioning (``tawag.tenants``; one
+    trunk per tenant today): the edge names no trunk in its events yet, so a tenant that
+    changes trunks sees its history under the new one. ``(unknown)`` when the tenant has
+    no provisioned trunk.
+    """
+    sql = (f"{_calls_cte('')}SELECT ifNull((SELECT any(trunk) FROM {TENANTS} FINAL WHERE "
+           "tenant = {tenant:String}), '(unknown)') AS trunk, count() AS calls, "
+           "avg(pdd_ms) / 1000 AS pdd_s, quantileExactInclusive(0.95)(pdd_ms) / 1000 AS "
+           "pdd_p95_s FROM calls WHERE pdd_ms IS NOT NULL")
+    frame = client.query_df(sql, _params(tenant, start, end))
+    return frame[frame["calls"] > 0].reset_index(drop=True)
 
 
 # --- per client ---------------------------------------------------------------------------
@@ -483,43 +550,52 @@ def _empty(exprs: dict[str, str]) -> Row:
 # --- intervals ----------------------------------------------------------------------------
 
 
-def _step_ms(interval: str) -> int:
+def _step(interval: str) -> str:
     if interval not in INTERVALS:
         raise ValueError(f"interval must be one of {', '.join(INTERVALS)}; got {interval!r}")
-    return INTERVALS[interval]
+    return interval
 
 
-def _interval_params(start: datetime, end: datetime, step_ms: int) -> Row:
-    """Bucket bounds in epoch ms: the first bucket is the one ``start`` falls in."""
-    start_ms, end_ms = _epoch_ms(start), _epoch_ms(end)
-    return {"step_ms": step_ms, "start_ms": start_ms, "end_ms": end_ms,
-            "first_ms": start_ms // step_ms * step_ms}
+def _interval_params(start: datetime, end: datetime, interval: str, tz: str) -> Row:
+    """The bucket bounds (epoch ms) of ``[start, end)`` in the zone ``tz``: computed by
+    :func:`core.timezones.bounds`, the same arithmetic as the agent statistics' intervals,
+    so a local day is 23 or 25 hours long across a DST change."""
+    edges = bounds(_aware(start), _aware(end), _step(interval), zone(tz))
+    return {"bounds": [_epoch_ms(b) for b in edges], "start_ms": _epoch_ms(start),
+            "end_ms": _epoch_ms(end), "tz": tz}
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _epoch_ms(ts: datetime) -> int:
     """Epoch milliseconds; a naive datetime is UTC, as everywhere in the warehouse."""
-    return round((ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp() * 1000)
+    return round(_aware(ts).timestamp() * 1000)
 
 
-_BUCKET = "intDiv(toUnixTimestamp64Milli(started_at), {step_ms:Int64}) * {step_ms:Int64}"
-_FILL = ("ORDER BY bucket_ms WITH FILL FROM {first_ms:Int64} TO {end_ms:Int64} "
-         "STEP {step_ms:Int64}")
+_BOUNDS = "{bounds:Array(Int64)}"
+_BUCKET = (f"{_BOUNDS}[arrayCount(b -> b <= toUnixTimestamp64Milli(started_at), {_BOUNDS})]")
+"""The bucket a call's start falls in: the last bound at or before it."""
+_GRID = f"(SELECT arrayJoin(arrayPopBack({_BOUNDS})) AS bucket_ms) AS g"
+"""Every bucket of the window, empty ones included."""
 
 
 def _talk_split_sql(filter_sql: str) -> str:
     """Talk ms per bucket, each call's ``[answered_at, ended_at)`` cut at bucket bounds.
 
-    The talk is first clipped to ``[start, end)``; ``range`` lists the buckets the
-    clipped segment touches and ``arrayJoin`` makes one row per (call, bucket), whose
+    The talk is first clipped to ``[start, end)``; ``arrayFilter`` lists the buckets the
+    clipped segment overlaps and ``arrayJoin`` makes one row per (call, bucket), whose
     share is the overlap of the segment with that bucket.
     """
     return (
-        "SELECT bucket_ms, sum(least(e, bucket_ms + {step_ms:Int64}) - greatest(a, bucket_ms))"
-        " AS talk_time_ms FROM ("
+        f"SELECT {_BOUNDS}[i] AS bucket_ms, sum(least(e, {_BOUNDS}[i + 1]) - "
+        f"greatest(a, {_BOUNDS}[i])) AS talk_time_ms FROM ("
         "SELECT greatest(toUnixTimestamp64Milli(assumeNotNull(answered_at)), {start_ms:Int64})"
         " AS a, least(toUnixTimestamp64Milli(assumeNotNull(ended_at)), {end_ms:Int64}) AS e, "
-        "arrayJoin(range(intDiv(a, {step_ms:Int64}) * {step_ms:Int64}, e, {step_ms:Int64}))"
-        f" AS bucket_ms FROM {CDRS} FINAL WHERE tenant = {{tenant:String}} AND closed "
+        f"arrayJoin(arrayFilter(j -> {_BOUNDS}[j] < e AND {_BOUNDS}[j + 1] > a, "
+        f"range(1, length({_BOUNDS})))) AS i "
+        f"FROM {CDRS} FINAL WHERE tenant = {{tenant:String}} AND closed "
         "AND answered_at IS NOT NULL AND ended_at IS NOT NULL "
         "AND answered_at < {end:DateTime64(3, 'UTC')} AND ended_at > {start:DateTime64(3, 'UTC')}"
         f"{filter_sql} AND e > a) GROUP BY bucket_ms"
@@ -527,7 +603,7 @@ def _talk_split_sql(filter_sql: str) -> str:
 
 
 def talk_time_by_interval(client: WarehouseClient, tenant: str, start: datetime,
-                          end: datetime, interval: str = "1 hour", *,
+                          end: datetime, interval: str = "1 hour", *, tz: str = UTC_ZONE,
                           direction: str | None = None, did: str | None = None,
                           agent: str | None = None) -> pd.DataFrame:
     """Talk time that happened in each interval of ``[start, end)``, in ms (DESIGN §7).
@@ -536,18 +612,21 @@ def talk_time_by_interval(client: WarehouseClient, tenant: str, start: datetime,
     that started before ``start`` give the part of their talk inside the window. Flex
     Insights attributes a whole talk to its start interval and over/under-reports
     intraday (survey §3, data-model caveats); this does not. Closed answered calls only
-    (an ongoing talk has no end yet). Columns ``interval_start`` (UTC), ``talk_time_ms``;
-    empty intervals are present with 0.
+    (an ongoing talk has no end yet). Intervals are local to ``tz`` (the tenant's IANA
+    zone: a '1 day' interval is a local day). Columns ``interval_start`` (in ``tz``),
+    ``talk_time_ms``; empty intervals are present with 0.
     """
     filter_sql, filter_params = _filters(direction, did, agent)
-    sql = ("SELECT fromUnixTimestamp64Milli(bucket_ms, 'UTC') AS interval_start, talk_time_ms "
-           f"FROM ({_talk_split_sql(filter_sql)} {_FILL})")
+    sql = (f"SELECT fromUnixTimestamp64Milli(bucket_ms, {{tz:String}}) AS interval_start, "
+           f"talk_time_ms FROM {_GRID} LEFT JOIN ({_talk_split_sql(filter_sql)}) AS t "
+           "USING bucket_ms ORDER BY interval_start")
     return client.query_df(sql, {**_params(tenant, start, end), **filter_params,
-                                 **_interval_params(start, end, _step_ms(interval))})
+                                 **_interval_params(start, end, interval, tz)})
 
 
 def kpis_by_interval(client: WarehouseClient, tenant: str, start: datetime, end: datetime,
-                     interval: str = "1 hour", *, threshold_s: float = DEFAULT_THRESHOLD_S,
+                     interval: str = "1 hour", *, tz: str = UTC_ZONE,
+                     threshold_s: float = DEFAULT_THRESHOLD_S,
                      short_abandon_s: float | None = None, direction: str | None = None,
                      did: str | None = None, agent: str | None = None) -> pd.DataFrame:
     """The counts and outcome KPIs per interval (``'15 minute'``, ``'1 hour'``, ``'1 day'``).
@@ -558,16 +637,17 @@ def kpis_by_interval(client: WarehouseClient, tenant: str, start: datetime, end:
     onto its first interval. One row per interval from the one holding ``start`` up to
     ``end``, empty ones included (counts 0, KPIs None -- NaN in the DataFrame).
     ``short_abandoned`` and the two abandon KPIs use ``short_abandon_s`` (None: every
-    abandon counts). Buckets are UTC-aligned (a '1 day' bucket is a UTC day).
+    abandon counts). Intervals are local to ``tz`` (the tenant's IANA zone; a '1 day'
+    interval is a local day, 23 or 25 h across DST); ``interval_start`` is shown in it.
     """
     filter_sql, filter_params = _filters(direction, did, agent)
     exprs = {**_COUNTS, **_OUTCOMES}
-    sql = (f"{_calls_cte(filter_sql)}SELECT fromUnixTimestamp64Milli(bucket_ms, 'UTC') AS "
-           f"interval_start, {', '.join(exprs)}, talk_time_ms FROM ("
-           f"SELECT {_BUCKET} AS bucket_ms, {_select(exprs)} FROM calls GROUP BY bucket_ms "
-           f"{_FILL}) AS k LEFT JOIN ({_talk_split_sql(filter_sql)}) AS t USING bucket_ms "
-           "ORDER BY interval_start")
+    sql = (f"{_calls_cte(filter_sql)}SELECT fromUnixTimestamp64Milli(bucket_ms, {{tz:String}})"
+           f" AS interval_start, {', '.join(exprs)}, talk_time_ms FROM {_GRID} LEFT JOIN ("
+           f"SELECT {_BUCKET} AS bucket_ms, {_select(exprs)} FROM calls GROUP BY bucket_ms"
+           f") AS k USING bucket_ms LEFT JOIN ({_talk_split_sql(filter_sql)}) AS t "
+           "USING bucket_ms ORDER BY interval_start")
     params = _params(tenant, start, end, threshold_s=threshold_s,
                      short_abandon_s=short_abandon_s)
     return client.query_df(sql, {**params, **filter_params,
-                                 **_interval_params(start, end, _step_ms(interval))})
+                                 **_interval_params(start, end, interval, tz)})

@@ -4,7 +4,8 @@ or by group.
 The KPIs per DID / group are the KPI library's own aggregates
 (:mod:`warehouse.queries.kpi`'s catalogue), grouped by one more column, so a figure
 here is by construction the same as ``kpi.kpi_summary`` filtered on that DID or group.
-Window: calls whose ``started_at`` is in ``[start, end)`` (UTC), FINAL.
+Window: calls whose ``started_at`` is in ``[start, end)`` (instants; pages pass the
+tenant's local days), FINAL; hours and weekdays are local to the tenant's zone (``tz``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from warehouse.schema import CDRS
 
 __all__ = ["DIMENSIONS", "BY_DIMENSION_KPIS", "volume_by_weekday_hour", "kpis_by_dimension"]
 
-DIMENSIONS = {"did": "did", "group": "callee"}
-"""What the KPIs can be split by -> the CDR column (a group is the callee dialled)."""
+DIMENSIONS = {"did": "did", "group": "route_group"}
+"""What the KPIs can be split by -> the CDR column: the DID dialled, or the group the call
+was routed to or rang through (``route_group``, from the events' ``extra.group``)."""
 
 BY_DIMENSION_KPIS = ("offered", "answered", "abandoned", "service_level_offered",
                      "answer_rate", "abandonment_rate", "average_wait")
@@ -31,24 +33,27 @@ _WINDOW = ("tenant = {tenant:String} AND started_at >= {start:DateTime64(3, 'UTC
 
 
 def volume_by_weekday_hour(client: WarehouseClient, tenant: str, start: datetime,
-                           end: datetime) -> pd.DataFrame:
-    """Calls started per (ISO weekday 1=Mon..7=Sun, UTC hour 0..23): all 168 cells, zeros
-    included. Columns ``weekday``, ``hour``, ``calls``."""
+                           end: datetime, *, tz: str = "UTC") -> pd.DataFrame:
+    """Calls started per (ISO weekday 1=Mon..7=Sun, hour 0..23), both local to ``tz`` (the
+    tenant's IANA zone): all 168 cells, zeros included. Columns ``weekday``, ``hour``,
+    ``calls``."""
     return client.query_df(
         "SELECT w AS weekday, h AS hour, toUInt64(ifNull(c.calls, 0)) AS calls "
         "FROM (SELECT toUInt8(number DIV 24 + 1) AS w, toUInt8(number % 24) AS h "
         "FROM numbers(168)) AS g LEFT JOIN ("
-        "SELECT toUInt8(toDayOfWeek(started_at)) AS w, toUInt8(toHour(started_at)) AS h, "
+        "SELECT toUInt8(toDayOfWeek(started_at, 0, {tz:String})) AS w, "
+        "toUInt8(toHour(started_at, {tz:String})) AS h, "
         f"count() AS calls FROM {CDRS} FINAL WHERE {_WINDOW} GROUP BY w, h) AS c "
         "USING (w, h) ORDER BY weekday, hour",
-        {"tenant": tenant, "start": start, "end": end})
+        {"tenant": tenant, "start": start, "end": end, "tz": tz})
 
 
 def kpis_by_dimension(client: WarehouseClient, tenant: str, start: datetime, end: datetime,
                       dimension: str = "did", limit: int = 50) -> pd.DataFrame:
     """The KPIs of :data:`BY_DIMENSION_KPIS` per DID or group, busiest first (``limit`` rows).
 
-    Inbound calls only (a DID or a group is what an outside caller dialled). Each KPI is
+    Inbound calls only, as every queue KPI (a DID or a group is what an outside caller
+    reached). Calls no group rang are left out of the split by group. Each KPI is
     the KPI library's definition (service level with abandons counted, no short-abandon
     cut-off; threshold 20 s): see :func:`warehouse.queries.kpi.service_level_offered` etc.
     """

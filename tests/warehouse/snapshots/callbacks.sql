@@ -18,7 +18,10 @@ CREATE TABLE tawag.callbacks
     `kafka_topic` LowCardinality(String),
     `kafka_partition` UInt32,
     `kafka_offset` UInt64,
-    `loaded_at` DateTime64(3, 'UTC') DEFAULT now64(3)
+    `loaded_at` DateTime64(3, 'UTC') DEFAULT now64(3),
+    `night` Bool DEFAULT false,
+    `weekend` Bool DEFAULT false,
+    `time_zone` LowCardinality(String) DEFAULT 'UTC'
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant, client, item_id)

@@ -52,7 +52,10 @@ CREATE TABLE tawag.cdrs
     `recording_duration_ms` Nullable(Int64),
     `rtp_packets` Nullable(UInt64),
     `rtp_bytes` Nullable(UInt64),
-    `rtp_errors` Nullable(UInt64)
+    `rtp_errors` Nullable(UInt64),
+    `route_target` Nullable(String),
+    `route_group` LowCardinality(Nullable(String)),
+    `pdd_ms` Nullable(Int64)
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant, call_id)
