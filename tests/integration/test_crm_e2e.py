@@ -31,11 +31,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
 import stack_harness
 
+from connectors.audio import wav_to_mp3
 from connectors.tokens import FileTokenStore, Token
 from core.settings import Settings, load
 from edge import sipp
@@ -207,10 +209,13 @@ def test_calls_through_the_stack_reach_the_crms(stack: Settings, crms, tmp_path:
     assert calls[0]["phone"].endswith("9161234567")
     link = calls[0]["link"]
     assert link.startswith(f"http://127.0.0.1:{HTTP_PORT}/recordings/") and "sig=" in link
-    wav = httpx.get(link, timeout=10)
-    assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
+    # amoCRM plays MP3: the stored link names the MP3 of the call's one WAV
+    mp3 = httpx.get(link, timeout=10)
+    assert mp3.status_code == 200 and mp3.headers["content-type"] == "audio/mpeg"
     recorded = sorted(stack.recordings_wav_dir.glob("*.wav"))
-    assert len(recorded) == 1 and wav.content == recorded[0].read_bytes()
+    assert len(recorded) == 1
+    assert unquote(urlsplit(link).path).endswith(f"/{recorded[0].stem}.mp3")
+    assert mp3.content == wav_to_mp3(recorded[0].read_bytes())
     assert httpx.get(link.split("?")[0], timeout=5).status_code == 403
     assert httpx.get(link.replace("sig=", "sig=x"), timeout=5).status_code == 403
 
@@ -223,7 +228,8 @@ def test_calls_through_the_stack_reach_the_crms(stack: Settings, crms, tmp_path:
     assert done["PORTAL_USER_ID"] == 1270 and done["CALL_STATUS"] == 1
     assert abs(done["CALL_DURATION"] - talk_s) <= 1
     record = wait_for("Bitrix24 attachRecord", lambda: b24.records.get(done["CALL_ID"]))
-    assert httpx.get(record["RECORD_URL"], timeout=10).content == wav.content
+    # Bitrix24 gets the file itself (its portal cannot reach a private link): the WAV
+    assert record["RECORD_URL"] is None and record["content"] == recorded[0].read_bytes()
     failed = next(r for r in rows if r["EXTERNAL_CALL_ID"] == missed.call_id)
     assert failed["CALL_STATUS"] == 0
 
