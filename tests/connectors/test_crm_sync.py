@@ -235,7 +235,8 @@ def test_secrets_never_reach_the_logs(amo, b24, onec, tmp_path, caplog):
                *amo[0].access, *amo[0].refresh, *b24[0].access, *b24[0].refresh,
                sync_settings().recordings_link_secret}
     worker = SyncWorker(targets, box, settings=sync_settings(), backoff=FAST)
-    with caplog.at_level(logging.DEBUG):
+    # httpx's own logger too: `tawag` run in-process by another test quiets it to WARNING
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="httpx"):
         worker.start()
         try:
             amo[0].expire_tokens()
