@@ -7,7 +7,6 @@ gauges fill, then drain, and "produced" counts only what Kafka acknowledged.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -15,6 +14,7 @@ import time
 import pytest
 from metrics_scrape import scrape, total, value
 from prometheus_client import CollectorRegistry
+from test_bridge import GREETING, call, ns, wait_until
 from test_forwarder import FakeKafka
 
 from core.metrics import serve
@@ -25,25 +25,6 @@ from ingest.spool import Spool
 
 CTX = DecodeContext(source="kamailio@test", tenant_for_domain=lambda d: "acme")
 TOPICS = {CHANNEL_EVENTS: "events", CHANNEL_DEAD_LETTERS: "dead"}
-
-
-def ns(payload) -> bytes:
-    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return b"%d:%s," % (len(raw), raw)
-
-
-def call(event, call_id, ts, **kw):
-    return ns({"event": event, "ts": ts, "call_id": call_id, "from": "101", "to": "102", **kw})
-
-
-GREETING = ns({"event": "evapi.connected", "ts": 1.0, "client": "x"})
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_scrape_shows_events_spool_produced_dead_letters_and_reconnects(tmp_path):
@@ -82,11 +63,11 @@ def test_scrape_shows_events_spool_produced_dead_letters_and_reconnects(tmp_path
     for t in threads:
         t.start()
     try:
-        wait_until(lambda: bridge.stats.connects == 3 and bridge.stats.ready.is_set())
-        wait_until(lambda: forwarder.filling_since is not None)
+        wait_until(lambda: bridge.stats.connects == 3 and bridge.stats.ready.is_set(), timeout=10.0)
+        wait_until(lambda: forwarder.filling_since is not None, timeout=10.0)
         down = scrape(metrics.url)
         kafka.up.set()
-        wait_until(lambda: spool.depth == 0)
+        wait_until(lambda: spool.depth == 0, timeout=10.0)
         after = scrape(metrics.url)
     finally:
         stop.set()
