@@ -281,6 +281,9 @@ class Settings:
     """rtpengine's own HTTP listener; its ``/metrics`` is rtpengine's Prometheus export."""
     streams_lag_interval_s: float = 5.0
     """How often the Faust worker asks Kafka for its consumer group's lag."""
+    streams_commit_stall_s: float = 20.0
+    """How long a partition's commit may be held by a message Faust never delivered
+    before the worker seeks back to it (:mod:`streams.commit_watch`)."""
 
     # --- derived paths -----------------------------------------------------------------
     @property

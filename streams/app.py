@@ -27,7 +27,7 @@ from faust.types import AgentT
 from core.metrics import serve as serve_metrics
 from core.settings import Settings
 from core.timezones import BusinessHours
-from streams import runner
+from streams import commit_watch, runner
 from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
 from streams.metrics import LagMonitor
@@ -93,6 +93,7 @@ def build_streams(app: faust.App, settings: Settings, *, topics: Topics | None =
     tables = declare_tables(app, settings)
     agents = {stage.key: runner.register(app, topics, tables, stage)
               for stage in stages(agent_config(settings), callback_config(settings))}
+    commit_watch.install(app, settings.streams_commit_stall_s)
     return Streams(app=app, topics=topics, tables=tables, agents=agents)
 
 

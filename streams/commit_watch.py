@@ -1,0 +1,103 @@
+"""Rewind a partition whose commit is held by a message Faust never delivered.
+
+Faust commits a partition only up to its first offset no stream has acknowledged. Around a
+restart (``kill -9`` of the worker, under traffic) faust-streaming 0.15 was seen to fetch a
+repartition topic out of order and never hand some messages to the agent: later offsets
+were folded and acknowledged, the skipped ones never were, and the commit stayed at the
+first of them for good ("Has not committed ... last commit 6.68 minutes ago" in the log)
+while the agents' rows silently lacked those calls.
+
+That signature is what this module watches for: the consumer holds acknowledged offsets
+beyond a hole, the message at the hole is not in flight (delivered to a stream and not
+yet acknowledged), and this has lasted ``stall_s``. The partition is then sought back to
+its committed offset, so every message from the hole on is delivered again: the skipped
+ones are folded, the others are repeats, which every stage recognises and answers by
+sending its current records again (``streams.runner``). Nothing is lost, nothing counted
+twice, and the worker does not restart.
+
+:func:`holes` is the rule (pure); :func:`install` reads Faust's consumer bookkeeping on a
+timer and seeks. The bookkeeping is private to Faust (``_acked``, ``_committed_offset``,
+``_unacked_messages``), which is why the dependency is capped below 0.16 in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from prometheus_client import Counter
+
+__all__ = ["CommitWatch", "REWINDS", "check", "install"]
+
+log = logging.getLogger(__name__)
+
+REWINDS = Counter("tawag_streams_rewinds",
+                  "Partitions sought back to their committed offset because a message "
+                  "was never delivered to its stream (the commit was held by it)",
+                  ["topic", "partition"])
+
+CHECK_INTERVAL_S = 5.0
+
+
+@dataclass
+class CommitWatch:
+    """Remembers since when each partition's commit has been held by the same hole."""
+
+    stall_s: float
+    _held: dict[Hashable, tuple[int, float]] = field(default_factory=dict)
+
+    def holes(self, committed: Mapping[Hashable, int | None],
+              acked: Mapping[Hashable, Sequence[int]],
+              in_flight: Mapping[Hashable, Iterable[int]], now: float,
+              ) -> list[tuple[Hashable, int]]:
+        """The partitions to rewind, each with the offset to go back to: its committed
+        offset has not been acknowledged while later ones were, the message there is not
+        in flight, and that has held for ``stall_s`` (a rewind restarts the clock)."""
+        due: list[tuple[Hashable, int]] = []
+        for tp, offsets in acked.items():
+            at = committed.get(tp)
+            held = (at is not None and bool(offsets) and min(offsets) - at > 1
+                    and at not in set(in_flight.get(tp, ())))
+            if not held:
+                self._held.pop(tp, None)
+                continue
+            assert at is not None
+            since = self._held.get(tp)
+            if since is None or since[0] != at:
+                self._held[tp] = (at, now)
+            elif now - since[1] >= self.stall_s:
+                due.append((tp, at))
+                self._held[tp] = (at, now)
+        return due
+
+
+def install(app: faust.App, stall_s: float) -> CommitWatch:
+    """Run :func:`check` on the app's consumer every few seconds."""
+    watch = CommitWatch(stall_s)
+
+    @app.timer(CHECK_INTERVAL_S, name="commit-watch")
+    async def commit_watch() -> None:
+        await check(app.consumer, watch, time.monotonic())
+
+    return watch
+
+
+async def check(consumer: Any, watch: CommitWatch, now: float) -> list[tuple[Any, int]]:
+    """Seek back each partition :meth:`CommitWatch.holes` names, from Faust's consumer
+    bookkeeping; the (partition, offset) pairs it sought."""
+    in_flight: dict[Hashable, list[int]] = {}
+    for message in list(consumer._unacked_messages):
+        in_flight.setdefault(message.tp, []).append(message.offset)
+    acked = {tp: list(offsets) for tp, offsets in consumer._acked.items()}
+    due = watch.holes(dict(consumer._committed_offset), acked, in_flight, now)
+    for tp, offset in due:
+        log.error("%s[%s]: offset %s never reached its stream while %d later offsets were "
+                  "processed; seeking back to it (what follows is delivered again, repeats "
+                  "are recognised)", tp.topic, tp.partition, offset, len(acked[tp]))
+        REWINDS.labels(tp.topic, str(tp.partition)).inc()
+        await consumer.seek(tp, offset)
+    return due
