@@ -46,6 +46,14 @@ party is released; a real end arriving later does not reopen the call.
 ``extra.media_missing`` (added to v1, additive) says why: ``unknown_call`` (rtpengine
 no longer knew the call, e.g. one ended on the edge's timers) or ``no_rtp_stats``.
 
+``route.decided`` (added to v1, additive): a routing rule beyond the dialled number's
+own target decided where an inbound call goes (``leg_id`` the call's dialog, ``caller``
+the client, ``callee``/``did`` the DID). ``extra``: ``rule`` (``blacklist``: refused
+with 603; ``whitelist``: straight to the extension that lists the caller, skipping the
+DID's group or queue), ``target`` (``ext:<user>``, ``refuse:<rule>``), ``default_target``
+(where the DID alone would have sent it) and ``decision_us`` (the edge's time deciding).
+The DID's own routing stays in ``call.offered``'s ``route_target``. Keyed by the call.
+
 Call events are keyed by ``call_id`` (one call's events stay ordered on one
 partition); agent events by ``tenant:agent``. ``event_id`` is derived from the raw
 source payload, so a repeated delivery carries the same id and is dropped downstream.
@@ -67,6 +75,7 @@ __all__ = [
     "InvalidEvent",
     "CALL_TYPES",
     "AGENT_TYPES",
+    "CALL_KEYED",
     "to_json",
     "from_json",
     "from_dict",
@@ -96,10 +105,13 @@ class EventType(StrEnum):
     AGENT_UNREGISTERED = "agent.unregistered"
     AGENT_AUTH_FAILED = "agent.auth_failed"
     AGENT_STATE_CHANGED = "agent.state_changed"
+    ROUTE_DECIDED = "route.decided"
 
 
 CALL_TYPES = frozenset(t for t in EventType if t.value.startswith("call."))
 AGENT_TYPES = frozenset(t for t in EventType if t.value.startswith("agent."))
+CALL_KEYED = CALL_TYPES | {EventType.ROUTE_DECIDED}
+"""Keyed (and ordered) by the call: its own events and the routing decisions about it."""
 
 
 class Direction(StrEnum):
@@ -142,7 +154,7 @@ class Event:
     @property
     def key(self) -> str:
         """Kafka message key: the call for call events, ``tenant:agent`` for agent events."""
-        if self.type in CALL_TYPES:
+        if self.type in CALL_KEYED:
             return self.call_id or ""
         return f"{self.tenant}:{self.agent}"
 
@@ -174,7 +186,7 @@ def _validate(ev: Event) -> None:
         raise InvalidEvent("tenant: missing")
     if ev.ts.tzinfo is None:
         raise InvalidEvent("ts: must be timezone-aware (UTC)")
-    if ev.type in CALL_TYPES and not ev.call_id:
+    if ev.type in CALL_KEYED and not ev.call_id:
         raise InvalidEvent(f"call_id: missing on {ev.type.value}")
     if ev.type in AGENT_TYPES and not ev.agent:
         raise InvalidEvent(f"agent: missing on {ev.type.value}")

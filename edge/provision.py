@@ -77,6 +77,7 @@ __all__ = [
     "compile_tenant",
     "ha1",
     "masked_number",
+    "caller_key",
     "plan",
     "apply",
     "apply_states",
@@ -109,8 +110,9 @@ MASK_PREFIX = "*77"
 _HOSTPORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$")
 
 _TENANT_KEYS = {"domain", "company_number", "trunk", "trunk_sources", "record",
-                "time_zone", "extension", "group", "did", "speed_dial", "mask"}
-_EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward"}
+                "time_zone", "extension", "group", "did", "speed_dial", "mask", "blacklist"}
+_EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward",
+                   "whitelist"}
 _GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward"}
 _DID_KEYS = {"to", "record"}
 
@@ -321,10 +323,44 @@ def _check_tenant(report: _Reporter, name: str, spec: Any) -> None:
             report(at, f"mask {code!r}: client codes are 2-8 digits")
         if not _is_number(number):
             report(at, f"mask {code}: not a phone number: {number!r}")
+    _check_caller_lists(report, where, spec.get("blacklist"), extensions)
     uses_outside = _uses_outside_numbers(extensions, groups) or bool(masks) or any(
         isinstance(t, str) and _NUMBER.match(t) for t in speed.values())
     if trunk is None and uses_outside:
         report((*where, "trunk"), "an outside number is a forwarding target but no trunk is set")
+
+
+def _numbers(report: _Reporter, where: tuple[str, ...], value: Any) -> list[str]:
+    """A list of phone numbers, as the edge compares them (E.164 digits without "+")."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(_is_number(n) for n in value):
+        report(where, f"{where[-1]}: a list of phone numbers such as \"+79161234567\"")
+        return []
+    return [caller_key(n) for n in value]
+
+
+def _check_caller_lists(report: _Reporter, where: tuple[str, ...], blacklist: Any,
+                        extensions: dict[str, Any]) -> None:
+    """A number is white-listed by one extension at most, and never also black-listed."""
+    blocked = set(_numbers(report, (*where, "blacklist"), blacklist))
+    owner: dict[str, str] = {}
+    for user, ext in extensions.items():
+        if not isinstance(ext, dict):
+            continue
+        at = (*where, "extension", user, "whitelist")
+        for number in _numbers(report, at, ext.get("whitelist")):
+            if number in blocked:
+                report(at, f"extension {user}: +{number} is also in the tenant's blacklist")
+            elif owner.setdefault(number, user) != user:
+                report(at, f"extension {user}: +{number} is already white-listed for "
+                           f"extension {owner[number]}")
+
+
+def caller_key(number: str) -> str:
+    """A caller's number as the white and black lists hold it and the edge looks it up:
+    the E.164 digits without "+" (the carrier sends the From user with or without it)."""
+    return number.lstrip("+")
 
 
 def _check_extension(report: _Reporter, where: tuple[str, ...], user: str, ext: Any,
@@ -508,6 +544,8 @@ def compile_tenant(name: str, spec: Mapping[str, Any]) -> TenantState:
         ints[f"{key}:timeout"] = ext.get("no_answer_timeout", DEFAULT_NO_ANSWER_S)
         ints[f"{key}:record"] = int(ext.get("record", False))
         strings |= _forward_entries(key, ext.get("forward"), ext.get("mobile"))
+        strings |= {f"white:{d}:{caller_key(n)}": user for n in ext.get("whitelist") or []}
+    ints |= {f"block:{d}:{caller_key(n)}": 1 for n in spec.get("blacklist") or []}
     for group, grp in (spec.get("group") or {}).items():
         key = f"group:{d}:{group}"
         strings[f"{key}:mode"] = STRATEGIES[grp.get("strategy", "ring_all")]
@@ -596,7 +634,7 @@ def _owned_by(table: str, key: str, value: str | int, domain: str,
     if table == CREDS_TABLE:
         return key.endswith(f"@{domain}")
     kind, _, rest = key.partition(":")
-    if kind in ("tenant", "ext", "group", "speed", "mask", "pickup"):
+    if kind in ("tenant", "ext", "group", "speed", "mask", "pickup", "white", "block"):
         return rest == domain or rest.startswith(f"{domain}:")
     if kind == "trunksrc":
         return value == domain

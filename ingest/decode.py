@@ -258,6 +258,17 @@ def _picked_up(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
         "extra": {"picked_up_by": p["picked_up_by"]}}
 
 
+_DECISION_EXTRA = ("rule", "target", "default_target", "decision_us")
+
+
+def _route_decided(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
+    """route.decided: which rule fired for an inbound call, where it sent it, where the
+    DID alone would have, and how long the edge took to decide (core.events)."""
+    _require(p, "rule", "target")
+    return _call(p, EventType.ROUTE_DECIDED, ctx) | {
+        "extra": {k: p[k] for k in _DECISION_EXTRA if p.get(k) not in (None, "")}}
+
+
 _DECODERS: dict[str, Callable[[dict[str, Any], DecodeContext], dict[str, Any]]] = {
     "call.start": _offered,
     "call.ringing": _ringing,
@@ -275,6 +286,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any], DecodeContext], dict[str, Any]]] 
     "call.recording_ready": _recording_ready,
     "call.held": lambda p, c: _hold(p, EventType.CALL_HELD, c),
     "call.resumed": lambda p, c: _hold(p, EventType.CALL_RESUMED, c),
+    "route.decided": _route_decided,
 }
 
 

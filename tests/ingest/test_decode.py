@@ -211,3 +211,16 @@ def test_transferees_new_dialog_keeps_the_call_id_and_names_its_dialog():
 
     assert (ev.call_id, ev.leg_id, ev.key) == ("c1", "c9", "c1")
     assert (ev.extra["transferred_from"], ev.extra["replaces"]) == ("c1", "c5")
+
+
+def test_route_decided_is_keyed_by_its_call_and_says_rule_target_and_default():
+    ev = decode_evapi(frame(event="route.decided", ts=T0, call_id="c9", **{"from": "+79035550101"},
+                            to="74951230001", domain="pbx.test", rule="whitelist",
+                            target="ext:102", default_target="group:sales", decision_us=41), CTX)
+    assert ev.type is EventType.ROUTE_DECIDED and ev.key == "c9"
+    assert (ev.caller, ev.callee, ev.did) == ("+79035550101", "+74951230001", "+74951230001")
+    assert ev.direction is Direction.INBOUND
+    assert ev.extra == {"rule": "whitelist", "target": "ext:102",
+                        "default_target": "group:sales", "decision_us": 41}
+    with pytest.raises(InvalidEvent, match="route.decided: missing rule"):
+        decode_evapi(frame(event="route.decided", ts=T0, call_id="c9", target="ext:102"), CTX)

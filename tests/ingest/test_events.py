@@ -4,6 +4,7 @@ import pytest
 
 from core.events import (
     AGENT_TYPES,
+    CALL_KEYED,
     CALL_TYPES,
     Direction,
     Event,
@@ -32,9 +33,10 @@ def test_round_trip_is_lossless_and_stable():
     assert b'"schema":1' in wire
 
 
-def test_every_type_is_either_call_or_agent():
-    assert set(EventType) == CALL_TYPES | AGENT_TYPES
-    assert not CALL_TYPES & AGENT_TYPES
+def test_every_type_is_keyed_by_its_call_or_its_agent():
+    assert set(EventType) == CALL_KEYED | AGENT_TYPES
+    assert not CALL_KEYED & AGENT_TYPES
+    assert {EventType.ROUTE_DECIDED} == CALL_KEYED - CALL_TYPES
 
 
 def test_keys_keep_a_call_on_one_partition_and_agents_by_tenant():

@@ -41,6 +41,8 @@ DID_SALES, DID_SUPPORT, DID_RECORDED = "74951230001", "74951230002", "7495123000
 DID_102 = "74951230102"
 """The issue's demo DID: straight to extension 102, not recorded."""
 OUTSIDE_CALLER = "+79035550101"
+BLOCKED_CALLER, VIP_CALLER = "+79035550666", "+79035550777"
+"""In the tenant's blacklist; in 103's whitelist (it skips the sales group)."""
 PASSWORDS = {u: f"secret-{u}" for u in ("101", "102", "103", "104", "105")}
 CONTACT_PORTS = {"101": 25070, "102": 25071, "103": 25072, "104": 25073}
 UAC_PORTS = cycle(range(25080, 25090))
@@ -66,6 +68,7 @@ domain = "{DOMAIN}"
 company_number = "{COMPANY}"
 trunk = "127.0.0.1:{TRUNK_PORT}"
 trunk_sources = ["127.0.0.1:{CARRIER_UAC_PORT}"]
+blacklist = ["{BLOCKED_CALLER}"]
 
 [tenant.acme.extension.101]
 password = "{PASSWORDS['101']}"
@@ -76,6 +79,7 @@ password = "{PASSWORDS['102']}"
 [tenant.acme.extension.103]
 password = "{PASSWORDS['103']}"
 forward = {{ busy = "ext:102" }}
+whitelist = ["{VIP_CALLER.lstrip('+')}"]
 
 [tenant.acme.extension.104]
 password = "{PASSWORDS['104']}"
@@ -517,6 +521,46 @@ def test_unknown_did_from_the_trunk_gets_404(
 
     assert result.ok, result.received()
     assert kinds(call_events(evapi, result)) == ["call.start", "call.failed"]
+
+
+def test_black_listed_caller_is_refused_603_and_route_decided_says_why(
+    sip: sipp.Edge, evapi: EvapiListener, registered: None
+) -> None:
+    result = sipp.call_expect_failure(sip, BLOCKED_CALLER, DID_SALES, 603,
+                                      port=CARRIER_UAC_PORT, media_port=next(MEDIA_PORTS))
+
+    assert result.ok, result.received()
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "route.decided", "call.failed"]  # nobody rang
+    start, decided, failed = events
+    assert start["route_target"] == "refuse:blacklist"
+    assert (decided["rule"], decided["target"], decided["default_target"]) == (
+        "blacklist", "refuse:blacklist", "group:sales")
+    assert 0 <= decided["decision_us"] < 1_000_000
+    assert failed["code"] == 603
+    [ev] = [e for e in decoded(events) if e.type.value == "route.decided"]
+    assert (ev.call_id, ev.caller, ev.did, ev.key) == (
+        result.call_id, BLOCKED_CALLER, f"+{DID_SALES}", result.call_id)
+
+
+def test_white_listed_caller_goes_straight_to_its_extension_skipping_the_group(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    uas.append(sipp.start_uas_answer(sip, port=CONTACT_PORTS["103"],
+                                     media_port=next(MEDIA_PORTS)))
+
+    result = sipp.call(sip, VIP_CALLER, f"+{DID_SALES}", port=CARRIER_UAC_PORT,
+                       media_port=next(MEDIA_PORTS), talk_ms=500)
+
+    assert result.ok, result.received()
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "route.decided", "call.ringing", "call.answered",
+                             "call.end"]  # 102 and 104 of the sales group never rang
+    start, decided = events[:2]
+    assert start["route_target"] == "ext:103" and "group" not in start
+    assert (decided["rule"], decided["target"], decided["default_target"]) == (
+        "whitelist", "ext:103", "group:sales")
+    assert [e["agent"] for e in events[2:]] == ["103", "103", "103"]
 
 
 # --- 4./5. recording and media quality ------------------------------------------------

@@ -267,3 +267,43 @@ def test_the_demo_tenant_is_in_moscow_and_others_get_the_default(tmp_path: Path)
     other = load(environ={"TAWAG_DEFAULT_TIME_ZONE": "Asia/Novosibirsk",
                           "TAWAG_PROVISIONING_FILE": str(write(tmp_path, GOOD))})
     assert other.time_zone_of("acme") == "Asia/Novosibirsk"  # GOOD names no zone
+
+
+def test_white_and_black_lists_compile_to_caller_keys_without_the_plus(tmp_path: Path) -> None:
+    text = GOOD.replace('trunk = "127.0.0.1:5090"\n',
+                        'trunk = "127.0.0.1:5090"\nblacklist = ["+74950000666"]\n', 1).replace(
+        'no_answer_timeout = 15\n', 'no_answer_timeout = 15\nwhitelist = ["+79035550101"]\n', 1)
+    path = write(tmp_path, text)
+    assert provision.check(path) == []
+    state = provision.load(path)["acme"]
+    assert state.strings["white:pbx.test:79035550101"] == "102"
+    assert state.ints["block:pbx.test:74950000666"] == 1
+    # both belong to the tenant: a later file without them deletes them
+    calls = provision.plan(provision.load(write(tmp_path, GOOD))["acme"],
+                           [("pbx", "white:pbx.test:79035550101", "102"),
+                            ("pbx", "block:pbx.test:74950000666", 1)])
+    assert {c.params for c in calls if c.method == "htable.delete"} == {
+        ("pbx", "white:pbx.test:79035550101"), ("pbx", "block:pbx.test:74950000666")}
+
+
+def test_a_listed_number_has_one_rule_and_bad_entries_are_reported_at_their_lines(
+        tmp_path: Path) -> None:
+    text = GOOD.replace('trunk = "127.0.0.1:5090"\n',
+                        'trunk = "127.0.0.1:5090"\nblacklist = ["+74950000666"]\n', 1).replace(
+        'forward = { no_answer = "mobile", busy = "ext:102" }\n',
+        'forward = { no_answer = "mobile", busy = "ext:102" }\n'
+        'whitelist = ["79035550101", "+74950000666"]\n', 1).replace(
+        'no_answer_timeout = 15\n',
+        'no_answer_timeout = 15\nwhitelist = ["+79035550101", "nope"]\n', 1)
+    path = write(tmp_path, text)
+    messages = [str(e) for e in provision.check(path)]
+
+    assert messages == [
+        f"{path}:11: extension 101: +74950000666 is also in the tenant's blacklist",
+        f"{path}:16: whitelist: a list of phone numbers such as \"+79161234567\"",
+    ]
+    fixed = text.replace('whitelist = ["+79035550101", "nope"]', 'whitelist = ["+79035550101"]'
+                         ).replace(', "+74950000666"]', ']')
+    [error] = provision.check(write(tmp_path, fixed))
+    assert (error.line, error.message) == (
+        16, "extension 102: +79035550101 is already white-listed for extension 101")
