@@ -53,6 +53,7 @@ from warehouse.queries import (
     glossary,
     kpi,
     quality,
+    routing,
     sql_box,
     trends,
     wallboard,
@@ -90,8 +91,8 @@ EXPORT_LIMIT = 1_000_000
 
 _SUBJECTS: Mapping[str, ModuleType] = {
     "agent_stats": agent_stats, "callbacks": callbacks, "calls": calls, "cdr": cdr,
-    "kpi": kpi, "quality": quality, "tenants": tenant_queries, "trends": trends,
-    "wallboard": wallboard}
+    "kpi": kpi, "quality": quality, "routing": routing, "tenants": tenant_queries,
+    "trends": trends, "wallboard": wallboard}
 
 
 def _tenant_scoped(query: object) -> bool:

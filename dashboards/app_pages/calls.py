@@ -104,6 +104,11 @@ def show_call(call_id: str) -> None:
     if events.empty:
         st.info("No events recorded for this call.")
         return
+    decisions = data.fetch("routing.call_decisions", call_id)
+    if not decisions.empty:
+        st.markdown("**Routing decisions**", help=data.definition("routing.call_decisions"))
+        st.dataframe(decisions.assign(ts=wall_clock(decisions["ts"], data.time_zone())),
+                     hide_index=True, width="stretch")
     st.markdown("**Legs**")
     st.dataframe(legs, hide_index=True, width="stretch")
     st.markdown("**Events**")

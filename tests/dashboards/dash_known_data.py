@@ -105,6 +105,16 @@ def a1_events() -> list[Event]:
             ended, ended]
 
 
+def a2_decision() -> Event:
+    """Call a2's caller is in 102's whitelist: straight to 102 instead of the sales group."""
+    c = acme_calls()[1]
+    return Event(event_id="a2-d1", type=EventType.ROUTE_DECIDED, tenant="acme",
+                 ts=c.started_at, source="kamailio@test", call_id="a2", leg_id="a2",
+                 direction=Direction.INBOUND, caller=c.caller, callee=D1, did=D1,
+                 extra={"rule": "whitelist", "target": "ext:102",
+                        "default_target": "group:sales", "decision_us": 37})
+
+
 def stale(cdrs: list[Cdr]) -> list[Cdr]:
     """Older in-progress revisions of closed calls: FINAL must hide them."""
     return [replace(c, version=1, disposition=Disposition.IN_PROGRESS, closed=False,
@@ -194,7 +204,7 @@ def load(store: ChdbClient) -> None:
     records = [Record(settings.topic_cdrs, 0, i, cdr_to_json(c))
                for i, c in enumerate([*stale(cdrs), *cdrs])]
     events = [Record(settings.topic_call_events, 0, i, to_json(e))
-              for i, e in enumerate(a1_events())]
+              for i, e in enumerate([*a1_events(), a2_decision()])]
     loader = Loader(store, routes_for(settings), lambda dead: None)
     loader.load(records)  # the loader takes one topic-partition at a time
     loader.load(events)

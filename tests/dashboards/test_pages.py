@@ -130,6 +130,25 @@ def test_a_call_shows_its_legs_and_events_once_each():
     assert len(at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")) == 1
 
 
+def test_a_call_a_routing_rule_decided_shows_the_decision():
+    at = open_page("calls")
+    at.text_input(key="calls_call_id").input("a2").run()
+    decisions = at.dataframe[1].value
+    assert decisions[["rule", "target", "default_target", "decision_us"]].to_dict(
+        "records") == [{"rule": "whitelist", "target": "ext:102",
+                        "default_target": "group:sales", "decision_us": 37}]
+
+
+def test_routing_page_counts_the_rules_that_fired_for_the_tenant_only():
+    at = open_page("routing")
+    assert metrics(at)["Calls decided by a rule"] == "1"
+    assert metrics(at)["Slowest decision (p99, µs)"] == "37"
+    [table] = at.dataframe
+    assert table.value.to_dict("records") == [
+        {"rule": "whitelist", "target": "ext:102", "calls": 1, "p99_decision_us": 37}]
+    assert open_page("routing", user="bob").info[0].value.startswith("No routing rule fired")
+
+
 def test_a_calls_recording_plays_in_the_page():
     at = open_page("calls")
     at.text_input(key="calls_call_id").input("a1").run()
