@@ -10,12 +10,14 @@ forwarding rules and trunk::
     trunk_sources = ["127.0.0.1:5091"]  # who may send DID calls (default: the trunk)
     record = false
     time_zone = "Europe/Moscow"         # IANA zone of the tenant's days, hours, reports
+    blacklist = ["+74950000666"]        # callers from the trunk refused with 603
 
     [tenant.acme.extension.101]
     password = "secret101"
     mobile = "+79161234567"
     no_answer_timeout = 20              # seconds, 20 by default
     forward = { no_answer = "mobile", busy = "ext:102", unregistered = "mobile" }
+    whitelist = ["+79035550101"]        # callers sent straight here, whatever DID
 
     [tenant.acme.group.sales]
     strategy = "ring_all"               # or "sequential"
