@@ -60,11 +60,13 @@ import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
 from core.timezones import is_valid_zone
+from edge import schedules
 from edge.control import kamailio_rpc
 
 __all__ = [
@@ -112,11 +114,13 @@ MASK_PREFIX = "*77"
 _HOSTPORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$")
 
 _TENANT_KEYS = {"domain", "company_number", "trunk", "trunk_sources", "record",
-                "time_zone", "extension", "group", "did", "speed_dial", "mask", "blacklist"}
+                "time_zone", "extension", "group", "did", "speed_dial", "mask", "blacklist",
+                "schedule"}
 _EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward",
                    "whitelist"}
 _GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward"}
-_DID_KEYS = {"to", "record"}
+_DID_KEYS = {"to", "record", "schedule"}
+_SCHEDULE_KEYS = {"hours", "holidays", "closed"}
 
 
 @dataclass(frozen=True)
@@ -190,12 +194,13 @@ def check(path: Path) -> list[ProvisioningError]:
     return errors
 
 
-def load(path: Path) -> dict[str, TenantState]:
-    """Parse, validate and compile a file: tenant -> state; raises ProvisioningFailed."""
+def load(path: Path, now: datetime | None = None) -> dict[str, TenantState]:
+    """Parse, validate and compile a file: tenant -> state; raises ProvisioningFailed.
+    Schedules are compiled from ``now`` (the present by default)."""
     tenants, errors = _parse(Path(path))
     if errors:
         raise ProvisioningFailed(errors)
-    return {name: compile_tenant(name, spec) for name, spec in tenants.items()}
+    return {name: compile_tenant(name, spec, now) for name, spec in tenants.items()}
 
 
 def _parse(path: Path) -> tuple[dict[str, dict[str, Any]], list[ProvisioningError]]:
@@ -307,6 +312,18 @@ def _check_tenant(report: _Reporter, name: str, spec: Any) -> None:
         _check_group(report, (*where, "group", group), group, grp, extensions, groups)
     for number, did in dids.items():
         _check_did(report, (*where, "did", number), number, did, extensions, groups)
+    calendars = _table(report, (*where, "schedule"), spec.get("schedule"))
+    for name_, schedule in calendars.items():
+        _check_schedule(report, (*where, "schedule", name_), name_, schedule, extensions,
+                        groups)
+    for number, did in dids.items():
+        used = did.get("schedule") if isinstance(did, dict) else None
+        if used is not None and used not in calendars:
+            report((*where, "did", number, "schedule"),
+                   f"did {number}: schedule {used!r} is not defined in this tenant")
+        elif used is not None and zone_name is None:
+            report((*where, "did", number, "schedule"),
+                   f"did {number}: a schedule needs the tenant's time_zone")
     speed = _table(report, (*where, "speed_dial"), spec.get("speed_dial"))
     for code, target in speed.items():
         at = (*where, "speed_dial", code)
@@ -407,6 +424,24 @@ def _check_group(report: _Reporter, where: tuple[str, ...], name: str, grp: Any,
                                             "extension of this tenant")
     _check_timeout(report, (*where, "ring_timeout"), grp.get("ring_timeout"))
     _check_forward(report, where, grp.get("forward"), extensions, groups, has_mobile=False)
+
+
+def _check_schedule(report: _Reporter, where: tuple[str, ...], name: str, schedule: Any,
+                    extensions: dict[str, Any], groups: dict[str, Any]) -> None:
+    if not isinstance(schedule, dict):
+        report(where, f"schedule {name!r} must be a table")
+        return
+    _unknown_keys(report, where, schedule, _SCHEDULE_KEYS)
+    for problem in schedules.hours_problems(schedule.get("hours")):
+        report((*where, "hours"), f"schedule {name}: {problem}")
+    for problem in schedules.holiday_problems(schedule.get("holidays")):
+        report((*where, "holidays"), f"schedule {name}: {problem}")
+    closed = schedule.get("closed")
+    problem = None if closed == "reply" else _target_problem(
+        closed, extensions, groups, allow_outside=True, has_mobile=False)
+    if problem:
+        report((*where, "closed"), f"schedule {name}: closed: {problem} "
+                                   "(or \"reply\": answered 480 Closed)")
 
 
 def _check_did(report: _Reporter, where: tuple[str, ...], number: str, did: Any,
@@ -527,8 +562,10 @@ def ha1(user: str, realm: str, password: str) -> str:
     return hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()  # noqa: S324
 
 
-def compile_tenant(name: str, spec: Mapping[str, Any]) -> TenantState:
-    """The htable entries of one validated tenant (see sip-edge/kamailio.cfg, WITH_PBX)."""
+def compile_tenant(name: str, spec: Mapping[str, Any],
+                   now: datetime | None = None) -> TenantState:
+    """The htable entries of one validated tenant (see sip-edge/kamailio.cfg, WITH_PBX);
+    schedules become open windows from ``now``'s day on (:mod:`edge.schedules`)."""
     d = spec["domain"]
     strings: dict[str, str] = {}
     ints: dict[str, int] = {f"tenant:{d}": 1, f"tenant:{d}:record": int(spec.get("record", False))}
@@ -569,7 +606,29 @@ def compile_tenant(name: str, spec: Mapping[str, Any]) -> TenantState:
         strings[key] = d
         strings[f"{key}:to"] = did["to"]
         ints[f"{key}:record"] = int(did.get("record", False))
+        if did.get("schedule"):
+            schedule = spec["schedule"][did["schedule"]]
+            s_strings, s_ints = _schedule_entries(f"sched:{number.lstrip('+')}", schedule,
+                                                  spec["time_zone"], now or datetime.now(UTC))
+            strings |= s_strings
+            ints |= s_ints
     return TenantState(name, d, creds, strings, ints)
+
+
+def _schedule_entries(key: str, schedule: Mapping[str, Any], zone: str, now: datetime,
+                      ) -> tuple[dict[str, str], dict[str, int]]:
+    """``<key>:n`` windows, ``<key>:s<i>``/``:e<i>`` their bounds (epoch s), ``<key>:until``
+    the end of the compiled horizon, ``<key>:closed`` the out-of-hours target
+    (``refuse:closed`` for a reply)."""
+    windows = schedules.open_windows(schedule["hours"], schedule.get("holidays") or (), zone,
+                                     now)
+    ints = {f"{key}:n": len(windows), f"{key}:until": schedules.horizon_end(zone, now)}
+    for i, (start, end) in enumerate(windows):
+        ints[f"{key}:s{i}"], ints[f"{key}:e{i}"] = start, end
+    closed = schedule["closed"]
+    target = "refuse:closed" if closed == "reply" else (
+        f"tel:{closed}" if _NUMBER.match(closed) else closed)
+    return {f"{key}:closed": target}, ints
 
 
 def _pickup_peers(groups: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -640,7 +699,7 @@ def _owned_by(table: str, key: str, value: str | int, domain: str,
         return rest == domain or rest.startswith(f"{domain}:")
     if kind == "trunksrc":
         return value == domain
-    if kind == "did":
+    if kind in ("did", "sched"):
         number = rest.split(":")[0]
         return any(t == PBX_TABLE and k == f"did:{number}" and v == domain
                    for t, k, v in current)

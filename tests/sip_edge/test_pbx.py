@@ -13,9 +13,11 @@ import threading
 import time
 import wave
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from itertools import cycle
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from edge_harness import EdgeStack, EvapiListener, connect_evapi
@@ -24,7 +26,7 @@ from core.agent_records import AgentStatus
 from core.events import Event
 from core.records import Disposition, LegOutcome
 from edge import control as edge
-from edge import provision, sipp
+from edge import provision, schedules, sipp
 from ingest import recording
 from ingest.decode import DecodeContext, decode_evapi
 from streams.folds.agent_state import AgentState, agent_keys, apply, timeline
@@ -41,6 +43,9 @@ DID_SALES, DID_SUPPORT, DID_RECORDED = "74951230001", "74951230002", "7495123000
 DID_102 = "74951230102"
 """The issue's demo DID: straight to extension 102, not recorded."""
 OUTSIDE_CALLER = "+79035550101"
+DID_CLOSED, DID_CLOSED_REPLY, DID_OPEN = "74951230011", "74951230012", "74951230013"
+"""Scheduled DIDs: on holiday today and tomorrow (to 103; a 480 reply), and open all week."""
+MOSCOW_TODAY = datetime.now(ZoneInfo("Europe/Moscow")).date()
 BLOCKED_CALLER, VIP_CALLER = "+79035550666", "+79035550777"
 """In the tenant's blacklist; in 103's whitelist (it skips the sales group)."""
 PASSWORDS = {u: f"secret-{u}" for u in ("101", "102", "103", "104", "105")}
@@ -69,6 +74,33 @@ company_number = "{COMPANY}"
 trunk = "127.0.0.1:{TRUNK_PORT}"
 trunk_sources = ["127.0.0.1:{CARRIER_UAC_PORT}"]
 blacklist = ["{BLOCKED_CALLER}"]
+time_zone = "Europe/Moscow"
+
+[tenant.acme.schedule.holiday]
+hours = {{ {", ".join(f'{d} = "00:00-24:00"' for d in schedules.DAYS)} }}
+holidays = ["{MOSCOW_TODAY}", "{MOSCOW_TODAY + timedelta(days=1)}"]
+closed = "ext:103"
+
+[tenant.acme.schedule.holiday-reply]
+hours = {{ mon = "09:00-18:00" }}
+holidays = ["{MOSCOW_TODAY}", "{MOSCOW_TODAY + timedelta(days=1)}"]
+closed = "reply"
+
+[tenant.acme.schedule.always]
+hours = {{ {", ".join(f'{d} = "00:00-24:00"' for d in schedules.DAYS)} }}
+closed = "reply"
+
+[tenant.acme.did."{DID_CLOSED}"]
+to = "group:sales"
+schedule = "holiday"
+
+[tenant.acme.did."{DID_CLOSED_REPLY}"]
+to = "group:sales"
+schedule = "holiday-reply"
+
+[tenant.acme.did."{DID_OPEN}"]
+to = "ext:102"
+schedule = "always"
 
 [tenant.acme.extension.101]
 password = "{PASSWORDS['101']}"
@@ -561,6 +593,53 @@ def test_white_listed_caller_goes_straight_to_its_extension_skipping_the_group(
     assert (decided["rule"], decided["target"], decided["default_target"]) == (
         "whitelist", "ext:103", "group:sales")
     assert [e["agent"] for e in events[2:]] == ["103", "103", "103"]
+
+
+def test_out_of_hours_a_scheduled_did_goes_to_its_closed_target(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    """Today is a holiday of DID_CLOSED's schedule (in Moscow): 103, not the sales group."""
+    uas.append(sipp.start_uas_answer(sip, port=CONTACT_PORTS["103"],
+                                     media_port=next(MEDIA_PORTS)))
+
+    result = sipp.call(sip, OUTSIDE_CALLER, DID_CLOSED, port=CARRIER_UAC_PORT,
+                       media_port=next(MEDIA_PORTS), talk_ms=500)
+
+    assert result.ok, result.received()
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "route.decided", "call.ringing", "call.answered",
+                             "call.end"]
+    decided = events[1]
+    assert (decided["rule"], decided["target"], decided["default_target"]) == (
+        "schedule", "ext:103", "group:sales")
+    assert events[2]["agent"] == "103"
+
+
+def test_out_of_hours_with_a_reply_the_carrier_gets_480_closed(
+    sip: sipp.Edge, evapi: EvapiListener, registered: None
+) -> None:
+    result = sipp.call_expect_failure(sip, OUTSIDE_CALLER, DID_CLOSED_REPLY, 480,
+                                      port=CARRIER_UAC_PORT, media_port=next(MEDIA_PORTS))
+
+    assert result.ok, result.received()
+    events = call_events(evapi, result)
+    assert kinds(events) == ["call.start", "route.decided", "call.failed"]
+    assert (events[1]["rule"], events[1]["target"]) == ("schedule", "refuse:closed")
+    assert (events[2]["code"], events[2]["reason"]) == (480, "Closed")
+
+
+def test_in_hours_a_scheduled_did_routes_as_usual_with_no_decision(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    uas.append(sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"],
+                                     media_port=next(MEDIA_PORTS)))
+
+    result = sipp.call(sip, OUTSIDE_CALLER, DID_OPEN, port=CARRIER_UAC_PORT,
+                       media_port=next(MEDIA_PORTS), talk_ms=500)
+
+    assert result.ok, result.received()
+    assert kinds(call_events(evapi, result)) == ["call.start", "call.ringing", "call.answered",
+                                                 "call.end"]
 
 
 # --- 4./5. recording and media quality ------------------------------------------------
