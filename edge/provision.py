@@ -24,9 +24,15 @@ forwarding rules and trunk::
     members = ["102", "103"]
     forward = { no_answer = "ext:101" }
 
+    [tenant.acme.schedule.office]       # opening hours (edge.schedules), tenant's zone
+    hours = { mon = "09:00-18:00", fri = "09:00-17:00" }
+    holidays = ["2026-12-31"]
+    closed = "ext:101"                  # out-of-hours target, or "reply" (480 Closed)
+
     [tenant.acme.did."74951230001"]
     to = "group:sales"                  # "ext:<user>" or "group:<name>"
     record = true
+    schedule = "office"                 # optional
 
     [tenant.acme.speed_dial]            # short numbers: code = target
     "11" = "+79161234567"               # an outside number (through the trunk)
