@@ -60,7 +60,7 @@ def build_targets(settings: Settings, state_dir: Path | None = None) -> list[Tar
     if "bitrix24" in s.crm_enabled:
         store = (FileTokenStore(state / "bitrix24-token.json")
                  if s.crm_bitrix24_client_id else None)
-        targets.append(Target(b24(s, store), s.crm_bitrix24_users,
+        targets.append(Target(b24(s, store, state_dir=state), s.crm_bitrix24_users,
                               s.crm_bitrix24_default_user or None))
     if "onec" in s.crm_enabled:
         targets.append(Target(_checked_onec(onec(s), s.crm_onec_users), s.crm_onec_users, None))
