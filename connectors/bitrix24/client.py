@@ -342,7 +342,8 @@ def build_client(settings: Settings, store: TokenStore | None, *,
     if store is not None:
         auth = Bitrix24OAuth(oauth_url=settings.crm_bitrix24_oauth_url,
                              client_id=settings.crm_bitrix24_client_id,
-                             client_secret=settings.crm_bitrix24_client_secret, store=store)
+                             client_secret=settings.crm_bitrix24_client_secret, store=store,
+                             rest_base=settings.crm_bitrix24_base_url)
     http = httpx.Client(base_url=settings.crm_bitrix24_base_url, auth=auth, transport=transport,
                         timeout=settings.crm_http_timeout_s)
     if store is None:
