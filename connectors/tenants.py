@@ -25,7 +25,7 @@ from connectors.sync import SyncWorker
 from core.events import Event
 from core.records import Cdr
 from core.settings import Settings
-from core.tenant_crm import CRMS, crm_keys, tenant_crms
+from core.tenant_crm import CRMS, crm_keys, tenant_crms, tenant_tables
 
 __all__ = ["Connection", "TenantWorkers", "connection_settings", "connections"]
 
@@ -71,8 +71,13 @@ def connections(settings: Settings) -> list[Connection]:
     ``connectors_dir``, as a single-tenant install always had it) unless the file gives
     that tenant a ``crm`` table, then each ``crm`` table (in ``connectors_dir/tenants/<name>``)."""
     tables = tenant_crms(settings.provisioning_file)
+    named = {t for t, spec in tenant_tables(settings.provisioning_file).items() if "crm" in spec}
+    for tenant in sorted(named - set(tables)):
+        log.error("tenant %s: its [tenant.%s.crm] table is invalid (tawag provision "
+                  "--check %s says why); its calls are not synced", tenant, tenant,
+                  settings.provisioning_file)
     found = []
-    if settings.crm_enabled and settings.tenant not in tables:
+    if settings.crm_enabled and settings.tenant not in named:
         found.append(Connection(settings, settings.connectors_dir))
     for tenant, table in sorted(tables.items()):
         found.append(Connection(connection_settings(settings, tenant, table),

@@ -170,3 +170,14 @@ def test_one_tenants_crm_outage_does_not_delay_another_and_nothing_crosses(
     assert all(r["params"]["EXTERNAL_CALL_ID"] in globex_ids
                for r in fb.registrations.values())
     assert "initech" not in outboxes
+
+
+def test_an_invalid_crm_table_connects_nothing_not_even_the_environments_crm(tmp_path: Path,
+                                                                              caplog):
+    prov = tmp_path / "tawag.toml"
+    prov.write_text('[tenant.acme]\ndomain = "pbx.test"\n\n[tenant.acme.crm.amocrm]\n'
+                    'base_url = "https://acme.amocrm.ru"\n')  # no credentials
+    env = Settings(data_dir=tmp_path, provisioning_file=prov, tenant="acme",
+                   crm_enabled=("amocrm",), crm_amocrm_base_url="https://old.amocrm.ru")
+    assert connections(env) == []
+    assert "tenant acme: its [tenant.acme.crm] table is invalid" in caplog.text
