@@ -52,8 +52,11 @@ DIDS = {"acme": "74951230102", "globex": "74957770202"}
 CALLERS = {"acme": "89161234567", "globex": "89031112233"}
 CALLS_EACH = 3
 DEADLINE_S = 90
-GLOBEX_DURING_OUTAGE_S = 20.0
-"""A Bitrix24 finish later than this after its call ended counts as held back."""
+HELD_BACK_S = 5.0
+"""A Bitrix24 finish this much later than the slowest one without an outage counts as held
+back (an amoCRM backoff step reaches 30 s; a shared queue would wait for it)."""
+BASELINE: dict[str, float] = {}
+"""Slowest globex finish after its call ended without an outage (first test), s."""
 
 
 def provisioning(amo: FakeAmoCrm, amo_url: str, b24: FakeBitrix24, b24_url: str) -> str:
@@ -139,6 +142,20 @@ def place(edge: sipp.Edge, tenant: str) -> tuple[str, float]:
     return result.call_id, time.monotonic()
 
 
+def finish_lags(b24: FakeBitrix24, ended: dict[str, float]) -> list[float]:
+    """Wait until every call in ``ended`` is finished in Bitrix24; seconds from each
+    call's end to when the test saw its finish (polled every 0.2 s), sorted."""
+    seen: dict[str, float] = {}
+
+    def done() -> bool:
+        for call_id in set(b24_finished(b24)) & set(ended):
+            seen.setdefault(call_id, time.monotonic())
+        return len(seen) == len(ended)
+
+    wait_for("globex's calls in its Bitrix24", done, timeout=60)
+    return sorted(seen[c] - ended[c] for c in ended)
+
+
 def amo_uniqs(amo: FakeAmoCrm) -> list[str]:
     return sorted(c["uniq"] for c in amo.calls)
 
@@ -163,12 +180,18 @@ def edge(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> sipp.Edge
 def test_each_portal_gets_exactly_its_tenants_calls(stack: Settings, portals, edge):
     (amo, _), (b24, _) = portals
     placed: dict[str, list[str]] = {"acme": [], "globex": []}
+    globex_ended = {}
     for _ in range(CALLS_EACH):
-        for tenant in placed:
-            placed[tenant].append(place(edge, tenant)[0])
+        placed["acme"].append(place(edge, "acme")[0])
+        call_id, globex_ended[call_id] = place(edge, "globex")
+        placed["globex"].append(call_id)
 
+    lag = finish_lags(b24, globex_ended)
+    BASELINE["globex"] = lag[-1]
+    print(f"\nno outage: globex's {len(lag)} calls finished in Bitrix24 "
+          f"{statistics.median(lag):.1f} s (median), {lag[-1]:.1f} s (max) after their call "
+          "ended (the call record waits crm_recording_wait_s for a recording)")
     wait_for("acme's calls in its amoCRM", lambda: len(amo.calls) >= CALLS_EACH)
-    wait_for("globex's calls in its Bitrix24", lambda: len(b24.finished) >= CALLS_EACH)
     time.sleep(2)  # a duplicate or a stray call would arrive within this (not a sync wait)
     assert amo_uniqs(amo) == sorted(placed["acme"])
     assert b24_finished(b24) == sorted(placed["globex"])
@@ -186,6 +209,7 @@ def test_each_portal_gets_exactly_its_tenants_calls(stack: Settings, portals, ed
 def test_acmes_crm_outage_does_not_hold_back_globex(stack: Settings, portals, edge):
     (amo, _), (b24, _) = portals
     before_amo, before_b24 = set(amo_uniqs(amo)), set(b24_finished(b24))
+    before_requests = len(amo.requests)
     amo.faults.add(Reply(500, b"Internal Server Error"), 10**6)
     try:
         acme, globex_ended = [], {}
@@ -193,20 +217,13 @@ def test_acmes_crm_outage_does_not_hold_back_globex(stack: Settings, portals, ed
             acme.append(place(edge, "acme")[0])
             call_id, ended = place(edge, "globex")
             globex_ended[call_id] = ended
-        finished_at: dict[str, float] = {}
-
-        def globex_done() -> bool:
-            for call_id in set(b24_finished(b24)) & set(globex_ended):
-                finished_at.setdefault(call_id, time.monotonic())
-            return len(finished_at) == len(globex_ended)
-
-        wait_for("globex's calls while acme's amoCRM answers 500", globex_done, timeout=60)
-        lag = sorted(finished_at[c] - globex_ended[c] for c in globex_ended)
+        lag = finish_lags(b24, globex_ended)
         assert set(amo_uniqs(amo)) == before_amo  # acme's amoCRM took nothing meanwhile
         print(f"\nacme's amoCRM down (500): globex's {len(lag)} calls finished in Bitrix24 "
               f"{statistics.median(lag):.1f} s (median), {lag[-1]:.1f} s (max) after "
-              "their call ended")
-        assert lag[-1] < GLOBEX_DURING_OUTAGE_S
+              f"their call ended; amoCRM answered {len(amo.requests) - before_requests} "
+              "requests with 500 meanwhile")
+        assert lag[-1] < BASELINE.get("globex", 10.0) + HELD_BACK_S
     finally:
         amo.faults = FaultPlan()  # acme's amoCRM is back
     wait_for("acme's backlog in its amoCRM", lambda: set(amo_uniqs(amo)) >= before_amo | set(acme))
