@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from connectors.sync import SyncWorker
+from connectors.tenants import TenantWorkers
 from core.events import InvalidEvent, from_json
 from core.records import cdr_from_json
 from core.settings import Settings
@@ -28,7 +29,7 @@ EXPIRY_INTERVAL_S = 1.0
 """How often unclaimed click-to-calls are looked for (their deadlines are seconds long)."""
 
 
-def handle_record(worker: SyncWorker, settings: Settings, record: Any) -> None:
+def handle_record(worker: SyncWorker | TenantWorkers, settings: Settings, record: Any) -> None:
     """Decode one record of either topic and hand it to the worker; skip malformed ones."""
     try:
         if record.topic == settings.topic_cdrs:
@@ -40,7 +41,8 @@ def handle_record(worker: SyncWorker, settings: Settings, record: Any) -> None:
         log.error("skipped %s offset %s: %s", record.topic, record.offset, exc)
 
 
-def consume(consumer: Any, worker: SyncWorker, settings: Settings, *, stop: threading.Event,
+def consume(consumer: Any, worker: SyncWorker | TenantWorkers, settings: Settings, *,
+            stop: threading.Event,
             on_assigned: Callable[[], None] = lambda: None,
             clock: Callable[[], float] = time.time) -> None:
     """Poll until ``stop``; ``on_assigned`` is called while the consumer holds partitions."""

@@ -52,7 +52,11 @@ class RefreshingAuth(httpx.Auth):
                                   f"{response.status_code}", crm=self.crm)
             data = response.json()
             token = Token(access_token=data["access_token"], refresh_token=data["refresh_token"],
-                          expires_at=self._clock() + float(data["expires_in"]))
+                          expires_at=self._clock() + float(data["expires_in"]),
+                          client_endpoint=str(data.get("client_endpoint")
+                                              or used.client_endpoint),
+                          server_endpoint=str(data.get("server_endpoint")
+                                              or used.server_endpoint))
             self._store.save(token)
             self.refreshes += 1
             return token

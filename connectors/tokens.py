@@ -25,6 +25,12 @@ class Token:
     refresh_token: str = field(repr=False)
     expires_at: float
     """Unix time when the access token stops working."""
+    client_endpoint: str = ""
+    """Bitrix24: the portal's REST base named by the token response (``client_endpoint``),
+    where REST calls go; empty: the configured base URL."""
+    server_endpoint: str = ""
+    """Bitrix24: the OAuth server's REST base named by the token response
+    (``server_endpoint``); its ``/oauth/token/`` is where this pair is refreshed."""
 
 
 class TokenStore(Protocol):

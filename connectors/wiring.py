@@ -3,9 +3,12 @@ outbox, worker, the Kafka consumer and producer, the HTTP server. Nothing here d
 or loops (like wazo's ``controller.py``): :mod:`connectors.consume` runs the loop,
 :mod:`connectors.sync` and :mod:`connectors.delivery` do the work.
 
-Every value comes from the ``crm_*``, ``recordings_*`` and stack fields of Settings;
-the connectors' state (outbox journal, rejection log, token files, link key) lives in
-``settings.connectors_dir``.
+Every value comes from the ``crm_*``, ``recordings_*`` and stack fields of Settings and
+from each tenant's ``[tenant.<name>.crm]`` table (:mod:`connectors.tenants`): one
+worker, outbox and token files per tenant connection. The default tenant's
+``TAWAG_CRM_*`` connection keeps its state in ``settings.connectors_dir`` (outbox
+journal, rejection log, token files, link key), every other tenant's in
+``connectors_dir/tenants/<name>``.
 
     wired = wire(with_link_defaults(settings), edge=edge.control)
     try:
@@ -29,24 +32,26 @@ from connectors.contacts import ContactPublisher
 from connectors.outbox import Outbox
 from connectors.sync import SyncWorker
 from connectors.targets import Target
+from connectors.tenants import TenantWorkers, connections
 from connectors.web import ConnectorsHttp
 from core.settings import Settings
 
-__all__ = ["Wired", "build_targets", "rotate_link_key", "wire", "with_link_defaults"]
+__all__ = ["Wired", "build_targets", "build_workers", "rotate_link_key", "wire",
+           "with_link_defaults"]
 
 log = logging.getLogger("tawag.connectors")
 
 CONSUMER_GROUP = "tawag-connectors"
 
 
-def build_targets(settings: Settings) -> list[Target]:
-    """Clients for the enabled CRMs, tokens in ``settings.connectors_dir``."""
+def build_targets(settings: Settings, state_dir: Path | None = None) -> list[Target]:
+    """Clients for the enabled CRMs, tokens in ``state_dir`` (default: connectors_dir)."""
     from connectors.amocrm.client import build_client as amo
     from connectors.bitrix24.client import build_client as b24
     from connectors.onec.client import build_client as onec
     from connectors.tokens import FileTokenStore
 
-    s, state = settings, settings.connectors_dir
+    s, state = settings, state_dir or settings.connectors_dir
     targets = []
     if "amocrm" in s.crm_enabled:
         store = FileTokenStore(state / "amocrm-token.json")
@@ -55,7 +60,7 @@ def build_targets(settings: Settings) -> list[Target]:
     if "bitrix24" in s.crm_enabled:
         store = (FileTokenStore(state / "bitrix24-token.json")
                  if s.crm_bitrix24_client_id else None)
-        targets.append(Target(b24(s, store), s.crm_bitrix24_users,
+        targets.append(Target(b24(s, store, state_dir=state), s.crm_bitrix24_users,
                               s.crm_bitrix24_default_user or None))
     if "onec" in s.crm_enabled:
         targets.append(Target(_checked_onec(onec(s), s.crm_onec_users), s.crm_onec_users, None))
@@ -116,12 +121,28 @@ def rotate_link_key(settings: Settings) -> str:
     return secret
 
 
+def build_workers(settings: Settings, *, on_contact: Callable[[str], Any] | None = None,
+                  **worker_options: Any) -> tuple[TenantWorkers, dict[str, Outbox]]:
+    """A worker, outbox and clients per tenant connection (:mod:`connectors.tenants`), not
+    started; ``on_contact(tenant)`` gives the tenant's tawag.crm-contacts publisher."""
+    outboxes, workers = {}, {}
+    for conn in connections(settings):
+        outbox = outboxes[conn.tenant] = Outbox(conn.state_dir / "outbox.jsonl")
+        outbox.compact()
+        workers[conn.tenant] = SyncWorker(
+            build_targets(conn.settings, conn.state_dir), outbox, settings=conn.settings,
+            on_contact=on_contact(conn.tenant) if on_contact else None, **worker_options)
+        log.info("tenant %s: %s", conn.tenant, ", ".join(conn.settings.crm_enabled))
+    return TenantWorkers(workers, default_tenant=settings.tenant), outboxes
+
+
 @dataclass
 class Wired:
     """The running pieces of one connectors worker; :meth:`close` stops them all."""
 
-    worker: SyncWorker
-    outbox: Outbox
+    worker: TenantWorkers
+    outboxes: dict[str, Outbox]
+    """Each tenant's own delivery journal."""
     consumer: Any
     producer: Any
     http: ConnectorsHttp | None
@@ -136,7 +157,8 @@ class Wired:
         self.consumer.close()
         self.producer.flush(5)
         self.producer.close(5)
-        self.outbox.close()
+        for outbox in self.outboxes.values():
+            outbox.close()
         if self.http is not None:
             self.http.stop()
 
@@ -152,12 +174,9 @@ def wire(settings: Settings, *, serve_http: bool = True,
     """
     from kafka import KafkaConsumer, KafkaProducer
 
-    outbox = Outbox(settings.connectors_dir / "outbox.jsonl")
-    outbox.compact()
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=5)
-    publish = ContactPublisher(producer, tenant=settings.tenant,
-                               topic=settings.crm_topic_contacts)
-    worker = SyncWorker(build_targets(settings), outbox, settings=settings, on_contact=publish)
+    worker, outboxes = build_workers(settings, on_contact=lambda tenant: ContactPublisher(
+        producer, tenant=tenant, topic=settings.crm_topic_contacts))
     http = _start_http(settings, worker, originate, edge) if serve_http else None
     worker.start()
     consumer = KafkaConsumer(settings.topic_call_events, settings.topic_cdrs,
@@ -165,13 +184,15 @@ def wire(settings: Settings, *, serve_http: bool = True,
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              fetch_max_wait_ms=20,
                              group_instance_id=settings.connectors_instance_id or None)
-    return Wired(worker, outbox, consumer, producer, http)
+    return Wired(worker, outboxes, consumer, producer, http)
 
 
-def _start_http(settings: Settings, worker: SyncWorker,
+def _start_http(settings: Settings, worker: TenantWorkers,
                 originate: Callable[..., None] | None, edge: Any) -> ConnectorsHttp:
-    """Signed recording downloads and Bitrix24 events (click-to-call)."""
-    if originate is None and edge is not None and "bitrix24" in settings.crm_enabled:
+    """Signed recording downloads and Bitrix24 events (click-to-call: the default
+    tenant's ``TAWAG_CRM_BITRIX24_*`` application)."""
+    if (originate is None and edge is not None and "bitrix24" in settings.crm_enabled
+            and worker.links is not None):
         from connectors.click_to_call import EdgeOriginator
 
         originate = EdgeOriginator(settings, worker.links, edge)

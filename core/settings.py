@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from core.tenant_crm import tenant_domains
 from core.timezones import tenant_zones
 
 __all__ = ["Settings", "load", "REPO_ROOT"]
@@ -347,8 +348,9 @@ class Settings:
         return tenant_zones(self.provisioning_file, self.default_time_zone)
 
     def tenant_for_domain(self, domain: str | None) -> str:
-        """Tenant owning a SIP domain; the local edge serves one tenant for now."""
-        return self.tenant
+        """Tenant owning a SIP domain (provisioning's ``domain``); ``tenant`` for a domain
+        the file does not name (or no file)."""
+        return tenant_domains(self.provisioning_file).get(domain or "", self.tenant)
 
 
 def _coerce(raw: str, typ: object, current: object) -> object:

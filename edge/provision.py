@@ -43,6 +43,13 @@ forwarding rules and trunk::
                                         # always recorded; agents and events see only
                                         # the code and +7********99
 
+    [tenant.acme.crm.amocrm]            # the tenant's own CRM connection (core.tenant_crm):
+    base_url = "https://acme.amocrm.ru" # keys = the crm_amocrm_* settings without prefix
+    client_id = "..."
+    client_secret = "..."
+    redirect_uri = "https://tawag.example/oauth"
+    users = { "101" = "8001" }
+
 Group members pick up each other's ringing calls by dialling ``*8`` (call pickup).
 
 Forwarding targets are ``ext:<user>``, ``group:<name>``, ``mobile`` (the extension's
@@ -71,6 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
+from core.tenant_crm import CRMS, crm_problems
 from core.timezones import is_valid_zone
 from edge import schedules
 from edge.control import kamailio_rpc
@@ -121,7 +129,7 @@ _HOSTPORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$")
 
 _TENANT_KEYS = {"domain", "company_number", "trunk", "trunk_sources", "record",
                 "time_zone", "extension", "group", "did", "speed_dial", "mask", "blacklist",
-                "schedule"}
+                "schedule", "crm"}
 _EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward",
                    "whitelist"}
 _GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward"}
@@ -230,6 +238,7 @@ def _parse(path: Path) -> tuple[dict[str, dict[str, Any]], list[ProvisioningErro
     for name, spec in tenants.items():
         _check_tenant(report, name, spec)
     _check_unique_domains(report, tenants)
+    _check_unique_portals(report, tenants)
     return tenants, report.errors
 
 
@@ -353,6 +362,9 @@ def _check_tenant(report: _Reporter, name: str, spec: Any) -> None:
         isinstance(t, str) and _NUMBER.match(t) for t in speed.values())
     if trunk is None and uses_outside:
         report((*where, "trunk"), "an outside number is a forwarding target but no trunk is set")
+    if "crm" in spec:
+        for at, message in crm_problems(spec["crm"]):
+            report((*where, "crm", *at), message)
 
 
 def _numbers(report: _Reporter, where: tuple[str, ...], value: Any) -> list[str]:
@@ -540,6 +552,23 @@ def _check_unique_domains(report: _Reporter, tenants: dict[str, Any]) -> None:
                                                f"{seen[domain]!r}'s")
         elif isinstance(domain, str):
             seen[domain] = name
+
+
+def _check_unique_portals(report: _Reporter, tenants: dict[str, Any]) -> None:
+    """One CRM portal per tenant: two tenants on one portal would see each other's calls."""
+    seen: dict[str, str] = {}
+    for name, spec in tenants.items():
+        crm = spec.get("crm") if isinstance(spec, dict) else None
+        for kind in CRMS:
+            conn = crm.get(kind) if isinstance(crm, dict) else None
+            url = conn.get("base_url") if isinstance(conn, dict) else None
+            if not isinstance(url, str) or not url:
+                continue
+            key = url.rstrip("/").lower()
+            if key in seen and seen[key] != name:
+                report(("tenant", name, "crm", kind, "base_url"),
+                       f"crm.{kind}.base_url {url!r} is already tenant {seen[key]!r}'s portal")
+            seen.setdefault(key, name)
 
 
 def _uses_outside_numbers(extensions: dict[str, Any], groups: dict[str, Any]) -> bool:

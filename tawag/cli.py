@@ -286,10 +286,12 @@ def cmd_warehouse(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
     from connectors.service import run
+    from core.tenant_crm import tenant_crms
     from edge import control as edge
 
-    if not settings.crm_enabled:
-        return _fail("no CRM is enabled (set TAWAG_CRM_ENABLED, e.g. amocrm,bitrix24)")
+    if not (settings.crm_enabled or tenant_crms(settings.provisioning_file)):
+        return _fail("no CRM is enabled (set TAWAG_CRM_ENABLED, e.g. amocrm,bitrix24, or "
+                     "give a tenant a [tenant.<name>.crm.<crm>] table)")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.settings import REPO_ROOT, Settings, to_environ
+from core.tenant_crm import tenant_crms
 from tawag.restart_policy import Backoff, RestartPolicy
 
 __all__ = ["Component", "StackError", "Supervisor", "components"]
@@ -124,12 +125,13 @@ def components(settings: Settings) -> list[Component]:
 
 
 def _connectors(s: Settings) -> list[Component]:
-    """The CRM sync worker, only when a CRM is enabled (``TAWAG_CRM_ENABLED``).
+    """The CRM sync worker, only when a CRM is enabled (``TAWAG_CRM_ENABLED``, or a
+    tenant's ``[tenant.<name>.crm]`` in the provisioning file).
 
     Ready when its HTTP server says the Kafka consumer holds its partitions; it serves
     the signed recording links and Bitrix24's click-to-call events on that port.
     """
-    if not s.crm_enabled:
+    if not (s.crm_enabled or tenant_crms(s.provisioning_file)):
         return []
     url = f"http://{s.recordings_http_host}:{s.recordings_http_port}/health"
     return [Component("connectors", _python("connectors"), lambda st: _http_ok(url),

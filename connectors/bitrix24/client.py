@@ -6,10 +6,12 @@ inbound webhook ``https://portal/rest/{user}/{code}/`` without auth.
     b24 = Bitrix24Client(httpx.Client(base_url=..., auth=Bitrix24OAuth(...)))
     b24.screen_pop(RingingCall(call_id, "+79161234567", "inbound", t, users=("1269",)))
 
-One Bitrix24 registration per call: the CALL_ID from ``register`` is remembered (in
-memory for the screen-pop, in the delivery's progress for the call log) and
-``EXTERNAL_CALL_ID`` = our call id makes a resend within 30 minutes return the same
-CALL_ID instead of a second call.
+One Bitrix24 registration per call: the USER_ID a call is registered with and the
+CALL_ID from ``register`` are journalled (:class:`~connectors.bitrix24.registrations.
+Registrations`, and the CALL_ID in the delivery's progress), so after a restart the call
+log finishes the call the screen-pop registered, and a resend repeats the same dedup key
+(``EXTERNAL_CALL_ID`` = our call id, the same USER_ID), which within 30 minutes returns
+the same CALL_ID instead of a second call.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +45,7 @@ from connectors.base import (
 )
 from connectors.bitrix24 import mapping
 from connectors.bitrix24.auth import Bitrix24OAuth
+from connectors.bitrix24.registrations import Registrations
 from connectors.recording_links import recording_file
 from connectors.tokens import TokenStore
 from core.records import Cdr
@@ -93,7 +97,7 @@ class Bitrix24Client:
     def __init__(self, http: httpx.Client, *, throttle: Throttle | None = None,
                  line_number: str = "", wall: Callable[[], float] = time.time,
                  read_recording: Callable[[Cdr], tuple[str, bytes] | None] | None = None,
-                 webhook: bool = False) -> None:
+                 webhook: bool = False, registrations: Registrations | None = None) -> None:
         if webhook:
             # register/finish/externalLine.* "work only in the context of an application":
             # a webhook gets WRONG_AUTH_TYPE (b24restdocs telephony-external-call-register.md,
@@ -106,7 +110,8 @@ class Bitrix24Client:
         self._line_number = line_number
         self._lock = threading.Lock()
         self._call_locks: dict[str, threading.Lock] = {}
-        self._registered: dict[str, str] = {}
+        self._registered = registrations or Registrations()
+        """Our call id -> (USER_ID, CALL_ID) of its registration, journalled."""
         self._shown: dict[str, set[str]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
 
@@ -135,7 +140,7 @@ class Bitrix24Client:
             if call.call_id in self._finished:
                 return
             users = list(call.users)
-            b24_id = self._registered.get(call.call_id)
+            b24_id = self._registered_id(call.call_id)
             if b24_id is None and users:
                 b24_id = self._register(call.call_id, call.phone, users[0], call.direction,
                                         call.started_at, show=True)
@@ -171,7 +176,7 @@ class Bitrix24Client:
         with self._lock_for(cdr.call_id):
             # a click-to-call: Bitrix24 registered it before it asked us to place it
             b24_id = (progress.get("b24_call_id") or progress.get(LINKED_CALL_ID)
-                      or self._registered.get(cdr.call_id))
+                      or self._registered_id(cdr.call_id))
             if b24_id is None:
                 b24_id = self._register(cdr.call_id, phone, user, cdr.direction,
                                         cdr.started_at.timestamp(), show=False)
@@ -232,15 +237,23 @@ class Bitrix24Client:
         return None
 
     # --- steps -----------------------------------------------------------------------
+    def _registered_id(self, call_id: str) -> str | None:
+        known = self._registered.get(call_id)
+        return known[1] if known else None
+
     def _register(self, call_id: str, phone: str, user: str, direction: str | None,
                   started_at: float, *, show: bool) -> str:
+        """Register with the USER_ID journalled for the call if any (a register whose
+        answer was lost, a restart): the same dedup key, so the same CALL_ID."""
+        known = self._registered.get(call_id)
+        user = known[0] if known else user
+        self._registered.record(call_id, user=user)
         params = mapping.to_register(call_id=call_id, phone=phone, user=user,
                                      direction=direction, show=show,
                                      started_at=datetime.fromtimestamp(started_at, UTC),
                                      line_number=self._line_number)
         b24_id = str(self.call("telephony.externalcall.register", params)["CALL_ID"])
-        with self._lock:
-            self._registered[call_id] = b24_id
+        self._registered.record(call_id, user=user, b24_id=b24_id)
         return b24_id
 
     def _finish(self, cdr: Cdr, b24_id: str, user: str, progress: Progress) -> None:
@@ -265,8 +278,8 @@ class Bitrix24Client:
             self._shown.setdefault(call_id, set()).update(users)
 
     def _forget(self, call_id: str) -> None:
+        self._registered.forget(call_id)
         with self._lock:
-            self._registered.pop(call_id, None)
             self._shown.pop(call_id, None)
             self._call_locks.pop(call_id, None)
             self._finished[call_id] = None
@@ -321,13 +334,16 @@ def _until_reset(body: dict[str, Any], now: float) -> float:
 
 
 def build_client(settings: Settings, store: TokenStore | None, *,
-                 transport: httpx.BaseTransport | None = None) -> Bitrix24Client:
-    """OAuth application when a token store is given, inbound webhook otherwise."""
+                 transport: httpx.BaseTransport | None = None,
+                 state_dir: Path | None = None) -> Bitrix24Client:
+    """OAuth application when a token store is given, inbound webhook otherwise; the
+    registrations journal lives in ``state_dir`` (default: connectors_dir)."""
     auth = None
     if store is not None:
         auth = Bitrix24OAuth(oauth_url=settings.crm_bitrix24_oauth_url,
                              client_id=settings.crm_bitrix24_client_id,
-                             client_secret=settings.crm_bitrix24_client_secret, store=store)
+                             client_secret=settings.crm_bitrix24_client_secret, store=store,
+                             rest_base=settings.crm_bitrix24_base_url)
     http = httpx.Client(base_url=settings.crm_bitrix24_base_url, auth=auth, transport=transport,
                         timeout=settings.crm_http_timeout_s)
     if store is None:
@@ -335,4 +351,6 @@ def build_client(settings: Settings, store: TokenStore | None, *,
     wav_dir = settings.recordings_wav_dir
     return Bitrix24Client(http, line_number=settings.crm_bitrix24_line_number,
                           read_recording=lambda cdr: recording_file(wav_dir, cdr.recording),
-                          webhook=store is None)
+                          webhook=store is None,
+                          registrations=Registrations((state_dir or settings.connectors_dir)
+                                                      / "bitrix24-registrations.jsonl"))

@@ -22,6 +22,7 @@ from connectors.bitrix24.client import WEBHOOK_WARNING, build_client
 from connectors.outbox import Outbox
 from connectors.sync import SyncWorker
 from connectors.targets import Target
+from connectors.tokens import MemoryTokenStore, Token
 from core.settings import Settings
 
 PHONE = "+79161234567"
@@ -122,3 +123,29 @@ def test_operation_time_limit_waits_for_operating_reset_at_and_error_core_is_par
     fake.faults.add(json_reply(403, {"error": "insufficient_scope", "error_description": ""}))
     with pytest.raises(Misconfigured):
         client.find_contact(PHONE)
+
+
+def test_rest_calls_and_refreshes_follow_the_token_responses_endpoints(b24, tmp_path):
+    """``client_endpoint``/``server_endpoint`` of the token response (crm-contracts.md §2.2
+    [B14, B15]) name where the pair works: the portal moved (REST base) and the OAuth
+    server is not oauth.bitrix.info; the configured URLs are both wrong by now."""
+    fake, server = b24
+    fake.add_entity("Иван", "+7 916 123-45-67", assigned=1269)
+    fake.rest_path, fake.oauth_base = "b24-eu/rest", "oauth-eu/"
+    settings = Settings(data_dir=tmp_path, crm_bitrix24_base_url=server.url + "/rest/",
+                        crm_bitrix24_oauth_url="http://127.0.0.1:9/oauth/token/",
+                        crm_bitrix24_client_id=fake.client_id,
+                        crm_bitrix24_client_secret=fake.client_secret)
+    store = MemoryTokenStore(Token(*fake.issue_tokens(),  # as saved from the install exchange
+                                   client_endpoint=f"{server.url}/b24-eu/rest/",
+                                   server_endpoint=f"{server.url}/oauth-eu/rest/"))
+    client = build_client(settings, store)
+    assert client.find_contact("+79161234567") is not None  # at the token's portal
+
+    fake.rest_path = "b24-new/rest"  # the next pair belongs to the portal's new address
+    fake.expire_tokens()
+    assert client.find_contact("+79161234567") is not None  # refreshed at oauth-eu
+    token = store.load()
+    assert token.client_endpoint == f"{server.url}/b24-new/rest/"
+    assert token.server_endpoint == f"{server.url}/oauth-eu/rest/"
+    assert client.find_contact("+79161234567") is not None  # at the new portal address

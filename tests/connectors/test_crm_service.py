@@ -274,4 +274,5 @@ def test_cli_connectors_without_a_crm_says_so(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "tawag: no CRM is enabled (set TAWAG_CRM_ENABLED, e.g. amocrm,bitrix24)"]
+        "tawag: no CRM is enabled (set TAWAG_CRM_ENABLED, e.g. amocrm,bitrix24, or give a "
+        "tenant a [tenant.<name>.crm.<crm>] table)"]

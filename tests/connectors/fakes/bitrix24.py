@@ -15,7 +15,11 @@ As strict as a real portal where the connector could go wrong:
 - attachRecord with ``RECORD_URL`` makes the *portal* download the file: the fake fetches
   it itself and refuses a non-public address ("Record URL resolves to a non-public
   address and was blocked", telephony-external-call-attach-record.md) unless
-  ``public_hosts`` names it; ``FILENAME`` + base64 ``FILE_CONTENT`` is decoded and kept.
+  ``public_hosts`` names it; ``FILENAME`` + base64 ``FILE_CONTENT`` is decoded and kept;
+- the token response names the portal (``client_endpoint``) and the OAuth server
+  (``server_endpoint``) as absolute URLs (crm-contracts.md §2.2); a token works only at
+  the portal address it was issued for, and only ``/{oauth_base}oauth/token/`` refreshes
+  (``rest_path`` and ``oauth_base`` move them).
 """
 
 from __future__ import annotations
@@ -88,12 +92,22 @@ class FakeBitrix24:
         """Hosts the fake treats as public for RECORD_URL (a test's HTTPS stand-in)."""
         self.limited = 0
         self._level, self._at = 0.0, time.monotonic()
+        self.rest_path = "rest"
+        """The portal's REST base path: what token responses name as ``client_endpoint``
+        and where the tokens issued from now on are accepted (a token belongs to one
+        portal address); a test moves the portal by changing it."""
+        self.oauth_base = ""
+        """The OAuth server's prefix: token endpoint ``/{oauth_base}oauth/token/``, named
+        in token responses as ``server_endpoint`` ``/{oauth_base}rest/``; any other token
+        URL is not found."""
+        self.portal_of: dict[str, str] = {}
 
     # --- set-up ----------------------------------------------------------------------
     def issue_tokens(self, ttl: float = 3600) -> tuple[str, str, float]:
         with self.lock:
             access, refresh = secrets.token_hex(16), secrets.token_hex(16)
             self.access[access] = time.time() + ttl
+            self.portal_of[access] = self.rest_path
             self.refresh.add(refresh)
             return access, refresh, time.time() + ttl
 
@@ -115,14 +129,17 @@ class FakeBitrix24:
             fault = self.faults.next()
             if fault is not None:
                 return fault
-            if req.path.rstrip("/") == "/oauth/token":
+            if req.path.rstrip("/") == f"/{self.oauth_base}oauth/token":
                 return self._token(req)
             parts = req.path.strip("/").split("/")
-            if len(parts) < 2 or parts[0] != "rest":
+            portal = "/".join(parts[:-1])
+            webhook = len(parts) == 4 and parts[0] == "rest"
+            if len(parts) < 2 or not (webhook or portal in {self.rest_path,
+                                                            *self.portal_of.values()}):
                 return _error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
             params = self._params(req)
             method = parts[-1].removesuffix(".json").lower()
-            if len(parts) == 4:
+            if webhook:
                 if (parts[1], parts[2]) != self.webhook:
                     return _error(401, "NO_AUTH_FOUND", "Wrong authorization data")
                 if method in APP_ONLY:
@@ -130,7 +147,7 @@ class FakeBitrix24:
                                   "Current authorization type is denied for this method")
             else:
                 token = params.pop("auth", None) or req.arg("auth")
-                if token not in self.access:
+                if token not in self.access or self.portal_of.get(token) != portal:
                     return _error(401, "NO_AUTH_FOUND", "Wrong authorization data")
                 if self.access[token] <= time.time():
                     return _error(401, "expired_token", "The access token provided has expired.")
@@ -170,11 +187,14 @@ class FakeBitrix24:
             return _error(400, "invalid_grant", "Invalid refresh token")
         self.refresh.discard(q["refresh_token"])
         access, refresh, _ = self.issue_tokens()
-        return json_reply(200, {"access_token": access, "client_endpoint": "/rest/",
+        origin = f"http://{req.headers.get('host', '')}"
+        return json_reply(200, {"access_token": access,
+                                "client_endpoint": f"{origin}/{self.rest_path}/",
                                 "domain": "oauth.bitrix.info", "expires_in": 3600,
                                 "member_id": "a223c6b3710f85df22e9377d6c4f7553",
                                 "refresh_token": refresh, "scope": "app",
-                                "server_endpoint": "/rest/", "status": "T"})
+                                "server_endpoint": f"{origin}/{self.oauth_base}rest/",
+                                "status": "T"})
 
     # --- methods ---------------------------------------------------------------------
     def _search(self, phone: Any) -> dict[str, Any] | None:
