@@ -42,7 +42,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -61,11 +63,13 @@ FROM (SELECT call_id, dateDiff('millisecond', anyIf(ended_at, closed),
       FROM tawag.cdrs WHERE startsWith(call_id, {prefix:String})
       GROUP BY call_id HAVING countIf(closed) > 0)
 """
+RULES_ZONE = "Europe/Moscow"
 CALLER = "101"
 FIRST_AGENT = 200
 UAC_PORT, UAS_PORT = 28580, 28581
 DRAIN_TIMEOUT_S = 60.0
-CALL_EVENTS = ("call.start", "call.ringing", "call.answered", "call.end", "call.failed")
+CALL_EVENTS = ("call.start", "route.decided", "call.ringing", "call.answered", "call.end",
+               "call.failed")
 
 
 def password(user: str) -> str:
@@ -80,15 +84,28 @@ def did(agent: str) -> str:
     return f"7495123{int(agent):04d}"
 
 
-def provisioning(n_agents: int) -> str:
+def provisioning(n_agents: int, rules: bool = False) -> str:
     """The caller, ``n_agents`` extensions with their passwords and, for the inbound
-    form, a DID per extension and the trunk source the carrier's calls come from."""
+    form, a DID per extension and the trunk source the carrier's calls come from. With
+    ``rules`` every DID has a schedule that is closed today and tomorrow (holidays) and
+    open 09-18 on weekdays otherwise: the edge scans all its windows for every call and
+    sends it to the schedule's closed target, the same agent (a route.decided each)."""
+    today = datetime.now(ZoneInfo(RULES_ZONE)).date()
     out = ['[tenant.bench]\ndomain = "pbx.test"\n'
-           f'trunk_sources = ["127.0.0.1:{UAC_PORT}"]\n']
+           f'trunk_sources = ["127.0.0.1:{UAC_PORT}"]\n'
+           + (f'time_zone = "{RULES_ZONE}"\n' if rules else "")]
     for user in [CALLER, *agents(n_agents)]:
         out.append(f'[tenant.bench.extension.{user}]\npassword = "{password(user)}"\n'
                    + ("no_answer_timeout = 30\n" if user != CALLER else ""))
-    out += [f'[tenant.bench.did."{did(a)}"]\nto = "ext:{a}"\n' for a in agents(n_agents)]
+    for a in agents(n_agents):
+        out.append(f'[tenant.bench.did."{did(a)}"]\nto = "ext:{a}"\n'
+                   + (f'schedule = "s{a}"\n' if rules else ""))
+        if rules:
+            out.append(f'[tenant.bench.schedule.s{a}]\n'
+                       'hours = { mon = "09:00-18:00", tue = "09:00-18:00", '
+                       'wed = "09:00-18:00", thu = "09:00-18:00", fri = "09:00-18:00" }\n'
+                       f'holidays = ["{today}", "{today + timedelta(days=1)}"]\n'
+                       f'closed = "ext:{a}"\n')
     return "\n".join(out)
 
 
@@ -105,6 +122,7 @@ class EvapiCounter:
         self.sock.settimeout(0.5)
         self.prefix = prefix
         self.counts: Counter[str] = Counter()
+        self.decision_us: list[int] = []
         self.greeted = threading.Event()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -130,6 +148,8 @@ class EvapiCounter:
                     self.greeted.set()
                 elif str(event.get("call_id", "")).startswith(self.prefix):
                     self.counts[event["event"]] += 1
+                    if event["event"] == "route.decided":
+                        self.decision_us.append(int(event["decision_us"]))
 
     def close(self) -> None:
         self.stop.set()
@@ -254,6 +274,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true",
                         help="sample the ingest, Faust and warehouse processes with py-spy "
                              "while the calls run, and print where their time went")
+    parser.add_argument("--rules", action="store_true",
+                        help="with --inbound: every DID scheduled and closed (holidays), so "
+                             "each call is a routing decision; reports decision_us p50/p99")
     parser.add_argument("--pipeline", action="store_true",
                         help="production configuration: the whole pipeline, pike on; "
                              "also report call end -> closed CDR readable")
@@ -261,7 +284,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="tawag-edge-load-"))
     prov = work / "bench.toml"
-    prov.write_text(provisioning(args.agents))
+    prov.write_text(provisioning(args.agents, rules=args.rules))
     flood = {} if args.pipeline else {"pike_density": 0}
     settings = load(environ={}, data_dir=work / "data", provisioning_file=prov, **flood,
                     sip_port=28560, kamailio_http_port=28571, evapi_port=28548,
@@ -351,6 +374,11 @@ def main() -> int:
         print(f"{'total':<16}{total_sent:>18}{total_received:>10}")
         lost = total_sent - total_received
         print(f"\nevents sent {total_sent}, received {total_received}, lost {lost}")
+        if counter.decision_us:
+            us = sorted(counter.decision_us)
+            print(f"routing decisions: {len(us)}, edge decision time p50 "
+                  f"{us[len(us) // 2]} us, p99 {us[min(len(us) - 1, len(us) * 99 // 100)]} "
+                  f"us, max {us[-1]} us")
         for name, (proc, out) in profilers.items():
             proc.wait()
             print_profile(name, out)
