@@ -28,11 +28,15 @@ from api.keys import READ, ApiKey, KeyStore
 from api.ratelimit import TokenBuckets, retry_after
 from api.webhooks import Webhooks
 from core.settings import Settings
+from core.timezones import bounds, next_bound
+from core.timezones import floor as bucket_floor
 from warehouse.client import WarehouseClient, WarehouseError
+from warehouse.queries import agent_stats as agent_stats_q
 from warehouse.queries import api as api_q
 from warehouse.queries import callbacks as callbacks_q
 from warehouse.queries import calls as calls_q
 from warehouse.queries import cdr as cdr_q
+from warehouse.queries import tenants as tenants_q
 
 __all__ = ["PREFIX", "create_app", "encode_cursor", "decode_cursor"]
 
@@ -45,6 +49,10 @@ EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo
 """Periods are clamped to these: no call is outside, and the warehouse's DateTime64 is
 not defined far beyond."""
 MAX_PAGE = 500
+BUCKETS = {"15m": "15 minute", "hour": "1 hour", "day": "1 day"}
+"""Interval kinds of ``tawag.agent_stats`` -> :mod:`core.timezones` bucket names."""
+MAX_SPAN = {"15m": timedelta(days=7), "hour": timedelta(days=62), "day": timedelta(days=366)}
+"""The longest period of agent statistics per interval kind (a bounded answer)."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": problems.Problem, "description": text}
@@ -97,6 +105,22 @@ def _period(since: str | None, until: str | None, tz: str,
     start = max(aware(since) if since else end - DEFAULT_PERIOD, EARLIEST)
     if start >= end:
         raise problems.ProblemError(422, "invalid-request", "since must be before until")
+    return start, end
+
+
+def _stats_period(since: str | None, until: str | None, interval: str, tz: str,
+                  now: datetime) -> tuple[datetime, datetime]:
+    """``[since, until)`` widened to whole local intervals of ``tz``; by default the
+    tenant's local today up to now."""
+    zone = ZoneInfo(tz)
+    if since is None:
+        since = bucket_floor(now, "1 day", zone).isoformat()
+    start, end = _period(since, until, tz, now)
+    edges = bounds(start, end, BUCKETS[interval], zone)
+    start, end = edges[0], edges[-1]
+    if end - start > MAX_SPAN[interval]:
+        raise problems.ProblemError(422, "invalid-request", (
+            f"a period of at most {MAX_SPAN[interval].days} days with interval={interval}"))
     return start, end
 
 
@@ -188,6 +212,36 @@ def create_app(settings: Settings, *, client: WarehouseClient | None, keys: KeyS
              tags=["agents"], summary="Each agent's current state")
     def list_agents(key: Annotated[ApiKey, reader]) -> list[dict[str, Any]]:
         return read(lambda: api_q.agents_now(warehouse(key), key.tenant))
+
+    @app.get(f"{PREFIX}/agents/stats", response_model=models.AgentStatsPage,
+             responses=_ERRORS, tags=["agents"],
+             summary="Agents' statistics per interval, in the tenant's zone")
+    def agent_stats(
+        key: Annotated[ApiKey, reader],
+        interval: Annotated[str, Query(pattern="^(15m|hour|day)$", description=(
+            "Interval length; cut in the tenant's zone (a day is a local day)"))] = "15m",
+        since: Annotated[str | None, Query(pattern=ISO_8601, description=(
+            "Period start, ISO 8601, widened to its interval's start (default: the "
+            "tenant's local midnight); without an offset: in the tenant's zone"),
+            json_schema_extra={"format": "date-time"})] = None,
+        until: Annotated[str | None, Query(pattern=ISO_8601, description=(
+            "Period end, widened to its interval's end (default: now)"),
+            json_schema_extra={"format": "date-time"})] = None,
+        agent: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        client_ = warehouse(key)
+        tz = read(lambda: tenants_q.time_zone(client_, key.tenant))
+        zone = ZoneInfo(tz)
+        start, end = _stats_period(since, until, interval, tz,
+                                   datetime.fromtimestamp(clock(), UTC))
+        rows = read(lambda: agent_stats_q.agent_intervals(client_, key.tenant, start, end,
+                                                          interval, agent=agent))
+        for row in rows:
+            row["interval_start"] = row["interval_start"].astimezone(zone)
+            row["interval_end"] = next_bound(row["interval_start"], BUCKETS[interval],
+                                             zone).astimezone(zone)
+        return {"time_zone": tz, "interval": interval, "since": start.astimezone(zone),
+                "until": end.astimezone(zone), "items": rows}
 
     @app.get(f"{PREFIX}/callbacks", response_model=list[models.CallbackItem],
              responses=_ERRORS, tags=["callbacks"],
