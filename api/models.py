@@ -77,6 +77,17 @@ class CallEvent(BaseModel):
 
 
 class CallDetail(Call):
+    route_target: str | None = Field(description=(
+        "Where the PBX routed the call on its offer: ext:<user>, group:<name>, "
+        "tel:<number> (the trunk) or mask:<code>."))
+    route_group: str | None = Field(description="The group (queue) that rang, if any.")
+    pdd_ms: int | None = Field(description=(
+        "Post-dial delay (RFC 6076) of a call sent to the trunk: INVITE to the first 18x "
+        "or the answer."))
+    recording_url: str | None = Field(description=(
+        "A signed link to the recording (WAV), valid until recording_url_expires_at; "
+        "null without a recording or while recording links are not set up."))
+    recording_url_expires_at: datetime | None
     legs: list[Leg]
     forwards: list[Forward]
     transfers: list[Transfer]

@@ -27,7 +27,8 @@ ALLOWED["ingest"] |= {"edge.control"}  # the reconciler asks Kamailio for its li
 ALLOWED["dashboards"] |= {"warehouse.client", "warehouse.queries",  # the named queries
                           "warehouse.users"}  # who may log in
 ALLOWED["api"] |= {"warehouse.client", "warehouse.queries",  # the named queries
-                   "connectors.outbox"}  # the durable delivery journal of the webhooks
+                   "connectors.outbox",  # the durable delivery journal of the webhooks
+                   "connectors.recording_links"}  # the one signer of recording links
 
 
 def project_imports(path: Path) -> set[str]:

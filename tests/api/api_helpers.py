@@ -69,8 +69,10 @@ ACME_CALLS = [
     cdr("acme", "a2", 10, disposition=Disposition.NO_ANSWER, agent=None, answered_at=None,
         talk_ms=0, legs=()),
     cdr("acme", "a3", 20, direction="outbound", caller="102", callee="+79161112233",
-        did=None, agent="102"),
-    cdr("acme", "a4", 30, did="+74950000009", caller="+79990001122"),
+        did=None, agent="102", route_target="tel:+79161112233", pdd_ms=850),
+    cdr("acme", "a4", 30, did="+74950000009", caller="+79990001122",
+        recording="2026/11/26/a4.wav", recorded=True, route_target="group:sales",
+        route_group="sales"),
     cdr("acme", "a5", 40, disposition=Disposition.BUSY, agent=None, talk_ms=0, legs=()),
     cdr("acme", "shared", 50),  # beta has a call with this id too
 ]

@@ -26,6 +26,7 @@ from api_helpers import (
 
 from api.__main__ import openapi_document
 from api.keys import add_key, keys_file, revoke_key
+from connectors.recording_links import rotate_link_key, verify
 
 pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
@@ -42,6 +43,7 @@ def stack(tmp_path_factory):
     keys = {"acme": add_key(path, "acme", ("read",), name="acme reader"),
             "beta": add_key(path, "beta", ("read",)),
             "acme-writer-only": add_key(path, "acme", ("webhooks:write",))}
+    rotate_link_key(settings)  # the recording-link key, as `tawag connectors` makes it
     with warehouse_served(settings), api_process(settings) as url:
         yield settings, url, keys
 
@@ -108,6 +110,37 @@ def test_one_call_with_legs_and_events(acme):
     assert call["call_id"] == "a1" and call["disposition"] == "answered"
     assert [(leg["leg_id"], leg["outcome"]) for leg in call["legs"]] == [("a1#1", "answered")]
     assert [e["type"] for e in call["events"]] == ["call.offered", "call.answered"]
+
+
+def test_call_detail_routing_facts(acme):
+    group, trunk = acme.get("/calls/a4").json(), acme.get("/calls/a3").json()
+    assert (group["route_target"], group["route_group"], group["pdd_ms"]) == (
+        "group:sales", "sales", None)
+    assert (trunk["route_target"], trunk["route_group"], trunk["pdd_ms"]) == (
+        "tel:+79161112233", None, 850)
+
+
+def test_call_detail_signed_expiring_recording_link(stack, acme):
+    settings = stack[0]
+    before = time.time()
+    call = acme.get("/calls/a4").json()
+    url = httpx.URL(call["recording_url"])
+    assert str(url).startswith(f"http://{settings.recordings_http_host}:"
+                               f"{settings.recordings_http_port}/recordings/2026/11/26/a4.wav?")
+    expires, sig = int(url.params["expires"]), url.params["sig"]
+    assert before + 3600 - 2 <= expires <= time.time() + 3600  # recordings_fetch_link_ttl_s
+    assert call["recording_url_expires_at"].startswith(
+        time.strftime("%Y-%m-%dT%H:%M", time.gmtime(expires)))
+    key = (settings.connectors_dir / "recording-link.key").read_text().strip().encode()
+    assert verify("2026/11/26/a4.wav", expires, sig, secret=key, now=time.time())
+    assert not verify("2026/11/26/a4.wav", expires, sig, secret=key, now=expires + 1)
+    assert not verify("2026/11/26/a5.wav", expires, sig, secret=key, now=time.time())
+    # a call without a recording has no link; a rotated key signs the next link
+    assert acme.get("/calls/a1").json()["recording_url"] is None
+    rotate_link_key(settings)
+    again = httpx.URL(acme.get("/calls/a4").json()["recording_url"])
+    assert not verify("2026/11/26/a4.wav", again.params["expires"], again.params["sig"],
+                      secret=key, now=time.time())
 
 
 def test_agents_and_callbacks(acme):
