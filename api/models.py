@@ -189,3 +189,7 @@ class Delivery(BaseModel):
     last_error: str | None
     first_attempt_at: datetime | None
     delivered_at: datetime | None
+    last_attempt_ms: float | None = Field(description="HTTP round trip of the last attempt.")
+    latency_ms: float | None = Field(description=(
+        "From the event's time at the source (a cdr.closed: the call's end) to the "
+        "receiver's 2xx; null until delivered."))

@@ -24,6 +24,7 @@ PAGES = (  # file, title, icon
     ("missed_calls.py", "Missed calls", ":material/phone_missed:"),
     ("trends.py", "Trends", ":material/trending_up:"),
     ("quality.py", "Quality", ":material/graphic_eq:"),
+    ("webhooks.py", "Webhooks", ":material/webhook:"),
     ("sql.py", "SQL", ":material/database:"),
     ("glossary.py", "Glossary", ":material/menu_book:"),
 )

@@ -22,8 +22,8 @@ import pytest
 from websockets.sync.client import connect
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PAGES = ["Wallboard", "Today", "Calls", "Agents", "Missed calls", "Trends", "Quality", "SQL",
-         "Glossary"]
+PAGES = ["Wallboard", "Today", "Calls", "Agents", "Missed calls", "Trends", "Quality", "Webhooks",
+         "SQL", "Glossary"]
 """Every page of the app, by the title its navigation link ends with."""
 
 
