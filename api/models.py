@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, HttpUrl
 
 __all__ = ["Call", "Leg", "Forward", "Transfer", "CallEvent", "CallDetail", "CallPage",
-           "AgentNow", "CallbackItem", "Subscription", "SubscriptionCreate",
-           "SubscriptionCreated", "Delivery"]
+           "AgentNow", "AgentInterval", "AgentStatsPage", "CallbackItem", "Subscription",
+           "SubscriptionCreate", "SubscriptionCreated", "Delivery"]
 
 
 class Call(BaseModel):
@@ -77,6 +77,17 @@ class CallEvent(BaseModel):
 
 
 class CallDetail(Call):
+    route_target: str | None = Field(description=(
+        "Where the PBX routed the call on its offer: ext:<user>, group:<name>, "
+        "tel:<number> (the trunk) or mask:<code>."))
+    route_group: str | None = Field(description="The group (queue) that rang, if any.")
+    pdd_ms: int | None = Field(description=(
+        "Post-dial delay (RFC 6076) of a call sent to the trunk: INVITE to the first 18x "
+        "or the answer."))
+    recording_url: str | None = Field(description=(
+        "A signed link to the recording (WAV), valid until recording_url_expires_at; "
+        "null without a recording or while recording links are not set up."))
+    recording_url_expires_at: datetime | None
     legs: list[Leg]
     forwards: list[Forward]
     transfers: list[Transfer]
@@ -93,6 +104,44 @@ class AgentNow(BaseModel):
     agent: str
     state: str = Field(description="available, ringing, on_call, wrap_up or offline")
     since: datetime
+
+
+class AgentInterval(BaseModel):
+    """One agent's figures in one interval (``tawag.agent_stats``, latest revision).
+
+    Durations in ms are the time in each state inside the interval; offered / answered /
+    missed count where the call rang the agent, handled where its talk ended. The KPIs
+    are the warehouse's (``warehouse.queries.agent_stats``): ``aht_talk_ms`` is AHT
+    without after-call work, ``occupancy`` the Amazon Connect variant, ``answer_ratio``
+    answered / offered."""
+
+    agent: str
+    interval_start: datetime = Field(description="In the tenant's zone, with its offset.")
+    interval_end: datetime = Field(description="Excluded; a local day may be 23 or 25 h.")
+    logged_in_ms: int
+    available_ms: int
+    ringing_ms: int
+    talk_ms: int
+    wrap_up_ms: int
+    offered: int
+    answered: int
+    missed: int
+    handled: int
+    handled_talk_ms: int
+    aht_talk_ms: float | None
+    occupancy: float | None
+    answer_ratio: float | None
+    counted_until: datetime = Field(description=(
+        "The agent's newest event counted: time in its current state after it is not in "
+        "the figures yet."))
+
+
+class AgentStatsPage(BaseModel):
+    time_zone: str = Field(description="The tenant's IANA zone: intervals are cut in it.")
+    interval: Literal["15m", "hour", "day"]
+    since: datetime = Field(description="The first interval's start (the period aligned).")
+    until: datetime = Field(description="The end of the last interval, excluded.")
+    items: list[AgentInterval] = Field(description="By agent, then interval.")
 
 
 class CallbackItem(BaseModel):
@@ -140,3 +189,7 @@ class Delivery(BaseModel):
     last_error: str | None
     first_attempt_at: datetime | None
     delivered_at: datetime | None
+    last_attempt_ms: float | None = Field(description="HTTP round trip of the last attempt.")
+    latency_ms: float | None = Field(description=(
+        "From the event's time at the source (a cdr.closed: the call's end) to the "
+        "receiver's 2xx; null until delivered."))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +18,7 @@ import uvicorn
 
 from api.app import create_app
 from api.consume import consume, make_consumer
+from api.delivery_log import outbox_file
 from api.keys import KeyStore, keys_file
 from api.subscriptions import SubscriptionStore, subscriptions_file
 from api.webhooks import Webhooks
@@ -26,15 +26,11 @@ from connectors.outbox import Outbox
 from core.settings import Settings
 from warehouse.client import connect
 
-__all__ = ["run", "outbox_file"]
+__all__ = ["run", "outbox_file"]  # outbox_file: re-exported from api.delivery_log
 
 log = logging.getLogger("tawag.api")
 
 KAFKA_RETRY_S = 5.0
-
-
-def outbox_file(settings: Settings) -> Path:
-    return settings.data_dir / "api" / "webhooks-outbox.jsonl"
 
 
 def _consume_forever(settings: Settings, hooks: Webhooks, stop: threading.Event) -> None:

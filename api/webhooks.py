@@ -42,7 +42,7 @@ from connectors.outbox import Entry, Outbox
 from core.events import Event, EventType, format_ts, to_json
 from core.records import Cdr, cdr_to_json
 
-__all__ = ["CDR_CLOSED", "EVENT_TYPES", "Webhooks", "backoff", "cdr_event"]
+__all__ = ["CDR_CLOSED", "EVENT_TYPES", "Webhooks", "backoff", "cdr_event", "delivery_rows"]
 
 log = logging.getLogger("tawag.api.webhooks")
 
@@ -86,23 +86,27 @@ class Webhooks:
                 for notify, form in zadarma.from_event(
                         ev, datetime.fromisoformat(start) if start else None, sub.timezone):
                     if wants(sub, notify):
-                        self._enqueue(sub, f"{ev.event_id}:{notify}", {"form": form})
+                        self._enqueue(sub, f"{ev.event_id}:{notify}",
+                                      {"form": form, "event_ts": ev.ts.timestamp()})
             elif wants(sub, ev.type.value):
-                self._enqueue(sub, ev.event_id, {"body": to_json(ev).decode()})
+                self._enqueue(sub, ev.event_id, {"body": to_json(ev).decode(),
+                                                 "event_ts": ev.ts.timestamp()})
 
     def handle_cdr(self, cdr: Cdr) -> None:
         if not cdr.closed:
             return
+        event_ts = (cdr.ended_at or cdr.last_event_ts).timestamp()
         for sub in self.subscriptions.of_tenant(cdr.tenant):
             if sub.format == "zadarma":
                 for notify, form in zadarma.from_cdr(cdr, sub.timezone):
                     if wants(sub, notify):
                         self._enqueue(sub, f"{CDR_CLOSED}:{cdr.call_id}:{notify}",
-                                      {"form": form})
+                                      {"form": form, "event_ts": event_ts})
             elif wants(sub, CDR_CLOSED):
                 body = json.dumps(cdr_event(cdr), ensure_ascii=False, sort_keys=True,
                                   separators=(",", ":"))
-                self._enqueue(sub, f"{CDR_CLOSED}:{cdr.call_id}", {"body": body})
+                self._enqueue(sub, f"{CDR_CLOSED}:{cdr.call_id}",
+                              {"body": body, "event_ts": event_ts})
         if self.outbox.mark(_START_MARK + cdr.call_id) is not None:
             self.outbox.set_mark(_START_MARK + cdr.call_id, None)
 
@@ -172,6 +176,7 @@ class Webhooks:
         now = self.clock()
         body, headers = self.render(sub, entry, int(now))
         status: int | None = None
+        sent = time.monotonic()
         try:
             resp = self.http.post(sub.url, content=body, headers=headers)
             status = resp.status_code
@@ -181,7 +186,8 @@ class Webhooks:
         state = dict(entry.progress.get("log", {}))
         state["attempts"] = state.get("attempts", 0) + 1
         state.setdefault("first_at", now)
-        state.update(last_status=status, last_error=error)
+        state.update(last_status=status, last_error=error,
+                     last_attempt_ms=round((time.monotonic() - sent) * 1000, 1))
         if error is None:
             state.update(delivered_at=self.clock(), next_at=None)
         else:
@@ -208,18 +214,30 @@ class Webhooks:
 
     # --- the delivery log ----------------------------------------------------------------
     def deliveries(self, sub_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The subscription's deliveries, newest first: state, attempts, last error."""
-        entries = [e for e in self.outbox.entries() if e.crm == sub_id and e.kind == KIND]
-        out = []
-        for entry in sorted(entries, key=lambda e: e.id, reverse=True)[:limit]:
-            state = entry.progress.get("log", {})
+        """The subscription's deliveries, newest first (:func:`delivery_rows`)."""
+        return delivery_rows(self.outbox, sub_id, limit)
 
-            def when(ts: float | None) -> datetime | None:
-                return datetime.fromtimestamp(ts, UTC) if ts else None
-            out.append({"event_id": entry.call_id, "state": entry.state,
-                        "attempts": state.get("attempts", 0),
-                        "last_status": state.get("last_status"),
-                        "last_error": entry.error or state.get("last_error"),
-                        "first_attempt_at": when(state.get("first_at")),
-                        "delivered_at": when(state.get("delivered_at"))})
-        return out
+
+def delivery_rows(outbox: Outbox, sub_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """A subscription's deliveries, newest first: state, attempts, the last attempt's
+    status, error and HTTP round trip (``last_attempt_ms``), and ``latency_ms``: from the
+    event's time at the source (a CDR's: the call's end) to the receiver's 2xx."""
+
+    def when(ts: float | None) -> datetime | None:
+        return datetime.fromtimestamp(ts, UTC) if ts else None
+
+    entries = [e for e in outbox.entries() if e.crm == sub_id and e.kind == KIND]
+    out = []
+    for entry in sorted(entries, key=lambda e: e.id, reverse=True)[:limit]:
+        state = entry.progress.get("log", {})
+        event_ts, delivered = entry.data.get("event_ts"), state.get("delivered_at")
+        out.append({"event_id": entry.call_id, "state": entry.state,
+                    "attempts": state.get("attempts", 0),
+                    "last_status": state.get("last_status"),
+                    "last_error": entry.error or state.get("last_error"),
+                    "first_attempt_at": when(state.get("first_at")),
+                    "delivered_at": when(delivered),
+                    "last_attempt_ms": state.get("last_attempt_ms"),
+                    "latency_ms": round((delivered - event_ts) * 1000, 1)
+                    if delivered and event_ts else None})
+    return out

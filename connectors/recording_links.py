@@ -8,7 +8,7 @@ own servers, so the link must work without a session yet not be guessable or ete
 A link a CRM *stores* (amoCRM's call note plays it whenever someone presses play, 1C keeps
 it in Описание) must live as long as the CRM keeps it: ``expires = 0`` (:data:`NEVER`)
 signs it without an end, and the way to revoke every such link is to rotate the key
-(:func:`connectors.wiring.rotate_link_key`). A link the CRM only fetches once (Bitrix24's
+(:func:`rotate_link_key`). A link the CRM only fetches once (Bitrix24's
 ``RECORD_URL``) gets a short expiry (``recordings_fetch_link_ttl_s``).
 
     url = sign_url("https://pbx.example.com/rec", "2026/11/26/call.mp3",
@@ -20,16 +20,19 @@ signs it without an end, and the way to revoke every such link is to rotate the 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
+import os
+import secrets
 from pathlib import Path
 from urllib.parse import quote
 
 from connectors.audio import mp3_name
 from core.settings import Settings
 
-__all__ = ["NEVER", "recording_file", "recording_name", "recording_url", "signature", "sign_url",
-           "verify"]
+__all__ = ["NEVER", "recording_file", "recording_name", "recording_url", "rotate_link_key",
+           "signature", "sign_url", "verify", "with_link_defaults"]
 
 
 NEVER = 0
@@ -89,7 +92,7 @@ def recording_url(settings: Settings, recording: str | None, *, now: float,
     """The link a CRM gets for a call's recording: the MP3, valid ``recordings_link_ttl_s``
     (0: until the key is rotated), if the CRM stores it and plays it later; else the WAV,
     valid ``recordings_fetch_link_ttl_s``; None
-    without a recording, a base URL or a key (see ``connectors.wiring.with_link_defaults``)."""
+    without a recording, a base URL or a key (see :func:`with_link_defaults`)."""
     base, secret = settings.recordings_base_url, settings.recordings_link_secret
     if not (recording and base and secret):
         return None
@@ -98,3 +101,46 @@ def recording_url(settings: Settings, recording: str | None, *, now: float,
     # a stored link is played later by the CRM's own player (amoCRM's expects MP3)
     return sign_url(base, mp3_name(name) if stored else name,
                     secret=secret.encode(), expires_at=int(now) + ttl if ttl else NEVER)
+
+
+# --- the signing key ---------------------------------------------------------------------------
+
+
+def with_link_defaults(settings: Settings, *, create: bool = True) -> Settings:
+    """Fill an empty recording base URL and signing key (generated once, kept 0600).
+
+    ``create=False``: a reader that only signs (the public API) takes the key the
+    connectors worker generated and keeps it empty (no links) until there is one."""
+    base = (settings.recordings_base_url
+            or f"http://{settings.recordings_http_host}:{settings.recordings_http_port}"
+               "/recordings")
+    secret = settings.recordings_link_secret
+    if not secret:
+        try:
+            secret = _key_path(settings).read_text().strip()
+        except FileNotFoundError:
+            secret = ""
+        if not secret and create:
+            secret = rotate_link_key(settings)
+    return dataclasses.replace(settings, recordings_base_url=base,
+                               recordings_link_secret=secret)
+
+
+def _key_path(settings: Settings) -> Path:
+    return settings.connectors_dir / "recording-link.key"
+
+
+def rotate_link_key(settings: Settings) -> str:
+    """Write a new recording-link key (0600) and return it: every link signed with the
+    old one -- including the non-expiring ones stored in CRMs -- stops working once
+    ``tawag connectors`` restarts with it. (A key set in TAWAG_RECORDINGS_LINK_SECRET
+    is rotated by changing that variable instead.)"""
+    path = _key_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    os.replace(tmp, path)
+    return secret

@@ -19,10 +19,7 @@ journal, rejection log, token files, link key), every other tenant's in
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +27,7 @@ from typing import Any
 
 from connectors.contacts import ContactPublisher
 from connectors.outbox import Outbox
+from connectors.recording_links import rotate_link_key, with_link_defaults
 from connectors.sync import SyncWorker
 from connectors.targets import Target
 from connectors.tenants import TenantWorkers, connections
@@ -82,43 +80,6 @@ def _checked_onec(client: Any, users: dict[str, str]) -> Any:
     except Unavailable as exc:
         log.warning("1C not reachable at start (%s): $metadata is checked on first use", exc)
     return client
-
-
-def with_link_defaults(settings: Settings) -> Settings:
-    """Fill an empty recording base URL and signing key (generated once, kept 0600)."""
-    base = (settings.recordings_base_url
-            or f"http://{settings.recordings_http_host}:{settings.recordings_http_port}"
-               "/recordings")
-    secret = settings.recordings_link_secret
-    if not secret:
-        try:
-            secret = _key_path(settings).read_text().strip()
-        except FileNotFoundError:
-            secret = ""
-        if not secret:
-            secret = rotate_link_key(settings)
-    return dataclasses.replace(settings, recordings_base_url=base,
-                               recordings_link_secret=secret)
-
-
-def _key_path(settings: Settings) -> Path:
-    return settings.connectors_dir / "recording-link.key"
-
-
-def rotate_link_key(settings: Settings) -> str:
-    """Write a new recording-link key (0600) and return it: every link signed with the
-    old one -- including the non-expiring ones stored in CRMs -- stops working once
-    ``tawag connectors`` restarts with it. (A key set in TAWAG_RECORDINGS_LINK_SECRET
-    is rotated by changing that variable instead.)"""
-    path = _key_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
-    os.replace(tmp, path)
-    return secret
 
 
 def build_workers(settings: Settings, *, on_contact: Callable[[str], Any] | None = None,

@@ -243,9 +243,11 @@ class Settings:
     recordings_link_ttl_s: int = 0
     """Links a CRM stores (amoCRM's call note, 1C's Описание) are played whenever a user
     presses play, for as long as the CRM keeps the call: 0 = no expiry, revoked by
-    rotating the link key (``connectors.wiring.rotate_link_key``); or a lifetime in s."""
+    rotating the link key (``connectors.recording_links.rotate_link_key``); or a lifetime
+    in s."""
     recordings_fetch_link_ttl_s: int = 3600
-    """Links a CRM downloads once and does not keep (Bitrix24's ``RECORD_URL`` fallback)."""
+    """Links a CRM downloads once and does not keep (Bitrix24's ``RECORD_URL`` fallback),
+    and the links of the public API's call detail."""
 
     # --- public API and webhooks (``tawag api``) ------------------------------------------
     api_host: str = "127.0.0.1"

@@ -40,6 +40,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from api.delivery_log import COLUMNS as DELIVERY_COLUMNS
+from api.delivery_log import delivery_log
 from core import timezones
 from core.settings import Settings, load
 from dashboards.auth import User
@@ -68,7 +70,8 @@ __all__ = ["CACHE_TTL_S", "USER_KEY", "ADMIN_TENANT_KEY", "QUERIES", "EXPORT_LIM
            "settings", "client", "warehouse_address", "current_user", "tenant", "fetch",
            "time_zone", "today", "utc_today", "day_bounds", "period_bounds", "definition",
            "kpi_glossary", "to_zone", "export_calls_csv",
-           "recording_file", "schema_columns", "table_descriptions", "tenants", "run_sql"]
+           "recording_file", "schema_columns", "table_descriptions", "tenants", "run_sql",
+           "webhook_deliveries"]
 
 CACHE_TTL_S = 2
 """Seconds a query result is reused: shorter than the pages' refresh interval, so every
@@ -301,3 +304,17 @@ def run_sql(sql: str, *, all_tenants: bool = False) -> sql_box.SqlResult:
     scope = None if (all_tenants and user.is_admin) else tenant()
     return sql_box.run_statement(client(), sql, tenant=scope, limit=SQL_ROW_LIMIT,
                                  timeout_s=SQL_TIMEOUT_S)
+
+
+# --- the webhook delivery log (not the warehouse: the API process's journal) ---------------
+
+
+def webhook_deliveries() -> pd.DataFrame:
+    """This session's tenant's webhook deliveries, per subscription, newest first
+    (:func:`api.delivery_log.delivery_log`); cached for ``CACHE_TTL_S``."""
+    return _webhook_deliveries(tenant())
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
+def _webhook_deliveries(tenant_: str) -> pd.DataFrame:
+    return pd.DataFrame(delivery_log(settings(), tenant_), columns=list(DELIVERY_COLUMNS))

@@ -25,6 +25,7 @@ PAGES = (  # file, title, icon
     ("trends.py", "Trends", ":material/trending_up:"),
     ("quality.py", "Quality", ":material/graphic_eq:"),
     ("routing.py", "Routing", ":material/alt_route:"),
+    ("webhooks.py", "Webhooks", ":material/webhook:"),
     ("sql.py", "SQL", ":material/database:"),
     ("glossary.py", "Glossary", ":material/menu_book:"),
 )

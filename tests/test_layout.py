@@ -25,9 +25,11 @@ ALLOWED = {
 ALLOWED["ingest"] |= {"edge.rtpengine"}  # the recorder asks rtpengine whether a call's media ended
 ALLOWED["ingest"] |= {"edge.control"}  # the reconciler asks Kamailio for its live dialogs
 ALLOWED["dashboards"] |= {"warehouse.client", "warehouse.queries",  # the named queries
-                          "warehouse.users"}  # who may log in
+                          "warehouse.users",  # who may log in
+                          "api.delivery_log"}  # the webhook delivery log page
 ALLOWED["api"] |= {"warehouse.client", "warehouse.queries",  # the named queries
-                   "connectors.outbox"}  # the durable delivery journal of the webhooks
+                   "connectors.outbox",  # the durable delivery journal of the webhooks
+                   "connectors.recording_links"}  # the one signer of recording links
 
 
 def project_imports(path: Path) -> set[str]:

@@ -25,9 +25,11 @@ import httpx
 
 from core.agent_records import (
     AgentStateChange,
+    AgentStats,
     AgentStatus,
     CallbackItem,
     CallbackStatus,
+    IntervalKind,
     record_to_json,
 )
 from core.events import Direction, Event, EventType, to_json
@@ -67,8 +69,10 @@ ACME_CALLS = [
     cdr("acme", "a2", 10, disposition=Disposition.NO_ANSWER, agent=None, answered_at=None,
         talk_ms=0, legs=()),
     cdr("acme", "a3", 20, direction="outbound", caller="102", callee="+79161112233",
-        did=None, agent="102"),
-    cdr("acme", "a4", 30, did="+74950000009", caller="+79990001122"),
+        did=None, agent="102", route_target="tel:+79161112233", pdd_ms=850),
+    cdr("acme", "a4", 30, did="+74950000009", caller="+79990001122",
+        recording="2026/11/26/a4.wav", recorded=True, route_target="group:sales",
+        route_group="sales"),
     cdr("acme", "a5", 40, disposition=Disposition.BUSY, agent=None, talk_ms=0, legs=()),
     cdr("acme", "shared", 50),  # beta has a call with this id too
 ]
@@ -104,6 +108,36 @@ def callback(tenant: str, client: str) -> CallbackItem:
 
 CALLBACKS = [callback("acme", "+74950000001"), callback("beta", "+70000000001")]
 
+ZONES = {"acme": "Europe/Moscow", "beta": "Asia/Manila"}
+"""Tenants' zones (``tawag.tenants``): the agent statistics' intervals are cut in them."""
+STATS_DAY = {"acme": datetime(2026, 11, 25, 21, tzinfo=UTC),  # 26 Nov, 00:00 in Moscow
+             "beta": datetime(2026, 11, 25, 16, tzinfo=UTC)}  # 26 Nov, 00:00 in Manila
+
+
+def stats(tenant: str, agent: str, kind: IntervalKind, hours: float,
+          **numbers: int) -> AgentStats:
+    start = STATS_DAY[tenant] + timedelta(hours=hours)
+    values = dict.fromkeys(("logged_in_ms", "available_ms", "ringing_ms", "talk_ms",
+                            "wrap_up_ms", "offered", "answered", "missed", "handled",
+                            "handled_talk_ms"), 0) | numbers
+    return AgentStats(tenant=tenant, agent=agent, interval_kind=kind, interval_start=start,
+                      version=1, aht_talk_ms=None, occupancy=None,
+                      complete_until=start + timedelta(minutes=10), **values)
+
+
+Q, H, D = IntervalKind.QUARTER, IntervalKind.HOUR, IntervalKind.DAY
+AGENT_STATS = [  # local 09:00-09:30 on 26 November, and its hour and day
+    stats("acme", "101", Q, 9, available_ms=660_000, talk_ms=240_000, offered=2,
+          answered=1, missed=1, handled=1, handled_talk_ms=240_000),
+    stats("acme", "101", Q, 9.25, available_ms=840_000, talk_ms=60_000),
+    stats("acme", "102", Q, 9, available_ms=900_000, offered=1, missed=1),
+    stats("acme", "101", H, 9, available_ms=1_500_000, talk_ms=300_000, offered=2,
+          answered=1, missed=1, handled=1, handled_talk_ms=240_000),
+    stats("acme", "101", D, 0, available_ms=1_500_000, talk_ms=300_000, offered=2,
+          answered=1, missed=1, handled=1, handled_talk_ms=240_000),
+    stats("beta", "201", Q, 9, talk_ms=777_000),
+]
+
 
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:
     return load(environ={}, **{"data_dir": data_dir, "api_port": API_PORT,
@@ -120,6 +154,9 @@ def load_store(store: ChdbClient, settings: Settings) -> None:
                 for e in events(c.tenant, c.call_id, (c.started_at - T0).total_seconds() / 60)]
     records += [(settings.topic_agent_states, record_to_json(s)) for s in AGENT_STATES]
     records += [(settings.topic_callbacks, record_to_json(c)) for c in CALLBACKS]
+    records += [(settings.topic_agent_stats, record_to_json(s)) for s in AGENT_STATS]
+    store.insert_rows(schema.TENANTS, [{"tenant": t, "time_zone": z, "trunk": None}
+                                       for t, z in ZONES.items()])
     for offset, (topic, raw) in enumerate(records):
         loader.load([Record(topic, 0, offset, raw)])
 

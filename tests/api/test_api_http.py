@@ -26,6 +26,7 @@ from api_helpers import (
 
 from api.__main__ import openapi_document
 from api.keys import add_key, keys_file, revoke_key
+from connectors.recording_links import rotate_link_key, verify
 
 pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
@@ -42,6 +43,7 @@ def stack(tmp_path_factory):
     keys = {"acme": add_key(path, "acme", ("read",), name="acme reader"),
             "beta": add_key(path, "beta", ("read",)),
             "acme-writer-only": add_key(path, "acme", ("webhooks:write",))}
+    rotate_link_key(settings)  # the recording-link key, as `tawag connectors` makes it
     with warehouse_served(settings), api_process(settings) as url:
         yield settings, url, keys
 
@@ -110,6 +112,37 @@ def test_one_call_with_legs_and_events(acme):
     assert [e["type"] for e in call["events"]] == ["call.offered", "call.answered"]
 
 
+def test_call_detail_routing_facts(acme):
+    group, trunk = acme.get("/calls/a4").json(), acme.get("/calls/a3").json()
+    assert (group["route_target"], group["route_group"], group["pdd_ms"]) == (
+        "group:sales", "sales", None)
+    assert (trunk["route_target"], trunk["route_group"], trunk["pdd_ms"]) == (
+        "tel:+79161112233", None, 850)
+
+
+def test_call_detail_signed_expiring_recording_link(stack, acme):
+    settings = stack[0]
+    before = time.time()
+    call = acme.get("/calls/a4").json()
+    url = httpx.URL(call["recording_url"])
+    assert str(url).startswith(f"http://{settings.recordings_http_host}:"
+                               f"{settings.recordings_http_port}/recordings/2026/11/26/a4.wav?")
+    expires, sig = int(url.params["expires"]), url.params["sig"]
+    assert before + 3600 - 2 <= expires <= time.time() + 3600  # recordings_fetch_link_ttl_s
+    assert call["recording_url_expires_at"].startswith(
+        time.strftime("%Y-%m-%dT%H:%M", time.gmtime(expires)))
+    key = (settings.connectors_dir / "recording-link.key").read_text().strip().encode()
+    assert verify("2026/11/26/a4.wav", expires, sig, secret=key, now=time.time())
+    assert not verify("2026/11/26/a4.wav", expires, sig, secret=key, now=expires + 1)
+    assert not verify("2026/11/26/a5.wav", expires, sig, secret=key, now=time.time())
+    # a call without a recording has no link; a rotated key signs the next link
+    assert acme.get("/calls/a1").json()["recording_url"] is None
+    rotate_link_key(settings)
+    again = httpx.URL(acme.get("/calls/a4").json()["recording_url"])
+    assert not verify("2026/11/26/a4.wav", again.params["expires"], again.params["sig"],
+                      secret=key, now=time.time())
+
+
 def test_agents_and_callbacks(acme):
     assert acme.get("/agents").json() == [
         {"agent": "101", "state": "available", "since": T0.isoformat().replace("+00:00", "Z")},
@@ -118,9 +151,54 @@ def test_agents_and_callbacks(acme):
     assert [(i["client"], i["attempts"]) for i in items] == [("+74950000001", 2)]
 
 
+def stats_of(http: httpx.Client, **params) -> dict:
+    resp = http.get("/agents/stats", params=params)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_agent_stats_per_interval_in_the_tenant_zone(acme):
+    # naive times are the tenant's (Moscow): 09:05-09:20 widens to 09:00-09:30
+    page = stats_of(acme, since="2026-11-26T09:05", until="2026-11-26T09:20")
+    assert (page["time_zone"], page["interval"]) == ("Europe/Moscow", "15m")
+    assert (page["since"], page["until"]) == ("2026-11-26T09:00:00+03:00",
+                                              "2026-11-26T09:30:00+03:00")
+    got = [(r["agent"], r["interval_start"], r["interval_end"], r["talk_ms"])
+           for r in page["items"]]
+    assert got == [("101", "2026-11-26T09:00:00+03:00", "2026-11-26T09:15:00+03:00", 240000),
+                   ("101", "2026-11-26T09:15:00+03:00", "2026-11-26T09:30:00+03:00", 60000),
+                   ("102", "2026-11-26T09:00:00+03:00", "2026-11-26T09:15:00+03:00", 0)]
+    first = page["items"][0]
+    # the warehouse's KPI definitions: AHT talk-only, Connect occupancy, answered/offered
+    assert (first["aht_talk_ms"], first["answer_ratio"]) == (240000, 0.5)
+    assert abs(first["occupancy"] - 240 / 900) < 1e-9
+    assert page["items"][2]["aht_talk_ms"] is None
+    # the same instants given with an offset
+    assert stats_of(acme, since="2026-11-26T06:00Z", until="2026-11-26T06:30Z") == page
+
+
+def test_agent_stats_hour_day_agent_and_period_limits(acme):
+    hour = stats_of(acme, interval="hour", since="2026-11-26T09:00",
+                    until="2026-11-26T10:00")["items"]
+    assert [(r["agent"], r["interval_start"], r["talk_ms"]) for r in hour] == [
+        ("101", "2026-11-26T09:00:00+03:00", 300000)]
+    day = stats_of(acme, interval="day", since="2026-11-26T00:00", until="2026-11-26T12:00")
+    assert [(r["interval_start"], r["interval_end"]) for r in day["items"]] == [
+        ("2026-11-26T00:00:00+03:00", "2026-11-27T00:00:00+03:00")]
+    only = stats_of(acme, agent="102", since="2026-11-26T09:00", until="2026-11-26T10:00")
+    assert {r["agent"] for r in only["items"]} == {"102"}
+    assert stats_of(acme)["items"] == []  # today (local): nothing yet
+    for params in ({"interval": "week"}, {"since": "2026-01-01T00:00", "until": "2026-02-01T00:00"},
+                   {"since": "2026-11-27T00:00", "until": "2026-11-26T00:00"}):
+        resp = acme.get("/agents/stats", params=params)
+        assert resp.status_code == 422 and resp.headers["content-type"] == PROBLEM, params
+
+
 def test_tenant_isolation_across_every_endpoint(acme, beta):
     """acme's key never sees beta's data, even for a call id both tenants have."""
+    day = {"since": "2026-11-25T00:00", "until": "2026-11-27T00:00"}
     seen = json.dumps([all_pages(acme), acme.get("/agents").json(),
+                       stats_of(acme, **day), stats_of(acme, interval="day", **day),
                        acme.get("/callbacks").json(), acme.get("/calls/shared").json()])
     assert not any(caller in seen for caller in BETA_CALLERS)
     assert "201" not in {a["agent"] for a in acme.get("/agents").json()}
@@ -133,9 +211,15 @@ def test_tenant_isolation_across_every_endpoint(acme, beta):
     assert [a["agent"] for a in beta.get("/agents").json()] == ["201"]
     assert [i["client"] for i in beta.get("/callbacks").json()] == ["+70000000001"]
     assert beta.get("/calls/a1").status_code == 404
+    beta_stats = stats_of(beta, **day)
+    assert beta_stats["time_zone"] == "Asia/Manila"
+    assert [(r["agent"], r["interval_start"], r["talk_ms"]) for r in beta_stats["items"]] == [
+        ("201", "2026-11-26T09:00:00+08:00", 777000)]
+    assert "777000" not in seen
 
 
-@pytest.mark.parametrize("path", ["/calls", "/calls/a1", "/agents", "/callbacks"])
+@pytest.mark.parametrize("path", ["/calls", "/calls/a1", "/agents", "/agents/stats",
+                                  "/callbacks"])
 def test_no_key_bad_key_revoked_key_wrong_scope(stack, path):
     settings, url, keys = stack
     for key in (None, "tawag_000000000000_" + "x" * 40, keys["acme"] + "x"):

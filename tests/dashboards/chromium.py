@@ -23,7 +23,7 @@ from websockets.sync.client import connect
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = ["Wallboard", "Today", "Calls", "Agents", "Missed calls", "Trends", "Quality",
-         "Routing", "SQL", "Glossary"]
+         "Routing", "Webhooks", "SQL", "Glossary"]
 """Every page of the app, by the title its navigation link ends with."""
 
 

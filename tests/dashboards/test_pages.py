@@ -9,7 +9,7 @@ import io
 import dash_known_data as known
 import pandas as pd
 import pytest
-from dash_app import APP, TIMEOUT_S, USERS, metrics, open_page
+from dash_app import APP, TIMEOUT_S, USERS, metrics, open_page, page_text
 from streamlit.testing.v1 import AppTest
 
 from dashboards import data
@@ -334,3 +334,57 @@ def test_glossary_lists_every_kpi_with_the_calls_it_counts_and_the_zone():
         glossary.INBOUND
     assert "UTC" in at.caption[0].value  # acme has no zone in this warehouse: the default
     assert not at.error
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+
+def test_webhooks_page_shows_each_subscriptions_deliveries(app_env):
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from api.delivery_log import outbox_file
+    from api.subscriptions import SubscriptionStore, subscriptions_file
+    from api.webhooks import KIND, Webhooks
+    from connectors.outbox import Outbox
+    from core.settings import load
+
+    settings = load()  # the app's own (TAWAG_DATA_DIR = app_env)
+    subs = SubscriptionStore(subscriptions_file(settings))
+    up = subs.add("acme", "http://crm.example/hook", ("*",), "tawag", None, "UTC")
+    down = subs.add("acme", "http://down.example/hook", ("*",), "zadarma", None, "UTC")
+    globex = subs.add("globex", "http://globex.example/hook", ("*",), "tawag", None, "UTC")
+    event_ts = datetime(2026, 11, 26, 9, 0, tzinfo=UTC).timestamp()
+    now = [event_ts]
+    receiver = httpx.MockTransport(lambda request: httpx.Response(
+        503 if request.url.host == "down.example" else 200, text="busy"))
+    box = Outbox(outbox_file(settings))
+    hooks = Webhooks(box, subs, http=httpx.Client(transport=receiver), max_age_s=3600,
+                     clock=lambda: now[0])
+    # e1 reaches its receiver 250 ms after the event, e2 120 ms after; the other one is down
+    for sub, event_id, delay, tries in ((up, "e1", 0.25, 1), (up, "e2", 0.12, 1),
+                                        (down, "e1", 0.3, 2), (globex, "g1", 0.1, 1)):
+        box.enqueue(sub.id, KIND, event_id, {"body": "{}", "event_ts": event_ts})
+        for _ in range(tries):
+            now[0] = event_ts + delay
+            hooks.attempt(sub, box.head(sub.id))
+    box.close()
+
+    at = open_page("webhooks")
+    assert [s.value for s in at.subheader] == [up.url, down.url]
+    assert [(m.label, m.value) for m in at.metric] == [
+        ("Delivered", "2"), ("Pending", "0"), ("Given up", "0"), ("First try ok", pct(1)),
+        ("Latency p50 / p99", "185 ms / 249 ms"),  # 120 + 0.99 * (250 - 120), interpolated
+        ("Delivered", "0"), ("Pending", "1"), ("Given up", "0"), ("First try ok", pct(0)),
+        ("Latency p50 / p99", "— / —")]
+    first = at.dataframe[0].value
+    assert first[["event", "state", "status", "attempts", "latency (ms)"]].values.tolist() \
+        == [["e2", "done", 200, 1, 120.0], ["e1", "done", 200, 1, 250.0]]
+    second = at.dataframe[1].value
+    assert second[["event", "state", "status", "attempts"]].values.tolist() == \
+        [["e1", "pending", 503, 2]]
+    assert "HTTP 503: busy" in second["last error"].iloc[0]
+    assert globex.url not in page_text(at)
+    # and globex's user sees only globex's subscription
+    assert [s.value for s in open_page("webhooks", user="bob").subheader] == [globex.url]

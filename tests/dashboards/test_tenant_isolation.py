@@ -13,7 +13,8 @@ from dashboards import data
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
-PAGES = ["wallboard", "today", "calls", "agents", "missed_calls", "trends", "quality", "sql"]
+PAGES = ["wallboard", "today", "calls", "agents", "missed_calls", "trends", "quality",
+         "webhooks", "sql"]
 GLOBEX_MARKS = ["+7999", "gx-sales", known.GLOBEX_DID, "globex", "g1"]
 ACME_MARKS = ["+7495", "support", "acme"]
 

@@ -135,6 +135,36 @@ def test_agent_table_by_hour_and_of_an_empty_period(agents):
         q.agent_table(agents, "acme", at(9), at(10), "week")
 
 
+def test_agent_intervals_one_row_per_agent_and_interval(agents):
+    rows = q.agent_intervals(agents, "acme", at(9), at(10))
+    got = [(r["agent"], pd.Timestamp(r["interval_start"]), r["talk_ms"], r["handled"])
+           for r in rows]
+    assert got == [("101", pd.Timestamp(at(9)), 240_000, 1),
+                   ("101", pd.Timestamp(at(9.25)), 280_000, 0),
+                   ("101", pd.Timestamp(at(9.5)), 320_000, 1),  # v6, not the late v4
+                   ("102", pd.Timestamp(at(9.25)), 0, 0)]
+    first, third = rows[0], rows[2]
+    # the definitions of agent_table, per interval
+    assert first["aht_talk_ms"] == 240_000 and first["answer_ratio"] == 0.5
+    assert math.isclose(first["occupancy"], 240 / 870)
+    assert third["aht_talk_ms"] == 600_000 and third["answer_ratio"] is None
+    assert set(q.STAT_COLUMNS) <= set(first)
+    # summed over the intervals they are the period's table
+    table = q.agent_table(agents, "acme", at(9), at(10)).set_index("agent")
+    assert sum(r["talk_ms"] for r in rows if r["agent"] == "101") == table.loc["101"].talk_ms
+
+
+def test_agent_intervals_by_agent_kind_and_tenant(agents):
+    assert {r["agent"] for r in q.agent_intervals(agents, "acme", at(9), at(10),
+                                                  agent="102")} == {"102"}
+    hour = q.agent_intervals(agents, "acme", at(9), at(10), "hour")
+    assert [(r["agent"], r["talk_ms"]) for r in hour] == [("101", 1)]
+    globex = q.agent_intervals(agents, "globex", at(9), at(10))
+    assert [(r["agent"], r["talk_ms"]) for r in globex] == [("101", 900_000)]
+    with pytest.raises(ValueError, match="interval_kind"):
+        q.agent_intervals(agents, "acme", at(9), at(10), "week")
+
+
 def test_state_timeline_of_a_day(agents):
     day = q.state_timeline(agents, "acme", at(0), at(24))
     got = [(r.agent, r.state, r.ms_in_window) for r in day.itertuples()]

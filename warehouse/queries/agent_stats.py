@@ -23,19 +23,45 @@ Definitions (named, see reference/peer-survey.md §3 and ``streams.folds.agent_s
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
 from warehouse.client import WarehouseClient
 from warehouse.schema import AGENT_STATES, AGENT_STATS
 
-__all__ = ["INTERVAL_KINDS", "agent_table", "state_timeline"]
+__all__ = ["INTERVAL_KINDS", "STAT_COLUMNS", "agent_table", "agent_intervals",
+           "state_timeline"]
 
 INTERVAL_KINDS = ("15m", "hour", "day")
 
 _WINDOW = ("tenant = {tenant:String} AND interval_kind = {kind:String} "
            "AND interval_start >= {start:DateTime64(3, 'UTC')} "
            "AND interval_start < {end:DateTime64(3, 'UTC')}")
+
+
+_SUMMED = ("logged_in_ms", "available_ms", "ringing_ms", "talk_ms", "wrap_up_ms", "offered",
+           "answered", "missed", "handled", "handled_talk_ms")
+_KPIS = ("if(handled = 0, NULL, handled_talk_ms / handled) AS aht_talk_ms, "
+         "if(talk_ms + wrap_up_ms + available_ms = 0, NULL, "
+         "   (talk_ms + wrap_up_ms) / (talk_ms + wrap_up_ms + available_ms)) AS occupancy, "
+         "if(offered = 0, NULL, answered / offered) AS answer_ratio")
+"""The definitions above, over summed columns: one text for every grouping."""
+STAT_COLUMNS = (*_SUMMED, "aht_talk_ms", "occupancy", "answer_ratio", "counted_until")
+"""The figures of every row of :func:`agent_table` and :func:`agent_intervals`."""
+
+
+def _check_kind(interval_kind: str) -> None:
+    if interval_kind not in INTERVAL_KINDS:
+        raise ValueError(f"interval_kind: one of {INTERVAL_KINDS}, got {interval_kind!r}")
+
+
+def _stats_sql(keys: str, where: str, order: str) -> str:
+    """Sums of the rows (FINAL) grouped by ``keys``, with the KPIs over the sums."""
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _SUMMED)
+    return (f"SELECT {keys}, {', '.join(_SUMMED)}, {_KPIS}, counted_until "
+            f"FROM (SELECT {keys}, {sums}, max(complete_until) AS counted_until "
+            f"FROM {AGENT_STATS} FINAL WHERE {where} GROUP BY {keys}) ORDER BY {order}")
 
 
 def agent_table(client: WarehouseClient, tenant: str, start: datetime, end: datetime,
@@ -48,21 +74,29 @@ def agent_table(client: WarehouseClient, tenant: str, start: datetime, end: date
     refresh, a call): ``counted_until`` is that time (the latest ``complete_until``), so a
     reader knows the time in the current state after it is not in the figures yet.
     """
-    if interval_kind not in INTERVAL_KINDS:
-        raise ValueError(f"interval_kind: one of {INTERVAL_KINDS}, got {interval_kind!r}")
-    sums = ", ".join(f"sum({c}) AS {c}" for c in (
-        "logged_in_ms", "available_ms", "ringing_ms", "talk_ms", "wrap_up_ms", "offered",
-        "answered", "missed", "handled", "handled_talk_ms"))
+    _check_kind(interval_kind)
     return client.query_df(
-        "SELECT agent, logged_in_ms, available_ms, ringing_ms, talk_ms, wrap_up_ms, "
-        "offered, answered, missed, handled, handled_talk_ms, "
-        "if(handled = 0, NULL, handled_talk_ms / handled) AS aht_talk_ms, "
-        "if(talk_ms + wrap_up_ms + available_ms = 0, NULL, "
-        "   (talk_ms + wrap_up_ms) / (talk_ms + wrap_up_ms + available_ms)) AS occupancy, "
-        "if(offered = 0, NULL, answered / offered) AS answer_ratio, counted_until "
-        f"FROM (SELECT agent, {sums}, max(complete_until) AS counted_until "
-        f"FROM {AGENT_STATS} FINAL WHERE {_WINDOW} GROUP BY agent) ORDER BY agent",
+        _stats_sql("agent", _WINDOW, "agent"),
         {"tenant": tenant, "kind": interval_kind, "start": start, "end": end})
+
+
+def agent_intervals(client: WarehouseClient, tenant: str, start: datetime, end: datetime,
+                    interval_kind: str = "15m", *,
+                    agent: str | None = None) -> list[dict[str, Any]]:
+    """One row per agent and ``interval_kind`` interval starting in ``[start, end)`` (the
+    public API's statistics per interval), by agent then interval; ``agent`` narrows it.
+
+    Keys ``agent``, ``interval_start`` (UTC; the interval is the tenant's local one, cut
+    by streams), then :data:`STAT_COLUMNS` with the definitions of :func:`agent_table`
+    (a row is one interval, so its sums are that interval's figures).
+    """
+    _check_kind(interval_kind)
+    where = _WINDOW + (" AND ({agent:Nullable(String)} IS NULL "
+                       "OR agent = {agent:Nullable(String)})")
+    return client.query(
+        _stats_sql("agent, interval_start", where, "agent, interval_start"),
+        {"tenant": tenant, "kind": interval_kind, "start": start, "end": end,
+         "agent": agent})
 
 
 def state_timeline(client: WarehouseClient, tenant: str, start: datetime, end: datetime,
