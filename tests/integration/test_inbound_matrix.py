@@ -12,7 +12,8 @@ scenarios, one test each, run one after the other on the same agents:
 * DID -> ring-all group: one agent answers, the other is cancelled;
 * DID -> ring-all group that nobody answers in its ring timeout -> forward to 101;
 * DID -> extension, picked up by a group peer with ``*8``;
-* DID -> extension, which blind-transfers the caller to a busy extension.
+* DID -> extension, which blind-transfers the caller to a busy extension;
+* and for comparison two internal calls: 101 -> 102 answered, 101 -> 104 cancelled.
 
 For each: the CDR (disposition, agent, sip code, started/answered/ended within
 :data:`SLACK_S` of sipp's INVITE/200/BYE, legs, forwards, transfers) and each involved
@@ -64,6 +65,8 @@ AGENTS = ("101", "102", "103", "104", "105")
 PASSWORDS = {a: f"matrix-{a}" for a in AGENTS}
 CONTACT_PORTS = {a: BLOCK + int(a) for a in AGENTS}  # 18101..18105
 STAR8_PORT = BLOCK + 120
+INTERNAL_PORT = BLOCK + 130
+"""Where extension 101 places its own calls from (its phone listens on its contact)."""
 MEDIA_PORTS = iter(range(RTP_MIN + 600, RTP_MIN + 2000, 4))
 """Above rtpengine's range; sipp binds media port .. +3."""
 S = AgentStatus
@@ -537,3 +540,59 @@ def test_blind_transfer_of_a_did_call_to_a_busy_extension(
                     [*rang(sent(b, "SIP/2.0 180"), answer), *talked(answer, bye)],
                     [Expected(S.AVAILABLE, None, answer), *talked(answer, bye)])
     assert_timeline(warehouse, "103", start, [BEFORE])
+
+
+# --- internal calls, for comparison ---------------------------------------------------------
+
+
+def test_internal_call_answered_both_agents_talk(
+    sip: sipp.Edge, warehouse: HttpClient, phones: list[sipp.Uas]
+) -> None:
+    start = time.time()
+    phone = answering(sip, "102")
+    phones.append(phone)
+    caller = sipp.call(sip, "101", "102", port=INTERNAL_PORT, media_port=next(MEDIA_PORTS),
+                       talk_ms=TALK_MS, password=PASSWORDS["101"])
+    assert caller.ok, caller.received()
+    agent = phone.wait()
+
+    cdr = closed_cdr(warehouse, caller.call_id)
+    assert (cdr["direction"], cdr["disposition"], cdr["agent"], cdr["hangup_by"]) == (
+        "internal", "answered", "102", "101"), cdr
+    assert cdr["legs"] == [("102", "answered")], cdr
+    # the edge's call starts at the INVITE it accepted: the one after the 407
+    assert_near("started_at", cdr["started"], [m.at for m in caller.messages
+                                               if m.method == "INVITE"][-1] or 0.0)
+    answer, bye = sent(agent, "SIP/2.0 200", "INVITE"), received(agent, "BYE")
+    assert_near("answered_at", cdr["answered"], received(caller, "SIP/2.0 200", "INVITE"))
+    assert_near("ended_at", cdr["ended"], sent(caller, "BYE"))
+    assert_timeline(warehouse, "102", start, [*rang(sent(agent, "SIP/2.0 180"), answer),
+                                              *talked(answer, bye)])
+    # the caller: on the call from the answer it received to its BYE
+    assert_timeline(warehouse, "101", start, [
+        Expected(S.AVAILABLE, None, received(caller, "SIP/2.0 200", "INVITE")),
+        *talked(received(caller, "SIP/2.0 200", "INVITE"), sent(caller, "BYE"))])
+
+
+def test_internal_call_cancelled_by_the_caller(
+    sip: sipp.Edge, warehouse: HttpClient, phones: list[sipp.Uas]
+) -> None:
+    start = time.time()
+    phone = sipp.start_uas_ring(sip, port=CONTACT_PORTS["105"])
+    phones.append(phone)
+    caller = sipp.call_and_cancel(sip, "101", "105", ring_ms=RING_MS, port=INTERNAL_PORT,
+                                  media_port=next(MEDIA_PORTS), password=PASSWORDS["101"])
+    assert caller.ok, caller.received()
+    agent = phone.wait()
+    assert agent.exit_code == 0, agent.received()
+
+    cdr = closed_cdr(warehouse, caller.call_id)
+    assert (cdr["direction"], cdr["disposition"], cdr["agent"]) == (
+        "internal", "cancelled", None), cdr
+    assert cdr["legs"] == [("105", "cancelled")], cdr
+    assert cdr["answered"] is None, cdr
+    assert_near("ended_at", cdr["ended"], sent(caller, "CANCEL"))
+    cancelled = received(agent, "CANCEL")
+    assert_timeline(warehouse, "105", start, [
+        *rang(sent(agent, "SIP/2.0 180"), cancelled), Expected(S.AVAILABLE, cancelled, None)])
+    assert_timeline(warehouse, "101", start, [BEFORE])  # it never talked
