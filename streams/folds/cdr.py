@@ -34,6 +34,8 @@ Participants (one pass over the sorted events, see :class:`_Legs`):
   target in ``extra.leg_to``, else the callee). An answer with no ringing leg of its
   agent makes one up, ringing from the offer - under the id of that agent's ringing
   stamped after the answer if there is one (180 and 200 back to back in two workers).
+  A leg's own failure that names its agent with no ringing before it (a busy phone
+  answers 486 at once) makes the leg too, from and until the failure.
 - a leg ends at the first of: its own ``call.failed``/``call.cancelled`` (an event whose
   ``leg_id`` names the leg, not the call: outcome from the code), a ``call.forwarded``
   (the edge forwards only once every branch of the current target failed: outcome = the
@@ -439,14 +441,15 @@ def _on_failure(ev: Event, call: _Call) -> _Call:
 def _close_leg(ev: Event, call: _Call, dialog: str) -> None:
     """A leg's own failure. A leg cancelled (487) in a dialog someone picked up lost to
     the pickup, whether its 487 is stamped before or after the picker's answer. A
-    transfer target that fails without ringing (busy) still gets its leg, from and
-    until the failure: the failed transfer attempt shows in the CDR."""
+    target that fails without ringing (a busy phone: 486 straight away) still gets its
+    leg, from and until the failure: a transfer attempt, or the agent a DID call was
+    routed to, shows in the CDR - the leg is the only place that names who refused."""
     outcome = _leg_outcome(ev)
     if (outcome is LegOutcome.CANCELLED and dialog in call.pickups
             and ev.agent != call.pickups[dialog]):
         outcome = LegOutcome.PICKED_UP
     leg = call.legs.by_id.get(ev.leg_id or "")
-    if leg is None and dialog != call.call_id and ev.leg_id:
+    if leg is None and ev.leg_id and (dialog != call.call_id or ev.agent):
         call.legs.ring(ev.leg_id, ev.agent or ev.extra.get("leg_to"), ev.ts)
         leg = call.legs.by_id[ev.leg_id]
     if leg is not None:

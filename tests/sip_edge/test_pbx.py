@@ -383,6 +383,45 @@ def test_did_to_extension_answered_the_agent_rings_talks_and_is_released(
     assert (free, still) == (hung_up, None)  # not on_call after the call
 
 
+def test_did_call_blind_transferred_by_the_agent_to_a_busy_extension(
+    sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
+) -> None:
+    """Trunk -> DID -> 102, who REFERs the client to 101 (busy; 103 would
+    forward busy calls). Seen end to end
+    (tests/integration/test_inbound_matrix.py): the carrier's INVITE to the Refer-To
+    extension got 404 (a trunk may only call DIDs), and the transfer and the hang-up
+    named the DID (the From/To of the agent's in-dialog requests), not agent 102."""
+    busy = sipp.start_uas_busy(sip, port=CONTACT_PORTS["101"])
+    transferor = sipp.start_uas_transferor(sip, port=CONTACT_PORTS["102"],
+                                           media_port=next(MEDIA_PORTS), refer_to="101",
+                                           talk_ms=800)
+    uas.extend([busy, transferor])
+    first = sipp.run_scenario(sip, "uac_carrier_transferred.xml", [
+        "-s", DID_102, "-key", "caller", OUTSIDE_CALLER, "-p", str(CARRIER_UAC_PORT),
+        "-mp", str(next(MEDIA_PORTS))], label="carrier-xfer", expected_code=200)
+    assert first.ok, first.received()
+    assert transferor.wait().exit_code == 0
+    second = sipp.run_scenario(sip, "uac_carrier_fail_referred.xml", [
+        "-s", "101", "-key", "caller", OUTSIDE_CALLER, "-p", str(CARRIER_UAC_PORT),
+        "-mp", str(next(MEDIA_PORTS)), "-key", "referred_by", "102"],
+        label="carrier-xfer-busy", expected_code=486)
+    assert second.ok, second.received()
+    assert busy.wait().exit_code == 0
+
+    evapi.wait_for(lambda e: e["event"] == "call.failed" and e.get("leg_id") == second.call_id)
+    events = evapi.for_call(first.call_id)
+    transferred = next(e for e in events if e["event"] == "call.transferred")
+    assert (transferred["from"], transferred["to"]) == ("102", "101")
+    end = next(e for e in events if e["event"] == "call.end")
+    assert (end["reason"], end["hangup_by"], end["agent"]) == ("bye", "102", "102")
+    offer = next(e for e in events if e["event"] == "call.start"
+                 and e.get("leg_id") == second.call_id)
+    assert (offer["route_target"], offer["domain"]) == ("ext:101", DOMAIN)
+    assert "did" not in offer  # the DID was the first dialog's
+    # the refused attempt is the first call's, not a call of its own
+    assert evapi.for_call(second.call_id) == []
+
+
 def test_did_to_ring_all_group_one_answers_the_others_stop_ringing(
     sip: sipp.Edge, evapi: EvapiListener, uas: list[sipp.Uas]
 ) -> None:

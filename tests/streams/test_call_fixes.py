@@ -337,3 +337,28 @@ def test_the_guard_settles_every_open_dialog_of_a_transferred_call() -> None:
     assert trimmed.calls == {} and trimmed.trimmed == 1
     assert [(s.state, s.since, s.until) for s in timeline(trimmed)][-2:] == [
         (S.ON_CALL, at(2_000), at(50_000)), (S.AVAILABLE, at(50_000), None)]
+
+
+# --- a DID call refused busy by the agent's phone -------------------------------------------
+
+
+def test_a_did_call_refused_busy_without_ringing_names_the_agent_in_its_leg() -> None:
+    """Seen end to end (tests/integration/test_inbound_matrix.py): the carrier calls a
+    DID routed to 103, whose phone answers 486 at once. The edge sends the leg's
+    call.failed (agent 103) and the call's; with no ringing before them the CDR had no
+    leg at all, so nothing said which agent refused the call (the CDR's ``agent`` is who
+    handled it: nobody)."""
+    did = call_events(CALL, caller="+79160000077", callee="+74951238103",
+                      direction=Direction.INBOUND, leg_id=CALL)
+    events = [
+        did(E.CALL_OFFERED, 0, extra={"route_target": "ext:103"}),
+        did(E.CALL_FAILED, 40, leg_id=f"{CALL}#0", agent="103", sip_code=486,
+            reason="Busy Here"),
+        did(E.CALL_FAILED, 41, sip_code=486, reason="Busy Here"),
+    ]
+    for order in (events, events[::-1]):
+        cdr = to_cdr(fold(CALL, order))
+        assert (cdr.disposition, cdr.agent, cdr.closed) == (Disposition.BUSY, None, True)
+        assert cdr.legs == (leg(f"{CALL}#0", "103", 40, 40, O.BUSY),)
+    # the agent never rang: available throughout
+    assert timelines(events)["103"] == [(S.AVAILABLE, -1_000, None)]
