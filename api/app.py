@@ -37,6 +37,7 @@ from warehouse.queries import api as api_q
 from warehouse.queries import callbacks as callbacks_q
 from warehouse.queries import calls as calls_q
 from warehouse.queries import cdr as cdr_q
+from warehouse.queries import routing as routing_q
 from warehouse.queries import tenants as tenants_q
 
 __all__ = ["PREFIX", "create_app", "encode_cursor", "decode_cursor"]
@@ -220,8 +221,10 @@ def create_app(settings: Settings, *, client: WarehouseClient | None, keys: KeyS
         if row is None:
             raise problems.ProblemError(404, "not-found", f"no call {call_id!r}")
         events = read(lambda: _records(calls_q.call_events(client_, key.tenant, call_id)))
+        decisions = read(lambda: _records(
+            routing_q.call_decisions(client_, key.tenant, call_id).rename(columns={"ts": "at"})))
         return {**row, **_recording_link(settings, row["recording"], clock()),
-                "events": events}
+                "routing": decisions, "events": events}
 
     @app.get(f"{PREFIX}/agents", response_model=list[models.AgentNow], responses=_ERRORS,
              tags=["agents"], summary="Each agent's current state")

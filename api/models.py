@@ -76,6 +76,18 @@ class CallEvent(BaseModel):
     hangup_by: str | None
 
 
+class RoutingDecision(BaseModel):
+    """A rule beyond the DID's own target decided where the call went (route.decided)."""
+
+    at: datetime
+    rule: str = Field(description="blacklist, schedule or whitelist")
+    target: str = Field(description=(
+        "Where the rule sent the call: ext:<user>, group:<name>, tel:<number>, or "
+        "refuse:<rule> (refused: 603, or 480 Closed out of hours)"))
+    default_target: str | None = Field(description="Where the DID alone would have sent it.")
+    decision_us: int | None = Field(description="The edge's time deciding, microseconds.")
+
+
 class CallDetail(Call):
     route_target: str | None = Field(description=(
         "Where the PBX routed the call on its offer: ext:<user>, group:<name>, "
@@ -88,6 +100,9 @@ class CallDetail(Call):
         "A signed link to the recording (WAV), valid until recording_url_expires_at; "
         "null without a recording or while recording links are not set up."))
     recording_url_expires_at: datetime | None
+    routing: list[RoutingDecision] = Field(description=(
+        "The routing decisions taken for the call, in time order (empty: it went where "
+        "its DID or the number dialled says)."))
     legs: list[Leg]
     forwards: list[Forward]
     transfers: list[Transfer]

@@ -83,11 +83,17 @@ BETA_CALLERS = {"+70000000001", "+70000000002"}
 
 
 def events(tenant: str, call_id: str, minutes: float) -> list[Event]:
+    """Offered and answered; acme's a2 was decided by its DID's schedule first."""
     started = T0 + timedelta(minutes=minutes)
     common = {"tenant": tenant, "source": "test", "call_id": call_id,
               "direction": Direction.INBOUND, "caller": "+74951234567", "callee": "101"}
-    return [Event(f"{tenant}-{call_id}-1", EventType.CALL_OFFERED, ts=started,
-                  leg_id=call_id, **common),
+    decided = [Event(f"{tenant}-{call_id}-0", EventType.ROUTE_DECIDED, ts=started,
+                     leg_id=call_id, extra={"rule": "schedule", "target": "ext:103",
+                                            "default_target": "group:sales",
+                                            "decision_us": 212}, **common)
+               ] if (tenant, call_id) == ("acme", "a2") else []
+    return [*decided, Event(f"{tenant}-{call_id}-1", EventType.CALL_OFFERED, ts=started,
+                            leg_id=call_id, **common),
             Event(f"{tenant}-{call_id}-2", EventType.CALL_ANSWERED,
                   ts=started + timedelta(seconds=5), leg_id=f"{call_id}#1", agent="101",
                   sip_code=200, **common)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -110,6 +110,15 @@ def test_one_call_with_legs_and_events(acme):
     assert call["call_id"] == "a1" and call["disposition"] == "answered"
     assert [(leg["leg_id"], leg["outcome"]) for leg in call["legs"]] == [("a1#1", "answered")]
     assert [e["type"] for e in call["events"]] == ["call.offered", "call.answered"]
+
+
+def test_call_detail_says_which_routing_rule_decided_the_call(acme):
+    [decision] = acme.get("/calls/a2").json()["routing"]
+    at = datetime.fromisoformat(decision.pop("at").replace("Z", "+00:00"))
+    assert at == T0 + timedelta(minutes=10)
+    assert decision == {"rule": "schedule", "target": "ext:103",
+                        "default_target": "group:sales", "decision_us": 212}
+    assert acme.get("/calls/a1").json()["routing"] == []
 
 
 def test_call_detail_routing_facts(acme):
