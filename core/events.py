@@ -42,6 +42,10 @@ An interrupted call gets one such event per dialog still open (``agent`` who ans
 there, if anyone) and, before them, a ``call.cancelled`` (same ``reason``, ``ts`` and
 ``extra``) of each leg still ringing (``leg_id`` the leg, ``agent`` its agent), so every
 party is released; a real end arriving later does not reopen the call.
+Reason ``recovered`` (added to v1, additive): the call's own ``call.ended`` never reached ingest,
+but the edge still listed its answered dialog as ended (``dlg.list``): the reconciler closed it
+at the edge's end time (whole seconds), ``hangup_by`` null, ``source`` ending in
+``#reconciler``, ``extra.recovered`` ``edge_dialog_ended``; the CDR stays ``answered``.
 ``media`` of ``call.ended`` holds the RTP figures; when the edge has none,
 ``extra.media_missing`` (added to v1, additive) says why: ``unknown_call`` (rtpengine
 no longer knew the call, e.g. one ended on the edge's timers) or ``no_rtp_stats``.

@@ -16,7 +16,7 @@ from core.metrics import CallbackCollector, register_callback
 
 __all__ = ["EVENTS_IN", "EVENTS_PRODUCED", "DEAD_LETTERS",
            "EVAPI_CONNECTS", "EVAPI_RECONNECTS", "EVAPI_CONNECTED", "RECORDINGS",
-           "CALLS_WITHOUT_MEDIA", "CALLS_INTERRUPTED",
+           "CALLS_WITHOUT_MEDIA", "CALLS_INTERRUPTED", "CALL_ENDS_RECOVERED",
            "dead_letter_reason", "watch_spool"]
 
 EVENTS_IN = Counter("tawag_ingest_events", "Events decoded from Kamailio's evapi, by type",
@@ -42,6 +42,10 @@ CALLS_INTERRUPTED = Counter(
     "tawag_ingest_calls_interrupted",
     "Calls whose end was lost, closed by the reconciler (call.ended reason interrupted), "
     "by why: edge_lost (gone from the edge's dialogs) or max_age", ["why"])
+CALL_ENDS_RECOVERED = Counter(
+    "tawag_ingest_call_ends_recovered",
+    "Answered calls whose call.ended never arrived although the edge listed the dialog as "
+    "ended: closed by the reconciler at the edge's end time (reason recovered)")
 RECORDINGS = Counter("tawag_ingest_recordings",
                      "call.recording_ready events made from recorded calls")
 

@@ -38,7 +38,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,13 +48,16 @@ from core.events import Direction, Event, EventType, format_ts, parse_ts
 from core.phone import is_extension
 from ingest import metrics
 
-__all__ = ["OpenCall", "OpenCalls", "interruption", "live_dialogs", "Reconciler",
-           "TrackingSink", "INTERRUPTED", "STATE_FORMAT"]
+__all__ = ["OpenCall", "OpenCalls", "interruption", "live_dialogs", "edge_dialogs",
+           "Reconciler", "TrackingSink", "INTERRUPTED", "RECOVERED", "STATE_FORMAT"]
 
 log = logging.getLogger("tawag.ingest.reconcile")
 
 INTERRUPTED = "interrupted"
 """``reason`` of the events that close a call whose end was lost."""
+RECOVERED = "recovered"
+"""``reason`` of a ``call.ended`` made from the edge's own record: ``dlg.list`` listed the
+answered dialog as ended (with its end time) but its ``call.ended`` never came."""
 STATE_FORMAT = 1
 _TERMINAL = frozenset({EventType.CALL_ENDED, EventType.CALL_FAILED,
                        EventType.CALL_CANCELLED, EventType.CALL_RECORDING_READY})
@@ -86,6 +89,9 @@ class OpenCall:
     """Legs still ringing (leg id) -> the agent rung."""
     seen_ts: datetime | None = None
     """When the edge last listed one of its dialogs (the reconciler's clock, UTC)."""
+    edge_ended: dict[str, str] = field(default_factory=dict)
+    """Dialog -> when the edge says it ended (ISO): listed as terminated by ``dlg.list``
+    while its ``call.ended`` had not come."""
 
     @property
     def last_known(self) -> datetime:
@@ -102,7 +108,7 @@ class OpenCall:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OpenCall:
         seen = data.get("seen_ts")
-        return cls(**{**data, "first_ts": parse_ts(data["first_ts"]),
+        return cls(**{"edge_ended": {}, **data, "first_ts": parse_ts(data["first_ts"]),
                       "last_ts": parse_ts(data["last_ts"]),
                       "seen_ts": parse_ts(seen) if seen else None})
 
@@ -184,16 +190,23 @@ class OpenCalls:
     # --- against the edge -------------------------------------------------------------
 
     def due(self, live: set[str] | None, *, now: float, wall: datetime, grace_s: float,
-            max_age: timedelta) -> list[tuple[OpenCall, str]]:
+            max_age: timedelta, ended: Mapping[str, datetime] | None = None,
+            ) -> list[tuple[OpenCall, str]]:
         """The calls to close now, each with why (``edge_lost`` or ``max_age``).
 
         ``live`` is the edge's dialogs (SIP Call-IDs), or None when the edge could not be
         asked (then only the age rule applies, and the grace counting is left as is).
         ``now`` is monotonic seconds; ``wall`` the current UTC time, for the age rule and
-        as the time a listed call was last seen alive.
+        as the time a listed call was last seen alive. ``ended`` (SIP Call-ID -> end time)
+        are the dialogs the edge still lists as terminated: remembered on their call, whose
+        end :func:`interruption` then takes from the edge instead of calling it lost.
         """
         out: list[tuple[OpenCall, str]] = []
         for call_id, call in self.calls.items():
+            for dialog in call.dialogs:
+                if ended and dialog in ended and dialog not in call.edge_ended:
+                    call.edge_ended[dialog] = format_ts(ended[dialog])
+                    self.changed = True
             if wall - call.first_ts > max_age:
                 out.append((call, "max_age"))
                 continue
@@ -268,20 +281,49 @@ def interruption(call: OpenCall, why: str, detected_at: datetime, source: str) -
               for leg, agent in sorted(call.legs.items())]
     for dialog, agent in sorted(call.dialogs.items()):
         answered = call.answered_at.get(dialog)
+        end, fields = last, base
+        if answered is not None and dialog in call.edge_ended:
+            # the edge ended this dialog (dlg.list said so): its end, not a lost one
+            end = max(parse_ts(call.edge_ended[dialog]), call.last_ts)
+            fields = base | {"ts": end, "reason": RECOVERED,
+                             "extra": {"recovered": "edge_dialog_ended",
+                                       "detected_at": format_ts(detected_at)}}
         duration = (None if answered is None
-                    else max(0, round((last - parse_ts(answered))
+                    else max(0, round((end - parse_ts(answered))
                                       / timedelta(milliseconds=1))))
-        events.append(Event(event_id=_event_id(call.call_id, dialog, last),
+        events.append(Event(event_id=_event_id(call.call_id, dialog, end),
                             type=EventType.CALL_ENDED, leg_id=dialog, agent=agent,
-                            duration_ms=duration, **base))
+                            duration_ms=duration, **fields))
     return events
 
 
+DLG_STATE_DELETED = 5
+"""Kamailio's dialog state once ended; ``dlg.list`` still lists such a dialog for a few
+seconds (until its BYE transaction is gone), with ``end_ts``."""
+
+
 def live_dialogs(result: Any) -> set[str]:
-    """The SIP Call-IDs of Kamailio's ``dlg.list`` answer (a list of dialog records)."""
+    """The SIP Call-IDs of Kamailio's ``dlg.list`` answer (a list of dialog records) that
+    have not ended."""
+    return edge_dialogs(result)[0]
+
+
+def edge_dialogs(result: Any) -> tuple[set[str], dict[str, datetime]]:
+    """``dlg.list``'s dialogs: the SIP Call-IDs not ended, and the ended ones with the
+    time the edge ended them (``end_ts``, whole seconds)."""
+    live: set[str] = set()
+    ended: dict[str, datetime] = {}
     if not isinstance(result, list):
-        return set()
-    return {str(d["call-id"]) for d in result if isinstance(d, dict) and d.get("call-id")}
+        return live, ended
+    for d in result:
+        if not isinstance(d, dict) or not d.get("call-id"):
+            continue
+        if d.get("state") == DLG_STATE_DELETED and isinstance(d.get("end_ts"), int) \
+                and d["end_ts"] > 0:
+            ended[str(d["call-id"])] = datetime.fromtimestamp(d["end_ts"], UTC)
+        else:
+            live.add(str(d["call-id"]))
+    return live, ended
 
 
 def agents_of(call: OpenCall) -> list[str]:
@@ -348,8 +390,10 @@ class Reconciler:
                 due = self.open.due(None, now=self.clock(), wall=self.wall(),
                                     grace_s=self.grace_s, max_age=self.max_age)
         else:
+            ended: dict[str, datetime] = {}
             try:
-                live: set[str] | None = live_dialogs(self.list_dialogs())
+                live: set[str] | None
+                live, ended = edge_dialogs(self.list_dialogs())
             except Exception as exc:  # the edge restarting: try again next time
                 log.debug("dlg.list failed: %s", exc)
                 live = None
@@ -357,17 +401,24 @@ class Reconciler:
                 if live is None:
                     self.open.reset_grace()
                 due = self.open.due(live, now=self.clock(), wall=self.wall(),
-                                    grace_s=self.grace_s, max_age=self.max_age)
+                                    grace_s=self.grace_s, max_age=self.max_age, ended=ended)
         sent: list[Event] = []
         for call, why in due:
             events = interruption(call, why, self.wall(), self.source)
-            log.warning("call %s interrupted (%s): its end was lost; closed at %s, "
-                        "releasing %s", call.call_id, why, format_ts(call.last_known),
-                        ", ".join(agents_of(call)) or "no extension")
             self.emit(events)
             with self._lock:
                 self.open.forget(call.call_id)
             sent.extend(events)
+            if any(e.reason == RECOVERED for e in events):
+                log.warning("call %s: its call.ended never came, but the edge ended the "
+                            "dialog at %s: closed from the edge's record (reason %s)",
+                            call.call_id, ", ".join(sorted(call.edge_ended.values())),
+                            RECOVERED)
+                metrics.CALL_ENDS_RECOVERED.inc()
+                continue
+            log.warning("call %s interrupted (%s): its end was lost; closed at %s, "
+                        "releasing %s", call.call_id, why, format_ts(call.last_known),
+                        ", ".join(agents_of(call)) or "no extension")
             self.interrupted_total += 1
             metrics.CALLS_INTERRUPTED.labels(why).inc()
         self.save()

@@ -23,7 +23,9 @@ Rules (caller's view, Asterisk/CGRateS vocabulary, see ``reference/peer-survey.m
 - Disposition: answered; busy (486, 600); no_answer (408, 480); cancelled (487 or
   call.cancelled); failed (any other final code); interrupted (``call.ended`` reason
   ``interrupted``: ingest closed a call whose end was lost, at its last known event time;
-  a real end arriving later does not change it); in_progress until a terminal event.
+  a real end arriving later does not change it; an end *recovered* from the edge's own
+  dialog record, reason ``recovered``, is an ordinary end); in_progress until a terminal
+  event.
 - agent = the extension that answered; on an outbound call the extension that placed it
   (answered or not: the party answering there is the client).
 - version = event_count = number of distinct events folded.

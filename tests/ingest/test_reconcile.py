@@ -9,20 +9,24 @@ repeated interruption carries the same event ids.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from builders import T0, call_events
 
 from core.events import Direction, EventType, from_json, to_json
+from core.records import Disposition
 from ingest.reconcile import (
     OpenCalls,
     Reconciler,
     TrackingSink,
+    edge_dialogs,
     interruption,
     live_dialogs,
 )
+from streams.folds import cdr as cdr_fold
+from streams.folds.cdr import to_cdr
 
 E = EventType
 GRACE = 10.0
@@ -244,3 +248,45 @@ def test_a_real_end_after_the_interruption_opens_nothing(kind: EventType) -> Non
     assert calls.calls == {}
     calls.track(call_events("c1")(kind, 9_000, sip_code=486 if kind is E.CALL_FAILED else None))
     assert calls.calls == {}
+
+
+def test_dlg_list_separates_live_dialogs_from_ended_ones_with_their_end_time() -> None:
+    listed = [{"call-id": "a", "state": 4, "end_ts": 0},
+              {"call-id": "b", "state": 5, "end_ts": 1795681000},
+              {"call-id": "c", "state": 5, "end_ts": 0},  # ended, no time: counted live
+              {"state": 4}, "junk"]
+    live, ended = edge_dialogs(listed)
+    assert live == {"a", "c"} and ended == {"b": datetime.fromtimestamp(1795681000, UTC)}
+    assert live_dialogs(listed) == {"a", "c"}
+
+
+def test_an_answered_call_the_edge_ended_without_its_call_ended_closes_answered_at_its_end(
+        ) -> None:
+    """The crash test's case: the BYE ended the dialog on the edge (dlg.list lists it as
+    ended for a few seconds), but the call.ended never reached ingest."""
+    calls = tracked(*direct_call())
+    edge_end = T0 + timedelta(seconds=9)
+    assert due(calls, set(), now=0) == []
+    assert calls.calls["c1"].edge_ended == {}
+    assert calls.due(set(), now=1, wall=T0, grace_s=GRACE, max_age=MAX_AGE,
+                     ended={"c1": edge_end}) == []
+    [(call, why)] = calls.due(set(), now=GRACE, wall=T0, grace_s=GRACE, max_age=MAX_AGE)
+    [end] = interruption(call, why, T0 + timedelta(minutes=1), "kamailio@test")
+    assert (end.type, end.reason, end.ts, end.agent) == (E.CALL_ENDED, "recovered", edge_end,
+                                                          "102")
+    assert end.duration_ms == 4_000  # answered at 5 s, ended at 9 s
+    assert end.extra == {"recovered": "edge_dialog_ended",
+                         "detected_at": "2026-11-26T09:01:00.000Z"}
+    cdr = to_cdr(cdr_fold.fold("c1", [*direct_call(), end]))
+    assert (cdr.disposition, cdr.closed, cdr.talk_ms) == (Disposition.ANSWERED, True, 4_000)
+    assert from_json(to_json(end)) == end
+    # remembered on disk too, so a restarted ingest still recovers it
+    assert OpenCalls.from_dict(calls.to_dict()).to_dict() == calls.to_dict()
+
+
+def test_an_ended_dialog_that_was_never_answered_is_still_interrupted() -> None:
+    calls = tracked(*group_ringing())
+    calls.due(set(), now=0, wall=T0, grace_s=GRACE, max_age=MAX_AGE,
+              ended={"g1": T0 + timedelta(seconds=3)})
+    events = interruption(calls.calls["g1"], "edge_lost", T0, "s")
+    assert {e.reason for e in events} == {"interrupted"}

@@ -5,8 +5,9 @@ they end.
 If an open call's dialog were missing from ``dlg.list`` while it is alive (say, while it
 rings, before any answer), ``ingest.reconcile`` would close a live call as interrupted.
 Both states are held here for several polls: a call that rings 1.5 s and is
-cancelled, and one that talks and is hung up. The events are the edge's own (evapi),
-decoded as the bridge does.
+cancelled, and one that talks and is hung up; the ended dialog is then listed as ended,
+with its end time, for a few seconds (the reconciler recovers a lost ``call.end`` from
+it). The events are the edge's own (evapi), decoded as the bridge does.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from edge_harness import EdgeStack, EvapiListener
 from edge import control as edge
 from edge import sipp
 from ingest.decode import DecodeContext, decode_evapi
-from ingest.reconcile import OpenCalls, live_dialogs
+from ingest.reconcile import OpenCalls, edge_dialogs, live_dialogs
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +122,8 @@ def test_a_talking_call_is_listed_by_the_edge_until_it_ends(
     assert out and out[0].ok, out[0].received() if out else "no result"
     evapi.wait_for(lambda e: e["event"] == "call.end" and e["call_id"] == answered["call_id"])
     assert followed(evapi.for_call(answered["call_id"])).calls == {}
+    # for a few seconds more (its BYE transaction's life) the edge lists the dialog as
+    # ended, with the end time: what the reconciler recovers a lost call.end from
+    live, ended = edge_dialogs(edge.kamailio_rpc(settings, "dlg.list"))
+    assert answered["call_id"] not in live
+    assert abs(ended[answered["call_id"]].timestamp() - datetime.now(UTC).timestamp()) < 3
