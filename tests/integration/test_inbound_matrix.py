@@ -39,6 +39,7 @@ from core.agent_records import AgentStatus
 from core.settings import Settings
 from edge import sipp
 from warehouse.client import HttpClient, service_client
+from warehouse.queries import wallboard
 from warehouse.queries.agent_stats import state_timeline
 
 pytestmark = pytest.mark.integration
@@ -596,3 +597,44 @@ def test_internal_call_cancelled_by_the_caller(
     assert_timeline(warehouse, "105", start, [
         *rang(sent(agent, "SIP/2.0 180"), cancelled), Expected(S.AVAILABLE, cancelled, None)])
     assert_timeline(warehouse, "101", start, [BEFORE])  # it never talked
+
+
+# --- the wallboard against the live call ---------------------------------------------------
+
+WALLBOARD_TALK_MS = 10_000
+"""Long enough for the wallboard to show the call while it still talks (the pipeline takes
+a second or two from the edge's event to the warehouse)."""
+
+
+def test_the_wallboard_shows_the_talking_did_call_and_its_agent_then_neither(
+        sip: sipp.Edge, warehouse: HttpClient, phones: list[sipp.Uas]) -> None:
+    """What the wallboard page reads (warehouse.queries.wallboard), while a DID call to 102
+    talks: one talking call, answered by 102, and one agent on a call; once it ended and
+    102's wrap-up is over: no live call and nobody on a call."""
+    since = _utc(time.time() - 60)
+    phone = answering(sip, "102")
+    phones.append(phone)
+    done: dict[str, sipp.SippResult] = {}
+    call = threading.Thread(target=lambda: done.update(
+        caller=carrier_call(sip, DIDS["102"], talk_ms=WALLBOARD_TALK_MS)))
+    call.start()
+    try:
+        def talking() -> bool:
+            summary = wallboard.live_summary(warehouse, TENANT, since)
+            states = wallboard.agents_by_state(warehouse, TENANT)
+            return summary == {"ringing": 0, "talking": 1} and states["on_call"] == 1
+        wait_for("the wallboard to show the call talking", talking,
+                 WALLBOARD_TALK_MS / 1000)
+        assert call.is_alive(), "the call ended before the wallboard showed it"
+        live = wallboard.live_calls(warehouse, TENANT, since)
+        assert list(live["agent"]) == ["102"] and list(live["state"]) == ["talking"]
+    finally:
+        call.join()
+    assert phone.wait().call_id == done["caller"].call_id
+    WRAP_UPS.append(time.time() + WRAP_UP_S)
+
+    def quiet() -> bool:
+        summary = wallboard.live_summary(warehouse, TENANT, since)
+        return summary == {"ringing": 0, "talking": 0} and \
+            wallboard.agents_by_state(warehouse, TENANT)["on_call"] == 0
+    wait_for("the wallboard to show no live call and nobody on a call", quiet, PIPELINE_S)
