@@ -58,7 +58,7 @@ def hours_problems(hours: Any) -> list[str]:
                 for day in hours if day not in DAYS]
     for day, text in hours.items():
         try:
-            parse_hours(text) if isinstance(text, str) else parse_hours(repr(text))
+            parse_hours(str(text))
         except ValueError as exc:
             problems.append(f"hours.{day}: {exc}")
     return problems
@@ -72,11 +72,17 @@ def holiday_problems(holidays: Any) -> list[str]:
         return ["holidays: a list of dates such as [\"2026-12-31\"]"]
     problems = []
     for day in holidays:
-        try:
-            date.fromisoformat(day) if isinstance(day, str) else date.fromisoformat("")
-        except ValueError:
+        if not (isinstance(day, str) and _is_iso_date(day)):
             problems.append(f"holidays: not a date \"YYYY-MM-DD\": {day!r}")
     return problems
+
+
+def _is_iso_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def open_windows(hours: Mapping[str, str], holidays: Iterable[str], zone: str,

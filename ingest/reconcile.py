@@ -48,7 +48,7 @@ from core.events import Direction, Event, EventType, format_ts, parse_ts
 from core.phone import is_extension
 from ingest import metrics
 
-__all__ = ["OpenCall", "OpenCalls", "interruption", "live_dialogs", "edge_dialogs",
+__all__ = ["OpenCall", "OpenCalls", "interruption", "edge_dialogs",
            "Reconciler", "TrackingSink", "INTERRUPTED", "RECOVERED", "STATE_FORMAT"]
 
 log = logging.getLogger("tawag.ingest.reconcile")
@@ -300,12 +300,6 @@ def interruption(call: OpenCall, why: str, detected_at: datetime, source: str) -
 DLG_STATE_DELETED = 5
 """Kamailio's dialog state once ended; ``dlg.list`` still lists such a dialog for a few
 seconds (until its BYE transaction is gone), with ``end_ts``."""
-
-
-def live_dialogs(result: Any) -> set[str]:
-    """The SIP Call-IDs of Kamailio's ``dlg.list`` answer (a list of dialog records) that
-    have not ended."""
-    return edge_dialogs(result)[0]
 
 
 def edge_dialogs(result: Any) -> tuple[set[str], dict[str, datetime]]:

@@ -7,13 +7,11 @@ quality page's worst calls link here). The tenant is the session's, never a filt
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboards import data
+from dashboards import data, widgets
 from dashboards.errors import warehouse_errors
 from dashboards.formatting import cdr_table, format_duration_ms, wall_clock
 
@@ -42,11 +40,7 @@ def choice(column, label: str, options: list[str], key: str) -> str | None:
 def filters() -> tuple[tuple, dict[str, str | None]]:
     """The period and the filters the user set."""
     tz = data.time_zone()
-    today = data.today(tz)
-    period = st.date_input(f"Period (days in {tz})", (today - timedelta(days=6), today),
-                           key="calls_period")
-    first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
-        else (today, today)
+    first, last = widgets.period_input("calls_period", tz)
     start, end = data.period_bounds(first, last, tz)
     values = data.fetch("calls.filter_values", start, end)
     a, b, c = st.columns(3)

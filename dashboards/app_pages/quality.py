@@ -6,11 +6,9 @@ Figures: :mod:`warehouse.queries.quality` through :mod:`dashboards.data`.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import streamlit as st
 
-from dashboards import data
+from dashboards import data, widgets
 from dashboards.errors import warehouse_errors
 from dashboards.formatting import NO_VALUE, cdr_table
 
@@ -24,11 +22,7 @@ def render() -> None:
     st.title("Quality")
     with warehouse_errors():
         tz = data.time_zone()
-    today = data.today(tz)
-    period = st.date_input(f"Period (days in {tz})", (today - timedelta(days=6), today),
-                           key="quality_period")
-    first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
-        else (today, today)
+    first, last = widgets.period_input("quality_period", tz)
     st.caption(f"Tenant `{data.tenant()}` · {first} to {last} ({tz}) · calls with media "
                "figures")
     with warehouse_errors():

@@ -7,11 +7,9 @@ its Calls page. Figures: :mod:`warehouse.queries.routing` through :mod:`dashboar
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import streamlit as st
 
-from dashboards import data
+from dashboards import data, widgets
 from dashboards.errors import warehouse_errors
 
 
@@ -19,11 +17,7 @@ def render() -> None:
     st.title("Routing")
     with warehouse_errors():
         tz = data.time_zone()
-    today = data.today(tz)
-    period = st.date_input(f"Period (days in {tz})", (today - timedelta(days=6), today),
-                           key="routing_period")
-    first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
-        else (today, today)
+    first, last = widgets.period_input("routing_period", tz)
     st.caption(f"Tenant `{data.tenant()}` · {first} to {last} ({tz}) · inbound calls a "
                "routing rule decided")
     with warehouse_errors():

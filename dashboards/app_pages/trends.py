@@ -7,13 +7,11 @@ Figures: :mod:`warehouse.queries.trends` and the KPI library, through
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboards import data
+from dashboards import data, widgets
 from dashboards.errors import warehouse_errors
 from dashboards.formatting import change, format_rate, format_seconds
 
@@ -30,11 +28,7 @@ def render() -> None:
     st.title("Trends")
     with warehouse_errors():
         tz = data.time_zone()
-    today = data.today(tz)
-    period = st.date_input(f"Period (days in {tz})", (today - timedelta(days=27), today),
-                           key="trends_period")
-    first, last = (period[0], period[-1]) if isinstance(period, tuple | list) and period \
-        else (today, today)
+    first, last = widgets.period_input("trends_period", tz, days=28)
     st.caption(f"Tenant `{data.tenant()}` · {first} to {last} · times in {tz} · queue KPIs "
                "over inbound calls (see Glossary)")
     with warehouse_errors():

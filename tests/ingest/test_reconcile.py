@@ -23,7 +23,6 @@ from ingest.reconcile import (
     TrackingSink,
     edge_dialogs,
     interruption,
-    live_dialogs,
 )
 from streams.folds import cdr as cdr_fold
 from streams.folds.cdr import to_cdr
@@ -143,10 +142,10 @@ def test_open_calls_survive_a_restart_on_disk(tmp_path: Path) -> None:
     assert OpenCalls.load(tmp_path / "bad.json").calls == {}
 
 
-def test_live_dialogs_reads_the_call_ids_of_dlg_list() -> None:
+def test_edge_dialogs_reads_the_call_ids_of_dlg_list() -> None:
     result = [{"h_entry": 1, "call-id": "a@x", "state": 4}, {"call-id": "b@x"}, {"h_id": 3}]
-    assert live_dialogs(result) == {"a@x", "b@x"}
-    assert live_dialogs(None) == set()
+    assert edge_dialogs(result)[0] == {"a@x", "b@x"}
+    assert edge_dialogs(None) == (set(), {})
 
 
 class FakeClock:
@@ -257,7 +256,6 @@ def test_dlg_list_separates_live_dialogs_from_ended_ones_with_their_end_time() -
               {"state": 4}, "junk"]
     live, ended = edge_dialogs(listed)
     assert live == {"a", "c"} and ended == {"b": datetime.fromtimestamp(1795681000, UTC)}
-    assert live_dialogs(listed) == {"a", "c"}
 
 
 def test_an_answered_call_the_edge_ended_without_its_call_ended_closes_answered_at_its_end(
