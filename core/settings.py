@@ -67,6 +67,16 @@ class Settings:
     """Missed-call callback item revisions, key ``tenant:client``."""
     topic_provisioning: str = "tawag.provisioning"
     """Compacted, key = tenant: the last applied provisioning, restored into a new Kamailio."""
+    topic_routing: str = "tawag.routing"
+    """Compacted, key = the fact (``core.routing``): what routing learns from the streams
+    (agents' availability, clients' responsible managers), applied to the edge's htable
+    "live" by ``edge.live``."""
+    routing_heartbeat_s: float = 1.0
+    """How often the stream worker says it is alive on ``topic_routing``; the edge trusts
+    its live facts while the last heartbeat is younger than ``routing_stale_s``."""
+    routing_stale_s: int = 5
+    """Seconds without a routing heartbeat after which the edge routes on provisioning
+    alone (static group order, no responsible manager)."""
     topic_partitions: int = 4
     streams_instance_id: str = "streams-1"
     """Kafka static membership id of the Faust worker (``group.instance.id``): a worker

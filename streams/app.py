@@ -9,7 +9,9 @@ or ``faust -A streams.app worker -l info`` (the module-level ``app`` is built la
 Reads ``settings.topic_call_events``; writes ``settings.topic_cdrs`` and
 ``settings.topic_dead_letter``, and (names in :mod:`streams.topics`)
 ``tawag.agent-states``, ``tawag.agent-stats`` and ``tawag.callbacks``; reads back
-``settings.topic_cdrs`` for the callback list; owns the changelog topics
+``settings.topic_cdrs`` for the callback list; reads ``tawag.agent-states`` and
+``settings.crm_topic_contacts`` and writes ``settings.topic_routing`` (routing facts and a
+heartbeat for the edge); owns the changelog topics
 ``tawag-streams-{calls,dead-letters,agents,callbacks}-changelog`` and the internal
 repartition topics ``tawag-streams-agent-events-repartition`` and
 ``tawag-streams-callback-cdrs-repartition``. Faust's data directory is
@@ -28,12 +30,13 @@ from core.metrics import serve as serve_metrics
 from core.settings import Settings
 from core.timezones import BusinessHours
 from streams import commit_watch, runner
+from streams.agents.routing import heartbeat_fact
 from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
 from streams.metrics import LagMonitor
 from streams.tables import Tables, declare_tables
 from streams.topics import Topics, declare_topics
-from streams.topology import stages
+from streams.topology import routing_stages, stages
 
 __all__ = ["APP_ID", "Streams", "agent_config", "callback_config", "create_app",
            "build_streams", "new_app", "run_worker"]
@@ -92,9 +95,21 @@ def build_streams(app: faust.App, settings: Settings, *, topics: Topics | None =
     topics = topics if topics is not None else declare_topics(app, settings)
     tables = declare_tables(app, settings)
     agents = {stage.key: runner.register(app, topics, tables, stage)
-              for stage in stages(agent_config(settings), callback_config(settings))}
+              for stage in (*stages(agent_config(settings), callback_config(settings)),
+                            *routing_stages())}
+    _install_heartbeat(app, topics, settings.routing_heartbeat_s)
     commit_watch.install(app, settings.streams_commit_stall_s)
     return Streams(app=app, topics=topics, tables=tables, agents=agents)
+
+
+def _install_heartbeat(app: faust.App, topics: Topics, interval_s: float) -> None:
+    """A routing heartbeat every ``interval_s`` (:func:`streams.agents.routing.heartbeat_fact`)."""
+
+    async def routing_heartbeat() -> None:
+        key, value = heartbeat_fact()
+        await topics.routing.send(key=key, value=value)
+
+    app.timer(interval_s, name="routing-heartbeat")(routing_heartbeat)
 
 
 def agent_config(settings: Settings) -> AgentConfig:

@@ -13,14 +13,17 @@ import faust
 from faust.types import CollectionT
 
 from core.settings import Settings
+from streams.topics import CRM_CONTACTS_PARTITIONS
 
 __all__ = ["Tables", "declare_tables", "CALLS_TABLE", "DEAD_LETTERS_TABLE", "AGENTS_TABLE",
-           "CALLBACKS_TABLE"]
+           "CALLBACKS_TABLE", "ROUTING_AGENTS_TABLE", "ROUTING_CONTACTS_TABLE"]
 
 CALLS_TABLE = "calls"
 DEAD_LETTERS_TABLE = "dead-letters"
 AGENTS_TABLE = "agents"
 CALLBACKS_TABLE = "callbacks"
+ROUTING_AGENTS_TABLE = "routing-agents"
+ROUTING_CONTACTS_TABLE = "routing-contacts"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,12 @@ class Tables:
     callbacks: CollectionT
     """``tenant:client`` -> :meth:`streams.folds.callbacks.CallbackState.to_dict`
     (co-partitioned with the callback-cdrs repartition topic)."""
+    routing_agents: CollectionT
+    """``tenant:agent`` -> the agent's routing fact JSON (co-partitioned with
+    ``tawag.agent-states``)."""
+    routing_contacts: CollectionT
+    """``tenant:phone`` -> every CRM's latest lookup of the client (one partition, like
+    ``tawag.crm-contacts``)."""
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
@@ -68,5 +77,13 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
         callbacks=app.Table(
             CALLBACKS_TABLE, key_type=str, partitions=settings.topic_partitions,
             help="Client calls for callbacks (CallbackState.to_dict) by tenant:client",
+        ),
+        routing_agents=app.Table(
+            ROUTING_AGENTS_TABLE, key_type=str, partitions=settings.topic_partitions,
+            help="Agent routing fact (core.routing JSON) by tenant:agent",
+        ),
+        routing_contacts=app.Table(
+            ROUTING_CONTACTS_TABLE, key_type=str, partitions=CRM_CONTACTS_PARTITIONS,
+            help="CRM lookups of a client by tenant:phone",
         ),
     )

@@ -27,12 +27,18 @@ __all__ = [
     "declare_topics",
     "AGENT_EVENTS_REPARTITION",
     "CALLBACK_CDRS_REPARTITION",
+    "CRM_CONTACTS_PARTITIONS",
+    "ROUTING_PARTITIONS",
 ]
 
 AGENT_EVENTS_REPARTITION = "tawag-streams-agent-events-repartition"
 """Internal: call and agent events re-keyed ``tenant:agent`` (one copy per extension)."""
 CALLBACK_CDRS_REPARTITION = "tawag-streams-callback-cdrs-repartition"
 """Internal: CDR revisions of calls with a client, re-keyed ``tenant:client``."""
+CRM_CONTACTS_PARTITIONS = 1
+"""``tawag.crm-contacts`` is read whole by routing (:func:`tawag.kafka.topic_specs`)."""
+ROUTING_PARTITIONS = 1
+"""``tawag.routing`` is small and read whole by the edge's one applier."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,15 @@ class Topics:
     """Internal repartition topic: CDR revisions keyed ``tenant:client``."""
     callbacks: ChannelT
     """``tawag.callbacks``: callback item revisions keyed ``tenant:client``."""
+    crm_contacts: ChannelT
+    """``tawag.crm-contacts``: the connectors' contact lookups keyed ``tenant:phone:crm``
+    (one partition), read by routing."""
+    routing: ChannelT
+    """``tawag.routing``: routing facts keyed by fact (:mod:`core.routing`), for the edge."""
 
 
 def _topic(app: faust.App, name: str, settings: Settings, *,
-           internal: bool = False) -> ChannelT:
+           internal: bool = False, partitions: int | None = None) -> ChannelT:
     """One raw-bytes topic with the stack's partition count (single-node replication)."""
     return app.topic(
         name,
@@ -70,7 +81,7 @@ def _topic(app: faust.App, name: str, settings: Settings, *,
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
-        partitions=settings.topic_partitions,
+        partitions=partitions or settings.topic_partitions,
         replicas=1,
         internal=internal,
     )
@@ -87,4 +98,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         agent_stats=_topic(app, settings.topic_agent_stats, settings),
         callback_cdrs=_topic(app, CALLBACK_CDRS_REPARTITION, settings, internal=True),
         callbacks=_topic(app, settings.topic_callbacks, settings),
+        crm_contacts=_topic(app, settings.crm_topic_contacts, settings,
+                            partitions=CRM_CONTACTS_PARTITIONS),
+        routing=_topic(app, settings.topic_routing, settings, partitions=ROUTING_PARTITIONS),
     )

@@ -13,6 +13,11 @@ sends the message to the dead-letter topic with the reason (one path for every s
 
     call_events --cdr-assembly----> cdrs --callback-router--> callback_cdrs --callbacks--> callbacks
     call_events --agent-router----> agent_events --agent-stats--> agent_states, agent_stats
+
+and, live only (:func:`routing_stages`: routing facts describe now, so replay, which
+rebuilds history, does not run them)::
+
+    agent_states --routing-agents--> routing;  crm_contacts --routing-contacts--> routing
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from streams.agents import agent_stats, callbacks, cdr
+from streams.agents import agent_stats, callbacks, cdr, routing
 from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
 
-__all__ = ["Output", "Stage", "Step", "stages"]
+__all__ = ["Output", "Stage", "Step", "stages", "routing_stages"]
 
 Output = tuple[str, bytes, bytes]
 """One message to send: (field of :class:`streams.topics.Topics`, key, value)."""
@@ -62,4 +67,14 @@ def stages(agent_config: AgentConfig, callback_config: CallbackConfig) -> tuple[
               ("callback_cdrs",), partial(callbacks.route_step, config=callback_config)),
         Stage("callbacks", callbacks.AGENT_NAME, "callback_cdrs", "callbacks",
               ("callbacks",), partial(callbacks.step, config=callback_config)),
+    )
+
+
+def routing_stages() -> tuple[Stage, ...]:
+    """The stages that keep the edge's live routing facts (:mod:`streams.agents.routing`)."""
+    return (
+        Stage("routing_agents", routing.AGENTS_NAME, "agent_states", "routing_agents",
+              ("routing",), routing.agent_step),
+        Stage("routing_contacts", routing.CONTACTS_NAME, "crm_contacts", "routing_contacts",
+              ("routing",), routing.contact_step),
     )

@@ -417,6 +417,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
       responsible manager the connectors last found and the extension mapped to them,
       for routing to send the client to their manager: pure ``compact`` keeps the latest
       lookup of every number; one partition, as routing reads it whole into a table.
+    - ``routing`` holds the routing facts the streams derive for the edge (key = the fact:
+      an agent's state, a client's manager, the heartbeat): pure ``compact`` keeps the
+      current picture, which a restarted edge applier reads whole; one partition.
     """
     day_ms = 24 * 3600 * 1000
     return [
@@ -464,6 +467,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "delete.retention.ms": str(day_ms),
             },
             "CRM contact owners, key=tenant:phone:crm, latest lookup per number kept",
+        ),
+        TopicSpec(
+            settings.topic_routing,
+            1,
+            {
+                "cleanup.policy": "compact",
+                "segment.ms": str(day_ms),
+                "min.cleanable.dirty.ratio": "0.5",
+                "delete.retention.ms": str(day_ms),
+            },
+            "routing facts for the edge, key=fact, latest per fact kept",
         ),
         *_derived_topics(settings, day_ms),
     ]

@@ -14,7 +14,7 @@ from core.events import to_json
 from core.settings import load
 from streams.app import Streams, agent_config, callback_config
 from streams.topics import Topics
-from streams.topology import stages
+from streams.topology import routing_stages, stages
 from tawag import replay
 
 SETTINGS = load(environ={})
@@ -27,8 +27,9 @@ def streams(tmp_path: Path) -> Streams:
 
 
 def test_the_worker_runs_every_stage_of_the_topology_on_its_source(streams: Streams) -> None:
-    assert list(streams.agents) == [stage.key for stage in STAGES]
-    for stage in STAGES:
+    live = routing_stages()
+    assert list(streams.agents) == [stage.key for stage in (*STAGES, *live)]
+    for stage in (*STAGES, *live):
         agent = streams.agents[stage.key]
         assert agent.name.endswith(stage.name)
         assert agent.channel is getattr(streams.topics, stage.source)

@@ -1,0 +1,75 @@
+"""Routing stages: agent states and CRM contacts -> routing facts (``tawag.routing``).
+
+Two steps (run by :mod:`streams.runner`) and a heartbeat:
+
+1. ``routing-agents`` reads ``tawag.agent-states`` (key ``tenant:agent``), keeps the
+   agent's current fact in the ``routing-agents`` table (same key, co-partitioned) and
+   sends it when it changed (:func:`streams.folds.routing.agent_fact`).
+2. ``routing-contacts`` reads ``tawag.crm-contacts`` (key ``tenant:phone:crm``, one
+   partition), keeps every CRM's latest lookup per client in ``routing-contacts`` (key
+   ``tenant:phone``) and sends the client's manager fact when it changed.
+3. :func:`heartbeat` every ``routing_heartbeat_s``: the edge trusts its live facts only
+   while heartbeats come (``edge.live``), so a stopped worker makes the edge route on
+   provisioning alone instead of on a picture that grows old.
+
+A redelivered message folds to the same row and sends the same fact again (harmless: the
+topic is compacted and the edge's write is idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from faust.types import CollectionT
+
+from core.agent_records import AgentStateChange, record_from_json
+from core.routing import FactKind, RoutingFact, fact_from_json, fact_key, fact_to_json
+from streams.folds.routing import agent_fact, manager_fact, remember_lookup
+
+if TYPE_CHECKING:
+    from streams.topology import Output
+
+__all__ = ["AGENTS_NAME", "CONTACTS_NAME", "agent_step", "contact_step", "heartbeat_fact"]
+
+AGENTS_NAME = "routing-agents"
+CONTACTS_NAME = "routing-contacts"
+
+
+def agent_step(table: CollectionT, key: Any, value: Any) -> list[Output]:
+    """routing-agents: the agent's fact, when this state revision changed it."""
+    change = record_from_json(AgentStateChange, value)
+    row_key = f"{change.tenant}:{change.agent}"
+    row = table.get(row_key)
+    new = agent_fact(fact_from_json(row) if row is not None else None, change)
+    if new is None:
+        return []
+    raw = fact_to_json(new)
+    table[row_key] = raw.decode()
+    return [("routing", fact_key(new).encode(), raw)]
+
+
+def contact_step(table: CollectionT, key: Any, value: Any) -> list[Output]:
+    """routing-contacts: the client's manager fact, when this lookup changed it."""
+    record = json.loads(value)
+    tenant, phone, crm = record["tenant"], record["phone"], record["crm"]
+    if not (isinstance(tenant, str) and isinstance(phone, str) and isinstance(crm, str)):
+        raise ValueError("crm contact: tenant, phone and crm must be strings")
+    row_key = f"{tenant}:{phone}"
+    row = table.get(row_key) or {}
+    lookups = {c: (ext, int(at)) for c, (ext, at) in row.get("lookups", {}).items()}
+    old = manager_fact(tenant, phone, lookups) if lookups else None
+    lookups = remember_lookup(lookups, crm, record.get("extension"),
+                              round(float(record["ts"]) * 1000))
+    new = manager_fact(tenant, phone, lookups)
+    table[row_key] = {"lookups": {c: [ext, at] for c, (ext, at) in lookups.items()}}
+    if old is not None and (old.value, old.source) == (new.value, new.source):
+        return []
+    return [("routing", fact_key(new).encode(), fact_to_json(new))]
+
+
+def heartbeat_fact(now: datetime | None = None) -> tuple[bytes, bytes]:
+    """Key and value of one heartbeat (the only wall-clock time of the routing stages)."""
+    fact = RoutingFact(FactKind.HEARTBEAT, "", "", None, now or datetime.now(UTC), 0)
+    return fact_key(fact).encode(), fact_to_json(fact)
