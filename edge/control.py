@@ -125,6 +125,7 @@ def kamailio_defines(settings: Settings) -> dict[str, str]:
         "EVAPI_RESEND": str(max(settings.evapi_resend, 0)),
         "BRIDGE_CONTROLLER": _quoted(bridge_controller(settings)),
         "BRIDGE_CONTACT": _quoted(bridge_contact(settings)),
+        "ROUTING_STALE_S": str(settings.routing_stale_s),
     }
 
 

@@ -306,7 +306,18 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-PROCESS_COMMANDS = frozenset({"ingest", "streams", "warehouse", "demo", "connectors", "api"})
+def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
+    from edge.live import run
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run(settings, stop=stop)
+    return 0
+
+
+PROCESS_COMMANDS = frozenset({"ingest", "streams", "warehouse", "demo", "connectors", "api",
+                              "live"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         .set_defaults(func=cmd_api)
     sub.add_parser("ingest", help="run the evapi -> Kafka bridge").set_defaults(func=cmd_ingest)
     sub.add_parser("streams", help="run the Faust worker").set_defaults(func=cmd_streams)
+    sub.add_parser("live", help="apply the streams' routing facts to the edge's htable") \
+        .set_defaults(func=cmd_live)
     sub.add_parser("warehouse", help="run the warehouse (owns the chdb store)") \
         .set_defaults(func=cmd_warehouse)
     sub.add_parser("connectors", help="run the CRM sync worker (amoCRM, Bitrix24, 1C) and "

@@ -80,6 +80,7 @@ def components(settings: Settings) -> list[Component]:
     """The stack in start order."""
     from edge import control as edge
     from edge import provision
+    from edge.live import ready_file as live_ready
     from ingest.service import ready_file
     from tawag import kafka
     from tawag.readiness import ConsumerGroupReady
@@ -108,6 +109,8 @@ def components(settings: Settings) -> list[Component]:
         Component("streams", _python("streams"), streams_ready,
                   ports=((s.streams_metrics_port, "tcp"),),
                   prepare=streams_ready.prepare, ready_timeout_s=90.0),
+        # the streams' routing facts -> the edge's htable "live" (edge.live)
+        Component("live", _python("live"), lambda st: live_ready(st).exists()),
         Component("warehouse", _python("warehouse"),
                   lambda st: _http_ok(st.warehouse_url + "ping"),
                   ports=((s.warehouse_http_port, "tcp"), (s.warehouse_metrics_port, "tcp"))),

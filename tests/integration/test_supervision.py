@@ -34,7 +34,8 @@ from warehouse.client import service_client
 
 pytestmark = pytest.mark.integration
 
-STACK = ("kafka", "rtpengine", "kamailio", "ingest", "streams", "warehouse", "dashboard", "api")
+STACK = ("kafka", "rtpengine", "kamailio", "ingest", "streams", "live", "warehouse", "dashboard",
+         "api")
 AGENT, AGENT_PORT, AGENT_MEDIA = "102", 25102, 38700
 CALLER_PORT, CALLER_MEDIA = 25110, 38600
 PASSWORDS = {"101": "super-pw-101", "102": "super-pw-102"}

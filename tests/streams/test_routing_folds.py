@@ -12,7 +12,6 @@ from core.routing import FactKind, RoutingFact, fact_from_json, fact_key, fact_t
 from streams.folds.routing import (
     agent_fact,
     idle_order,
-    idle_since_s,
     manager_fact,
     manager_of,
     remember_lookup,
@@ -72,7 +71,6 @@ def test_wrap_up_then_available_from_its_end() -> None:
                  AgentStateChange("acme", "101", bye, S.WRAP_UP, free, 7),
                  AgentStateChange("acme", "101", free, S.AVAILABLE, None, 7)])
     assert fact is not None and (fact.value, fact.since) == ("available", free)
-    assert idle_since_s(free) == int(free.timestamp()) + 1  # not offered before it ends
 
 
 def test_a_retracted_current_segment_is_not_routed_to() -> None:
