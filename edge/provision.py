@@ -11,6 +11,8 @@ forwarding rules and trunk::
     record = false
     time_zone = "Europe/Moscow"         # IANA zone of the tenant's days, hours, reports
     blacklist = ["+74950000666"]        # callers from the trunk refused with 603
+    manager_timeout = 15                # seconds a CRM client's responsible manager
+                                        # rings before the DID's own target (edge.live)
 
     [tenant.acme.extension.101]
     password = "secret101"
@@ -20,7 +22,10 @@ forwarding rules and trunk::
     whitelist = ["+79035550101"]        # callers sent straight here, whatever DID
 
     [tenant.acme.group.sales]
-    strategy = "ring_all"               # or "sequential"
+    strategy = "ring_all"               # or "sequential", or "longest_idle": the
+                                        # available member idle the longest first, per
+                                        # the streams' agent state (edge.live); in group
+                                        # order when that live state is missing or stale
     members = ["102", "103"]
     forward = { no_answer = "ext:101" }
 
@@ -85,6 +90,7 @@ from edge.control import kamailio_rpc
 
 __all__ = [
     "DEFAULT_NO_ANSWER_S",
+    "DEFAULT_MANAGER_TIMEOUT_S",
     "PROVISIONING_TOPIC",
     "ProvisioningError",
     "ProvisioningFailed",
@@ -108,13 +114,15 @@ __all__ = [
 
 DEFAULT_NO_ANSWER_S = 20
 """Seconds an extension or group rings before its no-answer rule applies."""
+DEFAULT_MANAGER_TIMEOUT_S = 15
+"""Seconds a client's responsible manager rings before the DID's own target does."""
 PROVISIONING_TOPIC = "tawag.provisioning"
 """Compacted topic of applied states, key = tenant (proposed setting: topic_provisioning)."""
 CREDS_TABLE = "creds"
 PBX_TABLE = "pbx"
 STATE_FORMAT = 1
 FORWARD_REASONS = ("no_answer", "busy", "unregistered")
-STRATEGIES = {"ring_all": "parallel", "sequential": "serial"}
+STRATEGIES = {"ring_all": "parallel", "sequential": "serial", "longest_idle": "idle"}
 MAX_TIMEOUT_S = 600
 
 _USER = re.compile(r"^[0-9]{2,6}$")
@@ -129,7 +137,7 @@ _HOSTPORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$")
 
 _TENANT_KEYS = {"domain", "company_number", "trunk", "trunk_sources", "record",
                 "time_zone", "extension", "group", "did", "speed_dial", "mask", "blacklist",
-                "schedule", "crm"}
+                "schedule", "crm", "manager_timeout"}
 _EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward",
                    "whitelist"}
 _GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward"}
@@ -314,6 +322,7 @@ def _check_tenant(report: _Reporter, name: str, spec: Any) -> None:
     if not isinstance(sources, list) or not all(_is_hostport(s) for s in sources):
         report((*where, "trunk_sources"), "trunk_sources: a list of \"<ip>\" or \"<ip>:<port>\"")
     _check_bool(report, (*where, "record"), spec.get("record"))
+    _check_timeout(report, (*where, "manager_timeout"), spec.get("manager_timeout"))
     zone_name = spec.get("time_zone")
     if zone_name is not None and not is_valid_zone(zone_name):
         report((*where, "time_zone"), f"time_zone: not an IANA time zone such as "
@@ -603,7 +612,9 @@ def compile_tenant(name: str, spec: Mapping[str, Any],
     schedules become open windows from ``now``'s day on (:mod:`edge.schedules`)."""
     d = spec["domain"]
     strings: dict[str, str] = {}
-    ints: dict[str, int] = {f"tenant:{d}": 1, f"tenant:{d}:record": int(spec.get("record", False))}
+    ints: dict[str, int] = {f"tenant:{d}": 1, f"tenant:{d}:record": int(spec.get("record", False)),
+                            f"tenant:{d}:mgr_timeout": spec.get("manager_timeout",
+                                                                DEFAULT_MANAGER_TIMEOUT_S)}
     if spec.get("company_number"):
         strings[f"tenant:{d}:cid"] = spec["company_number"]
     if spec.get("trunk"):

@@ -18,13 +18,11 @@ route[HUNT_IDLE] applies at call time on the same facts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 
 from core.agent_records import AgentStateChange, AgentStatus
 from core.routing import FactKind, RoutingFact
 
-__all__ = ["agent_fact", "remember_lookup", "manager_of", "manager_fact", "idle_order",
-           "idle_since_s"]
+__all__ = ["agent_fact", "remember_lookup", "manager_of", "manager_fact", "idle_order"]
 
 Lookups = dict[str, tuple[str | None, int]]
 """CRM -> (extension of the client's manager or None, lookup time in epoch ms)."""
@@ -85,9 +83,3 @@ def idle_order(members: Iterable[str], available_since: Mapping[str, int],
               if (since := available_since.get(m)) is not None and since <= now]
     return [m for _, _, m in sorted(ranked)]
 
-
-def idle_since_s(since: datetime) -> int:
-    """An availability start in the edge's whole seconds, rounded up: an agent whose
-    wrap-up ends at 10.2 s is not offered a call at 10 s."""
-    ts = since.timestamp()
-    return int(ts) if ts == int(ts) else int(ts) + 1

@@ -307,3 +307,18 @@ def test_a_listed_number_has_one_rule_and_bad_entries_are_reported_at_their_line
     [error] = provision.check(write(tmp_path, fixed))
     assert (error.line, error.message) == (
         16, "extension 102: +79035550101 is already white-listed for extension 101")
+
+
+def test_manager_timeout_and_longest_idle_compile_and_a_bad_timeout_names_its_line(
+        tmp_path: Path) -> None:
+    text = GOOD.replace('trunk = "127.0.0.1:5090"\n',
+                        'trunk = "127.0.0.1:5090"\nmanager_timeout = 7\n', 1).replace(
+        '"sequential"', '"longest_idle"')
+    state = provision.load(write(tmp_path, text))["acme"]
+    assert state.ints["tenant:pbx.test:mgr_timeout"] == 7
+    assert state.strings["group:pbx.test:sales:mode"] == "idle"
+    default = provision.load(write(tmp_path, GOOD))["acme"]
+    assert default.ints["tenant:pbx.test:mgr_timeout"] == provision.DEFAULT_MANAGER_TIMEOUT_S
+    path = write(tmp_path, text.replace("manager_timeout = 7", "manager_timeout = 0"))
+    [error] = provision.check(path)
+    assert (error.line, error.message.split(":")[0]) == (5, "manager_timeout")
