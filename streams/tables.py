@@ -13,7 +13,6 @@ import faust
 from faust.types import CollectionT
 
 from core.settings import Settings
-from streams.topics import CRM_CONTACTS_PARTITIONS
 
 __all__ = ["Tables", "declare_tables", "CALLS_TABLE", "DEAD_LETTERS_TABLE", "AGENTS_TABLE",
            "CALLBACKS_TABLE", "ROUTING_AGENTS_TABLE", "ROUTING_CONTACTS_TABLE"]
@@ -52,8 +51,8 @@ class Tables:
     """``tenant:agent`` -> the agent's routing fact JSON (co-partitioned with
     ``tawag.agent-states``)."""
     routing_contacts: CollectionT
-    """``tenant:phone`` -> every CRM's latest lookup of the client (one partition, like
-    ``tawag.crm-contacts``)."""
+    """``tenant:phone`` -> every CRM's latest lookup of the client (co-partitioned with
+    the contact-lookups repartition topic)."""
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
@@ -83,7 +82,7 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
             help="Agent routing fact (core.routing JSON) by tenant:agent",
         ),
         routing_contacts=app.Table(
-            ROUTING_CONTACTS_TABLE, key_type=str, partitions=CRM_CONTACTS_PARTITIONS,
+            ROUTING_CONTACTS_TABLE, key_type=str, partitions=settings.topic_partitions,
             help="CRM lookups of a client by tenant:phone",
         ),
     )

@@ -27,6 +27,7 @@ __all__ = [
     "declare_topics",
     "AGENT_EVENTS_REPARTITION",
     "CALLBACK_CDRS_REPARTITION",
+    "CONTACT_LOOKUPS_REPARTITION",
     "CRM_CONTACTS_PARTITIONS",
     "ROUTING_PARTITIONS",
 ]
@@ -35,6 +36,8 @@ AGENT_EVENTS_REPARTITION = "tawag-streams-agent-events-repartition"
 """Internal: call and agent events re-keyed ``tenant:agent`` (one copy per extension)."""
 CALLBACK_CDRS_REPARTITION = "tawag-streams-callback-cdrs-repartition"
 """Internal: CDR revisions of calls with a client, re-keyed ``tenant:client``."""
+CONTACT_LOOKUPS_REPARTITION = "tawag-streams-contact-lookups-repartition"
+"""Internal: CRM contact lookups re-keyed ``tenant:phone`` (the stack's partition count)."""
 CRM_CONTACTS_PARTITIONS = 1
 """``tawag.crm-contacts`` is read whole by routing (:func:`tawag.kafka.topic_specs`)."""
 ROUTING_PARTITIONS = 1
@@ -68,6 +71,8 @@ class Topics:
     crm_contacts: ChannelT
     """``tawag.crm-contacts``: the connectors' contact lookups keyed ``tenant:phone:crm``
     (one partition), read by routing."""
+    contact_lookups: ChannelT
+    """Internal repartition topic: CRM contact lookups keyed ``tenant:phone``."""
     routing: ChannelT
     """``tawag.routing``: routing facts keyed by fact (:mod:`core.routing`), for the edge."""
 
@@ -100,5 +105,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         callbacks=_topic(app, settings.topic_callbacks, settings),
         crm_contacts=_topic(app, settings.crm_topic_contacts, settings,
                             partitions=CRM_CONTACTS_PARTITIONS),
+        contact_lookups=_topic(app, CONTACT_LOOKUPS_REPARTITION, settings, internal=True),
         routing=_topic(app, settings.topic_routing, settings, partitions=ROUTING_PARTITIONS),
     )

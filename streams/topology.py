@@ -17,7 +17,8 @@ sends the message to the dead-letter topic with the reason (one path for every s
 and, live only (:func:`routing_stages`: routing facts describe now, so replay, which
 rebuilds history, does not run them)::
 
-    agent_states --routing-agents--> routing;  crm_contacts --routing-contacts--> routing
+    agent_states --routing-agents--> routing
+    crm_contacts --routing-contacts-router--> contact_lookups --routing-contacts--> routing
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def routing_stages() -> tuple[Stage, ...]:
     return (
         Stage("routing_agents", routing.AGENTS_NAME, "agent_states", "routing_agents",
               ("routing",), routing.agent_step),
-        Stage("routing_contacts", routing.CONTACTS_NAME, "crm_contacts", "routing_contacts",
+        Stage("routing_contacts_router", routing.CONTACTS_ROUTER_NAME, "crm_contacts", None,
+              ("contact_lookups",), routing.contact_route_step),
+        Stage("routing_contacts", routing.CONTACTS_NAME, "contact_lookups", "routing_contacts",
               ("routing",), routing.contact_step),
     )

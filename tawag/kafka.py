@@ -492,7 +492,11 @@ def _derived_topics(settings: Settings, day_ms: int) -> list[TopicSpec]:
     repartition topics are only a hop between two agents: a day). Not compacted: one
     key (an agent) carries many rows, one per state segment or interval.
     """
-    from streams.topics import AGENT_EVENTS_REPARTITION, CALLBACK_CDRS_REPARTITION
+    from streams.topics import (
+        AGENT_EVENTS_REPARTITION,
+        CALLBACK_CDRS_REPARTITION,
+        CONTACT_LOOKUPS_REPARTITION,
+    )
 
     derived = {"cleanup.policy": "delete", "retention.ms": str(30 * day_ms)}
     hop = {"cleanup.policy": "delete", "retention.ms": str(day_ms)}
@@ -507,6 +511,8 @@ def _derived_topics(settings: Settings, day_ms: int) -> list[TopicSpec]:
                   "internal: events re-keyed by tenant:agent"),
         TopicSpec(CALLBACK_CDRS_REPARTITION, settings.topic_partitions, hop,
                   "internal: CDR revisions re-keyed by tenant:client"),
+        TopicSpec(CONTACT_LOOKUPS_REPARTITION, settings.topic_partitions, hop,
+                  "internal: CRM contact lookups re-keyed by tenant:phone"),
     ]
 
 

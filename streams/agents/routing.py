@@ -5,10 +5,13 @@ Two steps (run by :mod:`streams.runner`) and a heartbeat:
 1. ``routing-agents`` reads ``tawag.agent-states`` (key ``tenant:agent``), keeps the
    agent's current fact in the ``routing-agents`` table (same key, co-partitioned) and
    sends it when it changed (:func:`streams.folds.routing.agent_fact`).
-2. ``routing-contacts`` reads ``tawag.crm-contacts`` (key ``tenant:phone:crm``, one
-   partition), keeps every CRM's latest lookup per client in ``routing-contacts`` (key
-   ``tenant:phone``) and sends the client's manager fact when it changed.
-3. :func:`heartbeat` every ``routing_heartbeat_s``: the edge trusts its live facts only
+2. ``routing-contacts-router`` re-keys ``tawag.crm-contacts`` (key ``tenant:phone:crm``,
+   one partition) by client (``tenant:phone``) into an internal repartition topic with
+   the stack's partition count: Faust tables, the dead-letter count included, must have
+   their source's partitions. A lookup it cannot read is skipped and logged there.
+3. ``routing-contacts`` reads that, keeps every CRM's latest lookup per client in
+   ``routing-contacts`` and sends the client's manager fact when it changed.
+4. :func:`heartbeat_fact` every ``routing_heartbeat_s``: the edge trusts its live facts only
    while heartbeats come (``edge.live``), so a stopped worker makes the edge route on
    provisioning alone instead of on a picture that grows old.
 
@@ -19,6 +22,7 @@ topic is compacted and the edge's write is idempotent).
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +35,14 @@ from streams.folds.routing import agent_fact, manager_fact, remember_lookup
 if TYPE_CHECKING:
     from streams.topology import Output
 
-__all__ = ["AGENTS_NAME", "CONTACTS_NAME", "agent_step", "contact_step", "heartbeat_fact"]
+__all__ = ["AGENTS_NAME", "CONTACTS_ROUTER_NAME", "CONTACTS_NAME", "agent_step",
+           "contact_route_step", "contact_step", "heartbeat_fact"]
 
 AGENTS_NAME = "routing-agents"
+CONTACTS_ROUTER_NAME = "routing-contacts-router"
 CONTACTS_NAME = "routing-contacts"
+
+log = logging.getLogger(__name__)
 
 
 def agent_step(table: CollectionT, key: Any, value: Any) -> list[Output]:
@@ -50,12 +58,27 @@ def agent_step(table: CollectionT, key: Any, value: Any) -> list[Output]:
     return [("routing", fact_key(new).encode(), raw)]
 
 
+def contact_route_step(table: None, key: Any, value: Any) -> list[Output]:
+    """routing-contacts-router: the lookup keyed ``tenant:phone`` ([] if unreadable)."""
+    try:
+        tenant, phone, _ = _lookup_names(json.loads(value))
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("crm contact %r skipped: %s", key, exc)
+        return []
+    return [("contact_lookups", f"{tenant}:{phone}".encode(), value)]
+
+
+def _lookup_names(record: Any) -> tuple[str, str, str]:
+    names = record["tenant"], record["phone"], record["crm"]
+    if not all(isinstance(n, str) and n for n in names):
+        raise ValueError("crm contact: tenant, phone and crm must be strings")
+    return names
+
+
 def contact_step(table: CollectionT, key: Any, value: Any) -> list[Output]:
     """routing-contacts: the client's manager fact, when this lookup changed it."""
     record = json.loads(value)
-    tenant, phone, crm = record["tenant"], record["phone"], record["crm"]
-    if not (isinstance(tenant, str) and isinstance(phone, str) and isinstance(crm, str)):
-        raise ValueError("crm contact: tenant, phone and crm must be strings")
+    tenant, phone, crm = _lookup_names(record)
     row_key = f"{tenant}:{phone}"
     row = table.get(row_key) or {}
     lookups = {c: (ext, int(at)) for c, (ext, at) in row.get("lookups", {}).items()}

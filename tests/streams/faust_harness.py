@@ -19,7 +19,7 @@ from streams.app import Streams, build_streams, new_app
 from streams.topics import declare_topics
 
 OUTPUTS = ("cdrs", "dead_letter", "agent_events", "agent_states", "agent_stats",
-           "callback_cdrs", "callbacks", "routing")
+           "callback_cdrs", "callbacks", "contact_lookups", "routing")
 """Every topic an agent writes, by its field name in :class:`streams.topics.Topics`."""
 
 Sent = list[tuple[bytes, bytes]]

@@ -52,9 +52,11 @@ def lookup(crm: str, ext: str | None, ts: float) -> tuple[bytes, bytes]:
 
 
 def test_a_manager_changed_in_the_crm_is_a_new_fact(streams: Streams) -> None:
-    out = run(streams, "routing_contacts", [
-        lookup("amocrm", "101", 1.0), lookup("amocrm", "101", 2.0),  # same manager: once
-        lookup("amocrm", "103", 3.0), lookup("bitrix24", None, 4.0)])
+    lookups = [lookup("amocrm", "101", 1.0), lookup("amocrm", "101", 2.0),  # same manager
+               lookup("amocrm", "103", 3.0), lookup("bitrix24", None, 4.0)]
+    routed = run(streams, "routing_contacts_router", lookups)["contact_lookups"]
+    assert {key for key, _ in routed} == {b"acme:+79160000001"}
+    out = run(streams, "routing_contacts", routed)
     facts = [fact_from_json(raw) for _, raw in out["routing"]]
     assert [(f.kind, f.subject, f.value, f.source) for f in facts] == [
         (FactKind.MANAGER, "+79160000001", "101", "amocrm"),
@@ -62,8 +64,11 @@ def test_a_manager_changed_in_the_crm_is_a_new_fact(streams: Streams) -> None:
     assert {key for key, _ in out["routing"]} == {b"manager:acme:+79160000001"}
 
 
-def test_a_contact_it_cannot_read_is_dead_lettered(streams: Streams) -> None:
-    out = run(streams, "routing_contacts", [(b"acme:x:amocrm", b'{"tenant": 1}')])
+def test_a_contact_it_cannot_read_is_skipped_by_the_router_and_dead_lettered_after(
+        streams: Streams) -> None:
+    bad = [(b"acme:x:amocrm", b'{"tenant": 1}'), (b"acme:x:amocrm", b"{not json")]
+    assert run(streams, "routing_contacts_router", bad)["contact_lookups"] == []
+    out = run(streams, "routing_contacts", bad[:1])
     assert out["routing"] == [] and len(out["dead_letter"]) == 1
     assert json.loads(out["dead_letter"][0][1])["stage"] == "routing-contacts"
 
