@@ -28,6 +28,7 @@ from core.settings import Settings
 from edge import sipp
 from edge.control import KamailioRpcError, kamailio_rpc
 from streams.folds.routing import idle_order
+from tawag.supervisor import read_pid, terminate
 
 pytestmark = pytest.mark.integration
 
@@ -255,3 +256,24 @@ def test_longest_idle_rings_the_agent_idle_the_longest(
     assert decisions(events) == [
         ("longest_idle", f"ext:{expected}", "group:idle", f"idle_since={since[expected]}")]
     assert rang(events) == {expected}
+
+
+def test_with_the_streams_down_the_edge_routes_on_its_own(
+        stack: Settings, sip: sipp.Edge, phones: list[sipp.Uas]) -> None:
+    """Last of the module: it stops the Faust worker. Its heartbeats stop, the live facts
+    go stale at the edge, and a longest_idle group rings in its provisioned order while a
+    known client's call goes to the DID's own target."""
+    worker = read_pid(stack, "streams")
+    assert worker is not None
+    terminate(stack, worker)
+    wait_for("the edge's live facts to go stale", lambda: time.time() - (
+        live(stack, "beat") or 0) > stack.routing_stale_s + 1, PIPELINE_S)
+    phones += [answering(sip, a) for a in AGENTS[:3]]
+
+    events = call_events(stack, carrier_call(sip, "+79160000097", DID_IDLE).call_id)
+
+    assert decisions(events) == [("static_order", "group:idle", "group:idle", "live=stale")]
+    assert rang(events) == {"103"}  # the first member in the group's order
+    phones += [answering(sip, "103")]
+    events = call_events(stack, carrier_call(sip, CLIENT, DID_103).call_id)
+    assert decisions(events) == []  # 101 manages CLIENT, but the edge no longer trusts it
