@@ -23,7 +23,7 @@ import httpx
 import pandas as pd
 from fastapi import Depends, FastAPI, Query, Request
 
-from api import models, problems, webhook_routes
+from api import models, problems, steering, webhook_routes
 from api.keys import READ, ApiKey, KeyStore
 from api.ratelimit import TokenBuckets, retry_after
 from api.webhooks import Webhooks
@@ -270,6 +270,7 @@ def create_app(settings: Settings, *, client: WarehouseClient | None, keys: KeyS
                                                                 now)))
 
     webhook_routes.add_routes(app, app.state.authorised, webhooks, http, _ERRORS)
+    steering.add_route(app, settings, webhooks, http)
     app.openapi = lambda: _problem_media_type(app)  # type: ignore[method-assign]
     return app
 

@@ -28,8 +28,8 @@ from api.signing import zadarma_signature
 from core.events import Direction, Event, EventType
 from core.records import Cdr, Disposition
 
-__all__ = ["NOTIFY_TYPES", "DISPOSITIONS", "from_event", "from_cdr", "signed_string",
-           "encode", "signature"]
+__all__ = ["NOTIFY_TYPES", "DISPOSITIONS", "from_event", "from_cdr", "start_form",
+           "signed_string", "encode", "signature"]
 
 NOTIFY_TYPES = ("NOTIFY_START", "NOTIFY_INTERNAL", "NOTIFY_ANSWER", "NOTIFY_END",
                 "NOTIFY_OUT_START", "NOTIFY_OUT_END", "NOTIFY_RECORD")
@@ -69,6 +69,15 @@ def pbx_call_id(call_id: str, direction: str | None) -> str:
     return f"{prefix}_{hashlib.sha1(call_id.encode()).hexdigest()}"
 
 
+def start_form(call_id: str, caller: str | None, did: str | None, call_start: datetime,
+               zone: str) -> Form:
+    """NOTIFY_START of an inbound call: sent from the call's event, or by the edge's
+    steering request before the call is routed (:mod:`api.steering`)."""
+    return {"event": "NOTIFY_START", "call_start": _local(call_start, zone),
+            "pbx_call_id": pbx_call_id(call_id, Direction.INBOUND),
+            "caller_id": _number(caller), "called_did": _number(did)}
+
+
 def from_event(ev: Event, call_start: datetime | None, zone: str) -> list[tuple[str, Form]]:
     """The notifications one call event gives (``call_start``: the call's offer time, as
     remembered from its ``call.offered``; None if unknown: nothing but NOTIFY_RECORD)."""
@@ -88,7 +97,8 @@ def from_event(ev: Event, call_start: datetime | None, zone: str) -> list[tuple[
     base = {"call_start": start, "pbx_call_id": pbx_id, "caller_id": _number(ev.caller),
             "called_did": _number(ev.did or ev.callee)}
     if ev.type is EventType.CALL_OFFERED:
-        return [("NOTIFY_START", {"event": "NOTIFY_START", **base})]
+        return [("NOTIFY_START", start_form(ev.call_id, ev.caller, ev.did or ev.callee,
+                                            call_start, zone))]
     if ev.type is EventType.CALL_RINGING and ev.agent:
         return [("NOTIFY_INTERNAL", {"event": "NOTIFY_INTERNAL", **base,
                                      "internal": ev.agent})]

@@ -228,6 +228,10 @@ class Receiver:
     def __init__(self, port: int) -> None:
         self.port, self.requests, self._server = port, [], None
         self._lock = threading.Lock()
+        self.answer = b"ok"
+        """What a POST is answered with (a steering answer: JSON)."""
+        self.hold: threading.Event | None = None
+        """If set: a POST is answered only once this is set (a slow receiver)."""
 
     @property
     def url(self) -> str:
@@ -245,7 +249,9 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver._lock:
                     receiver.requests.append((dict(self.headers), body))
-                self._reply(b"ok")
+                if receiver.hold is not None:
+                    receiver.hold.wait(30)
+                self._reply(receiver.answer)
 
             def _reply(self, body: bytes) -> None:
                 self.send_response(200)
