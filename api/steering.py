@@ -152,7 +152,8 @@ def add_route(app: FastAPI, settings: Settings, hooks: Webhooks | None,
             user = password = ""
         if scheme.lower() != "basic" or user != "edge" or \
                 not hmac.compare_digest(password.encode(), token.encode()):
-            raise problems.ProblemError(401, "unauthorized", "the edge's token only")
+            raise problems.ProblemError(401, "unauthorized", "the edge's token only",
+                                        {"WWW-Authenticate": 'Basic realm="tawag-edge"'})
 
     @app.post("/internal/steer", include_in_schema=False,
               dependencies=[Depends(edge_only)])
