@@ -54,7 +54,9 @@ no longer knew the call, e.g. one ended on the edge's timers) or ``no_rtp_stats`
 own target decided where an inbound call goes (``leg_id`` the call's dialog, ``caller``
 the client, ``callee``/``did`` the DID). ``extra``: ``rule`` (``blacklist``: refused
 with 603; ``whitelist``: straight to the extension that lists the caller, skipping the
-DID's group or queue), ``target`` (``ext:<user>``, ``refuse:<rule>``), ``default_target``
+DID's group or queue; ``schedule``: out of the DID's hours; ``webhook``: the tenant's
+NOTIFY_START receiver redirected, refused or named the caller, ``api.steering``),
+``target`` (``ext:<user>``, ``refuse:<rule>``), ``default_target``
 (where the DID alone would have sent it) and ``decision_us`` (the edge's time deciding).
 The DID's own routing stays in ``call.offered``'s ``route_target``. Keyed by the call.
 
