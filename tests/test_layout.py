@@ -29,7 +29,8 @@ ALLOWED["dashboards"] |= {"warehouse.client", "warehouse.queries",  # the named 
                           "api.delivery_log"}  # the webhook delivery log page
 ALLOWED["api"] |= {"warehouse.client", "warehouse.queries",  # the named queries
                    "connectors.outbox",  # the durable delivery journal of the webhooks
-                   "connectors.recording_links"}  # the one signer of recording links
+                   "connectors.recording_links",  # the one signer of recording links
+                   "edge.control"}  # the edge's token on its steering requests
 
 
 def project_imports(path: Path) -> set[str]:
