@@ -29,7 +29,9 @@ ALLOWED["dashboards"] |= {"warehouse.client", "warehouse.queries",  # the named 
                           "api.delivery_log"}  # the webhook delivery log page
 ALLOWED["api"] |= {"warehouse.client", "warehouse.queries",  # the named queries
                    "connectors.outbox",  # the durable delivery journal of the webhooks
-                   "connectors.recording_links"}  # the one signer of recording links
+                   "connectors.recording_links",  # the one signer of recording links
+                   "ingest.zadarma",  # Zadarma notifications -> events (pure), for /zadarma
+                   "ingest.bridge"}  # ingest's producer settings and dead-letter record
 
 
 def project_imports(path: Path) -> set[str]:
