@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from api.seen import SeenJournal
 from core.events import Event, InvalidEvent, to_json
@@ -37,7 +38,8 @@ from core.zadarma import tenant_secrets, verify
 from ingest.bridge import Producer, dead_letter
 from ingest.zadarma import SourceContext, notification_id, parse_form, to_events
 
-__all__ = ["ZadarmaSource", "Refused", "Unavailable", "seen_file", "KAFKA_WAIT_S"]
+__all__ = ["ZadarmaSource", "Accepted", "Refused", "Unavailable", "seen_file",
+           "KAFKA_WAIT_S"]
 
 log = logging.getLogger("tawag.api.zadarma")
 
@@ -57,13 +59,15 @@ class Unavailable(Exception):
     """Kafka did not take the events: answer 503, Zadarma retries."""
 
 
-def seen_file(settings: Settings):
+def seen_file(settings: Settings) -> Path:
     """The journal of notifications already produced, beside the API's other state."""
     return settings.data_dir / "api" / "zadarma-seen.log"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Accepted:
+    """A notification taken: how many events it gave, or a retry of one already taken."""
+
     events: int
     duplicate: bool
 

@@ -206,7 +206,7 @@ def _end_out(n: _Notice) -> list[Event]:
     events = _outcome(n, parties, parties["caller"])
     if n.form["disposition"] == ANSWERED:
         talk = timedelta(seconds=int(n.form["duration"]))
-        answered = max(n.at - talk, n.start) if n.start else n.at - talk
+        answered = max(n.at - talk, n.start or n.at - talk)
         events.insert(0, n.event(EventType.CALL_ANSWERED, answered, **parties,
                                  agent=parties["callee"], sip_code=200))
     return events
