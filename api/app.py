@@ -23,10 +23,11 @@ import httpx
 import pandas as pd
 from fastapi import Depends, FastAPI, Query, Request
 
-from api import models, problems, steering, webhook_routes
+from api import models, problems, steering, webhook_routes, zadarma_routes
 from api.keys import READ, ApiKey, KeyStore
 from api.ratelimit import TokenBuckets, retry_after
 from api.webhooks import Webhooks
+from api.zadarma_source import ZadarmaSource
 from connectors.recording_links import recording_url, with_link_defaults
 from core.settings import Settings
 from core.timezones import bounds, next_bound
@@ -142,9 +143,11 @@ def create_app(settings: Settings, *, client: WarehouseClient | None, keys: KeyS
                limiter: TokenBuckets | None = None,
                clock: Callable[[], float] = time.time,
                webhooks: Webhooks | None = None,
-               http: httpx.Client | None = None) -> FastAPI:
-    """The ASGI app. ``client``/``webhooks`` None: those routes answer 503 (the app built
-    for its OpenAPI document only). ``http``: for the zd_echo check of new subscriptions."""
+               http: httpx.Client | None = None,
+               zadarma: ZadarmaSource | None = None) -> FastAPI:
+    """The ASGI app. ``client``/``webhooks``/``zadarma`` None: those routes answer 503 (the
+    app built for its OpenAPI document only). ``http``: for the zd_echo check of new
+    subscriptions. ``zadarma``: the receiver of Zadarma accounts' notifications."""
     limiter = limiter or TokenBuckets(settings.api_rate_per_s, settings.api_rate_burst)
     app = FastAPI(title="Tawag API", version="1.0.0", openapi_url=f"{PREFIX}/openapi.json",
                   docs_url=f"{PREFIX}/docs", redoc_url=None,
@@ -271,6 +274,7 @@ def create_app(settings: Settings, *, client: WarehouseClient | None, keys: KeyS
 
     webhook_routes.add_routes(app, app.state.authorised, webhooks, http, _ERRORS)
     steering.add_route(app, settings, webhooks, http)
+    zadarma_routes.add_routes(app, zadarma)
     app.openapi = lambda: _problem_media_type(app)  # type: ignore[method-assign]
     return app
 

@@ -1,4 +1,5 @@
-"""The API process (``tawag api``): the REST API on uvicorn and the webhook worker.
+"""The API process (``tawag api``): the REST API on uvicorn, the webhook worker, and the
+receiver of Zadarma accounts' notifications (``/zadarma/{tenant}``, :mod:`api.zadarma_source`).
 
     from api.service import run
     run(core.settings.load(), stop=stop)
@@ -20,10 +21,13 @@ from api.app import create_app
 from api.consume import consume, make_consumer
 from api.delivery_log import outbox_file
 from api.keys import KeyStore, keys_file
+from api.seen import SeenJournal
 from api.subscriptions import SubscriptionStore, subscriptions_file
 from api.webhooks import Webhooks
+from api.zadarma_source import ZadarmaSource, seen_file
 from connectors.outbox import Outbox
 from core.settings import Settings
+from ingest.bridge import kafka_producer
 from warehouse.client import connect
 
 __all__ = ["run", "outbox_file"]  # outbox_file: re-exported from api.delivery_log
@@ -56,8 +60,11 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     hooks = Webhooks(Outbox(outbox_file(settings)),
                      SubscriptionStore(subscriptions_file(settings)), http=http,
                      max_age_s=settings.webhook_max_age_s)
+    zadarma = ZadarmaSource(settings, SeenJournal(seen_file(settings)),
+                            lambda: kafka_producer(settings.kafka_bootstrap))
     app: Any = create_app(settings, client=connect(settings),
-                          keys=KeyStore(keys_file(settings)), webhooks=hooks, http=http)
+                          keys=KeyStore(keys_file(settings)), webhooks=hooks, http=http,
+                          zadarma=zadarma)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
                                            log_level="warning", access_log=False))
     threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)),
@@ -74,4 +81,5 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
         kafka.join(timeout=10)
         hooks.stop()
         hooks.outbox.close()
+        zadarma.close()
         http.close()

@@ -30,7 +30,9 @@ ALLOWED["dashboards"] |= {"warehouse.client", "warehouse.queries",  # the named 
 ALLOWED["api"] |= {"warehouse.client", "warehouse.queries",  # the named queries
                    "connectors.outbox",  # the durable delivery journal of the webhooks
                    "connectors.recording_links",  # the one signer of recording links
-                   "edge.control"}  # the edge's token on its steering requests
+                   "edge.control",  # the edge's token on its steering requests
+                   "ingest.zadarma",  # Zadarma notifications -> events (pure), for /zadarma
+                   "ingest.bridge"}  # ingest's producer settings and dead-letter record
 
 
 def project_imports(path: Path) -> set[str]:
