@@ -275,7 +275,8 @@ def steering_receiver(settings: Settings) -> None:
     key = add_key(keys_file(settings), "bench", ("webhooks:write",))
     resp = httpx.post(f"http://127.0.0.1:{settings.api_port}/api/v1/webhooks", timeout=10,
                       headers={"Authorization": f"Bearer {key}"},
-                      json={"url": receiver.url, "format": "zadarma", "secret": "bench-steering-secret"})
+                      json={"url": receiver.url, "format": "zadarma",
+                            "secret": "bench-steering-secret"})
     assert resp.status_code == 201, resp.text
 
 
