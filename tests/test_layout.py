@@ -29,7 +29,9 @@ ALLOWED["dashboards"] |= {"warehouse.client", "warehouse.queries",  # the named 
                           "api.delivery_log"}  # the webhook delivery log page
 ALLOWED["api"] |= {"warehouse.client", "warehouse.queries",  # the named queries
                    "connectors.outbox",  # the durable delivery journal of the webhooks
-                   "connectors.recording_links"}  # the one signer of recording links
+                   "connectors.recording_links",  # the one signer of recording links
+                   "connectors.click_to_call",  # POST /calls places as Bitrix24's clicks do
+                   "edge.control"}  # ... through the edge's bridge
 
 
 def project_imports(path: Path) -> set[str]:
