@@ -1,4 +1,5 @@
-"""The REST API ``/api/v1`` (FastAPI): calls, agents, callbacks, webhook subscriptions.
+"""The REST API ``/api/v1`` (FastAPI): calls, agents, callbacks, click-to-call, webhook
+subscriptions.
 
 Thin: each endpoint authenticates the key (:mod:`api.keys`), spends a token of its rate
 limit (:mod:`api.ratelimit`), and reads through the warehouse's tenant-scoped named
@@ -301,8 +302,13 @@ def _add_origination_routes(app: FastAPI, originations: Originations | None) -> 
         return originations
 
     @app.post(f"{PREFIX}/calls", status_code=202, response_model=models.Origination,
-              responses={**_ERRORS, 404: {"model": problems.Problem,
-                                          "description": "No such extension in the tenant"},
+              responses={**_ERRORS,
+                         202: {"description": "Placed: the agent's phone rings",
+                               "headers": {"Location": {
+                                   "description": "The origination (its state and call)",
+                                   "schema": {"type": "string"}}}},
+                         404: {"model": problems.Problem,
+                               "description": "No such extension in the tenant"},
                          409: {"model": problems.Problem,
                                "description": "The extension has no phone registered"},
                          503: {"model": problems.Problem,
