@@ -149,7 +149,9 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
     return load(environ={}, **{"data_dir": data_dir, "api_port": API_PORT,
                                "warehouse_http_port": WAREHOUSE_PORT,
                                # the webhook worker's Kafka: none here (it retries)
-                               "kafka_bootstrap": f"127.0.0.1:{NOTHING_PORT}", **overrides})
+                               "kafka_bootstrap": f"127.0.0.1:{NOTHING_PORT}",
+                               # no SIP edge either: POST /calls gets as far as asking it
+                               "kamailio_http_port": NOTHING_PORT, **overrides})
 
 
 def load_store(store: ChdbClient, settings: Settings) -> None:
