@@ -11,9 +11,10 @@ the notification there and then, and its answer becomes the call's target:
     {"hangup": 1}              -> refused (603)
     {"caller_name": "Acme"}    -> the name the agent's phone shows
 
-Anything else — no such subscription, a scenario or menu redirect Tawag has no
-counterpart for, an error status, no answer within ``steer_wait_s`` — gives ``{}``: the
-edge routes as provisioned. The edge bounds its own wait too (``steer_wait_s`` rounded
+Without such a subscription the answer is ``{"steering": 0}`` and the edge does not ask
+again for that tenant for 10 s (so its calls do not pay for the request). Anything else
+— a scenario or menu redirect Tawag has no counterpart for, an error status, no answer
+within ``steer_wait_s`` — gives ``{}``: the edge routes as provisioned. The edge bounds its own wait too (``steer_wait_s`` rounded
 up, plus a second), so a hung API cannot hold a call.
 
 A NOTIFY_START delivered here is marked in the webhook outbox, so the webhook worker
@@ -66,10 +67,14 @@ class Steer:
 
     target: str | None = None
     caller_name: str | None = None
+    steering: bool = True
+    """False: the tenant has no receiver; the edge stops asking for a few seconds."""
 
-    def as_dict(self) -> dict[str, str]:
-        return {k: v for k, v in (("target", self.target), ("caller_name", self.caller_name))
-                if v is not None}
+    def as_dict(self) -> dict[str, str | int]:
+        answer: dict[str, str | int] = {k: v for k, v in (("target", self.target),
+                                                          ("caller_name", self.caller_name))
+                                        if v is not None}
+        return answer if self.steering else {**answer, "steering": 0}
 
 
 def decision(answer: Any) -> Steer:
@@ -104,7 +109,7 @@ def steer(hooks: Webhooks, http: httpx.Client, request: SteerRequest,
     """Send NOTIFY_START to the tenant's steering receiver and read its answer."""
     sub = steering_subscription(hooks.subscriptions.of_tenant(request.tenant))
     if sub is None:
-        return Steer()
+        return Steer(steering=False)
     start = hooks.call_start(request.call_id, request.offered.astimezone(UTC))
     form = zadarma.start_form(request.call_id, request.caller, request.did, start,
                               sub.timezone)
@@ -157,7 +162,7 @@ def add_route(app: FastAPI, settings: Settings, hooks: Webhooks | None,
 
     @app.post("/internal/steer", include_in_schema=False,
               dependencies=[Depends(edge_only)])
-    def steer_call(body: SteerBody) -> dict[str, str]:
+    def steer_call(body: SteerBody) -> dict[str, str | int]:
         if hooks is None or http is None:
             return {}
         request = SteerRequest(tenant=settings.tenant_for_domain(body.domain),
