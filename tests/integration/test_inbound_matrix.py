@@ -359,8 +359,8 @@ def rang(rang_at: float, stopped: float) -> list[Expected]:
 
 def assert_call_times(cdr: dict[str, Any], caller: sipp.SippResult, *,
                       answered: bool) -> None:
-    """Started at the carrier's INVITE, answered at its 200, ended at its final
-    response or BYE."""
+    """Started at the carrier's INVITE, answered at its 200 (ring_ms the wait between),
+    ended at its final response or BYE."""
     assert_near("started_at", cdr["started"], sent(caller, "INVITE"))
     if answered:
         answer = received(caller, "SIP/2.0 200", "INVITE")
@@ -368,6 +368,8 @@ def assert_call_times(cdr: dict[str, Any], caller: sipp.SippResult, *,
         assert_near("answered_at", cdr["answered"], answer)
         assert_near("ended_at", cdr["ended"], bye)
         assert abs(cdr["talk_ms"] / 1000 - (bye - answer)) <= SLACK_S, cdr
+        # the wait (ASA, service level): offer to answer, whoever rang before
+        assert abs(cdr["ring_ms"] / 1000 - (answer - sent(caller, "INVITE"))) <= SLACK_S, cdr
     else:
         assert cdr["answered"] is None, cdr
         final = next(m.at for m in caller.messages if m.direction == "received"
@@ -661,8 +663,9 @@ class Phone:
     times: dict[str, float]
 
     def answer(self, invite: SipMessage, media_port: int, *, ring: bool = True) -> Dialog:
-        """Ring RING_MS (the person picking up), then answer; times ``ring``/``answer``."""
-        key = "answer" if "ring" not in self.times else "answer_again"
+        """Ring RING_MS (the person picking up), then answer; times ``ring`` and
+        ``answer`` (a second answer: ``answer_again``)."""
+        key = "answer" if "answer" not in self.times else "answer_again"
         if ring:
             self.times["ring"] = time.time()
         dialog = self.ua.answer(invite, sdp("127.0.0.1", media_port), ring=ring,
