@@ -14,8 +14,9 @@ the notification there and then, and its answer becomes the call's target:
 Without such a subscription the answer is ``{"steering": 0}`` and the edge does not ask
 again for that tenant for 10 s (so its calls do not pay for the request). Anything else
 — a scenario or menu redirect Tawag has no counterpart for, an error status, no answer
-within ``steer_wait_s`` — gives ``{}``: the edge routes as provisioned. The edge bounds its own wait too (``steer_wait_s`` rounded
-up, plus a second), so a hung API cannot hold a call.
+within ``steer_wait_s`` — gives ``{}``: the edge routes as provisioned. The edge bounds
+its own wait too (``steer_wait_s`` rounded up, plus a second), so a hung API cannot hold
+a call.
 
 A NOTIFY_START delivered here is marked in the webhook outbox, so the webhook worker
 does not send it a second time when the call's ``call.offered`` arrives through Kafka;
