@@ -126,7 +126,7 @@ FROM ({_CDR_SELECT}) WHERE kafka_offset % 5 = 0
 """
 
 
-def generate(client: ChdbClient, rows: int, days: int) -> float:
+def generate(client: ChdbClient, rows: int, days: int = DAYS) -> float:
     """Insert ``rows`` final CDRs over ``days`` days ending at MONTH_END and the older
     revisions of every 5th; seconds taken."""
     first_day = MONTH_END - timedelta(days=days)
