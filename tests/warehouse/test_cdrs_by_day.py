@@ -13,7 +13,7 @@ from warehouse.client import ChdbClient
 from warehouse.loader import Loader, routes_for
 from warehouse.migrate import applied_versions, load_migrations, migrate
 from warehouse.queries import cdr, kpi, wallboard
-from warehouse.queries.window import CALL_WINDOW
+from warehouse.queries.window import CALL_WINDOW, TALK_LOOKBACK_DAYS
 
 ROUTES = routes_for(SETTINGS)
 D = datetime(2026, 11, 26, tzinfo=UTC)
@@ -145,3 +145,8 @@ def test_a_window_reads_only_its_days(store):
     assert "Parts: 1/4" in plan  # one part a month: the other months are skipped
     primary = plan[plan.index("PrimaryKey"):]
     assert "call_day" in primary[:primary.index("Condition")]
+
+
+def test_the_talk_lookback_covers_the_longest_call_the_edge_allows():
+    longest_s = SETTINGS.max_call_duration_s + SETTINGS.no_answer_timeout
+    assert longest_s < TALK_LOOKBACK_DAYS * 86_400

@@ -18,11 +18,12 @@ __all__ = ["CALL_WINDOW", "TALK_LOOKBACK_DAYS", "day_bounds"]
 
 _TS = "DateTime64(3, 'UTC')"
 
-TALK_LOOKBACK_DAYS = 2
+TALK_LOOKBACK_DAYS = 1
 """How many days before a window a call that talks inside it may have started. The edge
 cuts a call at ``max_call_duration_s`` after its answer (2 h by default, Kamailio's dialog
-timeout), so two days hold every call that can still be talking: queries on talk that
-happened in a window (``kpi.talk_time_by_interval``) read from two days before it."""
+timeout), so the day before holds every call that can still be talking: queries on talk
+that happened in a window (``kpi.talk_time_by_interval``) read from the day before it.
+(A ``max_call_duration_s`` above a day would need this raised.)"""
 
 
 def day_bounds(start: str, end: str | None = None, *, lookback_days: int = 0) -> str:
