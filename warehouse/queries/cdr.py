@@ -7,7 +7,8 @@ merges have run. Filters on non-key columns (``started_at``) apply after FINAL.
 
 Time windows are half-open ``[start, end)`` on the call's ``started_at`` (when it was
 offered), as instants (naive datetimes are taken as UTC); a page passes the bounds of the
-tenant's local day. Hour buckets are local to the tenant's zone (``tz``).
+tenant's local day; the window also bounds ``call_day`` (``warehouse.queries.window``), so
+only its days are read. Hour buckets are local to the tenant's zone (``tz``).
 
 KPI definitions (named, see reference/peer-survey.md §3):
 
