@@ -1,4 +1,5 @@
-"""The REST API ``/api/v1`` (FastAPI): calls, agents, callbacks, webhook subscriptions.
+"""The REST API ``/api/v1`` (FastAPI): calls, agents, callbacks, click-to-call, webhook
+subscriptions.
 
 Thin: each endpoint authenticates the key (:mod:`api.keys`), spends a token of its rate
 limit (:mod:`api.ratelimit`), and reads through the warehouse's tenant-scoped named
@@ -21,12 +22,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import pandas as pd
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, Response
 
-from api import models, problems, webhook_routes
-from api.keys import READ, ApiKey, KeyStore
+from api import models, problems, steering, webhook_routes, zadarma_routes
+from api.keys import CALLS_WRITE, READ, ApiKey, KeyStore
+from api.originations import Originations
 from api.ratelimit import TokenBuckets, retry_after
 from api.webhooks import Webhooks
+from api.zadarma_source import ZadarmaSource
+from connectors.click_to_call import OriginationRefused
 from connectors.recording_links import recording_url, with_link_defaults
 from core.settings import Settings
 from core.timezones import bounds, next_bound
@@ -142,9 +146,13 @@ def create_app(settings: Settings, *, client: WarehouseClient | None, keys: KeyS
                limiter: TokenBuckets | None = None,
                clock: Callable[[], float] = time.time,
                webhooks: Webhooks | None = None,
-               http: httpx.Client | None = None) -> FastAPI:
-    """The ASGI app. ``client``/``webhooks`` None: those routes answer 503 (the app built
-    for its OpenAPI document only). ``http``: for the zd_echo check of new subscriptions."""
+               http: httpx.Client | None = None,
+               zadarma: ZadarmaSource | None = None,
+               originations: Originations | None = None) -> FastAPI:
+    """The ASGI app. ``client``/``webhooks``/``zadarma``/``originations`` None: those
+    routes answer 503 (the app built for its OpenAPI document only). ``http``: for the
+    zd_echo check of new subscriptions. ``zadarma``: the receiver of Zadarma accounts'
+    notifications."""
     limiter = limiter or TokenBuckets(settings.api_rate_per_s, settings.api_rate_burst)
     app = FastAPI(title="Tawag API", version="1.0.0", openapi_url=f"{PREFIX}/openapi.json",
                   docs_url=f"{PREFIX}/docs", redoc_url=None,
@@ -269,9 +277,70 @@ def create_app(settings: Settings, *, client: WarehouseClient | None, keys: KeyS
         return read(lambda: _records(callbacks_q.open_callbacks(warehouse(key), key.tenant,
                                                                 now)))
 
+    _add_origination_routes(app, originations)
     webhook_routes.add_routes(app, app.state.authorised, webhooks, http, _ERRORS)
+    steering.add_route(app, settings, webhooks, http)
+    zadarma_routes.add_routes(app, zadarma)
     app.openapi = lambda: _problem_media_type(app)  # type: ignore[method-assign]
     return app
+
+
+_REFUSALS = {400: (422, "invalid-request"), 404: (404, "not-found"),
+             409: (409, "not-registered"), 503: (503, "unavailable")}
+"""Why the edge placed nothing (:class:`OriginationRefused`) -> status and problem type."""
+
+
+def _origination_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "created_at": datetime.fromtimestamp(row["created_at"], UTC),
+            "expires_at": datetime.fromtimestamp(row["expires_at"], UTC)}
+
+
+def _add_origination_routes(app: FastAPI, originations: Originations | None) -> None:
+    """``POST /calls`` (click-to-call, :mod:`api.originations`) and its status."""
+    writer, reader = Depends(app.state.authorised(CALLS_WRITE)), \
+        Depends(app.state.authorised(READ))
+
+    def placer() -> Originations:
+        if originations is None:
+            raise problems.ProblemError(503, "unavailable", "click-to-call is not running")
+        return originations
+
+    @app.post(f"{PREFIX}/calls", status_code=202, response_model=models.Origination,
+              responses={**_ERRORS,
+                         202: {"description": "Placed: the agent's phone rings",
+                               "headers": {"Location": {
+                                   "description": "The origination (its state and call)",
+                                   "schema": {"type": "string"}}}},
+                         404: {"model": problems.Problem,
+                               "description": "No such extension in the tenant"},
+                         409: {"model": problems.Problem,
+                               "description": "The extension has no phone registered"},
+                         503: {"model": problems.Problem,
+                               "description": "The SIP edge is not answering"}},
+              tags=["calls"], summary="Click-to-call: ring the agent, then the client; "
+                                      "answers at once, the call id comes later")
+    def originate(key: Annotated[ApiKey, writer], body: models.OriginationCreate,
+                  response: Response) -> dict[str, Any]:
+        try:
+            row = placer().place(key.tenant, body.extension, body.number, key_id=key.key_id)
+        except OriginationRefused as exc:
+            status, kind = _REFUSALS.get(exc.status, (503, "unavailable"))
+            raise problems.ProblemError(status, kind, exc.reason) from exc
+        response.headers["Location"] = f"{PREFIX}/calls/originations/{row['id']}"
+        return _origination_view(row)
+
+    @app.get(f"{PREFIX}/calls/originations/{{origination_id}}",
+             response_model=models.Origination,
+             responses={**_ERRORS, 404: {"model": problems.Problem,
+                                         "description": "No such origination"}},
+             tags=["calls"], summary="A click-to-call's state and the call it became")
+    def get_origination(key: Annotated[ApiKey, reader],
+                        origination_id: str) -> dict[str, Any]:
+        row = placer().get(key.tenant, origination_id)
+        if row is None:
+            raise problems.ProblemError(404, "not-found",
+                                        f"no origination {origination_id!r}")
+        return _origination_view(row)
 
 
 def _problem_media_type(app: FastAPI) -> dict[str, Any]:

@@ -3,14 +3,19 @@
 As the CRM connectors' loop (connectors/consume.py): offsets are committed only after the
 batch is in the outbox (fsynced), so a crash re-reads it and the outbox's keys drop the
 repeats. Its own consumer group, so it reads every event whatever the connectors do.
+The same records tie ``POST /calls`` originations to their calls (:mod:`api.originations`),
+and once a second the loop expires those no call followed in time.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+from api.originations import Originations
 from api.webhooks import Webhooks
 from core.events import InvalidEvent, from_json
 from core.records import cdr_from_json
@@ -21,15 +26,24 @@ __all__ = ["CONSUMER_GROUP", "consume", "handle_record", "make_consumer"]
 log = logging.getLogger("tawag.api.webhooks")
 
 CONSUMER_GROUP = "tawag-webhooks"
+EXPIRY_INTERVAL_S = 1.0
+"""How often unclaimed originations are looked for (their windows are seconds long)."""
 
 
-def handle_record(hooks: Webhooks, settings: Settings, record: Any) -> None:
+def handle_record(hooks: Webhooks, settings: Settings, record: Any,
+                  originations: Originations | None = None) -> None:
     """Decode one record of either topic and fan it out; skip malformed ones."""
     try:
         if record.topic == settings.topic_cdrs:
-            hooks.handle_cdr(cdr_from_json(record.value))
+            cdr = cdr_from_json(record.value)
+            if originations is not None:
+                originations.handle_cdr(cdr)
+            hooks.handle_cdr(cdr)
         else:
-            hooks.handle_event(from_json(record.value))
+            event = from_json(record.value)
+            if originations is not None:
+                originations.handle_event(event)
+            hooks.handle_event(event)
     except (InvalidEvent, ValueError, KeyError, TypeError) as exc:
         # malformed input was already dead-lettered upstream; skip it here
         log.error("skipped %s offset %s: %s", record.topic, record.offset, exc)
@@ -46,12 +60,17 @@ def make_consumer(settings: Settings) -> Any:
 
 
 def consume(consumer: Any, hooks: Webhooks, settings: Settings, *,
-            stop: threading.Event) -> None:
+            stop: threading.Event, originations: Originations | None = None,
+            clock: Callable[[], float] = time.time) -> None:
     """Poll until ``stop``; commit after each batch is journalled."""
+    next_expiry = 0.0
     while not stop.is_set():
         batch = consumer.poll(timeout_ms=100)
         for records in batch.values():
             for record in records:
-                handle_record(hooks, settings, record)
+                handle_record(hooks, settings, record, originations)
         if batch:
             consumer.commit()
+        if originations is not None and clock() >= next_expiry:
+            originations.expire(clock())
+            next_expiry = clock() + EXPIRY_INTERVAL_S

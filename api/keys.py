@@ -33,7 +33,7 @@ __all__ = ["SCOPES", "READ", "CALLS_WRITE", "WEBHOOKS_WRITE", "ApiKey", "KeyErro
 READ = "read"
 """Calls, agents, callbacks, webhook subscriptions and their delivery logs."""
 CALLS_WRITE = "calls:write"
-"""Reserved for click-to-call (``POST /calls``), which this API does not serve yet."""
+"""Click-to-call: ``POST /calls`` (ring one of the tenant's extensions, then a client)."""
 WEBHOOKS_WRITE = "webhooks:write"
 """Create and delete webhook subscriptions."""
 SCOPES = (READ, CALLS_WRITE, WEBHOOKS_WRITE)

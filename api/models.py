@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field, HttpUrl
 
 __all__ = ["Call", "Leg", "Forward", "Transfer", "CallEvent", "CallDetail", "CallPage",
            "AgentNow", "AgentInterval", "AgentStatsPage", "CallbackItem", "Subscription",
-           "SubscriptionCreate", "SubscriptionCreated", "Delivery"]
+           "SubscriptionCreate", "SubscriptionCreated", "Delivery", "OriginationCreate",
+           "Origination"]
 
 
 class Call(BaseModel):
@@ -208,3 +209,30 @@ class Delivery(BaseModel):
     latency_ms: float | None = Field(description=(
         "From the event's time at the source (a cdr.closed: the call's end) to the "
         "receiver's 2xx; null until delivered."))
+
+
+class OriginationCreate(BaseModel):
+    """Click-to-call: ring ``extension``'s phone, then ``number`` through the trunk."""
+
+    extension: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_.-]+$",
+                           description="An extension of the key's tenant, registered now.")
+    number: str = Field(min_length=1, max_length=32, description=(
+        "The client's number, any notation the tenant's country reads (``+7 916 123-45-67``,"
+        " ``8 916 1234567``); normalised to E.164."))
+
+
+class Origination(BaseModel):
+    """A click-to-call and the call it became."""
+
+    id: str
+    state: Literal["pending", "connected", "expired"] = Field(description=(
+        "pending: the agent's phone is ringing (or the call has not been seen yet); "
+        "connected: the agent answered and the phone called the client -- call_id names "
+        "that call; expired: no call followed by expires_at (not answered, or the phone "
+        "refused the transfer)."))
+    extension: str
+    number: str = Field(description="The client's number in E.164.")
+    call_id: str | None = Field(description="The Tawag call (GET /calls/{call_id}).")
+    created_at: datetime
+    expires_at: datetime = Field(description=(
+        "The call must start by then: the extension's ring time plus a margin."))

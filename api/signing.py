@@ -9,17 +9,16 @@ Tawag-native deliveries carry::
 Signing the timestamp with the body makes a captured delivery useless later: a receiver
 refuses timestamps older than a few minutes (:func:`verify`). Zadarma's signature
 (``Signature: base64(hex(HMAC-SHA1(secret, <some fields>)))``, crm-contracts.md §4.1)
-covers 2-3 fields only; it is here so a Zadarma-format subscription is verified exactly as
-Zadarma's own library does.
+covers 2-3 fields only; it is :func:`core.zadarma.signature`, shared by the Zadarma-format
+subscriptions (:mod:`api.zadarma`) and the Zadarma source (:mod:`ingest.zadarma`).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 
-__all__ = ["sign", "verify", "headers", "zadarma_signature", "TOLERANCE_S"]
+__all__ = ["sign", "verify", "headers", "TOLERANCE_S"]
 
 TOLERANCE_S = 300
 """How old a timestamp :func:`verify` accepts by default."""
@@ -48,8 +47,3 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, now: float,
         return False
     return hmac.compare_digest(sign(secret, ts, body), signature)
 
-
-def zadarma_signature(signed: str, secret: str) -> str:
-    """Zadarma's ``Signature``: base64 of the *hex* HMAC-SHA1 (PHP ``hash_hmac``)."""
-    hexdigest = hmac.new(secret.encode(), signed.encode(), hashlib.sha1).hexdigest()
-    return base64.b64encode(hexdigest.encode()).decode()

@@ -50,6 +50,7 @@ CDR_CLOSED = "cdr.closed"
 EVENT_TYPES = (*(t.value for t in EventType), CDR_CLOSED)
 KIND = "webhook"
 _START_MARK = "zadarma-start|"
+_STEERED_MARK = "zadarma-steered|"
 
 
 def backoff(attempts: int, base_s: float, cap_s: float) -> float:
@@ -85,6 +86,8 @@ class Webhooks:
                 start = self.outbox.mark(_START_MARK + (ev.call_id or ""))
                 for notify, form in zadarma.from_event(
                         ev, datetime.fromisoformat(start) if start else None, sub.timezone):
+                    if notify == "NOTIFY_START" and self._steered(sub.id, ev.call_id):
+                        continue  # the edge's steering request delivered it already
                     if wants(sub, notify):
                         self._enqueue(sub, f"{ev.event_id}:{notify}",
                                       {"form": form, "event_ts": ev.ts.timestamp()})
@@ -107,8 +110,27 @@ class Webhooks:
                                   separators=(",", ":"))
                 self._enqueue(sub, f"{CDR_CLOSED}:{cdr.call_id}",
                               {"body": body, "event_ts": event_ts})
+            if self._steered(sub.id, cdr.call_id):
+                self.outbox.set_mark(_STEERED_MARK + f"{sub.id}|{cdr.call_id}", None)
         if self.outbox.mark(_START_MARK + cdr.call_id) is not None:
             self.outbox.set_mark(_START_MARK + cdr.call_id, None)
+
+    # --- the edge's steering requests (api.steering) --------------------------------------
+    def call_start(self, call_id: str, offered: datetime) -> datetime:
+        """The start Zadarma's notifications of the call sign: the first one known."""
+        known = self.outbox.mark(_START_MARK + call_id)
+        if known is not None:
+            return datetime.fromisoformat(known)
+        self.outbox.set_mark(_START_MARK + call_id, offered.isoformat())
+        return offered
+
+    def mark_steered(self, sub: Subscription, call_id: str) -> None:
+        """``sub`` took the call's NOTIFY_START from the steering request: the worker will
+        not send it again when the call's ``call.offered`` comes through Kafka."""
+        self.outbox.set_mark(_STEERED_MARK + f"{sub.id}|{call_id}", "1")
+
+    def _steered(self, sub_id: str, call_id: str | None) -> bool:
+        return self.outbox.mark(_STEERED_MARK + f"{sub_id}|{call_id or ''}") is not None
 
     def _remember_start(self, ev: Event) -> None:
         """Zadarma signs ``call_start`` in every notification of a call: the offer time is

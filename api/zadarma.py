@@ -1,7 +1,9 @@
 """Zadarma's PBX notifications from Tawag's events and CDRs (crm-contracts.md §4).
 
 Pure: which NOTIFY_* a fact becomes, with exactly Zadarma's form fields (all strings,
-in the documented order), and the string its ``Signature`` signs. Mapping:
+in the documented order), and its ``Signature`` (the contract itself - signed fields,
+signature, disposition words, time and number formats - is :mod:`core.zadarma`, shared
+with :mod:`ingest.zadarma`, which reads Zadarma's notifications). Mapping:
 
     call.offered   inbound  -> NOTIFY_START      outbound -> NOTIFY_OUT_START
     call.ringing   inbound, an agent rings -> NOTIFY_INTERNAL
@@ -22,22 +24,14 @@ import hashlib
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
-from api.signing import zadarma_signature
+from core import zadarma as contract
 from core.events import Direction, Event, EventType
 from core.records import Cdr, Disposition
+from core.zadarma import DISPOSITIONS, NOTIFY_TYPES, signed_string, to_local, to_number
 
-__all__ = ["NOTIFY_TYPES", "DISPOSITIONS", "from_event", "from_cdr", "signed_string",
-           "encode", "signature"]
-
-NOTIFY_TYPES = ("NOTIFY_START", "NOTIFY_INTERNAL", "NOTIFY_ANSWER", "NOTIFY_END",
-                "NOTIFY_OUT_START", "NOTIFY_OUT_END", "NOTIFY_RECORD")
-
-DISPOSITIONS = {Disposition.ANSWERED: "answered", Disposition.BUSY: "busy",
-                Disposition.CANCELLED: "cancel", Disposition.NO_ANSWER: "no answer",
-                Disposition.FAILED: "failed"}
-"""Tawag's disposition -> Zadarma's word."""
+__all__ = ["NOTIFY_TYPES", "DISPOSITIONS", "from_event", "from_cdr", "start_form",
+           "signed_string", "encode", "signature"]
 
 _Q850 = {Disposition.ANSWERED: 16, Disposition.BUSY: 17, Disposition.NO_ANSWER: 19,
          Disposition.CANCELLED: 16}
@@ -45,28 +39,21 @@ _Q850 = {Disposition.ANSWERED: 16, Disposition.BUSY: 17, Disposition.NO_ANSWER: 
 _Q850_FAILED = {404: 1, 484: 28, 403: 21, 480: 18, 503: 34, 502: 27, 500: 41, 408: 102}
 """A failed call's cause from its SIP code (RFC 3398 §8.2.6.1); anything else is 31."""
 
-_SIGNED = {"NOTIFY_START": ("caller_id", "called_did", "call_start"),
-           "NOTIFY_INTERNAL": ("caller_id", "called_did", "call_start"),
-           "NOTIFY_ANSWER": ("caller_id", "destination", "call_start"),
-           "NOTIFY_END": ("caller_id", "called_did", "call_start"),
-           "NOTIFY_OUT_START": ("internal", "destination", "call_start"),
-           "NOTIFY_OUT_END": ("internal", "destination", "call_start"),
-           "NOTIFY_RECORD": ("pbx_call_id", "call_id_with_rec")}
-
 Form = dict[str, str]
-
-
-def _number(value: str | None) -> str:
-    return (value or "").lstrip("+")
-
-
-def _local(ts: datetime, zone: str) -> str:
-    return ts.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def pbx_call_id(call_id: str, direction: str | None) -> str:
     prefix = "out" if direction == Direction.OUTBOUND else "in"
     return f"{prefix}_{hashlib.sha1(call_id.encode()).hexdigest()}"
+
+
+def start_form(call_id: str, caller: str | None, did: str | None, call_start: datetime,
+               zone: str) -> Form:
+    """NOTIFY_START of an inbound call: sent from the call's event, or by the edge's
+    steering request before the call is routed (:mod:`api.steering`)."""
+    return {"event": "NOTIFY_START", "call_start": to_local(call_start, zone),
+            "pbx_call_id": pbx_call_id(call_id, Direction.INBOUND),
+            "caller_id": to_number(caller), "called_did": to_number(did)}
 
 
 def from_event(ev: Event, call_start: datetime | None, zone: str) -> list[tuple[str, Form]]:
@@ -77,18 +64,19 @@ def from_event(ev: Event, call_start: datetime | None, zone: str) -> list[tuple[
                                    "pbx_call_id": pbx_call_id(ev.call_id, ev.direction)})]
     if call_start is None or ev.direction not in (Direction.INBOUND, Direction.OUTBOUND):
         return []
-    start = _local(call_start, zone)
+    start = to_local(call_start, zone)
     pbx_id = pbx_call_id(ev.call_id, ev.direction)
     if ev.direction is Direction.OUTBOUND:
         if ev.type is EventType.CALL_OFFERED:
             return [("NOTIFY_OUT_START", {"event": "NOTIFY_OUT_START", "call_start": start,
                                           "pbx_call_id": pbx_id, "internal": ev.caller or "",
-                                          "destination": _number(ev.callee)})]
+                                          "destination": to_number(ev.callee)})]
         return []
-    base = {"call_start": start, "pbx_call_id": pbx_id, "caller_id": _number(ev.caller),
-            "called_did": _number(ev.did or ev.callee)}
+    base = {"call_start": start, "pbx_call_id": pbx_id, "caller_id": to_number(ev.caller),
+            "called_did": to_number(ev.did or ev.callee)}
     if ev.type is EventType.CALL_OFFERED:
-        return [("NOTIFY_START", {"event": "NOTIFY_START", **base})]
+        return [("NOTIFY_START", start_form(ev.call_id, ev.caller, ev.did or ev.callee,
+                                            call_start, zone))]
     if ev.type is EventType.CALL_RINGING and ev.agent:
         return [("NOTIFY_INTERNAL", {"event": "NOTIFY_INTERNAL", **base,
                                      "internal": ev.agent})]
@@ -114,26 +102,22 @@ def from_cdr(cdr: Cdr, zone: str) -> list[tuple[str, Form]]:
               "disposition": DISPOSITIONS.get(cdr.disposition, "failed"),
               "status_code": _status_code(cdr), "is_recorded": "1" if recorded else "0",
               "call_id_with_rec": cdr.call_id if recorded else ""}
-    start = _local(cdr.started_at, zone)
+    start = to_local(cdr.started_at, zone)
     pbx_id = pbx_call_id(cdr.call_id, cdr.direction)
     if cdr.direction == Direction.OUTBOUND:
         return [("NOTIFY_OUT_END", {"event": "NOTIFY_OUT_END", "call_start": start,
-                                    "pbx_call_id": pbx_id, "caller_id": _number(cdr.caller),
-                                    "destination": _number(cdr.callee),
+                                    "pbx_call_id": pbx_id, "caller_id": to_number(cdr.caller),
+                                    "destination": to_number(cdr.callee),
                                     "internal": cdr.agent or cdr.caller or "", **common})]
     return [("NOTIFY_END", {"event": "NOTIFY_END", "call_start": start, "pbx_call_id": pbx_id,
-                            "caller_id": _number(cdr.caller),
-                            "called_did": _number(cdr.did or cdr.callee),
+                            "caller_id": to_number(cdr.caller),
+                            "called_did": to_number(cdr.did or cdr.callee),
                             "internal": cdr.agent or "", **common})]
 
 
-def signed_string(form: Form) -> str:
-    """What the ``Signature`` of a notification signs (the fields of §4.1's table)."""
-    return "".join(form.get(name, "") for name in _SIGNED[form["event"]])
-
-
 def signature(form: Form, secret: str) -> str:
-    return zadarma_signature(signed_string(form), secret)
+    """The ``Signature`` header of a notification (core.zadarma's algorithm)."""
+    return contract.signature(signed_string(form), secret)
 
 
 def encode(form: dict[str, Any]) -> bytes:

@@ -48,7 +48,9 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.settings import load  # noqa: E402
+import httpx  # noqa: E402
+
+from core.settings import Settings, load  # noqa: E402
 from edge import sipp  # noqa: E402
 from tawag.supervisor import Supervisor, components  # noqa: E402
 
@@ -259,6 +261,25 @@ def print_latency(settings, calls: int, wait_s: float) -> None:
           f"p99 {row['p99']} ms, max {row['max']} ms")
 
 
+def steering_receiver(settings: Settings) -> None:
+    """A Zadarma receiver on 28599 that lets every call through (``{}``), subscribed for
+    the bench tenant through the running API."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "api"))
+    from api_helpers import Receiver
+
+    from api.keys import add_key, keys_file
+
+    receiver = Receiver(28599)
+    receiver.answer = b"{}"
+    receiver.up()
+    key = add_key(keys_file(settings), "bench", ("webhooks:write",))
+    resp = httpx.post(f"http://127.0.0.1:{settings.api_port}/api/v1/webhooks", timeout=10,
+                      headers={"Authorization": f"Bearer {key}"},
+                      json={"url": receiver.url, "format": "zadarma",
+                            "secret": "bench-steering-secret"})
+    assert resp.status_code == 201, resp.text
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=int, default=100, help="calls per second")
@@ -277,6 +298,10 @@ def main() -> int:
     parser.add_argument("--rules", action="store_true",
                         help="with --inbound: every DID scheduled and closed (holidays), so "
                              "each call is a routing decision; reports decision_us p50/p99")
+    parser.add_argument("--steer", action="store_true",
+                        help="with --inbound --rules: the API runs too and the tenant has a "
+                             "Zadarma steering receiver (answering {}), so each decision "
+                             "includes the edge's request to the API (api.steering)")
     parser.add_argument("--pipeline", action="store_true",
                         help="production configuration: the whole pipeline, pike on; "
                              "also report call end -> closed CDR readable")
@@ -293,8 +318,9 @@ def main() -> int:
                     kafka_bootstrap="127.0.0.1:28592", kafka_controller_port=28593,
                     warehouse_http_port=28583, supervisor_metrics_port=28594,
                     ingest_metrics_port=28595, streams_metrics_port=28596,
-                    warehouse_metrics_port=28597, rtpengine_http_port=28525)
-    wanted = PIPELINE if args.pipeline else EDGE
+                    warehouse_metrics_port=28597, rtpengine_http_port=28525,
+                    api_port=28598, steering=args.steer)
+    wanted = (*(PIPELINE if args.pipeline else EDGE), *(("api",) if args.steer else ()))
     stack = [c for c in components(settings) if c.name in wanted]
     sup = Supervisor(settings, stack=stack, out=io.StringIO())
     print(f"starting {', '.join(wanted)} in {work} ...", flush=True)
@@ -303,6 +329,8 @@ def main() -> int:
     counter = None
     keep = True
     try:
+        if args.steer:
+            steering_receiver(settings)
         edge = sipp.Edge.from_settings(settings, work / "sipp")
         for agent in agents(args.agents):
             assert sipp.register(edge, agent, port=UAS_PORT, password=password(agent)).ok

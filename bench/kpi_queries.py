@@ -1,15 +1,20 @@
 """Benchmark of the dashboard's warehouse queries on 10 million synthetic CDRs (not a test).
 
 Generates the CDRs inside the embedded store with one ``INSERT ... SELECT FROM numbers()``
-(no Python loop), then times each dashboard query and prints median and p90.
+(no Python loop), then times each dashboard query (median, p90, p95) and a pandas baseline
+computing the headline KPIs from the same rows (``bench/kpi_pandas.py``), as a ratio.
 
-    .venv/bin/python bench/kpi_queries.py                  # generate (if needed) and run
+    .venv/bin/python bench/kpi_queries.py                  # 10 M calls, one month
+    .venv/bin/python bench/kpi_queries.py --rows 100000000 --days 360 \
+        --path var/bench/chdb-100m                         # twelve months
     .venv/bin/python bench/kpi_queries.py --rows 1000000   # a smaller store, a quick look
     .venv/bin/python bench/kpi_queries.py --optimize       # time after OPTIMIZE ... FINAL
 
-The synthetic month (reproducible: every random draw is a hash of the row number):
+The synthetic history (reproducible: every random draw is a hash of the row number):
 
-* 30 days from 2026-10-02 UTC, start times around a 13:00 UTC peak (normal, sd 3 h);
+* ``--days`` days (30 by default) ending 2026-11-01 UTC, so the month timed, from
+  2026-10-02, is the last one whatever the history's length; start times around a
+  13:00 UTC peak (normal, sd 3 h);
 * 4 tenants with 50 / 25 / 15 / 10 % of the calls, 50 agents and 5 DIDs each;
 * 75 % inbound, 20 % outbound, 5 % internal; inbound callers drawn from 4 million numbers,
   skewed (u^2) so that some call often;
@@ -24,6 +29,7 @@ The synthetic month (reproducible: every random draw is a hash of the row number
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -32,6 +38,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import kpi_pandas
+
 from warehouse.client import ChdbClient
 from warehouse.migrate import migrate
 from warehouse.queries import cdr, kpi
@@ -39,6 +47,8 @@ from warehouse.schema import CDRS
 
 MONTH_START = datetime(2026, 10, 2, tzinfo=UTC)
 DAYS = 30
+MONTH_END = MONTH_START + timedelta(days=DAYS)
+"""The timed month: the last ``DAYS`` days of the history, whatever its length."""
 TENANT = "t1"
 """The largest tenant (half the calls): the worst case for one tenant's dashboard."""
 
@@ -66,8 +76,8 @@ _FINAL_COLUMNS = f"""
             {u(2)} < 0.961, 'busy', 'failed') AS disp,
     toString(100 + cityHash64(number, 3) % 50) AS ext,
     concat('+7916', leftPad(toString(toUInt64(4000000 * pow({u(4)}, 2))), 7, '0')) AS client,
-    addMilliseconds(toDateTime64({{month_start:String}}, 3, 'UTC'),
-        toInt64(cityHash64(number, 5) % {DAYS}) * 86400000
+    addMilliseconds(toDateTime64({{first_day:String}}, 3, 'UTC'),
+        toInt64(cityHash64(number, 5) % {{days:UInt32}}) * 86400000
         + toInt64(((13 * 3600 + 3 * 3600 * {_normal(6)}) % 86400 + 86400) % 86400 * 1000))
         AS started_at,
     multiIf(disp = 'answered', toInt64(-log(1 - {u(8)}) * 12000),
@@ -116,9 +126,11 @@ FROM ({_CDR_SELECT}) WHERE kafka_offset % 5 = 0
 """
 
 
-def generate(client: ChdbClient, rows: int) -> float:
-    """Insert ``rows`` final CDRs and the older revisions of every 5th; seconds taken."""
-    params = {"rows": rows, "month_start": MONTH_START.strftime("%Y-%m-%d %H:%M:%S")}
+def generate(client: ChdbClient, rows: int, days: int = DAYS) -> float:
+    """Insert ``rows`` final CDRs over ``days`` days ending at MONTH_END and the older
+    revisions of every 5th; seconds taken."""
+    first_day = MONTH_END - timedelta(days=days)
+    params = {"rows": rows, "days": days, "first_day": first_day.strftime("%Y-%m-%d %H:%M:%S")}
     began = time.perf_counter()
     client.command(f"INSERT INTO {CDRS} ({_COLUMNS}) {_CDR_SELECT}", params)
     client.command(f"INSERT INTO {CDRS} ({_COLUMNS}) {_REVISION_SELECT}", params)
@@ -135,7 +147,7 @@ def store_figures(client: ChdbClient, path: Path) -> dict[str, Any]:
 
 
 def time_query(run: Callable[[], Any], repeat: int) -> dict[str, float]:
-    """First (cold-ish) run, then ``repeat`` timed runs: median and p90 in ms."""
+    """First (cold-ish) run, then ``repeat`` timed runs: median, p90 and p95 in ms."""
     began = time.perf_counter()
     run()
     first = (time.perf_counter() - began) * 1000
@@ -144,14 +156,15 @@ def time_query(run: Callable[[], Any], repeat: int) -> dict[str, float]:
         began = time.perf_counter()
         run()
         samples.append((time.perf_counter() - began) * 1000)
-    p90 = statistics.quantiles(samples, n=10, method="inclusive")[8]
-    return {"first": first, "median": statistics.median(samples), "p90": p90}
+    cuts = statistics.quantiles(samples, n=20, method="inclusive")
+    return {"first": first, "median": statistics.median(samples), "p90": cuts[17],
+            "p95": cuts[18]}
 
 
 def dashboard_queries(client: ChdbClient) -> dict[str, Callable[[], Any]]:
     """What the dashboard asks, for the busiest tenant on a mid-month day and the month."""
     day = MONTH_START + timedelta(days=15)
-    next_day, month_end = day + timedelta(days=1), MONTH_START + timedelta(days=DAYS)
+    next_day, month_end = day + timedelta(days=1), MONTH_END
     return {
         "kpi_summary, 1 day": lambda: kpi.kpi_summary(client, TENANT, day, next_day),
         "kpi_summary, 30 days": lambda: kpi.kpi_summary(client, TENANT, MONTH_START,
@@ -178,14 +191,40 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def pandas_baseline(client: ChdbClient, windows: dict[str, tuple[datetime, datetime]],
+                    warehouse_ms: dict[str, float], repeat: int) -> None:
+    """Per window: read the rows into a DataFrame, compute the KPIs in pandas, compare."""
+    print(f"\n{'pandas baseline (same KPIs, same rows)':40} {'rows':>10} {'read ms':>9} "
+          f"{'pandas ms':>10} {'ratio':>7}  agree")
+    for name, (start, end) in windows.items():
+        began = time.perf_counter()
+        rows = kpi_pandas.read_rows(client, TENANT, start, end)
+        read_ms = (time.perf_counter() - began) * 1000
+
+        def compute(frame: Any = rows) -> dict[str, Any]:
+            return kpi_pandas.kpis(frame, kpi.DEFAULT_THRESHOLD_S, kpi.DEFAULT_REPEAT_WINDOW_H)
+
+        t = time_query(compute, repeat)
+        differ = kpi_pandas.agree(compute(), kpi.kpi_summary(client, TENANT, start, end))
+        ratio = t["median"] / warehouse_ms[name]
+        print(f"{name:40} {len(rows):10,} {read_ms:9.0f} {t['median']:10.0f} {ratio:6.1f}x  "
+              f"{'yes' if not differ else 'NO: ' + ', '.join(differ)}")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", type=Path, default=Path("var/bench/chdb"),
                         help="chdb data path (default var/bench/chdb, created if missing)")
     parser.add_argument("--rows", type=int, default=10_000_000, help="calls to generate")
-    parser.add_argument("--repeat", type=int, default=7, help="timed runs per query")
+    parser.add_argument("--days", type=int, default=DAYS,
+                        help=f"days of history to generate, ending {MONTH_END:%Y-%m-%d} "
+                             f"(default {DAYS}: one month; 360 for twelve)")
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per query")
     parser.add_argument("--optimize", action="store_true",
                         help="OPTIMIZE TABLE ... FINAL before timing (revisions merged)")
+    parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
+    parser.add_argument("--generate-only", action="store_true",
+                        help="generate the store (if empty) and stop: time it in a later run")
     return parser.parse_args()
 
 
@@ -197,8 +236,12 @@ def main() -> None:
     if existing:
         print(f"store at {args.path} already holds {existing:,} rows: not generating")
     else:
-        seconds = generate(client, args.rows)
-        print(f"generated {args.rows:,} calls (+ revisions) in {seconds:.1f} s")
+        seconds = generate(client, args.rows, args.days)
+        print(f"generated {args.rows:,} calls (+ revisions) over {args.days} days "
+              f"in {seconds:.1f} s")
+    if args.generate_only:
+        client.close()
+        return
     if args.optimize:
         began = time.perf_counter()
         client.command(f"OPTIMIZE TABLE {CDRS} FINAL")
@@ -208,11 +251,22 @@ def main() -> None:
           f"{figures['bytes'] / 2**20:.0f} MiB on disk "
           f"(store {figures['store_du_bytes'] / 2**20:.0f} MiB); "
           f"tenant {TENANT}: {calls_of(client, TENANT):,} calls")
-    print(f"\n{'query':40} {'first ms':>9} {'median ms':>10} {'p90 ms':>8}   (n={args.repeat})")
+    print(f"load average before timing: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"\n{'query':40} {'first ms':>9} {'median ms':>10} {'p90 ms':>8} {'p95 ms':>8}"
+          f"   (n={args.repeat})")
+    medians = {}
     for name, run in dashboard_queries(client).items():
         t = time_query(run, args.repeat)
-        print(f"{name:40} {t['first']:9.0f} {t['median']:10.0f} {t['p90']:8.0f}")
-    print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
+        medians[name] = t["median"]
+        print(f"{name:40} {t['first']:9.0f} {t['median']:10.0f} {t['p90']:8.0f} "
+              f"{t['p95']:8.0f}")
+    if not args.no_pandas:
+        day = MONTH_START + timedelta(days=15)
+        pandas_baseline(client, {"kpi_summary, 1 day": (day, day + timedelta(days=1)),
+                                 "kpi_summary, 30 days": (MONTH_START, MONTH_END)},
+                        medians, max(3, args.repeat // 5))
+    print(f"\nload average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+          f"peak RSS {peak_rss_mib():.0f} MiB")
     client.close()
 
 

@@ -20,7 +20,9 @@ id is not known when the call is placed. :class:`ClickToCallLinks` ties the two:
 
 Everything lives in the outbox journal's marks, so a worker restart keeps the links.
 Matching on (extension, number, window) is as precise as the edge allows: the phone's
-INVITE carries nothing the edge publishes that names the origination.
+INVITE carries nothing the edge publishes that names the origination. A link may name its
+tenant (the public API's ``POST /calls`` keeps every tenant's in one journal; a CRM
+worker's journal is its tenant's alone): then only that tenant's call claims it.
 """
 
 from __future__ import annotations
@@ -84,6 +86,12 @@ class Link:
     phone: str
     at: float
     until: float
+    for_tenant: str = ""
+    """The tenant whose call claims it; "" (a CRM worker's own journal): any."""
+
+
+def _pending(tenant: str, extension: str, phone: str) -> str:
+    return _PENDING + (f"{tenant}|" if tenant else "") + f"{extension}|{phone}"
 
 
 def outside_number(raw: str, country: str) -> str | None:
@@ -100,18 +108,19 @@ class ClickToCallLinks:
 
     def expect(self, link: Link) -> None:
         """Journal the origination before the edge is asked (a fast call cannot miss it)."""
-        self.outbox.set_mark(_PENDING + f"{link.extension}|{link.phone}", asdict(link))
+        self.outbox.set_mark(_pending(link.for_tenant, link.extension, link.phone), asdict(link))
 
     def forget(self, link: Link) -> None:
-        self.outbox.set_mark(_PENDING + f"{link.extension}|{link.phone}", None)
+        self.outbox.set_mark(_pending(link.for_tenant, link.extension, link.phone), None)
 
     def claim(self, call_id: str, caller: str | None, callee: str | None,
-              at: float) -> Link | None:
-        """The link of an outbound call ``caller -> callee`` started at ``at``, if any."""
+              at: float, *, tenant: str = "") -> Link | None:
+        """The link of an outbound call ``caller -> callee`` started at ``at`` (of
+        ``tenant``, for links that name one), if any."""
         linked = self.linked(call_id)
         if linked is not None or not caller or not callee:
             return linked
-        name = _PENDING + f"{caller}|{callee}"
+        name = _pending(tenant, caller, callee)
         raw = self.outbox.mark(name)
         if raw is None:
             return None
@@ -154,31 +163,40 @@ class EdgeOriginator:
         self.window_s = settings.no_answer_timeout + CLAIM_MARGIN_S
 
     def __call__(self, call: Any) -> None:
-        """Place ``call`` (a :class:`connectors.web.ClickToCall`)."""
+        """Place ``call`` (a :class:`connectors.web.ClickToCall`) in the edge's own domain."""
+        self.place(call.extension, call.phone, crm=call.crm, crm_call_id=call.crm_call_id,
+                   crm_user=call.crm_user)
+
+    def place(self, extension: str, number: str, *, crm: str, crm_call_id: str,
+              crm_user: str = "", tenant: str = "", domain: str | None = None) -> Link:
+        """Check, link, bridge: ring ``extension`` of ``domain`` (default: the edge's
+        ``sip_domain``), then ``number``; returns the pending link (its claim window)."""
         s = self.settings
-        phone = outside_number(call.phone, s.default_country)
+        domain = domain or s.sip_domain
+        phone = outside_number(number, s.default_country)
         if phone is None:
-            raise OriginationRefused(400, f"{call.phone!r} is not an outside number")
+            raise OriginationRefused(400, f"{number!r} is not an outside number")
         edge = self.edge
         try:
-            if edge.pbx_value(s, f"ext:{s.sip_domain}:{call.extension}") is None:
+            if edge.pbx_value(s, f"ext:{domain}:{extension}") is None:
                 raise OriginationRefused(
-                    404, f"extension {call.extension} is not provisioned on the edge")
-            contacts = edge.registrations(s, call.extension)
+                    404, f"extension {extension} is not provisioned on the edge")
+            contacts = edge.registrations(s, extension)
         except edge.EdgeError as exc:
             raise OriginationRefused(503, f"the edge did not answer: {exc}") from exc
         if not contacts:
-            raise OriginationRefused(409, f"extension {call.extension} is not registered")
+            raise OriginationRefused(409, f"extension {extension} is not registered")
         now = self.now()
-        link = Link(call.crm, call.crm_call_id, call.crm_user, call.extension, phone,
-                    at=now, until=now + self.window_s)
+        link = Link(crm, crm_call_id, crm_user, extension, phone, at=now,
+                    until=now + self.window_s, for_tenant=tenant)
         self.links.expect(link)
         first = contacts[-1]  # the most recent registration
         try:
-            edge.bridge_call(s, first.address, f"<sip:{phone}@{s.sip_domain}>",
+            edge.bridge_call(s, first.address, f"<sip:{phone}@{domain}>",
                              proxy=first.received)
         except edge.EdgeError as exc:
             self.links.forget(link)
             raise OriginationRefused(503, f"the edge refused the call: {exc}") from exc
-        log.info("click-to-call %s: ringing %s (%s) for %s", call.crm_call_id,
-                 call.extension, first.address, phone)
+        log.info("click-to-call %s: ringing %s (%s) for %s", crm_call_id, extension,
+                 first.address, phone)
+        return link

@@ -54,17 +54,19 @@ no longer knew the call, e.g. one ended on the edge's timers) or ``no_rtp_stats`
 own target decided where an inbound call goes (``leg_id`` the call's dialog, ``caller``
 the client, ``callee``/``did`` the DID). ``extra``: ``rule`` (``blacklist``: refused
 with 603; ``whitelist``: straight to the extension that lists the caller, skipping the
-DID's group or queue; ``schedule``: out of hours; ``responsible_manager``: to the CRM
-client's responsible manager, available per the streams' live agent state;
-``responsible_manager_unavailable``: the manager is not available, the DID's target at
-once; ``responsible_manager_fallback``: the manager did not take the call, the DID's
-target after them; ``longest_idle``: the group member idle the longest, one event per
-member tried; ``static_order``: a longest_idle group hunted in its provisioned order, the
-live state being stale or showing nobody available), ``target`` (``ext:<user>``,
-``refuse:<rule>``), ``default_target`` (where the DID, or the group, alone would have
-sent it), ``decision_us`` (the edge's time deciding) and, when the rule used live facts,
-``inputs`` (added to v1, additive): what it saw, ``key=value`` pairs joined by ``;``
-(``manager=103;idle_since=<epoch s>``, ``reason=no_answer``, ``live=stale``).
+DID's group or queue; ``schedule``: out of the DID's hours; ``webhook``: the tenant's
+NOTIFY_START receiver redirected, refused or named the caller, ``api.steering``;
+``responsible_manager``: to the CRM client's responsible manager, available per the
+streams' live agent state; ``responsible_manager_unavailable``: the manager is not
+available, the DID's target at once; ``responsible_manager_fallback``: the manager did
+not take the call, the DID's target after them; ``longest_idle``: the group member idle
+the longest, one event per member tried; ``static_order``: a longest_idle group hunted in
+its provisioned order, the live state being stale or showing nobody available),
+``target`` (``ext:<user>``, ``refuse:<rule>``), ``default_target`` (where the DID, or the
+group, alone would have sent it), ``decision_us`` (the edge's time deciding) and, when the
+rule used live facts, ``inputs`` (added to v1, additive): what it saw, ``key=value`` pairs
+joined by ``;`` (``manager=103;idle_since=<epoch s>``, ``reason=no_answer``,
+``live=stale``).
 The DID's own routing stays in ``call.offered``'s ``route_target``. Keyed by the call.
 
 Call events are keyed by ``call_id`` (one call's events stay ordered on one

@@ -275,6 +275,12 @@ class Settings:
     as ``rejected`` in the subscription's delivery log); retries back off exponentially."""
     webhook_timeout_s: float = 5.0
     """How long one delivery may take; a slower receiver counts as a failed attempt."""
+    steering: bool = True
+    """The edge asks the API before routing a carrier call, so a tenant's Zadarma-format
+    NOTIFY_START receiver can steer it (``api.steering``)."""
+    steer_wait_s: float = 1.5
+    """How long the API waits for that receiver's answer; then the call is routed as
+    provisioned. The edge gives up on the API itself this rounded up, plus 1 s."""
 
     # --- metrics (Prometheus text format, ``GET /metrics``) -------------------------------
     metrics_host: str = "127.0.0.1"

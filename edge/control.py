@@ -20,6 +20,9 @@ file itself holds ``#!trydef`` defaults equal to the :class:`Settings` defaults.
 
 from __future__ import annotations
 
+import math
+import os
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -51,6 +54,8 @@ __all__ = [
     "pbx_value",
     "bridge_call",
     "bridge_controller",
+    "steer_connection",
+    "steer_token",
     "bridge_contact",
     "bencode",
     "bdecode",
@@ -69,6 +74,8 @@ def platform_switches(settings: Settings) -> tuple[str, ...]:
         switches.append("WITH_AUTH")
     if settings.pike_density > 0:
         switches.append("WITH_ANTIFLOOD")
+    if settings.steering:
+        switches.append("WITH_STEERING")
     return tuple(switches)
 
 KAMAILIO_SHM_MB = 64
@@ -126,7 +133,31 @@ def kamailio_defines(settings: Settings) -> dict[str, str]:
         "BRIDGE_CONTROLLER": _quoted(bridge_controller(settings)),
         "BRIDGE_CONTACT": _quoted(bridge_contact(settings)),
         "ROUTING_STALE_S": str(settings.routing_stale_s),
+        "STEER_CON": _quoted(steer_connection(settings)),
     }
+
+
+def steer_token(settings: Settings) -> str:
+    """The edge's password for the API's ``/internal/steer``: made once (mode 0600) by
+    whichever of the two starts first, read by both."""
+    path = settings.data_dir / "api" / "edge-steer.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(24))
+    return path.read_text().strip()
+
+
+def steer_connection(settings: Settings) -> str:
+    """http_client's ``steer`` connection: the API on this host, with the edge's token
+    and a timeout past the API's own wait (``steer_wait_s``)."""
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
+    timeout = math.ceil(settings.steer_wait_s) + 1
+    return (f"steer=>http://edge:{steer_token(settings)}@{host}:{settings.api_port}"
+            f"/internal;timeout={timeout}")
 
 
 def kamailio_command(

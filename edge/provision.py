@@ -55,6 +55,9 @@ forwarding rules and trunk::
     redirect_uri = "https://tawag.example/oauth"
     users = { "101" = "8001" }
 
+    [tenant.acme.zadarma]               # the tenant's calls come from a Zadarma account
+    secret = "..."                      # (core.zadarma): its API secret checks each Signature
+
 Group members pick up each other's ringing calls by dialling ``*8`` (call pickup).
 
 Forwarding targets are ``ext:<user>``, ``group:<name>``, ``mobile`` (the extension's
@@ -85,6 +88,7 @@ from typing import Any
 from core.settings import Settings
 from core.tenant_crm import CRMS, crm_problems
 from core.timezones import is_valid_zone
+from core.zadarma import zadarma_problems
 from edge import schedules
 from edge.control import kamailio_rpc
 
@@ -137,7 +141,7 @@ _HOSTPORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$")
 
 _TENANT_KEYS = {"domain", "company_number", "trunk", "trunk_sources", "record",
                 "time_zone", "extension", "group", "did", "speed_dial", "mask", "blacklist",
-                "schedule", "crm", "manager_timeout"}
+                "schedule", "crm", "zadarma", "manager_timeout"}
 _EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward",
                    "whitelist"}
 _GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward"}
@@ -374,6 +378,9 @@ def _check_tenant(report: _Reporter, name: str, spec: Any) -> None:
     if "crm" in spec:
         for at, message in crm_problems(spec["crm"]):
             report((*where, "crm", *at), message)
+    if "zadarma" in spec:
+        for at, message in zadarma_problems(spec["zadarma"]):
+            report((*where, "zadarma", *at), message)
 
 
 def _numbers(report: _Reporter, where: tuple[str, ...], value: Any) -> list[str]:

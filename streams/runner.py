@@ -7,6 +7,13 @@ is counted per source partition; the partition goes on with the next message (th
 wazo-call-logd isolates one failing call). This is the only dead-letter path of the
 stream processors.
 
+Start-up: a table's changelog topic is created when the worker starts, and the consumer's
+metadata may not list its partitions until its next refresh (``consumer_metadata_max_age_ms``);
+until then Faust's partition check (``PartitionsMismatch``: "the changelog topic has 0
+partitions") fails every write to the table. That is no fault of the message: the stage
+waits for the metadata (at most :data:`METADATA_WAIT_S`) and steps the same message again,
+instead of dead-lettering the first events of a fresh stack (the agents' registrations).
+
 Redelivery: a stage's table row reaches the changelog before its outputs are sent, so a
 worker killed in between gets the message again (offset not committed); each step then
 sends its current records again instead of nothing (see the stage modules).
@@ -14,13 +21,16 @@ sends its current records again instead of nothing (see the stage modules).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
+from faust.exceptions import PartitionsMismatch
 from faust.types import AgentT, EventT, StreamT
 
 from core.events import InvalidEvent
@@ -29,9 +39,14 @@ from streams.tables import Tables
 from streams.topics import Topics
 from streams.topology import Output, Stage
 
-__all__ = ["register", "dead_letter_record"]
+__all__ = ["METADATA_WAIT_S", "register", "dead_letter_record"]
 
 log = logging.getLogger(__name__)
+
+METADATA_WAIT_S = 60.0
+"""How long a stage waits for its changelog's partitions to show in the consumer's
+metadata (several refreshes) before it treats the failure as the message's."""
+METADATA_POLL_S = 0.5
 
 
 def register(app: faust.App, topics: Topics, tables: Tables, stage: Stage) -> AgentT:
@@ -42,7 +57,7 @@ def register(app: faust.App, topics: Topics, tables: Tables, stage: Stage) -> Ag
         async for event in stream.events():
             metrics.received(stage.name, event)
             try:
-                outputs: list[Output] = stage.step(table, event.key, event.value)
+                outputs: list[Output] = await _step(stage, table, event)
             except Exception as exc:  # bad input or a fold bug: park it, keep going
                 yield await _dead_letter(topics, tables, stage, event, exc)
                 continue
@@ -53,6 +68,28 @@ def register(app: faust.App, topics: Topics, tables: Tables, stage: Stage) -> Ag
 
     run.__doc__ = f"Stage {stage.name}: {stage.source} -> {stage.table or 'router'}."
     return app.agent(getattr(topics, stage.source), name=stage.name)(run)
+
+
+async def _step(stage: Stage, table: Any, event: EventT) -> list[Output]:
+    """``stage.step`` on the event, stepped again while the table's changelog is not in the
+    consumer's metadata yet (module docstring: start-up)."""
+    deadline = time.monotonic() + METADATA_WAIT_S
+    while True:
+        try:
+            return stage.step(table, event.key, event.value)
+        except PartitionsMismatch:
+            if not _changelog_pending(table) or time.monotonic() > deadline:
+                raise
+            log.warning("%s waits for the partitions of %s in the consumer's metadata",
+                        stage.name, table.changelog_topic_name)
+            await asyncio.sleep(METADATA_POLL_S)
+
+
+def _changelog_pending(table: Any) -> bool:
+    """Whether the consumer does not know the table's changelog partitions yet (a topic
+    just created reads as 0 partitions until the next metadata refresh)."""
+    return table is not None and not table.app.consumer.topic_partitions(
+        table.changelog_topic_name)
 
 
 async def _dead_letter(topics: Topics, tables: Tables, stage: Stage, event: EventT,

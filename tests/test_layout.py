@@ -29,7 +29,11 @@ ALLOWED["dashboards"] |= {"warehouse.client", "warehouse.queries",  # the named 
                           "api.delivery_log"}  # the webhook delivery log page
 ALLOWED["api"] |= {"warehouse.client", "warehouse.queries",  # the named queries
                    "connectors.outbox",  # the durable delivery journal of the webhooks
-                   "connectors.recording_links"}  # the one signer of recording links
+                   "connectors.recording_links",  # the one signer of recording links
+                   "edge.control",  # the edge's token on steering requests; click-to-call
+                   "ingest.zadarma",  # Zadarma notifications -> events (pure), for /zadarma
+                   "ingest.bridge",  # ingest's producer settings and dead-letter record
+                   "connectors.click_to_call"}  # POST /calls: the edge's bridge, the links
 
 
 def project_imports(path: Path) -> set[str]:

@@ -9,8 +9,11 @@ its ``Replicated*MergeTree`` with a ZooKeeper/Keeper path per table and the
 ``{shard}``/``{replica}`` macros of the server's config, and
 ``non_replicated_deduplication_window`` is dropped (replicated tables de-duplicate retried
 inserts by ``insert_deduplication_token`` on their own, the loader's exactly-once rests on
-it). One shard, N replicas: every replica holds every tenant, so ``FINAL`` keeps
-collapsing a call's revisions (they are all on one shard) and readers may use any replica.
+it). ``RENAME``/``DROP TABLE`` (a migration that moves a table's rows into a new layout)
+run ``ON CLUSTER`` too; its ``INSERT ... SELECT`` runs once, on the server the DDL is sent
+to, and replication copies the rows to the other replicas. One shard, N replicas: every
+replica holds every tenant, so ``FINAL`` keeps collapsing a call's revisions (they are
+all on one shard) and readers may use any replica.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from warehouse.migrate import Migration, load_migrations
 __all__ = ["replicated_statements", "replicate"]
 
 _CREATE = re.compile(r"^(CREATE (?:TABLE|DATABASE) IF NOT EXISTS [\w.]+)", re.IGNORECASE)
-_ALTER = re.compile(r"^(ALTER TABLE [\w.]+)", re.IGNORECASE)
+_ALTER = re.compile(r"^(ALTER TABLE [\w.]+|DROP TABLE IF EXISTS [\w.]+)", re.IGNORECASE)
+_RENAME = re.compile(r"^(RENAME TABLE .+?)\s*$", re.IGNORECASE | re.DOTALL)
 _ENGINE = re.compile(r"ENGINE\s*=\s*(\w*MergeTree)(?:\(([^)]*)\))?")
 _TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS ([\w]+)\.(\w+)", re.IGNORECASE)
 _DEDUP = re.compile(r",?\s*non_replicated_deduplication_window\s*=\s*\d+")
@@ -35,6 +39,7 @@ def replicate(statement: str) -> str:
     table = _TABLE.match(statement)
     out = _CREATE.sub(rf"\1 ON CLUSTER {CLUSTER}", statement, count=1)
     out = _ALTER.sub(rf"\1 ON CLUSTER {CLUSTER}", out, count=1)
+    out = _RENAME.sub(rf"\1 ON CLUSTER {CLUSTER}", out, count=1)
     if table:
         path = f"'/clickhouse/tables/{{shard}}/{table[1]}/{table[2]}'"
 

@@ -20,8 +20,8 @@ older one, FINAL would show the older, stale revision again. So the age column m
 never decrease from one revision to the next:
 
 * ``cdrs.last_event_ts``: the newest event folded so far (events are folded sorted by
-  time), so it can only grow with ``version``. ``started_at`` is *not* safe: a late event
-  with an earlier time moves ``started_at`` back in a newer revision.
+  time), so it can only grow with ``version``. (``started_at``, the call's offer, no
+  longer moves either, but a call's rows should outlive its last event, not its start.)
 * ``agent_stats.interval_start``: in the sort key, the same for every revision.
 * ``callbacks.last_missed_at``: only a newer missed call changes it, forwards. An item
   whose last missed call is older than the retention goes even when still open: the

@@ -15,7 +15,9 @@ reshuffle of one call's events) yields identical CDRs. No wall-clock time is rea
 
 Rules (caller's view, Asterisk/CGRateS vocabulary, see ``reference/peer-survey.md``):
 
-- started_at = earliest event time (normally the offer); answered_at = first call.answered;
+- started_at = the time of the call's own ``call.offered`` (no CDR exists before it, so it
+  never moves between revisions: a late event stamped earlier does not change it, and the
+  warehouse keys the call by its day, ``call_day``); answered_at = first call.answered;
   ended_at = time of the terminal event; ring_ms = answered_at - started_at when answered,
   else ended_at - started_at; talk_ms = ended_at - answered_at.
 - Terminal: call.ended always; call.failed / call.cancelled only while nobody answered
@@ -603,7 +605,7 @@ def to_cdr(state: CallState) -> Cdr:
         version=len(state.events),
         **parties,
         agent=_agent(call, parties),
-        **_timing(state, call, outcome),
+        **_timing(call, outcome),
         disposition=_disposition(call, own if outcome is not None else None),
         sip_code=_sip_code(call, own if outcome is not None else None),
         reason=_first_set("reason", (outcome, call.answer)),
@@ -720,9 +722,10 @@ def _ms(start: datetime | None, end: datetime | None) -> int:
     return max(0, (end - start) // _MS)
 
 
-def _timing(state: CallState, call: _Call, outcome: Event | None) -> dict[str, Any]:
+def _timing(call: _Call, outcome: Event | None) -> dict[str, Any]:
     """started/answered/ended times and the caller's ring and talk durations (event time)."""
-    started_at = state.events[0].ts
+    assert call.offer is not None  # to_cdr raised IncompleteCall otherwise
+    started_at = call.offer.ts
     answered_at = _answered_at(call)
     ended_at = outcome.ts if outcome is not None else None
     return {

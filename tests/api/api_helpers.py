@@ -149,7 +149,9 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
     return load(environ={}, **{"data_dir": data_dir, "api_port": API_PORT,
                                "warehouse_http_port": WAREHOUSE_PORT,
                                # the webhook worker's Kafka: none here (it retries)
-                               "kafka_bootstrap": f"127.0.0.1:{NOTHING_PORT}", **overrides})
+                               "kafka_bootstrap": f"127.0.0.1:{NOTHING_PORT}",
+                               # no SIP edge either: POST /calls gets as far as asking it
+                               "kamailio_http_port": NOTHING_PORT, **overrides})
 
 
 def load_store(store: ChdbClient, settings: Settings) -> None:
@@ -228,6 +230,10 @@ class Receiver:
     def __init__(self, port: int) -> None:
         self.port, self.requests, self._server = port, [], None
         self._lock = threading.Lock()
+        self.answer = b"ok"
+        """What a POST is answered with (a steering answer: JSON)."""
+        self.hold: threading.Event | None = None
+        """If set: a POST is answered only once this is set (a slow receiver)."""
 
     @property
     def url(self) -> str:
@@ -245,7 +251,9 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver._lock:
                     receiver.requests.append((dict(self.headers), body))
-                self._reply(b"ok")
+                if receiver.hold is not None:
+                    receiver.hold.wait(30)
+                self._reply(receiver.answer)
 
             def _reply(self, body: bytes) -> None:
                 self.send_response(200)

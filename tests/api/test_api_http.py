@@ -42,7 +42,8 @@ def stack(tmp_path_factory):
     path = keys_file(settings)
     keys = {"acme": add_key(path, "acme", ("read",), name="acme reader"),
             "beta": add_key(path, "beta", ("read",)),
-            "acme-writer-only": add_key(path, "acme", ("webhooks:write",))}
+            "acme-writer-only": add_key(path, "acme", ("webhooks:write",)),
+            "acme-caller": add_key(path, "acme", ("calls:write",))}
     rotate_link_key(settings)  # the recording-link key, as `tawag connectors` makes it
     with warehouse_served(settings), api_process(settings) as url:
         yield settings, url, keys
@@ -228,7 +229,7 @@ def test_tenant_isolation_across_every_endpoint(acme, beta):
 
 
 @pytest.mark.parametrize("path", ["/calls", "/calls/a1", "/agents", "/agents/stats",
-                                  "/callbacks"])
+                                  "/callbacks", "/calls/originations/0123456789abcdef"])
 def test_no_key_bad_key_revoked_key_wrong_scope(stack, path):
     settings, url, keys = stack
     for key in (None, "tawag_000000000000_" + "x" * 40, keys["acme"] + "x"):
@@ -248,6 +249,44 @@ def test_a_revoked_key_stops_at_once(stack):
         assert http.get("/agents").status_code == 200
         revoke_key(keys_file(settings), token.split("_")[1])
         assert http.get("/agents").status_code == 401
+
+
+def problem_of(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == PROBLEM
+    return resp.json()
+
+
+def test_click_to_call_needs_the_calls_write_scope(stack):
+    _, url, keys = stack
+    body = {"extension": "101", "number": "+79161234567"}
+    with client(url, None) as http:
+        problem_of(http.post("/calls", json=body), 401)
+    for key in (keys["acme"], keys["acme-writer-only"]):
+        with client(url, key) as http:
+            assert "calls:write" in problem_of(http.post("/calls", json=body), 403)["detail"]
+    with client(url, keys["acme-caller"]) as http:  # and calls:write alone reads nothing
+        problem_of(http.get("/calls"), 403)
+
+
+def test_click_to_call_validates_before_it_asks_the_edge(stack):
+    _, url, keys = stack
+    with client(url, keys["acme-caller"]) as http:
+        for body, says in (({"number": "+79161234567"}, "extension"),
+                           ({"extension": "101"}, "number"),
+                           ({"extension": "101; drop", "number": "+79161234567"},
+                            "extension"),
+                           ({"extension": "101", "number": "12"}, "not an outside number"),
+                           ({"extension": "101", "number": "101"}, "not an outside number")):
+            problem = problem_of(http.post("/calls", json=body), 422)
+            assert problem["type"].endswith("/invalid-request") and says in problem["detail"]
+        # a valid request reaches the edge, which is not running here: 503, nothing kept
+        down = problem_of(http.post("/calls", json={"extension": "101",
+                                                    "number": "8 916 123-45-67"}), 503)
+        assert "edge did not answer" in down["detail"]
+        problem_of(http.get("/calls/originations/0123456789abcdef"), 403)  # calls:write only
+    with client(url, keys["acme"]) as http:
+        problem_of(http.get("/calls/originations/0123456789abcdef"), 404)
 
 
 def test_invalid_parameters_are_problems(acme):
@@ -279,6 +318,9 @@ def test_rate_limit_429_with_retry_after(tmp_path):
         assert refused.status_code == 429 and refused.headers["content-type"] == PROBLEM
         assert 1 <= int(refused.headers["retry-after"]) <= 2
         assert http2.get("/agents").status_code == 503  # another key has its own bucket
+        # click-to-call spends the same key's tokens
+        assert http.post("/calls", json={"extension": "101", "number": "+79161234567"}
+                         ).status_code == 429
         deadline = time.monotonic() + 5
         while http.get("/agents").status_code == 429:
             assert time.monotonic() < deadline

@@ -13,7 +13,15 @@ scenarios, one test each, run one after the other on the same agents:
 * DID -> ring-all group that nobody answers in its ring timeout -> forward to 101;
 * DID -> extension, picked up by a group peer with ``*8``;
 * DID -> extension, which blind-transfers the caller to a busy extension;
+* DID -> sequential group: the first member does not answer in its time, the second does;
+* DID -> extension that nobody answers -> forward to its mobile through the trunk;
+* DID -> extension, which consults a colleague and transfers the client to it (attended,
+  REFER with Replaces);
+* DID -> extension, the client holds the call (a=sendonly or a=inactive) and resumes it;
 * and for comparison two internal calls: 101 -> 102 answered, 101 -> 104 cancelled.
+
+And the wallboard against the ground truth: one talking DID call, then several at once in
+mixed states (ringing, talking, ended).
 
 For each: the CDR (disposition, agent, sip code, started/answered/ended within
 :data:`SLACK_S` of sipp's INVITE/200/BYE, legs, forwards, transfers) and each involved
@@ -31,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from stack_harness import running_stack, stack_settings, wait_for
@@ -38,6 +47,7 @@ from stack_harness import running_stack, stack_settings, wait_for
 from core.agent_records import AgentStatus
 from core.settings import Settings
 from edge import sipp
+from tests.sip_edge.sip_ua import Dialog, SipMessage, SipUa, sdp
 from warehouse.client import HttpClient, service_client
 from warehouse.queries import wallboard
 from warehouse.queries.agent_stats import state_timeline
@@ -60,11 +70,18 @@ PIPELINE_S = 60
 CALLER = "+79160000077"
 """The client calling from outside, through the carrier."""
 CARRIER_PORT = BLOCK + 110
+CARRIER_PORTS = (CARRIER_PORT, BLOCK + 111, BLOCK + 112, BLOCK + 113)
+"""The carrier's trunk sources: concurrent calls each come from one of them."""
+TRUNK_PORT = BLOCK + 115
+"""Where the edge sends outside numbers (the carrier's side answering them)."""
+MOBILE = "+79161230106"
+"""106's mobile number, reached through the trunk when 106 does not answer."""
 DIDS = {"102": "74951238102", "103": "74951238103", "104": "74951238104",
-        "sales": "74951238001", "support": "74951238002"}
-AGENTS = ("101", "102", "103", "104", "105")
+        "105": "74951238105", "106": "74951238106", "sales": "74951238001",
+        "support": "74951238002", "hunt": "74951238003"}
+AGENTS = ("101", "102", "103", "104", "105", "106")
 PASSWORDS = {a: f"matrix-{a}" for a in AGENTS}
-CONTACT_PORTS = {a: BLOCK + int(a) for a in AGENTS}  # 18101..18105
+CONTACT_PORTS = {a: BLOCK + int(a) for a in AGENTS}  # 18101..18106
 STAR8_PORT = BLOCK + 120
 INTERNAL_PORT = BLOCK + 130
 """Where extension 101 places its own calls from (its phone listens on its contact)."""
@@ -76,7 +93,8 @@ PROVISIONING = f"""
 [tenant.{TENANT}]
 domain = "{DOMAIN}"
 time_zone = "{ZONE}"
-trunk_sources = ["127.0.0.1:{CARRIER_PORT}"]
+trunk = "127.0.0.1:{TRUNK_PORT}"
+trunk_sources = {[f"127.0.0.1:{port}" for port in CARRIER_PORTS]}
 
 [tenant.{TENANT}.extension.101]
 password = "{PASSWORDS['101']}"
@@ -94,6 +112,12 @@ no_answer_timeout = {NO_ANSWER_S}
 [tenant.{TENANT}.extension.105]
 password = "{PASSWORDS['105']}"
 
+[tenant.{TENANT}.extension.106]
+password = "{PASSWORDS['106']}"
+mobile = "{MOBILE}"
+no_answer_timeout = {NO_ANSWER_S}
+forward = {{ no_answer = "mobile" }}
+
 [tenant.{TENANT}.group.sales]
 strategy = "ring_all"
 members = ["102", "103"]
@@ -105,6 +129,11 @@ members = ["104", "105"]
 ring_timeout = {NO_ANSWER_S}
 forward = {{ no_answer = "ext:101" }}
 
+[tenant.{TENANT}.group.hunt]
+strategy = "sequential"
+members = ["104", "105"]
+ring_timeout = {NO_ANSWER_S}
+
 [tenant.{TENANT}.did."{DIDS['102']}"]
 to = "ext:102"
 
@@ -113,6 +142,15 @@ to = "ext:103"
 
 [tenant.{TENANT}.did."{DIDS['104']}"]
 to = "ext:104"
+
+[tenant.{TENANT}.did."{DIDS['105']}"]
+to = "ext:105"
+
+[tenant.{TENANT}.did."{DIDS['106']}"]
+to = "ext:106"
+
+[tenant.{TENANT}.did."{DIDS['hunt']}"]
+to = "group:hunt"
 
 [tenant.{TENANT}.did."{DIDS['sales']}"]
 to = "group:sales"
@@ -187,6 +225,13 @@ def at(result: sipp.SippResult, direction: str, first_line: str,
     return found
 
 
+def every(result: sipp.SippResult, direction: str, first_line: str,
+          cseq: str | None = None) -> list[float]:
+    """When sipp sent/received each message whose start line begins so, in order."""
+    return [m.at for m in result.messages if m.direction == direction and m.at is not None
+            and m.first_line.startswith(first_line) and (cseq is None or m.cseq_method == cseq)]
+
+
 def sent(result: sipp.SippResult, first_line: str, cseq: str | None = None) -> float:
     return at(result, "sent", first_line, cseq)
 
@@ -214,7 +259,7 @@ CDR_SQL = (
     "SELECT disposition, agent, direction, did, sip_code, hangup_by, route_group, closed, "
     "toUnixTimestamp64Milli(started_at) / 1000 AS started, "
     "toUnixTimestamp64Milli(answered_at) / 1000 AS answered, "
-    "toUnixTimestamp64Milli(ended_at) / 1000 AS ended, ring_ms, talk_ms, "
+    "toUnixTimestamp64Milli(ended_at) / 1000 AS ended, ring_ms, talk_ms, hold_ms, "
     "arrayMap(l -> (tupleElement(l, 'target'), tupleElement(l, 'outcome')), legs) AS legs, "
     "arrayMap(f -> (tupleElement(f, 'forwarded_from'), tupleElement(f, 'forwarded_to'), "
     "  tupleElement(f, 'reason')), forwards) AS forwards, "
@@ -314,8 +359,8 @@ def rang(rang_at: float, stopped: float) -> list[Expected]:
 
 def assert_call_times(cdr: dict[str, Any], caller: sipp.SippResult, *,
                       answered: bool) -> None:
-    """Started at the carrier's INVITE, answered at its 200, ended at its final
-    response or BYE."""
+    """Started at the carrier's INVITE, answered at its 200 (ring_ms the wait between),
+    ended at its final response or BYE."""
     assert_near("started_at", cdr["started"], sent(caller, "INVITE"))
     if answered:
         answer = received(caller, "SIP/2.0 200", "INVITE")
@@ -323,6 +368,8 @@ def assert_call_times(cdr: dict[str, Any], caller: sipp.SippResult, *,
         assert_near("answered_at", cdr["answered"], answer)
         assert_near("ended_at", cdr["ended"], bye)
         assert abs(cdr["talk_ms"] / 1000 - (bye - answer)) <= SLACK_S, cdr
+        # the wait (ASA, service level): offer to answer, whoever rang before
+        assert abs(cdr["ring_ms"] / 1000 - (answer - sent(caller, "INVITE"))) <= SLACK_S, cdr
     else:
         assert cdr["answered"] is None, cdr
         final = next(m.at for m in caller.messages if m.direction == "received"
@@ -543,6 +590,228 @@ def test_blind_transfer_of_a_did_call_to_a_busy_extension(
     assert_timeline(warehouse, "103", start, [BEFORE])
 
 
+# --- sequential group, forward to a mobile --------------------------------------------------
+
+
+def test_did_to_sequential_group_first_times_out_second_answers(
+    sip: sipp.Edge, warehouse: HttpClient, phones: list[sipp.Uas]
+) -> None:
+    start = time.time()
+    first, second = sipp.start_uas_ring(sip, port=CONTACT_PORTS["104"]), answering(sip, "105")
+    phones.extend([first, second])
+    caller = carrier_call(sip, DIDS["hunt"])
+    a, b = first.wait(), second.wait()
+    assert a.exit_code == 0, a.received()
+    assert b.call_id == caller.call_id
+
+    cdr = closed_cdr(warehouse, caller.call_id)
+    assert_inbound(cdr, DIDS["hunt"])
+    assert (cdr["disposition"], cdr["agent"], cdr["route_group"]) == (
+        "answered", "105", "hunt"), cdr
+    assert cdr["legs"] == [("104", "no_answer"), ("105", "answered")], cdr
+    assert cdr["forwards"] == [], cdr
+    assert_call_times(cdr, caller, answered=True)
+    timed_out = received(a, "CANCEL")
+    assert abs(timed_out - sent(a, "SIP/2.0 180") - NO_ANSWER_S) <= SLACK_S
+    assert_timeline(warehouse, "104", start, [
+        *rang(sent(a, "SIP/2.0 180"), timed_out), Expected(S.AVAILABLE, timed_out, None)])
+    # the second member rings only once the first one's time is over
+    rang_at, answer = sent(b, "SIP/2.0 180"), sent(b, "SIP/2.0 200", "INVITE")
+    assert rang_at >= timed_out - SLACK_S
+    assert_timeline(warehouse, "105", start, [
+        *rang(rang_at, answer), *talked(answer, received(b, "BYE"))])
+
+
+def test_did_to_extension_no_answer_forwards_to_its_mobile(
+    sip: sipp.Edge, warehouse: HttpClient, phones: list[sipp.Uas]
+) -> None:
+    start = time.time()
+    extension = sipp.start_uas_ring(sip, port=CONTACT_PORTS["106"])
+    mobile = sipp.start_uas_carrier(sip, port=TRUNK_PORT, media_port=next(MEDIA_PORTS),
+                                    number=MOBILE)
+    phones.extend([extension, mobile])
+    caller = carrier_call(sip, DIDS["106"])
+    rung, outside = extension.wait(), mobile.wait()
+    assert rung.exit_code == 0, rung.received()
+    assert outside.call_id == caller.call_id, outside.received()
+    assert outside.messages[0].first_line.startswith(f"INVITE sip:{MOBILE}@127.0.0.1:{TRUNK_PORT}")
+
+    cdr = closed_cdr(warehouse, caller.call_id)
+    assert_inbound(cdr, DIDS["106"])
+    # answered by the outside number: no agent of the tenant talked
+    assert (cdr["disposition"], cdr["agent"], cdr["hangup_by"]) == (
+        "answered", MOBILE, CALLER), cdr
+    assert cdr["legs"] == [("106", "no_answer"), (MOBILE, "answered")], cdr
+    assert cdr["forwards"] == [("ext:106", f"tel:{MOBILE}", "no_answer")], cdr
+    assert_call_times(cdr, caller, answered=True)
+    timed_out = received(rung, "CANCEL")
+    assert abs(timed_out - sent(rung, "SIP/2.0 180") - NO_ANSWER_S) <= SLACK_S
+    assert_timeline(warehouse, "106", start, [
+        *rang(sent(rung, "SIP/2.0 180"), timed_out), Expected(S.AVAILABLE, timed_out, None)])
+
+
+# --- attended transfer ----------------------------------------------------------------------
+
+
+@dataclass
+class Phone:
+    """An agent's phone as a small SIP UA (tests/sip_edge/sip_ua.py), for the parties of
+    an attended transfer that hold two dialogs at once (one sipp scenario cannot), with
+    the times of what it did."""
+
+    ua: SipUa
+    times: dict[str, float]
+
+    def answer(self, invite: SipMessage, media_port: int, *, ring: bool = True) -> Dialog:
+        """Ring RING_MS (the person picking up), then answer; times ``ring`` and
+        ``answer`` (a second answer: ``answer_again``)."""
+        key = "answer" if "answer" not in self.times else "answer_again"
+        if ring:
+            self.times["ring"] = time.time()
+        dialog = self.ua.answer(invite, sdp("127.0.0.1", media_port), ring=ring,
+                                after_ring=lambda: time.sleep(RING_MS / 1000))
+        self.times[key] = time.time()
+        return dialog
+
+
+@pytest.fixture
+def ua_phones(sip: sipp.Edge) -> Iterator[dict[str, Phone]]:
+    """102's and 103's phones as SIP UAs on the contact ports they registered."""
+    out = {a: Phone(SipUa(a, PASSWORDS[a], CONTACT_PORTS[a], (sip.host, sip.port), DOMAIN), {})
+           for a in ("102", "103")}
+    yield out
+    for phone in out.values():
+        phone.ua.close()
+
+
+def consulted_side(c: Phone, out: dict[str, Any]) -> None:
+    """103: answers 102's consultation, then the client's INVITE that replaces it (no
+    ringing, RFC 3891 3), ends the consultation with BYE and takes the client's BYE."""
+    try:
+        consult = c.answer(c.ua.wait_request("INVITE"), next(MEDIA_PORTS))
+        replacing = c.ua.wait_request("INVITE", timeout=PIPELINE_S)
+        out["replaces"] = replacing.get("Replaces")
+        c.answer(replacing, next(MEDIA_PORTS), ring=False)
+        c.times["consult_bye"] = time.time()
+        out["consult_bye"] = consult.request("BYE").status
+        out["client_bye"] = c.ua.wait_request("BYE", timeout=PIPELINE_S).call_id
+        c.times["client_bye"] = time.time()
+    except Exception as exc:  # reported by the test thread
+        out["error"] = repr(exc)
+
+
+def test_attended_transfer_of_a_did_call(
+    sip: sipp.Edge, warehouse: HttpClient, ua_phones: dict[str, Phone]
+) -> None:
+    """The client calls 102's DID; 102 answers, holds the client, consults 103 in a call
+    of its own and REFERs the client with Replaces; the client calls 103, which takes
+    that call in place of the consultation; the client talks to 103 and hangs up."""
+    start = time.time()
+    b, c = ua_phones["102"], ua_phones["103"]
+    runs: dict[str, sipp.SippResult] = {}
+    client = threading.Thread(target=lambda: runs.update(first=sipp.run_scenario(
+        sip, "uac_carrier_attended.xml", ["-s", DIDS["102"], "-key", "caller", CALLER,
+                                          "-p", str(CARRIER_PORT), "-mp", str(next(MEDIA_PORTS))],
+        label="carrier-attended", expected_code=200)))
+    client.start()
+    target: dict[str, Any] = {}
+    consulted = threading.Thread(target=consulted_side, args=(c, target))
+    try:
+        ab = b.answer(b.ua.wait_request("INVITE"), next(MEDIA_PORTS))
+        held = ab.request("INVITE", body=sdp("127.0.0.1", next(MEDIA_PORTS), "sendonly",
+                                             session=2))
+        assert held.status == 200, held.first_line
+        b.times["held"] = time.time()
+        consulted.start()
+        answer, bc = b.ua.invite("103", sdp("127.0.0.1", next(MEDIA_PORTS)))
+        assert answer.status == 200 and bc is not None, answer.first_line
+        replaces = f"{bc.call_id};to-tag={bc.remote_tag};from-tag={bc.local_tag}"
+        refer = ab.request("REFER", headers=[
+            ("Refer-To", f"<sip:103@{DOMAIN}?Replaces={quote(replaces, safe='')}>"),
+            ("Referred-By", f"<sip:102@{DOMAIN}>")])
+        assert refer.status == 202, refer.first_line
+        b.ua.wait_request("NOTIFY")
+        b.times["bye"] = time.time()
+        assert ab.request("BYE").status == 200
+    finally:
+        client.join(PIPELINE_S)
+    first = runs["first"]
+    assert first.ok, first.received()
+    second = sipp.run_scenario(sip, "uac_carrier_replaces.xml", [
+        "-s", "103", "-key", "caller", CALLER, "-p", str(CARRIER_PORT),
+        "-mp", str(next(MEDIA_PORTS)), "-d", str(TALK_MS), "-key", "referred_by", "102",
+        "-key", "replaces", replaces], label="carrier-replaces", expected_code=200)
+    consulted.join(PIPELINE_S)
+    assert second.ok, second.received()
+    assert "error" not in target, target["error"]
+    assert target["replaces"] == replaces and target["consult_bye"] == 200, target
+    assert b.ua.wait_request("BYE").call_id == bc.call_id  # 103 ended the consultation
+
+    cdr = closed_cdr(warehouse, first.call_id)
+    assert_inbound(cdr, DIDS["102"])
+    assert (cdr["disposition"], cdr["agent"], cdr["hangup_by"]) == (
+        "answered", "102", CALLER), cdr
+    assert cdr["legs"] == [("102", "answered"), ("103", "answered")], cdr
+    assert cdr["transfers"] == [("102", "103", "attended")], cdr
+    assert_near("answered_at", cdr["answered"], received(first, "SIP/2.0 200", "INVITE"))
+    # the client's talk goes on with 103 until its BYE on the new dialog
+    assert_near("ended_at", cdr["ended"], sent(second, "BYE"))
+    # 102 held the client until its BYE: a hold open at its dialog's end ends there, not
+    # at the end of the call, which goes on in the client's new dialog with 103
+    assert abs(cdr["hold_ms"] / 1000 - (b.times["bye"] - b.times["held"])) <= SLACK_S, cdr
+    consult = closed_cdr(warehouse, bc.call_id)
+    assert (consult["direction"], consult["disposition"], consult["agent"],
+            consult["hangup_by"]) == ("internal", "answered", "103", "103"), consult
+    assert_near("consultation ended_at", consult["ended"], c.times["consult_bye"])
+
+    # 102: on a call from its answer until the consultation ended (its BYE to the
+    # client came first); 103: from the consultation's answer to the client's BYE
+    assert_timeline(warehouse, "102", start, [
+        *rang(b.times["ring"], b.times["answer"]),
+        *talked(b.times["answer"], c.times["consult_bye"])])
+    assert_timeline(warehouse, "103", start, [
+        *rang(c.times["ring"], c.times["answer"]),
+        *talked(c.times["answer"], sent(second, "BYE"))])
+
+
+# --- hold -----------------------------------------------------------------------------------
+
+HOLD_MS = 2000
+
+
+@pytest.mark.parametrize("direction", ["sendonly", "inactive"])
+def test_hold_of_a_did_call_counts_in_the_cdr(
+    sip: sipp.Edge, warehouse: HttpClient, phones: list[sipp.Uas], direction: str
+) -> None:
+    """The client holds the call (re-INVITE a=sendonly, or a=inactive) and resumes it:
+    hold_ms is the time between the two accepted re-INVITEs, and talk_ms, answer to
+    end, includes it (glossary: AHT/ACD count hold as talk)."""
+    start = time.time()
+    phone = sipp.start_uas_answer(sip, port=CONTACT_PORTS["102"], media_port=next(MEDIA_PORTS),
+                                  accept_reinvites=True)
+    phones.append(phone)
+    caller = sipp.run_scenario(sip, "uac_carrier_hold.xml", [
+        "-s", DIDS["102"], "-key", "caller", CALLER, "-p", str(CARRIER_PORT),
+        "-mp", str(next(MEDIA_PORTS)), "-d", str(HOLD_MS), "-key", "hold", direction],
+        label=f"carrier-hold-{direction}", expected_code=200)
+    assert caller.ok, caller.received()
+    agent = phone.wait()
+    assert agent.exit_code == 0, agent.received()
+
+    cdr = closed_cdr(warehouse, caller.call_id)
+    assert_inbound(cdr, DIDS["102"])
+    assert (cdr["disposition"], cdr["agent"], cdr["hangup_by"]) == ("answered", "102", CALLER)
+    assert_call_times(cdr, caller, answered=True)
+    _, held, resumed = every(caller, "received", "SIP/2.0 200", "INVITE")
+    assert abs(cdr["hold_ms"] / 1000 - (resumed - held)) <= SLACK_S, (cdr, resumed - held)
+    assert cdr["hold_ms"] < cdr["talk_ms"], cdr
+    answer, bye = sent(agent, "SIP/2.0 200", "INVITE"), received(agent, "BYE")
+    # on hold is still on a call; the phone answers as it rings (see the blind transfer)
+    assert_timeline(warehouse, "102", start,
+                    [*rang(sent(agent, "SIP/2.0 180"), answer), *talked(answer, bye)],
+                    [Expected(S.AVAILABLE, None, answer), *talked(answer, bye)])
+
+
 # --- internal calls, for comparison ---------------------------------------------------------
 
 
@@ -638,3 +907,86 @@ def test_the_wallboard_shows_the_talking_did_call_and_its_agent_then_neither(
         return summary == {"ringing": 0, "talking": 0} and \
             wallboard.agents_by_state(warehouse, TENANT)["on_call"] == 0
     wait_for("the wallboard to show no live call and nobody on a call", quiet, PIPELINE_S)
+
+
+MIXED_MS = 12_000
+"""How long the talking call talks and the ringing call rings in the mixed-traffic test:
+long enough for the ended call's wrap-up to pass and the wallboard to catch up."""
+
+
+def test_the_wallboard_agrees_with_mixed_live_did_calls_then_shows_none(
+        sip: sipp.Edge, warehouse: HttpClient, phones: list[sipp.Uas]) -> None:
+    """Demo-like traffic, four DID calls at once from four trunk sources: 106 answers and
+    talks; 103 and 105 ring unanswered until their clients give up; 104 answers and its
+    client hangs up at once. While the first three are still live and 104's wrap-up is
+    over, the wallboard must show exactly what sipp does: two ringing and one talking
+    call, two agents ringing, one on a call, the others available; once all ended, no
+    live call and every agent available.
+
+    (The ringing calls are direct: a ring-all group's second 180, from another branch,
+    aborts sipp's cancelling caller while it pauses; the group's ringing agents have
+    their own timeline test above.)"""
+    since = _utc(time.time() - 60)
+    talker, short = answering(sip, "106", ring_ms=200), answering(sip, "104", ring_ms=200)
+    ringers = [sipp.start_uas_ring(sip, port=CONTACT_PORTS[a]) for a in ("103", "105")]
+    phones.extend([talker, short, *ringers])
+    done: dict[str, sipp.SippResult] = {}
+    calls = {
+        "talking": lambda: sipp.call(sip, CALLER, DIDS["106"], port=CARRIER_PORTS[0],
+                                     media_port=next(MEDIA_PORTS), talk_ms=MIXED_MS),
+        "ringing": lambda: sipp.call_and_cancel(sip, CALLER, DIDS["103"], ring_ms=MIXED_MS,
+                                                port=CARRIER_PORTS[1],
+                                                media_port=next(MEDIA_PORTS)),
+        "ringing too": lambda: sipp.call_and_cancel(sip, CALLER, DIDS["105"],
+                                                    ring_ms=MIXED_MS, port=CARRIER_PORTS[3],
+                                                    media_port=next(MEDIA_PORTS)),
+        "ended": lambda: sipp.call(sip, CALLER, DIDS["104"], port=CARRIER_PORTS[2],
+                                   media_port=next(MEDIA_PORTS), talk_ms=300)}
+    threads = {name: threading.Thread(target=lambda n=name, f=run: done.update({n: f()}))
+               for name, run in calls.items()}
+    for thread in threads.values():
+        thread.start()
+    expected_agents = {"available": len(AGENTS) - 3, "ringing": 2, "on_call": 1,
+                       "wrap_up": 0, "offline": 0}
+    try:
+        threads["ended"].join(30)
+        ended_at = sent(done["ended"], "BYE")
+        wait_for("104's wrap-up to end", lambda: time.time() > ended_at + WRAP_UP_S + 0.1,
+                 WRAP_UP_S + SLACK_S)
+
+        def agrees() -> float | None:
+            moment = time.time()
+            summary = wallboard.live_summary(warehouse, TENANT, since)
+            states = wallboard.agents_by_state(warehouse, TENANT)
+            seen.append((summary, states))
+            live = summary == {"ringing": 2, "talking": 1} and states == expected_agents
+            return moment if live else None
+        seen: list[tuple[dict[str, int], dict[str, Any]]] = []
+        try:
+            moment = wait_for("the wallboard to agree with the mixed calls", agrees,
+                              MIXED_MS / 1000)
+        except AssertionError:
+            raise AssertionError(f"wallboard saw {seen[-1]}") from None
+    finally:
+        for thread in threads.values():
+            thread.join(30)
+    results = {name: done[name] for name in calls}
+    assert all(r.ok for r in results.values()), {n: r.received() for n, r in results.items()}
+    # sipp's ground truth at that moment: talking, ringing, and ended with its wrap-up over
+    talking, ended = results["talking"], results["ended"]
+    assert received(talking, "SIP/2.0 200", "INVITE") < moment < sent(talking, "BYE")
+    for ringing, phone in zip((results["ringing"], results["ringing too"]), ringers,
+                              strict=True):
+        rung = phone.wait()
+        assert rung.call_id == ringing.call_id, rung.received()
+        assert sent(rung, "SIP/2.0 180") < moment < sent(ringing, "CANCEL")
+    assert sent(ended, "BYE") + WRAP_UP_S < moment
+    assert talker.wait().call_id == talking.call_id
+    WRAP_UPS.append(sent(talking, "BYE") + WRAP_UP_S)
+
+    def quiet() -> bool:
+        return wallboard.live_summary(warehouse, TENANT, since) == {
+            "ringing": 0, "talking": 0} and wallboard.agents_by_state(warehouse, TENANT) == {
+            **expected_agents, "available": len(AGENTS), "ringing": 0, "on_call": 0}
+    wait_for("the wallboard to show no live call and every agent available", quiet,
+             PIPELINE_S)

@@ -48,7 +48,7 @@ def test_the_platform_runs_the_pbx_with_auth_and_flood_protection_as_settings_sa
     settings: Settings,
 ) -> None:
     defines = option_values(edge.kamailio_command(settings), "-A")
-    assert {"WITH_PBX", "WITH_AUTH", "WITH_ANTIFLOOD"} <= set(defines)
+    assert {"WITH_PBX", "WITH_AUTH", "WITH_ANTIFLOOD", "WITH_STEERING"} <= set(defines)
     assert "MAX_CALL_DURATION_S=7200" in defines and "PIKE_DENSITY=30" in defines
 
     open_edge = load(environ={}, data_dir=settings.data_dir, sip_auth=False, pike_density=0,
@@ -78,6 +78,7 @@ def test_kamailio_runs_in_the_foreground_with_its_files_in_run_dir(settings: Set
         ("WITH_AUTH",),
         ("WITH_PBX",),
         (*edge.DEFAULT_SWITCHES, "WITH_AUTH", "WITH_PBX", "WITH_ANTIFLOOD"),
+        (*edge.DEFAULT_SWITCHES, "WITH_AUTH", "WITH_PBX", "WITH_ANTIFLOOD", "WITH_STEERING"),
     ],
 )
 def test_shipped_cfg_passes_kamailio_check(settings: Settings, switches: tuple[str, ...]) -> None:

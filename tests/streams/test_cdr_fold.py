@@ -185,6 +185,20 @@ def test_late_answer_corrects_the_timing_of_a_closed_call() -> None:
     assert (revised.version, revised.talk_ms, revised.ring_ms) == (3, 62_000, 3_400)
 
 
+def test_started_at_is_the_offer_and_no_late_event_moves_it() -> None:
+    # the warehouse keys a call by the day of started_at (call_day): a revision must never
+    # move it, even when a late event is stamped before the offer (another worker's clock)
+    offered_just_after_midnight = call_events(CALL, t0=datetime(2026, 11, 27, tzinfo=UTC),
+                                              caller="101", callee="102")
+    events = [offered_just_after_midnight(OFFERED, 0),
+              offered_just_after_midnight(RINGING, 150, sip_code=180)]
+    first = to_cdr(fold(CALL, events))
+    early = offered_just_after_midnight(FAILED, -5, sip_code=486, leg_id=f"{CALL}#b2")
+    revised = to_cdr(apply(fold(CALL, events), early))
+    assert revised.version == first.version + 1
+    assert revised.started_at == first.started_at == datetime(2026, 11, 27, tzinfo=UTC)
+
+
 @pytest.mark.parametrize("kind", [EventType.AGENT_REGISTERED, EventType.AGENT_STATE_CHANGED])
 def test_types_the_fold_does_not_interpret_are_ignored(kind: EventType) -> None:
     state = fold(CALL, BUSY_CALL)

@@ -45,3 +45,16 @@ def test_a_replacing_engine_keeps_its_version_column() -> None:
         "CREATE TABLE IF NOT EXISTS tawag.x ON CLUSTER '{cluster}' (v UInt64) "
         "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tawag/x', "
         "'{replica}', v) ORDER BY v")
+
+
+def test_a_table_move_renames_and_drops_on_the_cluster_and_copies_once() -> None:
+    moved = [replicate(s) for s in load_migrations()[8].statements]  # 0009: cdrs by day
+    renames = [s for s in moved if s.startswith("RENAME TABLE")]
+    drops = [s for s in moved if s.startswith("DROP TABLE")]
+    inserts = [s for s in moved if s.startswith("INSERT")]
+    assert renames == ["RENAME TABLE tawag.cdrs TO tawag.cdrs_before_0009, tawag.cdrs_by_day "
+                       "TO tawag.cdrs ON CLUSTER '{cluster}'"]
+    assert drops and all("ON CLUSTER '{cluster}' SYNC" in s for s in drops)
+    assert len(inserts) == 1 and "ON CLUSTER" not in inserts[0]  # replication copies it
+    created = next(s for s in moved if s.startswith("CREATE TABLE"))
+    assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tawag/cdrs_by_day'" in created

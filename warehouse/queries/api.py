@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from warehouse.client import WarehouseClient
-from warehouse.queries.calls import _WINDOW, CALL_COLUMNS, _filters
+from warehouse.queries.calls import CALL_COLUMNS, _filters
+from warehouse.queries.window import CALL_WINDOW
 from warehouse.schema import AGENT_STATES, CDRS
 
 __all__ = ["calls_page", "agents_now"]
@@ -31,7 +32,7 @@ def calls_page(client: WarehouseClient, tenant: str, start: datetime, end: datet
                 "({after_ts:DateTime64(3, 'UTC')}, {after_id:String})")
         params |= {"after_ts": after[0], "after_id": after[1]}
     return client.query(
-        f"SELECT {', '.join(CALL_COLUMNS)} FROM {CDRS} FINAL WHERE {_WINDOW}{sql} "
+        f"SELECT {', '.join(CALL_COLUMNS)} FROM {CDRS} FINAL WHERE {CALL_WINDOW}{sql} "
         "ORDER BY started_at DESC, call_id DESC LIMIT {limit:UInt32}",
         {"tenant": tenant, "start": start, "end": end, "limit": limit, **params})
 

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from warehouse.client import WarehouseClient
+from warehouse.queries.window import CALL_WINDOW
 from warehouse.schema import CALL_EVENTS, CDRS
 
 __all__ = ["CALL_COLUMNS", "CALL_FILTERS", "EVENT_COLUMNS", "find_call", "find_calls",
@@ -44,8 +45,6 @@ EVENT_COLUMNS = ("ts", "type", "leg_id", "source", "caller", "callee", "agent", 
                  "reason", "hangup_by", "duration_ms")
 """Columns of a call's event list, in order."""
 
-_WINDOW = ("tenant = {tenant:String} AND started_at >= {start:DateTime64(3, 'UTC')} "
-           "AND started_at < {end:DateTime64(3, 'UTC')}")
 _EXACT = {"direction": "direction", "disposition": "disposition", "agent": "agent",
           "group": "callee", "did": "did"}
 _NUMBER = ("(position(ifNull(caller, ''), {f_number:String}) > 0 "
@@ -72,7 +71,7 @@ def find_calls(client: WarehouseClient, tenant: str, start: datetime, end: datet
     """Calls started in ``[start, end)`` that match ``filters``, newest first, at most ``limit``."""
     sql, params = _filters(filters)
     return client.query_df(
-        f"SELECT {', '.join(CALL_COLUMNS)} FROM {CDRS} FINAL WHERE {_WINDOW}{sql} "
+        f"SELECT {', '.join(CALL_COLUMNS)} FROM {CDRS} FINAL WHERE {CALL_WINDOW}{sql} "
         "ORDER BY started_at DESC, call_id LIMIT {limit:UInt32}",
         {"tenant": tenant, "start": start, "end": end, "limit": limit, **params})
 
@@ -91,7 +90,7 @@ def count_calls(client: WarehouseClient, tenant: str, start: datetime, end: date
                 **filters: str | None) -> int:
     """How many calls :func:`find_calls` would select without a limit."""
     sql, params = _filters(filters)
-    rows = client.query(f"SELECT count() AS n FROM {CDRS} FINAL WHERE {_WINDOW}{sql}",
+    rows = client.query(f"SELECT count() AS n FROM {CDRS} FINAL WHERE {CALL_WINDOW}{sql}",
                         {"tenant": tenant, "start": start, "end": end, **params})
     return int(rows[0]["n"])
 
@@ -133,6 +132,6 @@ def filter_values(client: WarehouseClient, tenant: str, start: datetime,
         "arraySort(groupUniqArrayIf({cap:UInt32})(callee, callee IS NOT NULL "
         "AND direction = 'inbound')) AS groups, "
         "arraySort(groupUniqArrayIf({cap:UInt32})(did, did IS NOT NULL)) AS dids "
-        f"FROM {CDRS} WHERE {_WINDOW}",
+        f"FROM {CDRS} WHERE {CALL_WINDOW}",
         {"tenant": tenant, "start": start, "end": end, "cap": FILTER_VALUES_CAP})
     return {key: [str(v) for v in rows[0][key]] for key in ("agents", "groups", "dids")}

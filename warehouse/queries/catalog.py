@@ -55,6 +55,8 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "did": "Number dialled from outside (inbound calls).",
         "agent": "Extension that handled the call: answered it, or placed it (outbound).",
         "started_at": "When the call was offered (UTC).",
+        "call_day": "UTC day of started_at, in the sort key: add call_day >= ... to a "
+                    "window on started_at and only those days are read.",
         "answered_at": "When it was answered (UTC), NULL if never.",
         "ended_at": "When it ended (UTC), NULL while in progress.",
         "ring_ms": "Caller's wait: offer to answer, or to the end if unanswered (ms).",

@@ -7,7 +7,8 @@ merges have run. Filters on non-key columns (``started_at``) apply after FINAL.
 
 Time windows are half-open ``[start, end)`` on the call's ``started_at`` (when it was
 offered), as instants (naive datetimes are taken as UTC); a page passes the bounds of the
-tenant's local day. Hour buckets are local to the tenant's zone (``tz``).
+tenant's local day; the window also bounds ``call_day`` (``warehouse.queries.window``), so
+only its days are read. Hour buckets are local to the tenant's zone (``tz``).
 
 KPI definitions (named, see reference/peer-survey.md §3):
 
@@ -28,6 +29,7 @@ import pandas as pd
 
 from core.records import Cdr, Disposition
 from warehouse.client import WarehouseClient
+from warehouse.queries.window import CALL_WINDOW
 from warehouse.schema import CDRS
 
 __all__ = ["CDR_COLUMNS", "MISSED", "calls_summary", "latest_cdrs", "cdr", "cdrs_between",
@@ -41,8 +43,6 @@ MISSED = (Disposition.BUSY, Disposition.NO_ANSWER, Disposition.CANCELLED,
 """Dispositions that count as a missed call."""
 
 _SELECT = f"SELECT {', '.join(CDR_COLUMNS)} FROM {CDRS} FINAL"
-_WINDOW = ("tenant = {tenant:String} AND started_at >= {start:DateTime64(3, 'UTC')} "
-           "AND started_at < {end:DateTime64(3, 'UTC')}")
 _OUTCOMES = ("countIf(closed AND disposition = {answered:String}) AS answered, "
              "countIf(closed AND disposition IN {missed:Array(String)}) AS missed")
 
@@ -66,7 +66,7 @@ def calls_summary(client: WarehouseClient, tenant: str, start: datetime,
         f"countIf(closed) AS closed_calls, {_OUTCOMES}, "
         "countIf(closed AND direction = 'inbound') AS inbound_closed, "
         "countIf(closed AND direction = 'inbound' AND disposition = {answered:String}) "
-        f"AS inbound_answered FROM {CDRS} FINAL WHERE {_WINDOW}",
+        f"AS inbound_answered FROM {CDRS} FINAL WHERE {CALL_WINDOW}",
         {"tenant": tenant, "start": start, "end": end, **_outcome_params()})
     summary = {k.removesuffix("_calls"): int(v) for k, v in rows[0].items()}
     inbound, answered = summary.pop("inbound_closed"), summary.pop("inbound_answered")
@@ -74,12 +74,31 @@ def calls_summary(client: WarehouseClient, tenant: str, start: datetime,
     return summary
 
 
+LATEST_LOOKBACK_DAYS = (0, 6, 30, None)
+"""The days :func:`latest_cdrs` reads back from the tenant's newest, widening in turn."""
+
+
 def latest_cdrs(client: WarehouseClient, tenant: str, limit: int = 50) -> pd.DataFrame:
-    """The ``limit`` most recently started calls, newest first (FINAL: latest revision)."""
-    return client.query_df(
-        f"{_SELECT} WHERE tenant = {{tenant:String}} "
-        "ORDER BY started_at DESC, call_id LIMIT {limit:UInt32}",
-        {"tenant": tenant, "limit": limit})
+    """The ``limit`` most recently started calls, newest first (FINAL: latest revision).
+
+    Reads the tenant's newest day, then the last week, month, all, until ``limit`` calls
+    are found: a call of a later ``call_day`` started later, so those are the newest.
+    """
+    newest = client.query(
+        f"SELECT call_day FROM {CDRS} WHERE tenant = {{tenant:String}} "
+        "ORDER BY call_day DESC LIMIT 1", {"tenant": tenant})
+    params: dict[str, Any] = {"tenant": tenant, "limit": limit}
+    for back in LATEST_LOOKBACK_DAYS if newest else (None,):
+        days = ""
+        if back is not None:
+            days = " AND call_day >= subtractDays({newest:Date}, {back:UInt32})"
+            params |= {"newest": newest[0]["call_day"], "back": back}
+        found = client.query_df(f"{_SELECT} WHERE tenant = {{tenant:String}}{days} "
+                                "ORDER BY started_at DESC, call_id LIMIT {limit:UInt32}",
+                                params)
+        if len(found) >= limit or back is None:
+            return found
+    raise AssertionError("unreachable: the last lookback reads every day")
 
 
 def cdr(client: WarehouseClient, tenant: str, call_id: str) -> dict[str, Any] | None:
@@ -93,7 +112,7 @@ def cdr(client: WarehouseClient, tenant: str, call_id: str) -> dict[str, Any] | 
 def cdrs_between(client: WarehouseClient, tenant: str, start: datetime,
                  end: datetime) -> pd.DataFrame:
     """Every call started in ``[start, end)``, oldest first (FINAL: latest revision)."""
-    return client.query_df(f"{_SELECT} WHERE {_WINDOW} ORDER BY started_at, call_id",
+    return client.query_df(f"{_SELECT} WHERE {CALL_WINDOW} ORDER BY started_at, call_id",
                            {"tenant": tenant, "start": start, "end": end})
 
 
@@ -110,7 +129,7 @@ def calls_by_hour(client: WarehouseClient, tenant: str, start: datetime,
     return client.query_df(
         "SELECT toDateTime64(h, 3, {tz:String}) AS hour, total, answered, missed FROM ("
         f"SELECT toStartOfHour(started_at, {{tz:String}}) AS h, count() AS total, {_OUTCOMES} "
-        f"FROM {CDRS} FINAL WHERE {_WINDOW} GROUP BY h ORDER BY h WITH FILL "
+        f"FROM {CDRS} FINAL WHERE {CALL_WINDOW} GROUP BY h ORDER BY h WITH FILL "
         "FROM toStartOfHour(toDateTime({start:DateTime64(3, 'UTC')}, {tz:String})) "
         "TO toDateTime({end:DateTime64(3, 'UTC')}, {tz:String}) STEP toIntervalHour(1)"
         ") ORDER BY hour",

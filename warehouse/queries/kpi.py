@@ -68,6 +68,7 @@ import pandas as pd
 from core.records import Disposition
 from core.timezones import BUCKETS, UTC_ZONE, bounds, zone
 from warehouse.client import WarehouseClient
+from warehouse.queries.window import CALL_WINDOW, TALK_LOOKBACK_DAYS, day_bounds
 from warehouse.schema import CDRS, TENANTS
 
 __all__ = [
@@ -202,8 +203,6 @@ _REPEATS = (
 
 _CALL_COLUMNS = ("started_at", "answered_at", "ended_at", "ring_ms", "talk_ms", "disposition",
                  "closed", "sip_code", "caller", "direction", "pdd_ms")
-_WINDOW = ("tenant = {tenant:String} AND started_at >= {start:DateTime64(3, 'UTC')} "
-           "AND started_at < {end:DateTime64(3, 'UTC')}")
 _FILTER_COLUMNS = ("direction", "did", "agent")
 
 
@@ -225,7 +224,7 @@ def _filters(direction: str | None, did: str | None, agent: str | None) -> tuple
 def _calls_cte(filter_sql: str) -> str:
     """``WITH calls AS (...)``: the window's calls, latest revision (FINAL) only."""
     return (f"WITH calls AS (SELECT {', '.join(_CALL_COLUMNS)} FROM {CDRS} FINAL "
-            f"WHERE {_WINDOW}{filter_sql}) ")
+            f"WHERE {CALL_WINDOW}{filter_sql}) ")
 
 
 def _params(tenant: str, start: datetime, end: datetime, *,
@@ -581,6 +580,10 @@ _GRID = f"(SELECT arrayJoin(arrayPopBack({_BOUNDS})) AS bucket_ms) AS g"
 """Every bucket of the window, empty ones included."""
 
 
+_TALK_DAYS = day_bounds("start", "end", lookback_days=TALK_LOOKBACK_DAYS)
+"""Calls that can talk inside the window: offered from TALK_LOOKBACK_DAYS before it on."""
+
+
 def _talk_split_sql(filter_sql: str) -> str:
     """Talk ms per bucket, each call's ``[answered_at, ended_at)`` cut at bucket bounds.
 
@@ -595,7 +598,7 @@ def _talk_split_sql(filter_sql: str) -> str:
         " AS a, least(toUnixTimestamp64Milli(assumeNotNull(ended_at)), {end_ms:Int64}) AS e, "
         f"arrayJoin(arrayFilter(j -> {_BOUNDS}[j] < e AND {_BOUNDS}[j + 1] > a, "
         f"range(1, length({_BOUNDS})))) AS i "
-        f"FROM {CDRS} FINAL WHERE tenant = {{tenant:String}} AND closed "
+        f"FROM {CDRS} FINAL WHERE tenant = {{tenant:String}} AND {_TALK_DAYS} AND closed "
         "AND answered_at IS NOT NULL AND ended_at IS NOT NULL "
         "AND answered_at < {end:DateTime64(3, 'UTC')} AND ended_at > {start:DateTime64(3, 'UTC')}"
         f"{filter_sql} AND e > a) GROUP BY bucket_ms"

@@ -15,6 +15,7 @@ import pandas as pd
 
 from warehouse.client import WarehouseClient
 from warehouse.queries.calls import CALL_COLUMNS
+from warehouse.queries.window import CALL_WINDOW
 from warehouse.schema import CDRS
 
 __all__ = ["METRICS", "quality_summary", "distribution", "worst_calls"]
@@ -22,8 +23,6 @@ __all__ = ["METRICS", "quality_summary", "distribution", "worst_calls"]
 METRICS = {"mos": 0.25, "packet_loss": 0.005, "jitter_ms": 5.0}
 """Media metric -> histogram bin width (MOS points, loss fraction, milliseconds)."""
 
-_WINDOW = ("tenant = {tenant:String} AND started_at >= {start:DateTime64(3, 'UTC')} "
-           "AND started_at < {end:DateTime64(3, 'UTC')}")
 
 
 def quality_summary(client: WarehouseClient, tenant: str, start: datetime,
@@ -35,7 +34,7 @@ def quality_summary(client: WarehouseClient, tenant: str, start: datetime,
         "SELECT countIf(mos IS NOT NULL) AS calls, avg(mos) AS mos_avg, "
         "quantileExactInclusive(0.1)(mos) AS mos_p10, avg(packet_loss) AS loss_avg, "
         "avg(jitter_ms) AS jitter_avg, countIf(mos < 3.6) AS poor_calls "
-        f"FROM {CDRS} FINAL WHERE {_WINDOW}",
+        f"FROM {CDRS} FINAL WHERE {CALL_WINDOW}",
         {"tenant": tenant, "start": start, "end": end})
     row = rows[0]
     calls = int(row["calls"])
@@ -52,7 +51,7 @@ def distribution(client: WarehouseClient, tenant: str, start: datetime, end: dat
         raise ValueError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
     return client.query_df(
         "SELECT floor(v / {width:Float64}) * {width:Float64} AS bin_start, count() AS calls "
-        f"FROM (SELECT toFloat64({metric}) AS v FROM {CDRS} FINAL WHERE {_WINDOW} "
+        f"FROM (SELECT toFloat64({metric}) AS v FROM {CDRS} FINAL WHERE {CALL_WINDOW} "
         f"AND {metric} IS NOT NULL) GROUP BY bin_start ORDER BY bin_start",
         {"tenant": tenant, "start": start, "end": end, "width": METRICS[metric]})
 
@@ -61,6 +60,6 @@ def worst_calls(client: WarehouseClient, tenant: str, start: datetime, end: date
                 limit: int = 20) -> pd.DataFrame:
     """The ``limit`` calls with the lowest MOS (then highest loss), CDR columns."""
     return client.query_df(
-        f"SELECT {', '.join(CALL_COLUMNS)} FROM {CDRS} FINAL WHERE {_WINDOW} "
+        f"SELECT {', '.join(CALL_COLUMNS)} FROM {CDRS} FINAL WHERE {CALL_WINDOW} "
         "AND mos IS NOT NULL ORDER BY mos, packet_loss DESC, call_id LIMIT {limit:UInt32}",
         {"tenant": tenant, "start": start, "end": end, "limit": limit})

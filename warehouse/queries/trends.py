@@ -16,6 +16,7 @@ import pandas as pd
 
 from warehouse.client import WarehouseClient
 from warehouse.queries import kpi
+from warehouse.queries.window import CALL_WINDOW
 from warehouse.schema import CDRS
 
 __all__ = ["DIMENSIONS", "BY_DIMENSION_KPIS", "volume_by_weekday_hour", "kpis_by_dimension"]
@@ -28,8 +29,6 @@ BY_DIMENSION_KPIS = ("offered", "answered", "abandoned", "service_level_offered"
                      "answer_rate", "abandonment_rate", "average_wait")
 """The columns of :func:`kpis_by_dimension` after ``value``."""
 
-_WINDOW = ("tenant = {tenant:String} AND started_at >= {start:DateTime64(3, 'UTC')} "
-           "AND started_at < {end:DateTime64(3, 'UTC')}")
 
 
 def volume_by_weekday_hour(client: WarehouseClient, tenant: str, start: datetime,
@@ -43,7 +42,7 @@ def volume_by_weekday_hour(client: WarehouseClient, tenant: str, start: datetime
         "FROM numbers(168)) AS g LEFT JOIN ("
         "SELECT toUInt8(toDayOfWeek(started_at, 0, {tz:String})) AS w, "
         "toUInt8(toHour(started_at, {tz:String})) AS h, "
-        f"count() AS calls FROM {CDRS} FINAL WHERE {_WINDOW} GROUP BY w, h) AS c "
+        f"count() AS calls FROM {CDRS} FINAL WHERE {CALL_WINDOW} GROUP BY w, h) AS c "
         "USING (w, h) ORDER BY weekday, hour",
         {"tenant": tenant, "start": start, "end": end, "tz": tz})
 
@@ -63,7 +62,7 @@ def kpis_by_dimension(client: WarehouseClient, tenant: str, start: datetime, end
     catalogue = {**kpi._COUNTS, **kpi._OUTCOMES}  # the library's own aggregates
     exprs = ", ".join(f"{catalogue[name]} AS {name}" for name in BY_DIMENSION_KPIS)
     sql = (f"WITH calls AS (SELECT {column} AS value, {', '.join(kpi._CALL_COLUMNS)} "
-           f"FROM {CDRS} FINAL WHERE {_WINDOW} AND direction = {{d_inbound:String}} "
+           f"FROM {CDRS} FINAL WHERE {CALL_WINDOW} AND direction = {{d_inbound:String}} "
            f"AND {column} IS NOT NULL) SELECT value, {exprs} FROM calls GROUP BY value "
            "ORDER BY offered DESC, value LIMIT {limit:UInt32}")
     params = {**kpi._params(tenant, start, end), "short_abandon_ms": 0, "limit": limit}

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from warehouse.client import WarehouseClient
+from warehouse.queries.window import day_bounds
 from warehouse.schema import AGENT_STATES, CDRS
 
 __all__ = ["AGENT_STATES_ORDER", "live_summary", "live_calls", "agents_by_state"]
@@ -25,7 +26,7 @@ __all__ = ["AGENT_STATES_ORDER", "live_summary", "live_calls", "agents_by_state"
 AGENT_STATES_ORDER = ("available", "ringing", "on_call", "wrap_up", "offline")
 """States in the order the wallboard shows them (the agent fold's vocabulary)."""
 
-_LIVE = ("tenant = {tenant:String} AND NOT closed "
+_LIVE = (f"tenant = {{tenant:String}} AND {day_bounds('since')} AND NOT closed "
          "AND started_at >= {since:DateTime64(3, 'UTC')}")
 
 

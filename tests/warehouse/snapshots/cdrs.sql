@@ -9,6 +9,7 @@ CREATE TABLE tawag.cdrs
     `did` Nullable(String),
     `agent` Nullable(String),
     `started_at` DateTime64(3, 'UTC'),
+    `call_day` Date DEFAULT toDate(started_at),
     `answered_at` Nullable(DateTime64(3, 'UTC')),
     `ended_at` Nullable(DateTime64(3, 'UTC')),
     `ring_ms` Int64,
@@ -55,8 +56,10 @@ CREATE TABLE tawag.cdrs
     `rtp_errors` Nullable(UInt64),
     `route_target` Nullable(String),
     `route_group` LowCardinality(Nullable(String)),
-    `pdd_ms` Nullable(Int64)
+    `pdd_ms` Nullable(Int64),
+    INDEX call_id_bloom call_id TYPE bloom_filter(0.01) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(version)
-ORDER BY (tenant, call_id)
+PARTITION BY toYYYYMM(call_day)
+ORDER BY (tenant, call_day, call_id)
 SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 8192
