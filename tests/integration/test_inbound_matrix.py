@@ -32,6 +32,7 @@ the CANCEL it received, the BYE; wrap-up ends :data:`WRAP_UP_S` after the BYE).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -47,10 +48,12 @@ from stack_harness import running_stack, stack_settings, wait_for
 from core.agent_records import AgentStatus
 from core.settings import Settings
 from edge import sipp
-from tests.sip_edge.sip_ua import Dialog, SipMessage, SipUa, sdp
 from warehouse.client import HttpClient, service_client
 from warehouse.queries import wallboard
 from warehouse.queries.agent_stats import state_timeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sip_edge"))
+from sip_ua import Dialog, SipMessage, SipUa, sdp  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
