@@ -7,7 +7,18 @@ were folded and acknowledged, the skipped ones never were, and the commit stayed
 first of them for good ("Has not committed ... last commit 6.68 minutes ago" in the log)
 while the agents' rows silently lacked those calls.
 
-That signature is what this module watches for: the consumer holds acknowledged offsets
+A second way to lose messages at a restart, seen in ``test_restarts`` (streams killed
+right after the first call; the next call's events reached partition 0 of
+``tawag.call-events`` before the new worker had sought its partitions): Faust's fetcher
+runs from "Resuming flow" and drops what it fetches while the flow is suspended, counting
+on "Seek stream partitions to committed offsets" to fetch it again. aiokafka's
+``seek_to_committed`` seeks only partitions with a committed offset above 0, so on a
+partition nobody had committed yet those messages were gone for good (no later offset was
+acknowledged either, so the watch below saw no hole). :func:`seek_uncommitted` makes that
+seek complete: after Faust's own, every stream partition without a commit is sought to its
+start; what is delivered again is recognised as repeats.
+
+The first signature is what this module watches for: the consumer holds acknowledged offsets
 beyond a hole, the message at the hole is not in flight (delivered to a stream and not
 yet acknowledged), and this has lasted ``stall_s``. The partition is then sought back to
 its committed offset, so every message from the hole on is delivered again: the skipped
@@ -31,7 +42,7 @@ from typing import Any
 import faust
 from prometheus_client import Counter
 
-__all__ = ["CommitWatch", "REWINDS", "check", "install"]
+__all__ = ["CommitWatch", "REWINDS", "check", "install", "seek_uncommitted"]
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +87,10 @@ class CommitWatch:
 
 
 def install(app: faust.App, stall_s: float) -> CommitWatch:
-    """Run :func:`check` on the app's consumer every few seconds."""
+    """Run :func:`check` on the app's consumer every few seconds, and complete the seek
+    after each rebalance (:func:`seek_uncommitted`)."""
     watch = CommitWatch(stall_s)
+    seek_uncommitted(app.consumer)
 
     @app.timer(CHECK_INTERVAL_S, name="commit-watch")
     async def commit_watch() -> None:
@@ -101,3 +114,26 @@ async def check(consumer: Any, watch: CommitWatch, now: float) -> list[tuple[Any
         REWINDS.labels(tp.topic, str(tp.partition)).inc()
         await consumer.seek(tp, offset)
     return due
+
+
+CHANGELOG_SUFFIX = "-changelog"
+
+
+def seek_uncommitted(consumer: Any) -> None:
+    """After Faust's seek to the committed offsets, seek each assigned stream partition
+    that has no commit (None or 0: the ones aiokafka leaves where its fetcher got to) to
+    its start. Table changelogs are Faust's recovery's business and left alone."""
+    faust_seek = consumer.perform_seek
+
+    async def perform_seek() -> None:
+        await faust_seek()
+        for tp in sorted(consumer.assignment()):
+            if (tp.topic.endswith(CHANGELOG_SUFFIX)
+                    or not consumer.app.topics.acks_enabled_for(tp.topic)
+                    or consumer._committed_offset.get(tp)):
+                continue
+            log.info("%s[%s]: no committed offset; reading it from its start (a message "
+                     "fetched before the seek is not lost)", tp.topic, tp.partition)
+            await consumer.seek(tp, 0)
+
+    consumer.perform_seek = perform_seek

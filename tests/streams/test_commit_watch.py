@@ -12,7 +12,7 @@ import asyncio
 from faust.types import TP as FaustTP
 
 from core.settings import Settings
-from streams.app import new_app
+from streams.app import build_streams, new_app
 from streams.commit_watch import REWINDS, CommitWatch, check
 
 TP = ("tawag-streams-agent-events-repartition", 1)
@@ -78,3 +78,37 @@ def test_check_reads_a_real_faust_consumer_and_seeks_it_back(tmp_path):
     assert asyncio.run(check(consumer, watch, now=20.0)) == [(tp, 100)]
     assert sought == [(tp, 100)]
     assert REWINDS.labels(tp.topic, "1")._value.get() == before + 1
+
+
+def test_partitions_without_a_commit_are_read_from_their_start_after_faust_seeks(tmp_path):
+    """Faust's consumer object (no broker): after its seek to the committed offsets, the
+    stream partitions with no commit (None, 0) are sought to 0 — the ones aiokafka's
+    seek_to_committed leaves wherever the fetcher got before it; committed ones and table
+    changelogs are left alone."""
+    settings = Settings(data_dir=tmp_path)
+    app = new_app(settings)
+    build_streams(app, settings)  # installs the commit watch and the completed seek
+    consumer = app.consumer
+    events = [FaustTP("tawag.call-events", p) for p in range(4)]
+    changelog = FaustTP("tawag-streams-calls-changelog", 0)
+    consumer._committed_offset[events[1]] = 7
+    consumer._committed_offset[events[2]] = 0
+    calls = []
+
+    async def seek(partition, offset):
+        calls.append(("seek", partition, offset))
+
+    async def seek_to_committed():  # aiokafka's: what the group committed, seeking those
+        calls.append(("committed",))
+        return {events[1]: 7, events[2]: 0}
+
+    consumer.seek = seek
+    consumer.seek_to_committed = seek_to_committed
+    consumer.assignment = lambda: {*events, changelog}
+    consumer.app.topics.acks_enabled_for = lambda topic: not topic.endswith("-changelog")
+
+    asyncio.run(consumer.perform_seek())
+
+    assert calls[0] == ("committed",)  # Faust's own seek first
+    assert calls[1:] == [("seek", events[0], 0), ("seek", events[2], 0),
+                         ("seek", events[3], 0)]
