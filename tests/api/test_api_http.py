@@ -333,11 +333,15 @@ def test_rate_limit_429_with_retry_after(tmp_path):
                                             hypothesis.HealthCheck.too_slow])
 def test_the_live_api_keeps_its_openapi_document(stack, case):
     """Property-based (schemathesis): any request gets a response the document declares
-    (status, media type, body schema), never a 5xx, and malformed input is refused.
+    (status, media type, body schema) and never a 5xx.
 
     Not checked: that every schema-valid request succeeds — a cursor is opaque (only one
     this API issued is valid), ``tz`` must name a real zone and ``since`` precede
-    ``until``; those are 422 problems the document declares."""
+    ``until``; those are 422 problems the document declares. Nor that schemathesis's
+    negative cases are refused: the key this test adds repairs a case whose negative part
+    is the missing Authorization (seen: ``GET /agents/stats?agent=`` answered 200 and
+    flagged), so malformed input is asserted by test_invalid_parameters_are_problems."""
     case.call_and_validate(base_url=stack[1],
                            headers={"Authorization": f"Bearer {stack[2]['acme']}"},
-                           excluded_checks=[schemathesis.checks.positive_data_acceptance])
+                           excluded_checks=[schemathesis.checks.positive_data_acceptance,
+                                            schemathesis.checks.negative_data_rejection])

@@ -74,6 +74,21 @@ def test_a_late_revision_of_an_old_call_lands_in_its_old_day_and_wins(store):
     assert rows[["call_id", "version"]].values.tolist() == [["old", 5]]
 
 
+def test_windows_reaching_beyond_the_date_range_still_find_their_calls(store):
+    """The API clamps an open period to [1970, 2200); a Date bound wraps outside
+    1970-2149 (toDate of 2199-12-31 is 2020-07-26), so the day bounds are Date32."""
+    load(store, *[answered(f"w{i}", D + timedelta(hours=i), talk_s=60) for i in range(3)])
+    epoch, far = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+    assert kpi.kpi_summary(store, "acme", epoch, far)["offered"] == 3
+    assert len(cdr.cdrs_between(store, "acme", D, far)) == 3
+    talk = kpi.talk_time_by_interval(store, "acme", D, D + timedelta(days=1), "1 day")
+    assert talk["talk_time_ms"].tolist() == [180_000]
+    assert kpi.kpi_summary(store, "acme", epoch, D + timedelta(days=1))["answered"] == 3
+    # a talk window at the epoch looks back to 1969-12-31, a day only Date32 has
+    first = kpi.talk_time_by_interval(store, "acme", epoch, epoch + timedelta(days=1), "1 day")
+    assert first["talk_time_ms"].sum() == 0
+
+
 def test_latest_cdrs_widens_from_the_newest_day_until_it_has_enough(store):
     starts = [D - timedelta(days=d, hours=h) for d in (0, 3, 20, 90) for h in (1, 2)]
     load(store, *[answered(f"c{i}", s, talk_s=10) for i, s in enumerate(starts)])

@@ -91,7 +91,7 @@ def latest_cdrs(client: WarehouseClient, tenant: str, limit: int = 50) -> pd.Dat
     for back in LATEST_LOOKBACK_DAYS if newest else (None,):
         days = ""
         if back is not None:
-            days = " AND call_day >= subtractDays({newest:Date}, {back:UInt32})"
+            days = " AND call_day >= subtractDays(toDate32({newest:Date}), {back:UInt32})"
             params |= {"newest": newest[0]["call_day"], "back": back}
         found = client.query_df(f"{_SELECT} WHERE tenant = {{tenant:String}}{days} "
                                 "ORDER BY started_at DESC, call_id LIMIT {limit:UInt32}",

@@ -6,7 +6,9 @@ ClickHouse cannot derive a bound on ``call_day`` from one on ``started_at`` (the
 columns), so every window on ``started_at`` also bounds ``call_day``: the UTC days from
 the window's start to its end (the end's own day included: the window is half-open to the
 millisecond, its day may hold calls before it). The ``started_at`` bounds stay and are
-exact; the day bounds only let the primary index and the partitions skip the rest.
+exact; the day bounds only let the primary index and the partitions skip the rest. The
+bounds are ``Date32`` (1900-2299): a ``Date`` wraps outside 1970-2149 (``toDate`` of
+2199-12-31 is 2020-07-26), which turned the API's open end (2200) into "before 2020".
 
     f"SELECT ... FROM {CDRS} FINAL WHERE {CALL_WINDOW}"      # binds tenant, start, end
     f"... WHERE tenant = ... AND {day_bounds('since')} AND started_at >= {{since:...}}"
@@ -30,12 +32,12 @@ def day_bounds(start: str, end: str | None = None, *, lookback_days: int = 0) ->
     """``call_day`` bounds for a window whose instants are the parameters ``start`` and
     ``end`` (names of ``DateTime64(3, 'UTC')`` parameters; ``end`` None: open-ended),
     reaching ``lookback_days`` before the start's day."""
-    low = f"toDate({{{start}:{_TS}}})"
+    low = f"toDate32({{{start}:{_TS}}})"
     if lookback_days:
         low = f"subtractDays({low}, {int(lookback_days)})"
     sql = f"call_day >= {low}"
     if end is not None:
-        sql += f" AND call_day <= toDate({{{end}:{_TS}}})"
+        sql += f" AND call_day <= toDate32({{{end}:{_TS}}})"
     return sql
 
 
