@@ -102,10 +102,11 @@ def _period(since: str | None, until: str | None, tz: str,
     def aware(text: str) -> datetime:
         try:
             ts = datetime.fromisoformat(text)
-        except ValueError as exc:
+            # 0001-01-01T00:00+01:00 is before year 1 in UTC: OverflowError, not a 500
+            return (ts if ts.tzinfo else ts.replace(tzinfo=zone)).astimezone(UTC)
+        except (ValueError, OverflowError) as exc:
             raise problems.ProblemError(422, "invalid-request",
-                                        f"not an ISO 8601 time: {text!r}") from exc
-        return (ts if ts.tzinfo else ts.replace(tzinfo=zone)).astimezone(UTC)
+                                        f"not an ISO 8601 time we can place: {text!r}") from exc
 
     end = min(aware(until) if until else now, LATEST)
     start = max(aware(since) if since else end - DEFAULT_PERIOD, EARLIEST)

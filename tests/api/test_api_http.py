@@ -292,7 +292,10 @@ def test_click_to_call_validates_before_it_asks_the_edge(stack):
 def test_invalid_parameters_are_problems(acme):
     for params in ({"limit": 0}, {"direction": "sideways"}, {"cursor": "garbage"},
                    {"tz": "Mars/Olympus"}, {"since": "not a time"}, {"until": "1700000000"},
-                   {"dispositon": "busy"}):  # a misspelt filter must not select everything
+                   {"dispositon": "busy"},  # a misspelt filter must not select everything
+                   # before year 1 in UTC (schemathesis found it a 500 on /calls and
+                   # /agents/stats)
+                   {"until": "0001-01-01T00:00:00.0+01:00"}):
         resp = acme.get("/calls", params=params)
         assert resp.status_code == 422, params
         assert resp.headers["content-type"] == PROBLEM
