@@ -61,12 +61,19 @@ streams' live agent state; ``responsible_manager_unavailable``: the manager is n
 available, the DID's target at once; ``responsible_manager_fallback``: the manager did
 not take the call, the DID's target after them; ``longest_idle``: the group member idle
 the longest, one event per member tried; ``static_order``: a longest_idle group hunted in
-its provisioned order, the live state being stale or showing nobody available),
+its provisioned order, the live state being stale or showing nobody available;
+``queue_wait``: nobody of a queue-enabled group is available, the caller waits (180);
+``queue_offer``: the longest-waiting caller is offered the member idle the longest (the
+target); ``queue_overflow``: to the group's overflow target, ``inputs`` ``reason=timeout``
+(waited ``max_wait_s``), ``reason=full`` (``max_length`` callers were waiting) or
+``reason=no_agent``; ``queue_abandon``: the caller hung up while waiting, a missed call),
 ``target`` (``ext:<user>``, ``refuse:<rule>``), ``default_target`` (where the DID, or the
 group, alone would have sent it), ``decision_us`` (the edge's time deciding) and, when the
 rule used live facts, ``inputs`` (added to v1, additive): what it saw, ``key=value`` pairs
 joined by ``;`` (``manager=103;idle_since=<epoch s>``, ``reason=no_answer``,
-``live=stale``).
+``live=stale``); queue rules add ``position`` (the caller's place when it entered the
+queue, 1 = first; beyond ``max_length`` for ``reason=full``) and ``wait_ms`` (how long
+it had waited then; added to v1, additive).
 The DID's own routing stays in ``call.offered``'s ``route_target``. Keyed by the call.
 
 Call events are keyed by ``call_id`` (one call's events stay ordered on one
