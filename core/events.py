@@ -80,6 +80,7 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -179,7 +180,17 @@ class Event:
 
 def format_ts(ts: datetime) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z``, the only timestamp form on the wire."""
+    if ts.tzinfo is UTC:
+        return _format_utc(ts)
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@lru_cache(maxsize=1 << 16)
+def _format_utc(ts: datetime) -> str:
+    """A UTC time's text, remembered: the records repeat the same times (interval starts,
+    event times). Only UTC ones: in a zone with a DST fold, two different instants
+    compare (and hash) equal."""
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_ts(raw: str) -> datetime:
