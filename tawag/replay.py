@@ -130,6 +130,9 @@ class Replayer:
         self.stages = stages(agent_config, callback_config or CallbackConfig(country=country))
         self.tables: dict[str, dict[str, Any]] = {s.table: {} for s in self.stages if s.table}
         self.out = Folded()
+        self._readers: dict[str, list[Any]] = {}
+        for stage in self.stages:  # each topic's readers, in flow order
+            self._readers.setdefault(stage.source, []).append(stage)
 
     def event(self, value: bytes | None) -> None:
         """One message of tawag.call-events."""
@@ -137,9 +140,7 @@ class Replayer:
 
     def deliver(self, topic: str, key: bytes | None, value: Any) -> None:
         """A message on ``topic`` (a Topics field) to every stage that reads it."""
-        for stage in self.stages:
-            if stage.source != topic:
-                continue
+        for stage in self._readers.get(topic, ()):
             try:
                 outputs = stage.step(self.tables.get(stage.table or ""), key, value)
             except Exception:  # the worker dead-letters it (streams.runner)
