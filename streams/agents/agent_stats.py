@@ -49,7 +49,7 @@ from streams.folds.agent_state import (
     AgentState,
     admit,
     agent_keys,
-    apply,
+    apply_admitted,
     resent_changes,
     row_size,
     state_changes,
@@ -107,7 +107,7 @@ def fold_into(agents: CollectionT, key: str, event: Event,
         prior = without_event(old, event, config)
         return (resent_changes(old, event, config, prior),
                 resent_stats(old, event, config, prior))
-    new = apply(old, event, config)
+    new = apply_admitted(old, event, admission, config)
     _log_admission(admission, key, event, new)
     if new.trimmed > old.trimmed:
         log.warning("agent row %s over %d bytes: trimmed to %d (trimmed %d times so far)",

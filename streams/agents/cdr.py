@@ -86,7 +86,7 @@ def fold_into(calls: CollectionT, event: Event) -> Cdr | None:
     if new is state:  # a repeated delivery: the call already holds this event
         return _revision(state) if resends(state, event) else None
     cdr = _revision(new)
-    row = new.to_dict()
+    row = _row(new, row, state)
     calls[event.call_id] = row
     _remember(event.call_id, row, new)
     return cdr
@@ -98,6 +98,16 @@ _DECODED: dict[str, tuple[dict[str, Any], CallState]] = {}
 object* (``is``), so a row recovered from the changelog is decoded afresh. Bounded: the
 oldest written call is forgotten first (its next event decodes the row)."""
 _DECODED_MAX = 20_000
+
+
+def _row(new: CallState, row: dict[str, Any] | None, state: CallState) -> dict[str, Any]:
+    """``new.to_dict()``, with the event objects of ``row`` (``state``'s own, as written
+    here) reused for the events it already held: only the new event is converted."""
+    cached = _DECODED.get(new.call_id)
+    if row is None or cached is None or cached[0] is not row or cached[1] is not state:
+        return new.to_dict()
+    done = {id(ev): out for ev, out in zip(state.events, row["events"], strict=True)}
+    return new.to_dict_with(done)
 
 
 def _decoded(call_id: str, row: dict[str, Any]) -> CallState:

@@ -367,7 +367,12 @@ def apply(state: AgentState, event: Event, config: AgentConfig = DEFAULT_CONFIG)
     """Fold one event in; an unrelated or repeated event returns ``state`` itself, a
     dropped one ``state`` with its ``dropped`` count up. Work and row size are bounded by
     the open items, not by the history."""
-    admission = admit(state, event, config)
+    return apply_admitted(state, event, admit(state, event, config), config)
+
+
+def apply_admitted(state: AgentState, event: Event, admission: Admission,
+                   config: AgentConfig = DEFAULT_CONFIG) -> AgentState:
+    """:func:`apply` for a caller that already has ``admit(state, event, config)``."""
     if admission in (Admission.UNRELATED, Admission.REPEAT):
         return state
     if admission in (Admission.FINISHED, Admission.TOO_LATE):
