@@ -96,7 +96,7 @@ def build_streams(app: faust.App, settings: Settings, *, topics: Topics | None =
     tables = declare_tables(app, settings)
     agents = {stage.key: runner.register(app, topics, tables, stage)
               for stage in (*stages(agent_config(settings), callback_config(settings)),
-                            *routing_stages())}
+                            *routing_stages(agent_config(settings)))}
     _install_heartbeat(app, topics, settings.routing_heartbeat_s)
     commit_watch.install(app, settings.streams_commit_stall_s)
     return Streams(app=app, topics=topics, tables=tables, agents=agents)
