@@ -17,7 +17,8 @@ port block 30000 (RTP 46500-46999) in a temporary data folder, and measures:
 * **decision time per INVITE** (``decision_us`` of route.decided, the edge's own clock from
   route[PBX] to the decision): a white-listed caller (a static rule, htable "pbx" only), a
   known client whose manager is available (``responsible_manager``: htable "live" read
-  and checked), and a ``longest_idle`` group pick over three members.
+  and checked), and a ``longest_idle``, a ``least_calls`` and a ``round_robin`` group pick
+  over three members.
 
 p50/p99/max of each. A benchmark, not a test.
 """
@@ -53,6 +54,7 @@ CARRIER_PORT = BLOCK + 110
 AGENTS = ("101", "102", "103")
 PORTS = {a: BLOCK + int(a) for a in AGENTS}
 DID_WHITE, DID_MANAGER, DID_IDLE = "74951230701", "74951230702", "74951230703"
+DID_LEAST, DID_RR = "74951230704", "74951230705"
 VIP, CLIENT = "+79035550777", "+79035550888"
 STACK = ("kafka", "rtpengine", "kamailio", "ingest", "streams", "live")
 MEDIA = itertools.cycle(range(RTP_MIN + 600, RTP_MIN + 1400, 4))
@@ -68,6 +70,20 @@ password = "bench-{a}"
 [tenant.{TENANT}.group.idle]
 strategy = "longest_idle"
 members = ["101", "102", "103"]
+
+[tenant.{TENANT}.group.least]
+strategy = "least_calls"
+members = ["101", "102", "103"]
+
+[tenant.{TENANT}.group.rr]
+strategy = "round_robin"
+members = ["101", "102", "103"]
+
+[tenant.{TENANT}.did."{DID_LEAST}"]
+to = "group:least"
+
+[tenant.{TENANT}.did."{DID_RR}"]
+to = "group:rr"
 
 [tenant.{TENANT}.did."{DID_WHITE}"]
 to = "group:idle"
@@ -210,6 +226,12 @@ def main() -> int:
         summary("decision: longest_idle pick, live (ms)",
                 decision_times(settings, edge, "+79035550999", DID_IDLE, args.calls,
                                "longest_idle"))
+        summary("decision: least_calls pick, live (ms)",
+                decision_times(settings, edge, "+79035550998", DID_LEAST, args.calls,
+                               "least_calls"))
+        summary("decision: round_robin pick, live (ms)",
+                decision_times(settings, edge, "+79035550997", DID_RR, args.calls,
+                               "round_robin"))
     finally:
         sup.stop()
     return 0
