@@ -10,9 +10,10 @@ Reads ``settings.topic_call_events``; writes ``settings.topic_cdrs`` and
 ``settings.topic_dead_letter``, and (names in :mod:`streams.topics`)
 ``tawag.agent-states``, ``tawag.agent-stats`` and ``tawag.callbacks``; reads back
 ``settings.topic_cdrs`` for the callback list; reads ``tawag.agent-states``,
-``tawag.agent-stats`` (calls today) and ``settings.crm_topic_contacts`` and writes ``settings.topic_routing`` (routing facts and a
-heartbeat for the edge); owns the changelog topics
-``tawag-streams-{calls,dead-letters,agents,callbacks}-changelog`` and the internal
+``tawag.agent-stats`` (calls today) and ``settings.crm_topic_contacts`` and writes
+``settings.topic_routing`` (routing facts and a heartbeat for the edge); owns the
+changelog topics ``tawag-streams-{calls,dead-letters,agents,callbacks}-changelog`` (and
+those of the routing tables) and the internal
 repartition topics ``tawag-streams-agent-events-repartition`` and
 ``tawag-streams-callback-cdrs-repartition``. Faust's data directory is
 ``settings.data_dir / "faust"``.
