@@ -152,16 +152,29 @@ def manager_propagation(settings: Any, samples: int) -> list[float]:
 
 def decision_times(settings: Any, edge: sipp.Edge, caller: str, did: str, calls: int,
                    rule: str) -> list[float]:
-    """Place ``calls`` calls (every agent answers) and read their decision_us back."""
+    """Place ``calls`` calls (every agent answers) and read their decision_us back.
+
+    The agents register again first, as phones do before their registration expires
+    (``sipp.REGISTER_EXPIRES_S``): a whole run outlasts it."""
+    for agent in AGENTS:
+        assert sipp.register(edge, agent, port=PORTS[agent], password=f"bench-{agent}").ok
     ids = []
     for _ in range(calls):
-        until(lambda: all((s := live(settings, f"avail:{DOMAIN}:{a}")) and s <= time.time()
-                          for a in AGENTS))
+        try:
+            until(lambda: all((s := live(settings, f"avail:{DOMAIN}:{a}")) and s <= time.time()
+                              for a in AGENTS))
+        except TimeoutError:
+            seen = {a: live(settings, f"avail:{DOMAIN}:{a}") for a in AGENTS}
+            raise TimeoutError(f"{rule}: not every agent available after {len(ids)} calls "
+                               f"(avail at the edge: {seen}, now {time.time():.0f})") from None
         phones = [sipp.start_uas_answer(edge, port=PORTS[a], media_port=next(MEDIA))
                   for a in AGENTS]
         try:
             result = sipp.call(edge, caller, did, port=CARRIER_PORT, media_port=next(MEDIA),
                                talk_ms=50)
+            if not result.ok:
+                print(f"{rule}: call {len(ids) + 1} failed: {result.final_code}",
+                      file=sys.stderr)
             ids.append(result.call_id)
         finally:
             for phone in phones:
@@ -195,6 +208,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--decisions-only", action="store_true",
+                        help="skip the propagation figures")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tawag-live-bench-"))
     prov = work / "tawag.toml"
@@ -215,9 +230,11 @@ def main() -> int:
         for agent in AGENTS:
             assert sipp.register(edge, agent, port=PORTS[agent], password=f"bench-{agent}").ok
         until(lambda: all(live(settings, f"avail:{DOMAIN}:{a}") for a in AGENTS), 60)
-        summary("propagation: agent available (ms)",
-                agent_propagation(settings, edge, args.samples))
-        summary("propagation: manager changed (ms)", manager_propagation(settings, args.samples))
+        if not args.decisions_only:
+            summary("propagation: agent available (ms)",
+                    agent_propagation(settings, edge, args.samples))
+            summary("propagation: manager changed (ms)",
+                    manager_propagation(settings, args.samples))
         summary("decision: whitelist, static (ms)",
                 decision_times(settings, edge, VIP, DID_WHITE, args.calls, "whitelist"))
         summary("decision: responsible_manager, live (ms)",
