@@ -230,7 +230,9 @@ def main() -> int:
         for agent in AGENTS:
             assert sipp.register(edge, agent, port=PORTS[agent], password=f"bench-{agent}").ok
         until(lambda: all(live(settings, f"avail:{DOMAIN}:{a}") for a in AGENTS), 60)
-        if not args.decisions_only:
+        if args.decisions_only:
+            manager_propagation(settings, 1)  # the client's manager, for its decisions
+        else:
             summary("propagation: agent available (ms)",
                     agent_propagation(settings, edge, args.samples))
             summary("propagation: manager changed (ms)",
