@@ -60,12 +60,16 @@ NOTIFY_START receiver redirected, refused or named the caller, ``api.steering``;
 streams' live agent state; ``responsible_manager_unavailable``: the manager is not
 available, the DID's target at once; ``responsible_manager_fallback``: the manager did
 not take the call, the DID's target after them; ``longest_idle``: the group member idle
-the longest, one event per member tried; ``static_order``: a longest_idle group hunted in
-its provisioned order, the live state being stale or showing nobody available),
+the longest, one event per member tried; ``least_calls``: the available group member
+with the fewest calls answered today in the tenant's zone, ties by idle the longest;
+``round_robin``: the next available group member after the one rung last in the group;
+``static_order``: a longest_idle, least_calls or round_robin group hunted in its
+provisioned order, the live state being stale or showing nobody available),
 ``target`` (``ext:<user>``, ``refuse:<rule>``), ``default_target`` (where the DID, or the
 group, alone would have sent it), ``decision_us`` (the edge's time deciding) and, when the
 rule used live facts, ``inputs`` (added to v1, additive): what it saw, ``key=value`` pairs
 joined by ``;`` (``manager=103;idle_since=<epoch s>``, ``reason=no_answer``,
+``calls_today=2;idle_since=<epoch s>``, ``after=101;idle_since=<epoch s>``,
 ``live=stale``).
 The DID's own routing stays in ``call.offered``'s ``route_target``. Keyed by the call.
 

@@ -40,7 +40,9 @@ of delivery, not of the calls. What readers use - every other column, ``complete
 included (capped at the interval's end so that it is order-free, see
 ``streams.folds.agent_stats``) - is a function of the set of events and must be equal;
 that is what is compared. ``version`` only orders a row's revisions for
-ReplacingMergeTree, which FINAL has already applied on each side.
+ReplacingMergeTree, which FINAL has already applied on each side (and a live worker that
+took an agent's row over after a restart numbers it from the clock up:
+``streams.agents.agent_stats``, take-over).
 """
 
 from __future__ import annotations

@@ -111,6 +111,7 @@ __all__ = [
     "without_event",
     "resend_since",
     "resent_changes",
+    "rebased",
 ]
 
 STATE_FORMAT = 2
@@ -692,3 +693,21 @@ def resent_changes(state: AgentState, event: Event, config: AgentConfig = DEFAUL
            for s in state.segments if s.until is None or s.until > since}
     out.update((c.since, c) for c in state_changes(prior, state, config))
     return sorted(out.values(), key=lambda c: c.since)
+
+
+# --- take-over: a worker that reads the row from the changelog -----------------------------
+
+
+def rebased(state: AgentState, floor: int) -> AgentState:
+    """``state`` with its version (``accepted``) raised to at least ``floor``.
+
+    A worker that takes a row over from the changelog (after a crash or a rebalance) may
+    find it older than the records its previous owner sent: that owner's records travel
+    apart from its changelog writes, and a ``kill -9`` can land the first without the
+    second. The new owner folds those events again, perhaps in another order, and with the
+    row's own count its revisions would carry the same versions as the orphans, leaving
+    the warehouse to keep either. Numbered from a floor above anything sent before (the
+    stage takes it from the clock), its revisions supersede them.
+    """
+    return state if state.accepted >= floor else replace(state, accepted=floor)
+

@@ -322,3 +322,21 @@ def test_manager_timeout_and_longest_idle_compile_and_a_bad_timeout_names_its_li
     path = write(tmp_path, text.replace("manager_timeout = 7", "manager_timeout = 0"))
     [error] = provision.check(path)
     assert (error.line, error.message.split(":")[0]) == (5, "manager_timeout")
+
+
+@pytest.mark.parametrize(("strategy", "mode"), [("least_calls", "least"),
+                                                ("round_robin", "rr")])
+def test_least_calls_and_round_robin_compile_to_their_live_modes(
+        tmp_path: Path, strategy: str, mode: str) -> None:
+    text = GOOD.replace('"sequential"', f'"{strategy}"')
+    assert provision.check(write(tmp_path, text)) == []
+    assert provision.load(write(tmp_path, text))["acme"].strings[
+        "group:pbx.test:sales:mode"] == mode
+
+
+def test_an_unknown_strategy_names_its_line_and_the_strategies(tmp_path: Path) -> None:
+    text = GOOD.replace('"sequential"', '"fewest_calls"')
+    [error] = provision.check(write(tmp_path, text))
+    assert error.line == next(i for i, line in enumerate(text.splitlines(), 1)
+                              if "fewest_calls" in line)
+    assert "least_calls" in error.message and "round_robin" in error.message
