@@ -22,10 +22,16 @@ forwarding rules and trunk::
     whitelist = ["+79035550101"]        # callers sent straight here, whatever DID
 
     [tenant.acme.group.sales]
-    strategy = "ring_all"               # or "sequential", or "longest_idle": the
-                                        # available member idle the longest first, per
-                                        # the streams' agent state (edge.live); in group
-                                        # order when that live state is missing or stale
+    strategy = "ring_all"               # or "sequential"; or, per the streams' live
+                                        # agent state (edge.live), skipping members on
+                                        # a call, ringing, in wrap-up or offline:
+                                        # "longest_idle" (idle the longest first),
+                                        # "least_calls" (fewest calls answered today in
+                                        # the tenant's zone first, ties: idle the
+                                        # longest, then group order) or "round_robin"
+                                        # (starting after the member rung last); all
+                                        # three hunt in group order when that live
+                                        # state is missing or stale
     members = ["102", "103"]
     forward = { no_answer = "ext:101" }
 
@@ -137,7 +143,10 @@ CREDS_TABLE = "creds"
 PBX_TABLE = "pbx"
 STATE_FORMAT = 1
 FORWARD_REASONS = ("no_answer", "busy", "unregistered")
-STRATEGIES = {"ring_all": "parallel", "sequential": "serial", "longest_idle": "idle"}
+STRATEGIES = {"ring_all": "parallel", "sequential": "serial", "longest_idle": "idle",
+              "least_calls": "least", "round_robin": "rr"}
+"""Strategy name -> the mode route[RING_GROUP] reads; idle, least and rr hunt on the
+streams' live facts (route[RING_LIVE_GROUP])."""
 MAX_TIMEOUT_S = 600
 
 _USER = re.compile(r"^[0-9]{2,6}$")

@@ -364,3 +364,21 @@ def test_each_queue_defect_names_the_queue_line(tmp_path: Path, broken: str,
 
     assert error.line == 18, error
     assert message in error.message, error.message
+
+
+@pytest.mark.parametrize(("strategy", "mode"), [("least_calls", "least"),
+                                                ("round_robin", "rr")])
+def test_least_calls_and_round_robin_compile_to_their_live_modes(
+        tmp_path: Path, strategy: str, mode: str) -> None:
+    text = GOOD.replace('"sequential"', f'"{strategy}"')
+    assert provision.check(write(tmp_path, text)) == []
+    assert provision.load(write(tmp_path, text))["acme"].strings[
+        "group:pbx.test:sales:mode"] == mode
+
+
+def test_an_unknown_strategy_names_its_line_and_the_strategies(tmp_path: Path) -> None:
+    text = GOOD.replace('"sequential"', '"fewest_calls"')
+    [error] = provision.check(write(tmp_path, text))
+    assert error.line == next(i for i, line in enumerate(text.splitlines(), 1)
+                              if "fewest_calls" in line)
+    assert "least_calls" in error.message and "round_robin" in error.message
