@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,12 @@ from kafka import KafkaConsumer, TopicPartition
 from stack_harness import running_stack, stack_settings, wait_for
 
 from core.events import Event, EventType, from_json
+from core.phone import normalise
 from core.settings import Settings
 from edge import sipp
 from edge.control import KamailioRpcError, kamailio_rpc
+from warehouse.client import service_client
+from warehouse.queries.callbacks import open_callbacks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sip_edge"))
 from sip_ua import SipMessage, SipUa, media_address, sdp  # noqa: E402
@@ -245,6 +249,21 @@ def test_three_callers_wait_in_order_one_overflows_one_hangs_up_and_is_a_missed_
     [cancelled] = [e for e in ev["B"] if e.type is EventType.CALL_CANCELLED]
     assert cancelled.extra["origin"] == "caller"
     assert not [e for e in ev["B"] if e.type is EventType.CALL_RINGING]
+    # ... and there it is, read back from the warehouse: open, one missed call, opened
+    # when that call came in; A, C and D (answered) are not on it
+    client = service_client(stack)
+    b_number = normalise(CALLERS["B"])
+
+    def callback_items() -> list[dict[str, Any]]:
+        items = open_callbacks(client, TENANT, datetime.now(UTC)).to_dict("records")
+        return items if b_number in {i["client"] for i in items} else []
+
+    items = wait_for("B on the callback list", callback_items, PIPELINE_S)
+    [item] = [i for i in items if i["client"] == b_number]
+    assert (item["status"], item["attempts"]) == ("open", 1)
+    [b_start] = [e for e in ev["B"] if e.type is EventType.CALL_OFFERED]
+    assert abs(item["opened_at"].timestamp() - b_start.ts.timestamp()) < 0.002
+    assert not {normalise(CALLERS[n]) for n in "ACD"} & {i["client"] for i in items}
 
 
 # --- music while waiting --------------------------------------------------------------
