@@ -138,6 +138,9 @@ class Settings:
     """Digest authentication (HA1 from provisioning) for extensions' REGISTER and INVITE."""
     provisioning_file: Path = REPO_ROOT / "sip-edge" / "provisioning.example.toml"
     """Tenants, extensions, groups, DIDs, forwarding and trunk applied when the edge starts."""
+    hold_music: str = ""
+    """A WAV file rtpengine plays to callers waiting in a queue; empty: the built-in
+    melody (:mod:`edge.hold_music`, written under the data folder)."""
     max_call_duration_s: int = 7200
     """A call answered longer ago than this is ended by the edge: BYE to both parties,
     ``call.ended`` with reason ``max_duration`` and hangup_by ``system``."""
@@ -338,6 +341,12 @@ class Settings:
     def dashboard_users_file(self) -> Path:
         """Who may log in to the dashboards (scrypt hashes; see dashboards/auth.py)."""
         return self.data_dir / "dashboard-users.toml"
+
+    @property
+    def hold_music_file(self) -> Path:
+        if self.hold_music:
+            return Path(self.hold_music)
+        return self.data_dir / "media" / "hold-music.wav"
 
     @property
     def recordings_wav_dir(self) -> Path:

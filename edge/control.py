@@ -32,6 +32,7 @@ import httpx
 from jsonrpcclient import Ok, parse, request
 
 from core.settings import REPO_ROOT, Settings
+from edge.hold_music import ensure_hold_music
 from edge.rtpengine import NgError, bdecode, bencode, cli_command, ng_command
 
 __all__ = [
@@ -106,9 +107,12 @@ class KamailioRpcError(EdgeError):
 
 
 def prepare_dirs(settings: Settings) -> None:
-    """Create the run, log and recordings folders the edge writes into."""
+    """Create the run, log and recordings folders the edge writes into, and the built-in
+    hold music when no file of the operator's is configured."""
     for path in (settings.run_dir, settings.log_dir, settings.recordings_dir):
         path.mkdir(parents=True, exist_ok=True)
+    if not settings.hold_music:
+        ensure_hold_music(settings.hold_music_file)
 
 
 # --- Kamailio -------------------------------------------------------------------------
@@ -134,6 +138,7 @@ def kamailio_defines(settings: Settings) -> dict[str, str]:
         "BRIDGE_CONTACT": _quoted(bridge_contact(settings)),
         "ROUTING_STALE_S": str(settings.routing_stale_s),
         "STEER_CON": _quoted(steer_connection(settings)),
+        "HOLD_MUSIC": _quoted(str(settings.hold_music_file)),
     }
 
 

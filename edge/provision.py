@@ -45,6 +45,8 @@ forwarding rules and trunk::
                                         # member that frees up; after max_wait_s, or at
                                         # once beyond max_length callers, the call goes to
                                         # overflow (ext:, group: or an outside number)
+                                        # music = false: ringback (180) instead of the
+                                        # hold music (183 early media from rtpengine)
 
     [tenant.acme.schedule.office]       # opening hours (edge.schedules), tenant's zone
     hours = { mon = "09:00-18:00", fri = "09:00-17:00" }
@@ -166,6 +168,7 @@ _EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward
                    "whitelist"}
 _GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward", "queue"}
 _QUEUE_KEYS = {"max_wait_s", "max_length", "overflow"}
+_QUEUE_OPTIONAL = {"music"}
 MAX_QUEUE_LENGTH = 100
 _DID_KEYS = {"to", "record", "schedule"}
 _SCHEDULE_KEYS = {"hours", "holidays", "closed"}
@@ -493,7 +496,7 @@ def _check_queue(report: _Reporter, where: tuple[str, ...], name: str, grp: dict
         report(at, f"group {name}: queue must be a table "
                    "{ max_wait_s = <s>, max_length = <callers>, overflow = <target> }")
         return
-    _unknown_keys(report, at, queue, _QUEUE_KEYS)
+    _unknown_keys(report, at, queue, _QUEUE_KEYS | _QUEUE_OPTIONAL)
     if grp.get("strategy", "ring_all") != "longest_idle":
         report(at, f"group {name}: a queue waits for the streams' agent state, so the "
                    "group's strategy must be longest_idle")
@@ -506,6 +509,9 @@ def _check_queue(report: _Reporter, where: tuple[str, ...], name: str, grp: dict
                                   or not 1 <= length <= MAX_QUEUE_LENGTH):
         report((*at, "max_length"), f"max_length: whole number of callers between 1 and "
                                     f"{MAX_QUEUE_LENGTH}, got {length!r}")
+    if not isinstance(queue.get("music", True), bool):
+        report((*at, "music"), f"music: true (the hold music) or false (ringback), "
+                               f"got {queue['music']!r}")
     if "overflow" in queue:
         overflow = queue["overflow"]
         problem = _target_problem(overflow, extensions, groups, allow_outside=True,
@@ -704,6 +710,7 @@ def compile_tenant(name: str, spec: Mapping[str, Any],
         if queue := grp.get("queue"):
             ints[f"{key}:qwait"] = queue["max_wait_s"]
             ints[f"{key}:qlen"] = queue["max_length"]
+            ints[f"{key}:qmusic"] = int(queue.get("music", True))
             strings |= _forward_entries(key, {"q": queue["overflow"]}, None)
             strings[f"{key}:qover"] = strings.pop(f"{key}:fwd:q")
     for user, peers in _pickup_peers(spec.get("group") or {}).items():

@@ -9,13 +9,22 @@ once; B hangs up while waiting (a missed call: it reaches the callback list); wh
 call ends, A - the longest waiting - is offered to 101 and answers; C, still waiting when
 max_wait_s is over (101 talks to A), overflows to 102. Every outcome is a
 ``route.decided`` event read back from ``tawag.call-events``.
+
+Music: a caller queued for group ``hold`` (its only member, 103, never registers) gets a
+183 whose SDP is rtpengine's, and rtpengine's hold music on that address until the
+overflow to 102 answers; group ``quiet`` (``music = false``) gives ringback instead.
 """
 
 from __future__ import annotations
 
+import socket
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,24 +32,36 @@ from kafka import KafkaConsumer, TopicPartition
 from stack_harness import running_stack, stack_settings, wait_for
 
 from core.events import Event, EventType, from_json
+from core.phone import normalise
 from core.settings import Settings
 from edge import sipp
 from edge.control import KamailioRpcError, kamailio_rpc
+from warehouse.client import service_client
+from warehouse.queries.callbacks import open_callbacks
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sip_edge"))
+from sip_ua import SipMessage, SipUa, media_address, sdp  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 BLOCK, RTP_MIN = 16000, 46500
 TENANT, DOMAIN = "acme", "pbx.test"
-CALLER_PORTS = {name: BLOCK + 110 + i for i, name in enumerate("ABCDEX")}
-"""The carrier's source ports, one per caller (X: the call that keeps 101 busy)."""
+CALLER_PORTS = {name: BLOCK + 110 + i for i, name in enumerate("ABCDEXMR")}
+"""The carrier's source ports, one per caller (X: the call that keeps 101 busy; M and R:
+the music and ringback callers)."""
 AGENTS = ("101", "102")
+ABSENT = "103"
+"""Provisioned, never registered: a queue of only 103 never finds anyone available."""
 PASSWORDS = {a: f"queue-{a}" for a in AGENTS}
 CONTACT_PORTS = {a: BLOCK + int(a) for a in AGENTS}
 MEDIA_PORTS = iter(range(RTP_MIN + 600, RTP_MIN + 2000, 4))
 DID_QUEUE, DID_101 = "74951238001", "74951238101"
+DID_HOLD, DID_QUIET = "74951238002", "74951238003"
+HOLD_WAIT_S = 3
 MAX_WAIT_S, MAX_LENGTH = 8, 3
 CALLERS = {"A": "+79160000071", "B": "+79160000072", "C": "+79160000073",
-           "D": "+79160000074", "X": "+79160000070"}
+           "D": "+79160000074", "X": "+79160000070", "M": "+79160000075",
+           "R": "+79160000076"}
 PIPELINE_S = 30
 
 PROVISIONING = f"""
@@ -57,8 +78,27 @@ members = ["101"]
 ring_timeout = 10
 queue = {{ max_wait_s = {MAX_WAIT_S}, max_length = {MAX_LENGTH}, overflow = "ext:102" }}
 
+[tenant.{TENANT}.extension.{ABSENT}]
+password = "queue-{ABSENT}"
+
+[tenant.{TENANT}.group.hold]
+strategy = "longest_idle"
+members = ["{ABSENT}"]
+queue = {{ max_wait_s = {HOLD_WAIT_S}, max_length = 2, overflow = "ext:102" }}
+
+[tenant.{TENANT}.group.quiet]
+strategy = "longest_idle"
+members = ["{ABSENT}"]
+queue = {{ max_wait_s = {HOLD_WAIT_S}, max_length = 2, overflow = "ext:102", music = false }}
+
 [tenant.{TENANT}.did."{DID_QUEUE}"]
 to = "group:support"
+
+[tenant.{TENANT}.did."{DID_HOLD}"]
+to = "group:hold"
+
+[tenant.{TENANT}.did."{DID_QUIET}"]
+to = "group:quiet"
 
 [tenant.{TENANT}.did."{DID_101}"]
 to = "ext:101"
@@ -209,3 +249,121 @@ def test_three_callers_wait_in_order_one_overflows_one_hangs_up_and_is_a_missed_
     [cancelled] = [e for e in ev["B"] if e.type is EventType.CALL_CANCELLED]
     assert cancelled.extra["origin"] == "caller"
     assert not [e for e in ev["B"] if e.type is EventType.CALL_RINGING]
+    # ... and there it is, read back from the warehouse: open, one missed call, opened
+    # when that call came in; A, C and D (answered) are not on it
+    client = service_client(stack)
+    b_number = normalise(CALLERS["B"])
+
+    def callback_items() -> list[dict[str, Any]]:
+        items = open_callbacks(client, TENANT, datetime.now(UTC)).to_dict("records")
+        return items if b_number in {i["client"] for i in items} else []
+
+    items = wait_for("B on the callback list", callback_items, PIPELINE_S)
+    [item] = [i for i in items if i["client"] == b_number]
+    assert (item["status"], item["attempts"]) == ("open", 1)
+    [b_start] = [e for e in ev["B"] if e.type is EventType.CALL_OFFERED]
+    assert abs(item["opened_at"].timestamp() - b_start.ts.timestamp()) < 0.002
+    assert not {normalise(CALLERS[n]) for n in "ACD"} & {i["client"] for i in items}
+
+
+# --- music while waiting --------------------------------------------------------------
+
+
+def _alaw_level(payload: bytes) -> int:
+    """Peak magnitude of G.711 A-law samples (G.711's segment/mantissa, sign dropped):
+    0-127, where a silent frame is 0 or 1."""
+    return max(((b ^ 0x55) & 0x7F) for b in payload) if payload else 0
+
+
+class MediaPort:
+    """The caller's RTP port: every datagram received, with when and from where."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.packets: list[tuple[float, tuple[str, int], bytes]] = []
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            self.packets.append((time.monotonic(), source, data))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reader.join()
+        self.sock.close()
+
+
+def queued_call(stack: Settings, caller: str, did: str, talk_s: float = 1.0,
+                ) -> tuple[SipUa, MediaPort, dict[str, float]]:
+    """A carrier call to ``did`` from its own trunk port, with an RTP port of its own;
+    answered (after the queue's overflow), held ``talk_s`` and hung up. The UA (with
+    every message it received), the media port, and when the 183/180 and the 200 came."""
+    media = MediaPort()
+    ua = SipUa(CALLERS[caller], "", CALLER_PORTS[caller], (stack.sip_host, stack.sip_port),
+               DOMAIN)
+    try:
+        final, dialog = ua.invite(did, sdp("127.0.0.1", media.port))
+        answered_at = time.monotonic()
+        assert final.status == 200, final.first_line
+        assert dialog is not None
+        dialog.remote_sdp = final.body
+        time.sleep(talk_s)  # the conversation
+        assert dialog.request("BYE").status == 200
+    finally:
+        ua.close()
+        media.close()
+    return ua, media, {"answered": answered_at}
+
+
+def provisional(ua: SipUa) -> list[SipMessage]:
+    return [m for m in ua.received if not m.is_request and 100 < m.status < 200]
+
+
+def test_a_queued_caller_hears_music_from_rtpengine_until_an_agent_answers(
+        stack: Settings, sip: sipp.Edge) -> None:
+    uas_102 = answering(sip, "102")
+    try:
+        ua, media, at = queued_call(stack, "M", DID_HOLD)
+    finally:
+        uas_102.stop()
+    early = provisional(ua)[0]  # then 102's own 180, once the call overflowed to it
+    assert (early.status, early.first_line.split(" ", 2)[2]) == (183, "Queued")
+    music_from = media_address(early.body)
+    assert music_from[0] == stack.sip_host and "a=sendonly" in early.body
+    music = [(t, data) for t, source, data in media.packets if source == music_from]
+    assert music, "no RTP from rtpengine's caller-facing address while queued"
+    # RTP, PCMA (the caller offered only 8), one stream, and not silence
+    assert {data[0] >> 6 for _, data in music} == {2}
+    assert {data[1] & 0x7F for _, data in music} == {8}
+    [ssrc] = {data[8:12] for _, data in music}
+    assert max(_alaw_level(data[12:]) for _, data in music) > 64
+    # it played the whole wait (20 ms packets: 50 a second; half of that is plenty to
+    # tell music from a stray packet) and stopped when 102 answered
+    played = [t for t, data in music if data[8:12] == ssrc]
+    assert len(played) >= HOLD_WAIT_S * 25
+    assert max(played) < at["answered"] + 0.2
+    events = events_of(stack, [early.call_id])[early.call_id]
+    assert [d[0] for d in decisions(events)] == ["queue_wait", "queue_overflow"]
+    assert [e.agent for e in events if e.type is EventType.CALL_ANSWERED] == ["102"]
+
+
+def test_a_queue_without_music_rings_back(stack: Settings, sip: sipp.Edge) -> None:
+    uas_102 = answering(sip, "102")
+    try:
+        ua, media, _ = queued_call(stack, "R", DID_QUIET, talk_s=0.2)
+    finally:
+        uas_102.stop()
+    early = provisional(ua)[0]
+    assert (early.status, early.first_line.split(" ", 2)[2], early.body) == (180, "Queued", "")
+    # nothing played while it waited: whatever reached the port came after the answer
+    # (102 echoes what the caller sends, and this caller sends nothing)
+    assert media.packets == []

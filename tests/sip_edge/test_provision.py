@@ -337,6 +337,9 @@ def test_a_queue_compiles_to_wait_length_and_overflow_target(tmp_path: Path) -> 
     assert state.ints["group:pbx.test:sales:qlen"] == 3
     assert state.strings["group:pbx.test:sales:qover"] == "tel:+79161234567"
     assert "group:pbx.test:sales:fwd:q" not in state.strings
+    assert state.ints["group:pbx.test:sales:qmusic"] == 1  # music unless told otherwise
+    quiet = QUEUED.replace("max_length = 3", "max_length = 3, music = false")
+    assert provision.load(write(tmp_path, quiet))["acme"].ints["group:pbx.test:sales:qmusic"] == 0
     plain = provision.load(write(tmp_path, GOOD))["acme"]
     assert not any(":q" in key for key in [*plain.ints, *plain.strings])
 
@@ -351,7 +354,9 @@ def test_a_queue_compiles_to_wait_length_and_overflow_target(tmp_path: Path) -> 
          "queue overflow: 'ext:199' is not provisioned"),
         (QUEUED.replace('"+79161234567" }', '"group:sales" }'),
          "cannot overflow to its own group"),
-        (QUEUED.replace("max_length = 3", "max_length = 3, music = true"), "unknown key 'music'"),
+        (QUEUED.replace("max_length = 3", "max_length = 3, moh = true"), "unknown key 'moh'"),
+        (QUEUED.replace("max_length = 3", 'max_length = 3, music = "jazz"'),
+         "music: true (the hold music) or false (ringback)"),
         (QUEUED.replace('"longest_idle"', '"ring_all"'), "strategy must be longest_idle"),
         (QUEUED.replace("queue = {", "queue = 5 #"), "queue must be a table"),
     ],
