@@ -25,6 +25,7 @@ from dash_app import metrics, open_page, page_text
 
 from core.events import Direction, Event, EventType, to_json
 from core.settings import Settings
+from dashboards import data
 from warehouse.client import ChdbClient
 from warehouse.loader import Loader, Record, routes_for
 
@@ -101,3 +102,13 @@ def test_each_tenant_sees_only_its_own_queues():
     bob = open_page("routing", "bob")
     assert metrics(bob)["Queued"] == "1" and metrics(bob)["Wait p90"] == "—"
     assert not {"support", "billing"} & set(bob.dataframe[-1].value["queue"])
+
+
+def test_the_queue_figures_are_named_queries_defined_once_by_the_library():
+    """The seam runs them for the session's tenant; the hover help is the query's own
+    definition (its docstring), as for the rule hits."""
+    assert {"routing.queue_summary", "routing.queue_intervals"} <= set(data.QUERIES)
+    definition = data.definition("routing.queue_summary")
+    assert definition.startswith("Per waiting queue in ``[start, end)``: callers queued, "
+                                 "offered to an agent (the queue's answers), overflowed")
+    assert open_page("routing").subheader[0].help == definition
