@@ -91,7 +91,7 @@ _QUEUE_EVENTS = (
 # a caller who left the queue: offered, abandoned, or overflowed after waiting (a "full"
 # overflow never entered it, so its 0 ms is no wait)
 _LEFT = ("(rule IN ({r_offer:String}, {r_abandon:String}) OR "
-         "(rule = {r_overflow:String} AND reason != 'full'))")
+         "(rule = {r_overflow:String} AND reason != {reason_full:String}))")
 _WAIT_S = f"if(countIf({_LEFT}) = 0, NULL, %s / 1000)"
 
 
