@@ -14,10 +14,12 @@ dashboard shows calls in progress as well as finished ones.
 A share of the carrier's calls dial the support line, a DID whose group has a waiting
 queue (``queue = {...}`` in the provisioning file). Its desk phones (:data:`DESK_PHONES`:
 the group's member and the queue's overflow extension in the example file) answer every
-call they get after ``edge.sipp.DESK_RING_MS`` of ringing. While the desk talks to one
-caller, the next one waits in the queue: it is offered the desk when that call ends,
-overflows to the duty manager after ``max_wait_s``, or - an impatient caller - hangs up
-while waiting. So the Routing page's waiting queue has every outcome to show.
+call they get after ``edge.sipp.DESK_RING_MS`` of ringing. Support calls often come in
+pairs (a burst: a second caller dials the line a moment after the first, from another
+trunk source): while the desk takes the first, the second waits in the queue. It is
+offered the desk when that call ends, overflows to the duty manager after
+``max_wait_s``, or - an impatient caller - hangs up while waiting. So the Routing
+page's waiting queue has every outcome to show.
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ import tempfile
 import threading
 import time
 import tomllib
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.settings import Settings
 from edge import sipp
 
-__all__ = ["DemoCall", "DemoTenant", "plan_call", "run", "AGENTS", "DESK_PHONES", "QUEUE",
-           "QUEUE_OUTCOMES"]
+__all__ = ["DemoCall", "DemoTenant", "plan_call", "plan_support_call", "run", "AGENTS",
+           "DESK_PHONES", "QUEUE", "QUEUE_OUTCOMES"]
 
 log = logging.getLogger("tawag.demo")
 
@@ -64,6 +67,13 @@ the example provisioning's 15 s no-answer timeout so the answer always wins."""
 QUEUE_PATIENCE_MS = (1_000, sipp.DESK_RING_MS)
 """How long an impatient support caller waits: less than a desk phone rings before it
 answers (``edge.sipp.DESK_RING_MS``), so that caller always hangs up unanswered."""
+IMPATIENT_SHARE = 0.3
+"""The share of a burst's second callers who hang up while waiting."""
+BURST_GAP_S = 1.0
+"""How long after a burst's first support caller the second dials: the desk is ringing
+or talking by then, so the second waits."""
+SECOND_MEDIA_OFFSET = 4
+"""A burst's second caller's media port, after the worker's own (sipp takes mp..mp+3)."""
 QUEUE_TALK_MS = (3_000, 12_000)
 """A desk call's talk: long enough that the next support caller often waits, short
 enough that a wait (``max_wait_s`` 10 s), a ring and the talk end within sipp's own
@@ -71,10 +81,11 @@ enough that a wait (``max_wait_s`` 10 s), a ring and the talk end within sipp's 
 
 # (outcome, weight): the share of each kind of call in the demo. "queued": a carrier call
 # to the support line that stays until answered (by the desk, at once or from the queue,
-# or by the overflow); "queue_hangup": one that hangs up within QUEUE_PATIENCE_MS.
+# or by the overflow); "queue_burst": such a call and, BURST_GAP_S later, a second one
+# (its ``second``: "queued" too, or "queue_hangup", hanging up within QUEUE_PATIENCE_MS).
 MIX = (("answered", 40), ("busy", 9), ("no_answer", 6), ("cancelled", 13), ("not_found", 5),
-       ("queued", 20), ("queue_hangup", 7))
-QUEUE_OUTCOMES = ("queued", "queue_hangup")
+       ("queued", 12), ("queue_burst", 15))
+QUEUE_OUTCOMES = ("queued", "queue_burst")
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,8 @@ class DemoCall:
     callee: str
     talk_ms: int = 0
     ring_ms: int = 0
+    second: DemoCall | None = None
+    """A burst's second support caller, dialling BURST_GAP_S after this one."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,13 @@ class DemoTenant:
     def has_queue(self) -> bool:
         """Whether carrier calls can reach a queue: a queue DID and a trunk to call from."""
         return bool(self.queue_did and self.trunk_ports)
+
+    def trunk_port(self, worker: int, *, second: bool = False) -> int | None:
+        """The trunk source a worker's carrier call comes from; ``second``: the one of a
+        burst's second caller, None without a port of its own (fewer than two per worker)."""
+        if not self.trunk_ports or (second and len(self.trunk_ports) < 2 * WORKERS):
+            return None
+        return self.trunk_ports[(worker + (WORKERS if second else 0)) % len(self.trunk_ports)]
 
     @classmethod
     def from_file(cls, path: Path, domain: str) -> DemoTenant:
@@ -137,12 +157,8 @@ def plan_call(rng: random.Random, free_agents: list[str], *, queue: bool = True)
     provisioned): the mix without the support line's calls."""
     mix = [m for m in MIX if queue or m[0] not in QUEUE_OUTCOMES]
     outcome = rng.choices([m[0] for m in mix], weights=[m[1] for m in mix])[0]
-    if outcome == "queued":
-        return DemoCall(outcome, rng.choice(OUTSIDE_CALLERS), QUEUE,
-                        talk_ms=rng.randrange(*QUEUE_TALK_MS, 250))
-    if outcome == "queue_hangup":
-        return DemoCall(outcome, rng.choice(OUTSIDE_CALLERS), QUEUE,
-                        ring_ms=rng.randrange(*QUEUE_PATIENCE_MS, 250))
+    if outcome in QUEUE_OUTCOMES:
+        return plan_support_call(rng, burst=outcome == "queue_burst")
     callee = rng.choice(free_agents)
     inside = [a for a in AGENTS if a != callee]
     caller = rng.choice(OUTSIDE_CALLERS) if rng.random() < 0.5 else rng.choice(inside)
@@ -154,6 +170,21 @@ def plan_call(rng: random.Random, free_agents: list[str], *, queue: bool = True)
     if outcome == "cancelled":
         return DemoCall(outcome, caller, callee, ring_ms=rng.randrange(1_000, 6_000, 250))
     return DemoCall(outcome, caller, callee)
+
+
+def plan_support_call(rng: random.Random, *, burst: bool) -> DemoCall:
+    """A carrier call to the support line that stays until answered; with ``burst`` a
+    second caller follows (patient, or hanging up within QUEUE_PATIENCE_MS)."""
+    first = DemoCall("queued", rng.choice(OUTSIDE_CALLERS), QUEUE,
+                     talk_ms=rng.randrange(*QUEUE_TALK_MS, 250))
+    if not burst:
+        return first
+    caller = rng.choice([c for c in OUTSIDE_CALLERS if c != first.caller])
+    second = DemoCall("queue_hangup", caller, QUEUE,
+                      ring_ms=rng.randrange(*QUEUE_PATIENCE_MS, 250)) \
+        if rng.random() < IMPATIENT_SHARE else \
+        DemoCall("queued", caller, QUEUE, talk_ms=rng.randrange(*QUEUE_TALK_MS, 250))
+    return replace(first, outcome="queue_burst", second=second)
 
 
 @dataclass(frozen=True)
@@ -219,15 +250,30 @@ def place(edge: sipp.Edge, call: DemoCall, ports: Ports, worker: int,
 
 def _call_queue(edge: sipp.Edge, call: DemoCall, tenant: DemoTenant, worker: int,
                 media: int) -> sipp.SippResult:
-    """A carrier call to the support line; the desk phones (:meth:`Demo.desk`) answer."""
+    """A carrier call to the support line (and a burst's second one, BURST_GAP_S later,
+    when the tenant has a trunk source for it); the desk phones (:meth:`Demo.desk`)
+    answer. The first caller's result; the second's is logged."""
     if not tenant.has_queue:
         raise ValueError("no queue DID or trunk source provisioned for the support line")
-    sip_port = tenant.trunk_ports[worker % len(tenant.trunk_ports)]
+    port, second_port = tenant.trunk_port(worker), tenant.trunk_port(worker, second=True)
+    if call.second is None or second_port is None:
+        return _support_call(edge, call, tenant.queue_did, port, media)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(_support_call, edge, call, tenant.queue_did, port, media)
+        time.sleep(BURST_GAP_S)
+        second = _support_call(edge, call.second, tenant.queue_did, second_port,
+                               media + SECOND_MEDIA_OFFSET)
+        log.info("%s -> queue (burst's second): %s, final %s, %s", call.second.caller,
+                 call.second.outcome, second.final_code, "ok" if second.ok else "NOT OK")
+        return first.result()
+
+
+def _support_call(edge: sipp.Edge, call: DemoCall, did: str, port: int,
+                  media: int) -> sipp.SippResult:
     if call.outcome == "queue_hangup":
-        return sipp.call_and_cancel(edge, call.caller, tenant.queue_did, ring_ms=call.ring_ms,
-                                    port=sip_port, media_port=media)
-    return sipp.call(edge, call.caller, tenant.queue_did, port=sip_port, media_port=media,
-                     talk_ms=call.talk_ms)
+        return sipp.call_and_cancel(edge, call.caller, did, ring_ms=call.ring_ms, port=port,
+                                    media_port=media)
+    return sipp.call(edge, call.caller, did, port=port, media_port=media, talk_ms=call.talk_ms)
 
 
 class Demo:
