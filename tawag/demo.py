@@ -74,7 +74,7 @@ BURST_GAP_S = 1.0
 or talking by then, so the second waits."""
 SECOND_MEDIA_OFFSET = 4
 """A burst's second caller's media port, after the worker's own (sipp takes mp..mp+3)."""
-QUEUE_TALK_MS = (3_000, 12_000)
+QUEUE_TALK_MS = (2_000, 10_000)
 """A desk call's talk: long enough that the next support caller often waits, short
 enough that a wait (``max_wait_s`` 10 s), a ring and the talk end within sipp's own
 30 s timeout (``edge.sipp.SIPP_TIMEOUT_S``)."""
