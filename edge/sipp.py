@@ -41,6 +41,8 @@ __all__ = [
     "register",
     "unregister",
     "start_uas_answer",
+    "start_uas_desk",
+    "DESK_RING_MS",
     "start_uas_busy",
     "start_uas_ring",
     "start_uas_carrier",
@@ -283,6 +285,22 @@ def start_uas_answer(
     if hangup_after_ms is None:
         return _spawn_uas(edge, "uas_answer.xml", port, media)
     return _spawn_uas(edge, "uas_answer_hangup.xml", port, [*media, "-d", str(hangup_after_ms)])
+
+
+DESK_RING_MS = 4_000
+"""How long :func:`start_uas_desk` rings before it answers (uas_desk.xml's CANCEL wait)."""
+
+
+def start_uas_desk(edge: Edge, *, port: int, media_port: int, timeout_s: int = SIPP_TIMEOUT_S
+                   ) -> Uas:
+    """A callee that rings ``DESK_RING_MS`` and answers (then waits for the caller's BYE),
+    or ends the call with 487 when a CANCEL comes while it rings: a phone that takes
+    whatever the edge sends it, the demo's support desk. sipp's global timeout counts from
+    its start, idle time included: a desk that waits for its call gets ``timeout_s``
+    (the later ``-timeout`` of the command line is the one sipp keeps)."""
+    media = ["-mi", edge.local_ip, "-mp", str(media_port), "-rtp_echo",
+             "-timeout", f"{timeout_s}s"]
+    return _spawn_uas(edge, "uas_desk.xml", port, media)
 
 
 def start_uas_carrier(edge: Edge, *, port: int, media_port: int, number: str) -> Uas:

@@ -149,6 +149,13 @@ def test_routing_page_counts_the_rules_that_fired_for_the_tenant_only():
     assert open_page("routing", user="bob").info[0].value.startswith("No routing rule fired")
 
 
+def test_routing_page_without_queue_decisions_says_nobody_waited():
+    at = open_page("routing")
+    [empty] = at.info
+    assert empty.value.startswith("Nobody waited in a queue in the period")
+    assert not at.metric[2:] and len(at.dataframe) == 1  # the rule hits, no queue figures
+
+
 def test_a_calls_recording_plays_in_the_page():
     at = open_page("calls")
     at.text_input(key="calls_call_id").input("a1").run()

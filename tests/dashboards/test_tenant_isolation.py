@@ -13,7 +13,7 @@ from dashboards import data
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
-PAGES = ["wallboard", "today", "calls", "agents", "missed_calls", "trends", "quality",
+PAGES = ["wallboard", "today", "calls", "agents", "missed_calls", "trends", "quality", "routing",
          "webhooks", "sql"]
 GLOBEX_MARKS = ["+7999", "gx-sales", known.GLOBEX_DID, "globex", "g1"]
 ACME_MARKS = ["+7495", "support", "acme"]

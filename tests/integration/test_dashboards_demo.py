@@ -43,7 +43,7 @@ EXAMPLE = REPO_ROOT / "sip-edge" / "provisioning.example.toml"
 def provisioning() -> str:
     """The example file, its carrier and trunk-source ports moved into the block."""
     text = EXAMPLE.read_text()
-    for port in (5096, 5097, 5098):
+    for port in (5094, 5095, 5096, 5097, 5098):
         assert f"127.0.0.1:{port}" in text, port
         text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{BLOCK + port - 5000}")
     return text

@@ -156,18 +156,20 @@ def test_restore_replays_the_last_state_per_tenant_through_rpc(tmp_path: Path) -
 
 def test_the_shipped_example_is_valid_and_is_what_the_stack_applies_by_default() -> None:
     from core.settings import load
-    from tawag.demo import AGENTS, DemoTenant
+    from tawag.demo import AGENTS, DESK_PHONES, DemoTenant
 
     settings = load(environ={})
     assert settings.provisioning_file.exists()
     assert provision.check(settings.provisioning_file) == []
     acme = provision.load(settings.provisioning_file)["acme"]
     assert acme.domain == settings.sip_domain
-    assert {f"{u}@pbx.test" for u in ("101", "102", "103", "104", "105")} == set(acme.creds)
+    assert {f"{u}@pbx.test" for u in ("101", "102", "103", "104", "105", "106", "107")} \
+        == set(acme.creds)
     # the demo registers and calls with these passwords, outside calls come from the trunk
     demo = DemoTenant.from_file(settings.provisioning_file, settings.sip_domain)
     assert set(AGENTS) <= set(demo.passwords) and set(AGENTS) <= set(demo.direct_dids)
     assert len(demo.trunk_ports) >= 2
+    assert set(DESK_PHONES) <= set(demo.passwords) and demo.has_queue  # the support line
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
