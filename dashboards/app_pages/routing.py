@@ -44,10 +44,11 @@ def rule_hits(start, end) -> None:
     if counts.empty:
         st.info("No routing rule fired in the period: every call went where its DID says.")
         return
+    [totals] = data.fetch("routing.decided_calls", start, end).to_dict("records")
     cols = st.columns(2)
-    cols[0].metric("Calls decided by a rule", int(counts["calls"].sum()), border=True)
-    cols[1].metric("Slowest decision (p99, µs)", int(counts["p99_decision_us"].max()),
-                   border=True)
+    cols[0].metric("Calls decided by a rule", int(totals["calls"]), border=True,
+                   help=data.definition("routing.decided_calls"))
+    cols[1].metric("Decision time (p99, µs)", int(totals["p99_decision_us"]), border=True)
     st.dataframe(counts, hide_index=True, width="stretch")
 
 

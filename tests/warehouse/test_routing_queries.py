@@ -62,6 +62,20 @@ def test_rule_counts_count_each_call_once_within_the_window_and_tenant(decisions
     ]
 
 
+
+def test_decided_calls_count_a_call_once_however_many_decisions_it_took(store):
+    # c1 queued then offered (two decisions, the second delivered twice), c2 one decision
+    offer = decision("q2", "c1", 6, "queue_offer", "ext:101", 70)
+    events = [decision("q1", "c1", 5, "queue_wait", "group:sales", 40), offer, offer,
+              decision("w1", "c2", 10, "whitelist", "ext:103", 90),
+              decision("g1", "g1", 30, "blacklist", "refuse:blacklist", 30, tenant="globex")]
+    Loader(store, routes_for(SETTINGS), dead_letters=lambda d: None).load(event_records(events))
+    assert q.decided_calls(store, "acme", START, END).to_dict("records") == [
+        {"calls": 2, "decisions": 3, "p99_decision_us": 90}]
+    assert q.decided_calls(store, "acme", END, END + timedelta(hours=1)).to_dict(
+        "records") == [{"calls": 0, "decisions": 0, "p99_decision_us": 0}]
+
+
 # --- the waiting queue ------------------------------------------------------------------------
 #
 #   call  queue    rule            at        position  wait_ms  inputs

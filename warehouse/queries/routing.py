@@ -29,7 +29,7 @@ from warehouse.client import WarehouseClient
 from warehouse.schema import CALL_EVENTS
 
 __all__ = ["DECISION_COLUMNS", "QUEUE_COLUMNS", "OVERFLOW_REASONS", "call_decisions",
-           "rule_counts", "queue_summary", "queue_intervals"]
+           "rule_counts", "decided_calls", "queue_summary", "queue_intervals"]
 
 DECISION_COLUMNS = ("ts", "rule", "target", "default_target", "decision_us")
 
@@ -94,6 +94,21 @@ _LEFT = ("(rule IN ({r_offer:String}, {r_abandon:String}) OR "
          "(rule = {r_overflow:String} AND reason != {reason_full:String}))")
 _WAIT_S = f"if(countIf({_LEFT}) = 0, NULL, %s / 1000)"
 
+
+
+def decided_calls(client: WarehouseClient, tenant: str, start: datetime,
+                  end: datetime) -> pd.DataFrame:
+    """Calls a routing rule decided in ``[start, end)``, each once however many decisions
+    it took (a queued call is decided on entering and again on leaving; a hunt may try
+    several members), and the edge's p99 decision time over all of them (microseconds)."""
+    return client.query_df(
+        "SELECT uniqExact(call_id) AS calls, count() AS decisions, "
+        "toInt64(ifNull(quantileExactOrNull(0.99)(decision_us), 0)) AS p99_decision_us "
+        f"FROM (SELECT call_id, {_FIELDS} FROM {CALL_EVENTS} "
+        f"WHERE {_DECIDED} AND ts >= {{start:DateTime64(3, 'UTC')}} "
+        "AND ts < {end:DateTime64(3, 'UTC')} LIMIT 1 BY event_id)",
+        {"tenant": tenant, "type": EventType.ROUTE_DECIDED.value, "start": start,
+         "end": end})
 
 def _queue_aggregates() -> str:
     """The SELECT list of :data:`QUEUE_COLUMNS` after ``queue``, over :data:`_QUEUE_EVENTS`."""
