@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from core.settings import Settings, load
+from core.settings import REPO_ROOT, Settings, load
 from tawag.supervisor import Supervisor
 
 RTP_PORTS = 500
@@ -68,3 +68,18 @@ def wait_for(what: str, condition: Callable[[], Any], timeout: float) -> Any:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)  # polling interval, not a wait for an event
     return value
+
+
+EXAMPLE_PROVISIONING = REPO_ROOT / "sip-edge" / "provisioning.example.toml"
+EXAMPLE_PORTS = (5094, 5095, 5096, 5097, 5098)
+"""The example file's carrier and trunk-source ports (the demo's sipp callers)."""
+
+
+def example_provisioning(block: int) -> str:
+    """The example provisioning file with its carrier and trunk-source ports moved into a
+    test stack's port block, for stacks that run the demo."""
+    text = EXAMPLE_PROVISIONING.read_text()
+    for port in EXAMPLE_PORTS:
+        assert f"127.0.0.1:{port}" in text, port
+        text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{block + port - 5000}")
+    return text

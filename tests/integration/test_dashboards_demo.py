@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stack_harness import running_stack, stack_settings
+from stack_harness import example_provisioning, running_stack, stack_settings
 
 from core.settings import REPO_ROOT, Settings
 from dashboards.auth import ADMIN, hash_password
@@ -37,22 +37,13 @@ CLOSED_CALLS = 6
 """Closed demo calls to wait for: enough for every outcome page to have rows."""
 DEMO_DEADLINE_S = 240
 SHOTS = REPO_ROOT / "var" / "screenshots" / "stack"
-EXAMPLE = REPO_ROOT / "sip-edge" / "provisioning.example.toml"
 
-
-def provisioning() -> str:
-    """The example file, its carrier and trunk-source ports moved into the block."""
-    text = EXAMPLE.read_text()
-    for port in (5094, 5095, 5096, 5097, 5098):
-        assert f"127.0.0.1:{port}" in text, port
-        text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{BLOCK + port - 5000}")
-    return text
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = stack_settings(tmp_path_factory, "dash", block=BLOCK, rtp_min=37000,
-                              provisioning=provisioning())
+                              provisioning=example_provisioning(BLOCK))
     settings.dashboard_users_file.write_text(
         f'[users.admin]\ntenant = "{settings.tenant}"\nrole = "{ADMIN}"\n'
         f'password = "{hash_password(ADMIN_PASSWORD)}"\n')

@@ -15,33 +15,24 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from stack_harness import running_stack, stack_settings, wait_for
+from stack_harness import example_provisioning, running_stack, stack_settings, wait_for
 
-from core.settings import REPO_ROOT, Settings
+from core.settings import Settings
 from warehouse.client import service_client
 from warehouse.queries import routing
 
 pytestmark = pytest.mark.integration
 
 BLOCK, RTP_MIN = 24000, 35000
-EXAMPLE = REPO_ROOT / "sip-edge" / "provisioning.example.toml"
 QUEUE_DEADLINE_S = 600
 """Demo traffic is random: the desk must be busy when the next support call comes."""
 
-
-def provisioning() -> str:
-    """The example file, its carrier and trunk-source ports moved into the block."""
-    text = EXAMPLE.read_text()
-    for port in (5094, 5095, 5096, 5097, 5098):
-        assert f"127.0.0.1:{port}" in text, port
-        text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{BLOCK + port - 5000}")
-    return text
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = stack_settings(tmp_path_factory, "demo-queue", block=BLOCK, rtp_min=RTP_MIN,
-                              provisioning=provisioning())
+                              provisioning=example_provisioning(BLOCK))
     with running_stack(settings, demo=True):
         yield settings
 
