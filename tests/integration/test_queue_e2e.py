@@ -13,6 +13,10 @@ max_wait_s is over (101 talks to A), overflows to 102. Every outcome is a
 Music: a caller queued for group ``hold`` (its only member, 103, never registers) gets a
 183 whose SDP is rtpengine's, and rtpengine's hold music on that address until the
 overflow to 102 answers; group ``quiet`` (``music = false``) gives ringback instead.
+
+Back in the queue: group ``retry``'s only member, 105, comes online while a caller waits,
+is offered the call, rings and never answers; the caller goes back to the head of the
+queue (music again) each time, until its wait is over and it overflows to 102.
 """
 
 from __future__ import annotations
@@ -46,22 +50,24 @@ pytestmark = pytest.mark.integration
 
 BLOCK, RTP_MIN = 16000, 46500
 TENANT, DOMAIN = "acme", "pbx.test"
-CALLER_PORTS = {name: BLOCK + 110 + i for i, name in enumerate("ABCDEXMR")}
+CALLER_PORTS = {name: BLOCK + 110 + i for i, name in enumerate("ABCDEXMRN")}
 """The carrier's source ports, one per caller (X: the call that keeps 101 busy; M and R:
 the music and ringback callers)."""
 AGENTS = ("101", "102")
 ABSENT = "103"
 """Provisioned, never registered: a queue of only 103 never finds anyone available."""
+SLEEPY = "105"
+"""Registers only once a caller waits for it, rings and never answers."""
 PASSWORDS = {a: f"queue-{a}" for a in AGENTS}
 CONTACT_PORTS = {a: BLOCK + int(a) for a in AGENTS}
 MEDIA_PORTS = iter(range(RTP_MIN + 600, RTP_MIN + 2000, 4))
 DID_QUEUE, DID_101 = "74951238001", "74951238101"
-DID_HOLD, DID_QUIET = "74951238002", "74951238003"
-HOLD_WAIT_S = 3
+DID_HOLD, DID_QUIET, DID_RETRY = "74951238002", "74951238003", "74951238004"
+HOLD_WAIT_S, RETRY_WAIT_S, RETRY_RING_S = 3, 8, 2
 MAX_WAIT_S, MAX_LENGTH = 8, 3
 CALLERS = {"A": "+79160000071", "B": "+79160000072", "C": "+79160000073",
            "D": "+79160000074", "X": "+79160000070", "M": "+79160000075",
-           "R": "+79160000076"}
+           "R": "+79160000076", "N": "+79160000077"}
 PIPELINE_S = 30
 
 PROVISIONING = f"""
@@ -85,6 +91,18 @@ password = "queue-{ABSENT}"
 strategy = "longest_idle"
 members = ["{ABSENT}"]
 queue = {{ max_wait_s = {HOLD_WAIT_S}, max_length = 2, overflow = "ext:102" }}
+
+[tenant.{TENANT}.extension.{SLEEPY}]
+password = "queue-{SLEEPY}"
+
+[tenant.{TENANT}.group.retry]
+strategy = "longest_idle"
+members = ["{SLEEPY}"]
+ring_timeout = {RETRY_RING_S}
+queue = {{ max_wait_s = {RETRY_WAIT_S}, max_length = 2, overflow = "ext:102" }}
+
+[tenant.{TENANT}.did."{DID_RETRY}"]
+to = "group:retry"
 
 [tenant.{TENANT}.group.quiet]
 strategy = "longest_idle"
@@ -127,10 +145,11 @@ def sip(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> sipp.Edge:
     return edge
 
 
-def live(settings: Settings, key: str) -> Any:
-    """The value of htable "live" at ``key`` (None when absent)."""
+def live(settings: Settings, key: str, table: str = "live") -> Any:
+    """The value of Kamailio's htable ``table`` ("live" unless said) at ``key`` (None
+    when absent)."""
     try:
-        reply = kamailio_rpc(settings, "htable.get", "live", key)
+        reply = kamailio_rpc(settings, "htable.get", table, key)
     except KamailioRpcError:
         return None
     return reply["item"]["value"]
@@ -367,3 +386,73 @@ def test_a_queue_without_music_rings_back(stack: Settings, sip: sipp.Edge) -> No
     # nothing played while it waited: whatever reached the port came after the answer
     # (102 echoes what the caller sends, and this caller sends nothing)
     assert media.packets == []
+
+
+# --- an offered agent who does not answer ---------------------------------------------
+
+
+def never_answers(phone: SipUa, stop: threading.Event) -> list[float]:
+    """Ring on every INVITE and end it with 487 when the edge cancels it; when each
+    CANCEL came (monotonic)."""
+    cancelled: list[float] = []
+    invites: dict[str, SipMessage] = {}
+    while not stop.is_set():
+        request = phone.next_request(timeout=0.2)
+        if request is None:
+            continue
+        if request.method == "INVITE":
+            invites[request.call_id] = request
+            phone.reply(request, 180, "Ringing", to_tag="sleepy")
+        elif request.method == "CANCEL":
+            cancelled.append(time.monotonic())
+            phone.reply(request, 200, "OK")
+            phone.reply(invites[request.call_id], 487, "Request Terminated", to_tag="sleepy")
+    return cancelled
+
+
+def test_a_queued_caller_the_offered_agent_does_not_answer_waits_again_with_music(
+        stack: Settings, sip: sipp.Edge) -> None:
+    uas_102 = answering(sip, "102")
+    pool = ThreadPoolExecutor(max_workers=2)
+    stop = threading.Event()
+    phone: SipUa | None = None
+    try:
+        call = pool.submit(queued_call, stack, "N", DID_RETRY, 0.5)
+        qkey = f"len:{DOMAIN}:retry"
+        wait_for("N queued", lambda: live(stack, qkey, table="queue") == 1, PIPELINE_S)
+        # now 105 comes online: the streams say it is available and the queue offers it
+        port = BLOCK + int(SLEEPY)
+        assert sipp.register(sip, SLEEPY, port=port, password=f"queue-{SLEEPY}").ok
+        phone = SipUa(SLEEPY, f"queue-{SLEEPY}", port, (stack.sip_host, stack.sip_port),
+                      DOMAIN)
+        rings = pool.submit(never_answers, phone, stop)
+        ua, media, at = call.result()
+    finally:
+        stop.set()
+        pool.shutdown(wait=True)
+        uas_102.stop()
+        if phone is not None:
+            phone.close()
+    cancels = rings.result()
+    assert cancels, "105 was never offered the call"
+    early = provisional(ua)[0]
+    assert early.status == 183
+    events = events_of(stack, [early.call_id])[early.call_id]
+    rules = [(rule, target, inputs) for rule, target, inputs, _ in decisions(events)]
+    assert rules[0][0] == "queue_wait"
+    # offered 105, back in the queue when it did not answer, as often as the wait allowed
+    middle = rules[1:-1]
+    assert middle and len(middle) % 2 == 0, rules
+    for offer, back in zip(middle[::2], middle[1::2], strict=True):
+        assert offer[:2] == ("queue_offer", "ext:105"), rules
+        assert back == ("queue_return", "group:retry", "reason=no_answer"), rules
+    assert len(middle) // 2 == len(cancels)
+    assert rules[-1] == ("queue_overflow", "ext:102", "reason=timeout")
+    assert waited_ms(events, "queue_overflow") >= RETRY_WAIT_S * 1000
+    assert [e.agent for e in events if e.type is EventType.CALL_ANSWERED] == ["102"]
+    # the music played again after the first return, until 102 answered
+    music_from = media_address(early.body)
+    again = [t for t, source, _ in media.packets
+             if source == music_from and cancels[0] + 0.5 < t < at["answered"]]
+    assert len(again) >= 25, len(again)
+

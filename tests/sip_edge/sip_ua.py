@@ -238,6 +238,13 @@ class SipUa:
 
     # --- as a callee ------------------------------------------------------------------
 
+    def next_request(self, timeout: float = WAIT_S) -> SipMessage | None:
+        """The next request received, whatever it is; None after ``timeout`` seconds."""
+        try:
+            return self._requests.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
     def wait_request(self, method: str, timeout: float = WAIT_S) -> SipMessage:
         """The next request received (it must be ``method``: a test script is linear)."""
         request = self._requests.get(timeout=timeout)

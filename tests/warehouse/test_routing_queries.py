@@ -207,3 +207,30 @@ def test_a_window_without_queue_decisions_has_no_rows(queue_steps):
     assert q.queue_intervals(queue_steps, "acme", *later, "1 hour").empty
     with pytest.raises(ValueError, match="interval"):
         q.queue_intervals(queue_steps, "acme", START, END, "5 minute")
+
+
+def test_an_offer_the_member_did_not_answer_is_no_answer_of_the_queue(store):
+    # R: offered twice, back in the queue twice, overflowed at 60 s; S: offered, back,
+    # offered again and taken (20 s). Waits of those who left: 60 and 20 s
+    events = [
+        queue_step("r1", "R", s(1200), "queue_wait", position=1),
+        queue_step("r2", "R", s(1210), "queue_offer", position=1, wait_ms=10_000),
+        queue_step("r3", "R", s(1212), "queue_return", position=1, wait_ms=12_000,
+                   inputs="reason=no_answer"),
+        queue_step("r4", "R", s(1230), "queue_offer", position=1, wait_ms=30_000),
+        queue_step("r5", "R", s(1232), "queue_return", position=1, wait_ms=32_000,
+                   inputs="reason=busy"),
+        queue_step("r6", "R", s(1260), "queue_overflow", position=1, wait_ms=60_000,
+                   inputs="reason=timeout"),
+        queue_step("s1", "S", s(1500), "queue_wait", position=1),
+        queue_step("s2", "S", s(1505), "queue_offer", position=1, wait_ms=5_000),
+        queue_step("s3", "S", s(1507), "queue_return", position=1, wait_ms=7_000,
+                   inputs="reason=no_answer"),
+        queue_step("s4", "S", s(1520), "queue_offer", position=1, wait_ms=20_000),
+    ]
+    Loader(store, routes_for(SETTINGS), dead_letters=lambda d: None).load(event_records(events))
+    # p50 = (20 + 60) / 2, p90 = 20 + 0.9 * (60 - 20)
+    assert records(q.queue_summary(store, "acme", START, END)) == [
+        {"queue": "support"} | figures(queued=2, offered=1, overflowed=1,
+                                       overflowed_timeout=1, wait_p50_s=40.0,
+                                       wait_p90_s=56.0, wait_max_s=60.0, max_queue_length=1)]

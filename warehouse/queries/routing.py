@@ -64,37 +64,6 @@ def rule_counts(client: WarehouseClient, tenant: str, start: datetime,
          "end": end})
 
 
-# --- the waiting queue ----------------------------------------------------------------------
-
-OVERFLOW_REASONS = ("timeout", "full", "no_agent", "expired")
-"""Why a caller overflowed (kamailio.cfg route[QUEUE_OVERFLOW]): waited ``max_wait_s``;
-``max_length`` callers were already waiting (never queued); offered nobody after all; the
-suspended INVITE outlived the queue's ticks."""
-
-QUEUE_COLUMNS = ("queue", "queued", "offered", "overflowed",
-                 *(f"overflowed_{r}" for r in OVERFLOW_REASONS), "abandoned",
-                 "wait_p50_s", "wait_p90_s", "wait_max_s", "max_queue_length")
-"""The figures of one queue (and interval): see :func:`queue_summary`."""
-
-_QUEUE_RULES = {"wait": "queue_wait", "offer": "queue_offer", "overflow": "queue_overflow",
-                "abandon": "queue_abandon"}
-_QUEUE_EVENTS = (
-    "SELECT ts, JSONExtractString(extra, 'rule') AS rule, "
-    "replaceRegexpOne(JSONExtractString(extra, 'default_target'), '^group:', '') AS queue, "
-    "JSONExtractInt(extra, 'position') AS position, JSONExtractInt(extra, 'wait_ms') AS wait_ms, "
-    "extract(JSONExtractString(extra, 'inputs'), 'reason=([^;]*)') AS reason "
-    f"FROM {CALL_EVENTS} WHERE {_DECIDED} AND ts >= {{start:DateTime64(3, 'UTC')}} "
-    "AND ts < {end:DateTime64(3, 'UTC')} "
-    "AND JSONExtractString(extra, 'rule') IN {queue_rules:Array(String)} LIMIT 1 BY event_id")
-"""One row per queue decision of the window (each event_id once)."""
-
-# a caller who left the queue: offered, abandoned, or overflowed after waiting (a "full"
-# overflow never entered it, so its 0 ms is no wait)
-_LEFT = ("(rule IN ({r_offer:String}, {r_abandon:String}) OR "
-         "(rule = {r_overflow:String} AND reason != {reason_full:String}))")
-_WAIT_S = f"if(countIf({_LEFT}) = 0, NULL, %s / 1000)"
-
-
 
 def decided_calls(client: WarehouseClient, tenant: str, start: datetime,
                   end: datetime) -> pd.DataFrame:
@@ -110,6 +79,47 @@ def decided_calls(client: WarehouseClient, tenant: str, start: datetime,
         {"tenant": tenant, "type": EventType.ROUTE_DECIDED.value, "start": start,
          "end": end})
 
+
+# --- the waiting queue ----------------------------------------------------------------------
+
+OVERFLOW_REASONS = ("timeout", "full", "no_agent", "expired")
+"""Why a caller overflowed (kamailio.cfg route[QUEUE_OVERFLOW]): waited ``max_wait_s``;
+``max_length`` callers were already waiting (never queued); offered nobody after all; the
+suspended INVITE outlived the queue's ticks."""
+
+QUEUE_COLUMNS = ("queue", "queued", "offered", "overflowed",
+                 *(f"overflowed_{r}" for r in OVERFLOW_REASONS), "abandoned",
+                 "wait_p50_s", "wait_p90_s", "wait_max_s", "max_queue_length")
+"""The figures of one queue (and interval): see :func:`queue_summary`."""
+
+_QUEUE_RULES = {"wait": "queue_wait", "offer": "queue_offer", "overflow": "queue_overflow",
+                "abandon": "queue_abandon", "return": "queue_return"}
+_QUEUE_DECISIONS = (
+    "SELECT ts, call_id, JSONExtractString(extra, 'rule') AS rule, "
+    "replaceRegexpOne(JSONExtractString(extra, 'default_target'), '^group:', '') AS queue, "
+    "JSONExtractInt(extra, 'position') AS position, JSONExtractInt(extra, 'wait_ms') AS wait_ms, "
+    "extract(JSONExtractString(extra, 'inputs'), 'reason=([^;]*)') AS reason "
+    f"FROM {CALL_EVENTS} WHERE {_DECIDED} AND ts >= {{start:DateTime64(3, 'UTC')}} "
+    "AND ts < {end:DateTime64(3, 'UTC')} "
+    "AND JSONExtractString(extra, 'rule') IN {queue_rules:Array(String)} LIMIT 1 BY event_id")
+_QUEUE_EVENTS = (
+    "SELECT *, rule = {r_offer:String} AND row_number() OVER (PARTITION BY call_id, rule "
+    "ORDER BY ts) > countIf(rule = {r_return:String}) OVER (PARTITION BY call_id) AS taken "
+    f"FROM ({_QUEUE_DECISIONS})")
+"""One row per queue decision of the window (each event_id once); ``taken``: an offer
+that was not followed by a ``queue_return`` (the member offered did not answer and the
+caller waited again - each return follows its own offer, so a call's last offers are
+the ones taken)."""
+
+# a caller who left the queue: offered (and not back), abandoned, or overflowed after
+# waiting (a "full" overflow never entered it, so its 0 ms is no wait)
+_LEFT = ("(taken OR rule = {r_abandon:String} OR "
+         "(rule = {r_overflow:String} AND reason != {reason_full:String}))")
+_WAIT_S = f"if(countIf({_LEFT}) = 0, NULL, %s / 1000)"
+
+
+
+
 def _queue_aggregates() -> str:
     """The SELECT list of :data:`QUEUE_COLUMNS` after ``queue``, over :data:`_QUEUE_EVENTS`."""
     overflow = "rule = {r_overflow:String}"
@@ -119,7 +129,7 @@ def _queue_aggregates() -> str:
              for n, q in (("p50", 0.5), ("p90", 0.9))]
     return ", ".join([
         "countIf(rule = {r_wait:String}) AS queued",
-        "countIf(rule = {r_offer:String}) AS offered", f"countIf({overflow}) AS overflowed",
+        "countIf(taken) AS offered", f"countIf({overflow}) AS overflowed",
         *by_reason, "countIf(rule = {r_abandon:String}) AS abandoned", *waits,
         _WAIT_S % f"maxIf(wait_ms, {_LEFT})" + " AS wait_max_s",
         "maxIf(position, rule = {r_wait:String}) AS max_queue_length"])
@@ -140,7 +150,9 @@ def queue_summary(client: WarehouseClient, tenant: str, start: datetime,
 
     Each figure counts the decision in the window it was taken in: a caller queued at
     09:59 and offered at 10:01 is queued in one, offered in the other. A ``full``
-    overflow never waited: it is no wait and no position. Columns :data:`QUEUE_COLUMNS`.
+    overflow never waited: it is no wait and no position. An offer the member did not
+    answer (the caller went back to the queue, ``queue_return``) is no answer of the
+    queue. Columns :data:`QUEUE_COLUMNS`.
     """
     return client.query_df(
         f"SELECT queue, {_queue_aggregates()} FROM ({_QUEUE_EVENTS}) "
