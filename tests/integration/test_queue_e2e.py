@@ -437,6 +437,11 @@ def test_a_queued_caller_the_offered_agent_does_not_answer_waits_again_with_musi
     assert cancels, "105 was never offered the call"
     early = provisional(ua)[0]
     assert early.status == 183
+    # after each of 105's rings (its 180, relayed), the edge's 183 again: the phone goes
+    # back from ringback to the music
+    codes = [(m.status, m.first_line.split(" ", 2)[2]) for m in provisional(ua)]
+    assert codes == [(183, "Queued"), *[(180, "Ringing"), (183, "Queued")] * len(cancels),
+                     (180, "Ringing")], codes
     events = events_of(stack, [early.call_id])[early.call_id]
     rules = [(rule, target, inputs) for rule, target, inputs, _ in decisions(events)]
     assert rules[0][0] == "queue_wait"
