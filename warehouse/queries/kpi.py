@@ -60,7 +60,9 @@ callback success / time to callback (need the callbacks table, not CDRs).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hashlib
+import re
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -69,7 +71,7 @@ from core.records import Disposition
 from core.timezones import BUCKETS, UTC_ZONE, bounds, zone
 from warehouse.client import WarehouseClient
 from warehouse.queries.window import CALL_WINDOW, TALK_LOOKBACK_DAYS, day_bounds
-from warehouse.schema import CDRS, TENANTS
+from warehouse.schema import CDR_DAYS_LOADED, CDR_ROLLUP, CDR_ROLLUP_DAYS, CDRS, TENANTS
 
 __all__ = [
     "INTERVALS",
@@ -141,18 +143,59 @@ def _short(cutoff: str) -> str:
     return f"({_ABANDONED} AND ring_ms < {{{cutoff}:Int64}})"
 
 
+# Every KPI below is built from *components*: ``countIf(condition)`` or
+# ``sumIf(column, condition)`` over the calls, which add up across any split of the calls.
+# A formula names a component as ``§k_<hash>§``; :func:`_render` puts in either its SQL over
+# the calls (one row per call) or ``sum(k_<hash>)`` over rows that already hold it (the
+# rollup, :mod:`warehouse.rollup`, stores the same components per 15-minute slot). So a
+# formula is written once and gives the same value on both paths.
+COMPONENTS: dict[str, str] = {}
+"""Component name -> its aggregate over the ``calls`` CTE (registered at import)."""
+_MARK = re.compile(r"§(k_[0-9a-f]{12})§")
+
+
+def _component(sql: str) -> str:
+    name = "k_" + hashlib.sha1(sql.encode()).hexdigest()[:12]
+    if name not in COMPONENTS and globals().get("_FROZEN"):
+        raise RuntimeError("a KPI component registered after import: the rollup's "
+                           "catalogue would not hold it")
+    COMPONENTS.setdefault(name, sql)
+    return f"§{name}§"
+
+
+def _count(condition: str) -> str:
+    return _component(f"countIf({condition})")
+
+
+def _sum(column: str, condition: str) -> str:
+    return _component(f"sumIf({column}, {condition})")
+
+
+def _render(expr: str, over: str = "calls") -> str:
+    """``expr`` with its components as SQL over the calls (``over="calls"``) or as sums of
+    the component columns (``over="components"``)."""
+    if over == "calls":
+        return _MARK.sub(lambda m: COMPONENTS[m[1]], expr)
+    return _MARK.sub(lambda m: f"sum({m[1]})", expr)
+
+
+def components_of(exprs: dict[str, str]) -> list[str]:
+    """The component names ``exprs`` use, in a stable order."""
+    return sorted({m[1] for expr in exprs.values() for m in _MARK.finditer(expr)})
+
+
 def _ratio(numerator: str, denominator: str) -> str:
     """``numerator / denominator``, NULL (not inf/nan) when the denominator is 0."""
     return f"if(({denominator}) = 0, NULL, ({numerator}) / ({denominator}))"
 
 
 def _rate(condition: str, population: str) -> str:
-    return _ratio(f"countIf({condition} AND {population})", f"countIf({population})")
+    return _ratio(_count(f"{condition} AND {population}"), _count(population))
 
 
 def _mean_s(column: str, population: str) -> str:
     """Mean of a millisecond column over ``population``, in seconds (NULL when empty)."""
-    return _ratio(f"sumIf({column}, {population}) / 1000", f"countIf({population})")
+    return _ratio(f"{_sum(column, population)} / 1000", _count(population))
 
 
 def _abandon_kpis(cutoff: str, suffix: str = "") -> dict[str, str]:
@@ -163,29 +206,44 @@ def _abandon_kpis(cutoff: str, suffix: str = "") -> dict[str, str]:
             f"abandonment_rate{suffix}": _rate(_ABANDONED, population)}
 
 
-_COUNTS = {
-    "total": "count()",
-    "in_progress": "countIf(NOT closed)",
-    "offered": f"countIf({_OFFERED})",
-    "answered": f"countIf({_ANSWERED})",
-    "abandoned": f"countIf({_ABANDONED})",
-    "short_abandoned": f"countIf({_short(_CUTOFF)})",
-    "queued": f"countIf({_QUEUED})",
-}
+def _counts(cutoff: str) -> dict[str, str]:
+    return {
+        "total": _count("1"),
+        "in_progress": _count("NOT closed"),
+        "offered": _count(_OFFERED),
+        "answered": _count(_ANSWERED),
+        "abandoned": _count(_ABANDONED),
+        "short_abandoned": _count(_short(cutoff)),
+        "queued": _count(_QUEUED),
+    }
 
-_OUTCOMES = {
-    "service_level_answered": _rate(_IN_SL, _ANSWERED),
-    **_abandon_kpis(_CUTOFF),
-    "answer_rate": _rate(_ANSWERED, _OFFERED),
-    "asr": _rate("answered_at IS NOT NULL", "closed"),
-    "ser": _rate(_CALL_ANSWERED, _NOT_3XX),
-    "seer": _rate(_SEER_OK, _NOT_3XX),
-    "acd": _mean_s("talk_ms", _CALL_ANSWERED),
-    "asa": _mean_s("ring_ms", _ANSWERED),
-    "average_wait": _mean_s("ring_ms", _QUEUED),
-    "aht_talk_only": _mean_s("talk_ms", _CALL_ANSWERED),
-    "pdd": _mean_s("pdd_ms", "pdd_ms IS NOT NULL"),
-}
+
+def _outcomes(cutoff: str) -> dict[str, str]:
+    return {
+        "service_level_answered": _rate(_IN_SL, _ANSWERED),
+        **_abandon_kpis(cutoff),
+        "answer_rate": _rate(_ANSWERED, _OFFERED),
+        "asr": _rate("answered_at IS NOT NULL", "closed"),
+        "ser": _rate(_CALL_ANSWERED, _NOT_3XX),
+        "seer": _rate(_SEER_OK, _NOT_3XX),
+        "acd": _mean_s("talk_ms", _CALL_ANSWERED),
+        "asa": _mean_s("ring_ms", _ANSWERED),
+        "average_wait": _mean_s("ring_ms", _QUEUED),
+        "aht_talk_only": _mean_s("talk_ms", _CALL_ANSWERED),
+        "pdd": _mean_s("pdd_ms", "pdd_ms IS NOT NULL"),
+    }
+
+
+_NO_CUTOFF = "no_cutoff_ms"
+"""Parameter bound to 0: the variant that keeps every abandon."""
+_COUNTS = _counts(_CUTOFF)
+_OUTCOMES = _outcomes(_CUTOFF)
+_SUMMARY_EXPRS = {**_COUNTS, **_OUTCOMES, **_abandon_kpis(_NO_CUTOFF),
+                  **_abandon_kpis(_CUTOFF, "_adjusted")}
+"""kpi_summary's and period_comparison's counts and outcome KPIs."""
+_INTERVAL_EXPRS = {_CUTOFF: {**_COUNTS, **_OUTCOMES},
+                   _NO_CUTOFF: {**_counts(_NO_CUTOFF), **_outcomes(_NO_CUTOFF)}}
+"""kpis_by_interval's, with a short-abandon cut-off and without one."""
 
 _CONTACTS = {
     "contacts_per_client": _ratio(f"countIf({_CONTACT})", f"uniqExactIf(caller, {_CONTACT})"),
@@ -243,15 +301,15 @@ def _params(tenant: str, start: datetime, end: datetime, *,
     }
 
 
-def _select(exprs: dict[str, str]) -> str:
-    return ", ".join(f"{sql} AS {name}" for name, sql in exprs.items())
+def _select(exprs: dict[str, str], over: str = "calls") -> str:
+    return ", ".join(f"{_render(sql, over)} AS {name}" for name, sql in exprs.items())
 
 
 def _scalar(client: WarehouseClient, name: str, tenant: str, start: datetime, end: datetime,
             filters: tuple[str | None, str | None, str | None], **options: Any) -> Any:
     """One catalogue KPI over the window (the value, or None on an empty population)."""
     filter_sql, filter_params = _filters(*filters)
-    expr = {**_OUTCOMES, **_CONTACTS}[name]
+    expr = _render({**_OUTCOMES, **_CONTACTS}[name])
     rows = client.query(f"{_calls_cte(filter_sql)}SELECT {expr} AS value FROM calls",
                         {**_params(tenant, start, end, **options), **filter_params})
     return rows[0]["value"]
@@ -500,13 +558,20 @@ def kpi_summary(client: WarehouseClient, tenant: str, start: datetime, end: date
     window is read twice (outcomes, and per-caller repeats), both with FINAL.
     """
     filter_sql, filter_params = _filters(direction, did, agent)
-    exprs = {**_COUNTS, **_OUTCOMES, **_abandon_kpis("no_cutoff_ms"),
-             **_abandon_kpis(_CUTOFF, "_adjusted"), **_CONTACTS}
-    sql = (f"{_calls_cte(filter_sql)}SELECT * FROM (SELECT {_select(exprs)} FROM calls) AS k "
+    params = {**_params(tenant, start, end, threshold_s=threshold_s,
+                        short_abandon_s=short_abandon_s, repeat_window_h=repeat_window_h),
+              **filter_params, _NO_CUTOFF: 0}
+    plan = _rollup_plan(client, _SUMMARY_EXPRS, params, agent)
+    if plan is None:
+        outcomes = f"SELECT {_select(_SUMMARY_EXPRS)} FROM calls"
+    else:
+        outcomes = (f"SELECT {_select(_SUMMARY_EXPRS, 'components')} FROM "
+                    f"({_parts_sql(plan, _SUMMARY_EXPRS, filter_sql)})")
+        params.update(plan["params"])
+    sql = (f"{_calls_cte(filter_sql)}{_part_calls_cte(plan, filter_sql)}SELECT * FROM "
+           f"({outcomes}) AS k CROSS JOIN (SELECT {_select(_CONTACTS)} FROM calls) AS c "
            f"CROSS JOIN ({_REPEATS}) AS r")
-    params = _params(tenant, start, end, threshold_s=threshold_s,
-                     short_abandon_s=short_abandon_s, repeat_window_h=repeat_window_h)
-    rows = client.query(sql, {**params, **filter_params, "no_cutoff_ms": 0})
+    rows = client.query(sql, params)
     return {key: (int(value) if key in _COUNTS or key == "repeat_callers" else value)
             for key, value in rows[0].items()}
 
@@ -527,8 +592,7 @@ def period_comparison(client: WarehouseClient, tenant: str, start: datetime, end
     same moment and cannot disagree about a call revised in between.
     """
     filter_sql, filter_params = _filters(direction, did, agent)
-    exprs = {**_COUNTS, **_OUTCOMES, **_abandon_kpis("no_cutoff_ms"),
-             **_abandon_kpis(_CUTOFF, "_adjusted")}
+    exprs = _SUMMARY_EXPRS
     previous_start = start - (end - start)
     sql = (f"{_calls_cte(filter_sql)}SELECT started_at >= {{split:DateTime64(3, 'UTC')}} "
            f"AS is_current, {_select(exprs)} FROM calls GROUP BY is_current")
@@ -574,8 +638,13 @@ def _epoch_ms(ts: datetime) -> int:
 
 
 _BOUNDS = "{bounds:Array(Int64)}"
-_BUCKET = (f"{_BOUNDS}[arrayCount(b -> b <= toUnixTimestamp64Milli(started_at), {_BOUNDS})]")
-"""The bucket a call's start falls in: the last bound at or before it."""
+def _bucket(ms: str) -> str:
+    """The bucket an instant (epoch ms) falls in: the last bound at or before it."""
+    return f"{_BOUNDS}[arrayCount(b -> b <= {ms}, {_BOUNDS})]"
+
+
+_BUCKET = _bucket("toUnixTimestamp64Milli(started_at)")
+"""The bucket a call's start falls in."""
 _GRID = f"(SELECT arrayJoin(arrayPopBack({_BOUNDS})) AS bucket_ms) AS g"
 """Every bucket of the window, empty ones included."""
 
@@ -644,13 +713,151 @@ def kpis_by_interval(client: WarehouseClient, tenant: str, start: datetime, end:
     interval is a local day, 23 or 25 h across DST); ``interval_start`` is shown in it.
     """
     filter_sql, filter_params = _filters(direction, did, agent)
-    exprs = {**_COUNTS, **_OUTCOMES}
-    sql = (f"{_calls_cte(filter_sql)}SELECT fromUnixTimestamp64Milli(bucket_ms, {{tz:String}})"
+    exprs = _INTERVAL_EXPRS[_CUTOFF if short_abandon_s else _NO_CUTOFF]
+    interval_params = _interval_params(start, end, interval, tz)
+    params = {**_params(tenant, start, end, threshold_s=threshold_s,
+                        short_abandon_s=short_abandon_s), **filter_params, _NO_CUTOFF: 0,
+              **interval_params}
+    aligned = all(b % SLOT_MS == 0 for b in interval_params["bounds"])
+    plan = _rollup_plan(client, exprs, params, agent) if aligned else None
+    if plan is None:
+        per_bucket = (f"SELECT {_BUCKET} AS bucket_ms, {_select(exprs)} FROM calls "
+                      "GROUP BY bucket_ms")
+        ctes = _calls_cte(filter_sql)
+    else:
+        per_bucket = (f"SELECT bucket_ms, {_select(exprs, 'components')} FROM "
+                      f"({_parts_sql(plan, exprs, filter_sql, bucketed=True)}) "
+                      "GROUP BY bucket_ms")
+        ctes = _part_calls_cte(plan, filter_sql, "WITH ")
+        params.update(plan["params"])
+    sql = (f"{ctes}SELECT fromUnixTimestamp64Milli(bucket_ms, {{tz:String}})"
            f" AS interval_start, {', '.join(exprs)}, talk_time_ms FROM {_GRID} LEFT JOIN ("
-           f"SELECT {_BUCKET} AS bucket_ms, {_select(exprs)} FROM calls GROUP BY bucket_ms"
-           f") AS k USING bucket_ms LEFT JOIN ({_talk_split_sql(filter_sql)}) AS t "
+           f"{per_bucket}) AS k USING bucket_ms LEFT JOIN ({_talk_split_sql(filter_sql)}) AS t "
            "USING bucket_ms ORDER BY interval_start")
-    params = _params(tenant, start, end, threshold_s=threshold_s,
-                     short_abandon_s=short_abandon_s)
-    return client.query_df(sql, {**params, **filter_params,
-                                 **_interval_params(start, end, interval, tz)})
+    return client.query_df(sql, params)
+
+
+# --- the rollup path ------------------------------------------------------------------------
+# warehouse.rollup stores the components per (tenant, call_day, 15-minute UTC slot,
+# direction, did) for days rebuilt from cdrs FINAL. A query reads the rollup rows of the
+# slots wholly inside its window on the days whose rollup is current (no revision loaded
+# since it was built), and cdrs FINAL for everything else: the days not current, and the
+# parts of the first and last day outside whole slots. The two sets of calls are disjoint
+# and cover the window, and the components add up, so every formula gives what it gives
+# over cdrs FINAL alone.
+
+SLOT_MS = 15 * 60 * 1000
+"""The rollup's slot: every bucket bound of a zone whose offset is a multiple of 15 minutes
+(every zone in use today) falls on one, so slots never straddle a bucket."""
+
+_FROZEN = True
+"""Set below: every component is registered by then (the catalogue is fixed at import)."""
+
+
+def build_params() -> Row:
+    """The parameter values the rollup's components are built with (the defaults)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    params = _params("", epoch, epoch, threshold_s=DEFAULT_THRESHOLD_S,
+                     short_abandon_s=DEFAULT_SHORT_ABANDON_S)
+    return {**params, _NO_CUTOFF: 0}
+
+
+def _param_names(sql: str) -> set[str]:
+    return set(re.findall(r"\{(\w+):", sql))
+
+
+def _catalogue() -> str:
+    """Hash of every component's SQL and the values of the parameters they use."""
+    build = build_params()
+    text = "\n".join(f"{name}={sql}" for name, sql in sorted(COMPONENTS.items()))
+    used = sorted(set().union(*(_param_names(sql) for sql in COMPONENTS.values())))
+    text += "\n" + "\n".join(f"{name}={build[name]!r}" for name in used)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+CATALOGUE = _catalogue()
+"""The rollup rows of another catalogue (other formulas, other defaults) are never read."""
+
+
+def component_column(name: str) -> str:
+    """A component over the calls, as the Int64 the rollup stores (NULL sums are 0)."""
+    return f"toInt64(ifNull({COMPONENTS[name]}, 0))"
+
+
+def _rollup_plan(client: WarehouseClient, exprs: dict[str, str], params: Row,
+                 agent: str | None) -> Row | None:
+    """Which days of the window the rollup serves, or None when it cannot serve the query
+    (an agent filter: the rollup has no agent; parameters other than the build's)."""
+    if agent is not None:
+        return None
+    build = build_params()
+    names = components_of(exprs)
+    used = set().union(*(_param_names(COMPONENTS[n]) for n in names))
+    if any(params[p] != build[p] for p in used):
+        return None
+    start, end = _aware(params["start"]), _aware(params["end"])
+    if end <= start:
+        return None
+    current = client.query(
+        f"SELECT r.call_day AS day, r.generation AS generation FROM (SELECT call_day, "
+        f"max(generation) AS generation FROM {CDR_ROLLUP_DAYS} WHERE tenant = "
+        f"{{tenant:String}} AND catalogue = {{catalogue:String}} AND {day_bounds('start', 'end')}"
+        f" GROUP BY call_day) AS r INNER JOIN (SELECT call_day, max(loaded_to) AS loaded_to "
+        f"FROM {CDR_DAYS_LOADED} WHERE tenant = {{tenant:String}} AND "
+        f"{day_bounds('start', 'end')} GROUP BY call_day) AS l USING call_day "
+        "WHERE r.generation >= l.loaded_to ORDER BY day",
+        {"tenant": params["tenant"], "catalogue": CATALOGUE, "start": start, "end": end})
+    clean = {_as_date(row["day"]): row["generation"] for row in current}
+    first, last = start.date(), (end - timedelta(milliseconds=1)).date()
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    start_ms, end_ms = _epoch_ms(start), _epoch_ms(end)
+    whole_from = -(-start_ms // SLOT_MS) * SLOT_MS
+    whole_to = end_ms // SLOT_MS * SLOT_MS
+    return {"names": names, "params": {
+        "raw_days": [d for d in days if d not in clean],
+        "edge_days": sorted({d for d in (first, last) if d in clean}),
+        "rollup_days": list(clean), "rollup_generations": list(clean.values()),
+        "whole_from": whole_from, "whole_to": whole_to,
+        "whole_from_ts": _from_ms(whole_from), "whole_to_ts": _from_ms(whole_to),
+        "catalogue": CATALOGUE}}
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _part_calls_cte(plan: Row | None, filter_sql: str, lead: str = ", ") -> str:
+    """``part_calls``: the window's calls the rollup does not hold (cdrs FINAL): every call
+    of a day whose rollup is not current, and on the first and last day the calls outside
+    the window's whole slots. Empty (and nothing read) when the plan is None."""
+    if plan is None:
+        return ""
+    columns = ", ".join(_CALL_COLUMNS)
+    ts = "DateTime64(3, 'UTC')"
+    return (f"{lead}part_calls AS (SELECT {columns} FROM {CDRS} FINAL WHERE {CALL_WINDOW}"
+            f" AND call_day IN {{raw_days:Array(Date)}}{filter_sql} UNION ALL SELECT {columns}"
+            f" FROM {CDRS} FINAL WHERE {CALL_WINDOW} AND call_day IN {{edge_days:Array(Date)}}"
+            f" AND (started_at < {{whole_from_ts:{ts}}} OR started_at >= {{whole_to_ts:{ts}}})"
+            f"{filter_sql}) ")
+
+
+def _parts_sql(plan: Row, exprs: dict[str, str], filter_sql: str, *,
+               bucketed: bool = False) -> str:
+    """The components of ``exprs`` from the rollup's rows and from ``part_calls``, one
+    row per rollup row and per bucket of part_calls (sum them: :func:`_render`)."""
+    names = plan["names"]
+    stored = ", ".join(f"components['{n}'] AS {n}" for n in names)
+    computed = ", ".join(f"{component_column(n)} AS {n}" for n in names)
+    rollup = (f"SELECT {_bucket('slot_ms') + ' AS bucket_ms, ' if bucketed else ''}{stored} "
+              f"FROM {CDR_ROLLUP} FINAL WHERE tenant = {{tenant:String}} AND catalogue = "
+              "{catalogue:String} AND call_day IN {rollup_days:Array(Date)} AND generation = "
+              "{rollup_generations:Array(DateTime64(3, 'UTC'))}[indexOf("
+              "{rollup_days:Array(Date)}, call_day)] AND slot_ms >= {whole_from:Int64} AND "
+              f"slot_ms < {{whole_to:Int64}}{filter_sql}")
+    raw = (f"SELECT {_BUCKET + ' AS bucket_ms, ' if bucketed else ''}{computed} FROM part_calls"
+           f"{' GROUP BY bucket_ms' if bucketed else ''}")
+    return f"{rollup} UNION ALL {raw}"
