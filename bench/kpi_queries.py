@@ -227,6 +227,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--optimize", action="store_true",
                         help="OPTIMIZE TABLE ... FINAL before timing (revisions merged)")
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
+    parser.add_argument("--raw", action="store_true",
+                        help="time the KPI queries without the rollup (cdrs FINAL alone), "
+                             "for a before/after on the same store")
     parser.add_argument("--no-rollup", action="store_true",
                         help="do not build the KPI rollup first (time cdrs FINAL alone; a "
                              "rollup already built is still read)")
@@ -253,7 +256,10 @@ def main() -> None:
         began = time.perf_counter()
         client.command(f"OPTIMIZE TABLE {CDRS} FINAL")
         print(f"OPTIMIZE TABLE FINAL took {time.perf_counter() - began:.1f} s")
-    if not args.no_rollup:
+    if args.raw:
+        kpi._rollup_plan = lambda *a, **k: None  # every KPI query reads cdrs FINAL alone
+        print("rollup switched off (--raw): every KPI from cdrs FINAL")
+    elif not args.no_rollup:
         began = time.perf_counter()
         days = rollup.refresh(client)
         rows = client.query(f"SELECT count() AS n FROM {CDR_ROLLUP}")[0]["n"]

@@ -61,6 +61,7 @@ class Feed:
 
 WINDOWS = [
     (DAY0, DAY0 + timedelta(days=DAYS)),                                    # whole days
+    (DAY0 + timedelta(days=2), DAY0 + timedelta(days=DAYS)),  # the comparison: days 0-3
     (DAY0 + timedelta(days=1), DAY0 + timedelta(days=2)),                   # one day
     (DAY0 + timedelta(hours=5, minutes=7, seconds=3),                       # ragged ends
      DAY0 + timedelta(days=2, hours=17, minutes=52, milliseconds=1)),
@@ -83,6 +84,9 @@ def assert_same_kpis(store, monkeypatch, tenant: str = "acme") -> None:
             got = kpi.kpi_summary(store, tenant, start, end, **filters)
             want = raw(monkeypatch, kpi.kpi_summary, store, tenant, start, end, **filters)
             assert got == want, (start, end, filters)
+            got = kpi.period_comparison(store, tenant, start, end, **filters)
+            want = raw(monkeypatch, kpi.period_comparison, store, tenant, start, end, **filters)
+            assert got == want, ("period_comparison", start, end, filters)
     for interval, tz, options in [("1 hour", "UTC", {}), ("15 minute", "Asia/Kathmandu", {}),
                                   ("1 day", "Europe/Moscow", {"short_abandon_s": 10.0}),
                                   ("1 hour", "Asia/Kolkata", {"direction": "inbound"})]:

@@ -594,11 +594,23 @@ def period_comparison(client: WarehouseClient, tenant: str, start: datetime, end
     filter_sql, filter_params = _filters(direction, did, agent)
     exprs = _SUMMARY_EXPRS
     previous_start = start - (end - start)
-    sql = (f"{_calls_cte(filter_sql)}SELECT started_at >= {{split:DateTime64(3, 'UTC')}} "
-           f"AS is_current, {_select(exprs)} FROM calls GROUP BY is_current")
-    params = _params(tenant, previous_start, end, threshold_s=threshold_s,
-                     short_abandon_s=short_abandon_s)
-    rows = client.query(sql, {**params, **filter_params, "no_cutoff_ms": 0, "split": start})
+    params = {**_params(tenant, previous_start, end, threshold_s=threshold_s,
+                        short_abandon_s=short_abandon_s), **filter_params, _NO_CUTOFF: 0,
+              "split": start, "split_ms": _epoch_ms(start)}
+    # the rollup's slots fall on one side of the split only if it is on a slot bound
+    plan = (_rollup_plan(client, exprs, params, agent)
+            if _epoch_ms(start) % SLOT_MS == 0 else None)
+    is_current = "started_at >= {split:DateTime64(3, 'UTC')}"
+    if plan is None:
+        sql = (f"{_calls_cte(filter_sql)}SELECT {is_current} AS is_current, "
+               f"{_select(exprs)} FROM calls GROUP BY is_current")
+    else:
+        split_key = ("is_current", "slot_ms >= {split_ms:Int64}", is_current)
+        parts = _parts_sql(plan, exprs, filter_sql, key=split_key)
+        sql = (f"{_part_calls_cte(plan, filter_sql, 'WITH ')}SELECT is_current, "
+               f"{_select(exprs, 'components')} FROM ({parts}) GROUP BY is_current")
+        params.update(plan["params"])
+    rows = client.query(sql, params)
     by_period = {bool(row.pop("is_current")): row for row in rows}
     return {name: {key: (int(value) if key in _COUNTS else value)
                    for key, value in by_period.get(side, _empty(exprs)).items()}
@@ -645,6 +657,7 @@ def _bucket(ms: str) -> str:
 
 _BUCKET = _bucket("toUnixTimestamp64Milli(started_at)")
 """The bucket a call's start falls in."""
+_BUCKET_KEY = ("bucket_ms", _bucket("slot_ms"), _BUCKET)
 _GRID = f"(SELECT arrayJoin(arrayPopBack({_BOUNDS})) AS bucket_ms) AS g"
 """Every bucket of the window, empty ones included."""
 
@@ -726,7 +739,7 @@ def kpis_by_interval(client: WarehouseClient, tenant: str, start: datetime, end:
         ctes = _calls_cte(filter_sql)
     else:
         per_bucket = (f"SELECT bucket_ms, {_select(exprs, 'components')} FROM "
-                      f"({_parts_sql(plan, exprs, filter_sql, bucketed=True)}) "
+                      f"({_parts_sql(plan, exprs, filter_sql, key=_BUCKET_KEY)}) "
                       "GROUP BY bucket_ms")
         ctes = _part_calls_cte(plan, filter_sql, "WITH ")
         params.update(plan["params"])
@@ -846,18 +859,20 @@ def _part_calls_cte(plan: Row | None, filter_sql: str, lead: str = ", ") -> str:
 
 
 def _parts_sql(plan: Row, exprs: dict[str, str], filter_sql: str, *,
-               bucketed: bool = False) -> str:
+               key: tuple[str, str, str] | None = None) -> str:
     """The components of ``exprs`` from the rollup's rows and from ``part_calls``, one
-    row per rollup row and per bucket of part_calls (sum them: :func:`_render`)."""
+    row per rollup row and per ``key`` of part_calls (sum them: :func:`_render`).
+    ``key``: (alias, its SQL over a rollup row's ``slot_ms``, its SQL over a call)."""
     names = plan["names"]
     stored = ", ".join(f"components['{n}'] AS {n}" for n in names)
     computed = ", ".join(f"{component_column(n)} AS {n}" for n in names)
-    rollup = (f"SELECT {_bucket('slot_ms') + ' AS bucket_ms, ' if bucketed else ''}{stored} "
+    alias, over_slot, over_call = key or ("", "", "")
+    rollup = (f"SELECT {f'{over_slot} AS {alias}, ' if key else ''}{stored} "
               f"FROM {CDR_ROLLUP} FINAL WHERE tenant = {{tenant:String}} AND catalogue = "
               "{catalogue:String} AND call_day IN {rollup_days:Array(Date)} AND generation = "
               "{rollup_generations:Array(DateTime64(3, 'UTC'))}[indexOf("
               "{rollup_days:Array(Date)}, call_day)] AND slot_ms >= {whole_from:Int64} AND "
               f"slot_ms < {{whole_to:Int64}}{filter_sql}")
-    raw = (f"SELECT {_BUCKET + ' AS bucket_ms, ' if bucketed else ''}{computed} FROM part_calls"
-           f"{' GROUP BY bucket_ms' if bucketed else ''}")
+    raw = (f"SELECT {f'{over_call} AS {alias}, ' if key else ''}{computed} FROM part_calls"
+           f"{f' GROUP BY {alias}' if key else ''}")
     return f"{rollup} UNION ALL {raw}"
