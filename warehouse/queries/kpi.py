@@ -828,7 +828,11 @@ def _rollup_plan(client: WarehouseClient, exprs: dict[str, str], params: Row,
     whole_to = end_ms // SLOT_MS * SLOT_MS
     return {"names": names, "params": {
         "raw_days": [d for d in days if d not in clean],
-        "edge_days": sorted({d for d in (first, last) if d in clean}),
+        # the calls of a current day outside whole slots: [start, whole_from) lies in the
+        # start's day and [whole_to, end) in the end's (midnight is a slot bound)
+        "edge_days": sorted({d for d, ragged in ((first, start_ms < whole_from),
+                                                 (last, end_ms > whole_to))
+                             if ragged and d in clean}),
         "rollup_days": list(clean), "rollup_generations": list(clean.values()),
         "whole_from": whole_from, "whole_to": whole_to,
         "whole_from_ts": _from_ms(whole_from), "whole_to_ts": _from_ms(whole_to),
