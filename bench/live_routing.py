@@ -17,7 +17,8 @@ port block 30000 (RTP 46500-46999) in a temporary data folder, and measures:
 * **decision time per INVITE** (``decision_us`` of route.decided, the edge's own clock from
   route[PBX] to the decision): a white-listed caller (a static rule, htable "pbx" only), a
   known client whose manager is available (``responsible_manager``: htable "live" read
-  and checked), and a ``longest_idle`` group pick over three members.
+  and checked), and a ``longest_idle``, a ``least_calls`` and a ``round_robin`` group pick
+  over three members.
 
 p50/p99/max of each. A benchmark, not a test.
 """
@@ -53,6 +54,7 @@ CARRIER_PORT = BLOCK + 110
 AGENTS = ("101", "102", "103")
 PORTS = {a: BLOCK + int(a) for a in AGENTS}
 DID_WHITE, DID_MANAGER, DID_IDLE = "74951230701", "74951230702", "74951230703"
+DID_LEAST, DID_RR = "74951230704", "74951230705"
 VIP, CLIENT = "+79035550777", "+79035550888"
 STACK = ("kafka", "rtpengine", "kamailio", "ingest", "streams", "live")
 MEDIA = itertools.cycle(range(RTP_MIN + 600, RTP_MIN + 1400, 4))
@@ -68,6 +70,20 @@ password = "bench-{a}"
 [tenant.{TENANT}.group.idle]
 strategy = "longest_idle"
 members = ["101", "102", "103"]
+
+[tenant.{TENANT}.group.least]
+strategy = "least_calls"
+members = ["101", "102", "103"]
+
+[tenant.{TENANT}.group.rr]
+strategy = "round_robin"
+members = ["101", "102", "103"]
+
+[tenant.{TENANT}.did."{DID_LEAST}"]
+to = "group:least"
+
+[tenant.{TENANT}.did."{DID_RR}"]
+to = "group:rr"
 
 [tenant.{TENANT}.did."{DID_WHITE}"]
 to = "group:idle"
@@ -136,16 +152,29 @@ def manager_propagation(settings: Any, samples: int) -> list[float]:
 
 def decision_times(settings: Any, edge: sipp.Edge, caller: str, did: str, calls: int,
                    rule: str) -> list[float]:
-    """Place ``calls`` calls (every agent answers) and read their decision_us back."""
+    """Place ``calls`` calls (every agent answers) and read their decision_us back.
+
+    The agents register again first, as phones do before their registration expires
+    (``sipp.REGISTER_EXPIRES_S``): a whole run outlasts it."""
+    for agent in AGENTS:
+        assert sipp.register(edge, agent, port=PORTS[agent], password=f"bench-{agent}").ok
     ids = []
     for _ in range(calls):
-        until(lambda: all((s := live(settings, f"avail:{DOMAIN}:{a}")) and s <= time.time()
-                          for a in AGENTS))
+        try:
+            until(lambda: all((s := live(settings, f"avail:{DOMAIN}:{a}")) and s <= time.time()
+                              for a in AGENTS))
+        except TimeoutError:
+            seen = {a: live(settings, f"avail:{DOMAIN}:{a}") for a in AGENTS}
+            raise TimeoutError(f"{rule}: not every agent available after {len(ids)} calls "
+                               f"(avail at the edge: {seen}, now {time.time():.0f})") from None
         phones = [sipp.start_uas_answer(edge, port=PORTS[a], media_port=next(MEDIA))
                   for a in AGENTS]
         try:
             result = sipp.call(edge, caller, did, port=CARRIER_PORT, media_port=next(MEDIA),
                                talk_ms=50)
+            if not result.ok:
+                print(f"{rule}: call {len(ids) + 1} failed: {result.final_code}",
+                      file=sys.stderr)
             ids.append(result.call_id)
         finally:
             for phone in phones:
@@ -179,6 +208,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--decisions-only", action="store_true",
+                        help="skip the propagation figures")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tawag-live-bench-"))
     prov = work / "tawag.toml"
@@ -199,9 +230,13 @@ def main() -> int:
         for agent in AGENTS:
             assert sipp.register(edge, agent, port=PORTS[agent], password=f"bench-{agent}").ok
         until(lambda: all(live(settings, f"avail:{DOMAIN}:{a}") for a in AGENTS), 60)
-        summary("propagation: agent available (ms)",
-                agent_propagation(settings, edge, args.samples))
-        summary("propagation: manager changed (ms)", manager_propagation(settings, args.samples))
+        if args.decisions_only:
+            manager_propagation(settings, 1)  # the client's manager, for its decisions
+        else:
+            summary("propagation: agent available (ms)",
+                    agent_propagation(settings, edge, args.samples))
+            summary("propagation: manager changed (ms)",
+                    manager_propagation(settings, args.samples))
         summary("decision: whitelist, static (ms)",
                 decision_times(settings, edge, VIP, DID_WHITE, args.calls, "whitelist"))
         summary("decision: responsible_manager, live (ms)",
@@ -210,6 +245,12 @@ def main() -> int:
         summary("decision: longest_idle pick, live (ms)",
                 decision_times(settings, edge, "+79035550999", DID_IDLE, args.calls,
                                "longest_idle"))
+        summary("decision: least_calls pick, live (ms)",
+                decision_times(settings, edge, "+79035550998", DID_LEAST, args.calls,
+                               "least_calls"))
+        summary("decision: round_robin pick, live (ms)",
+                decision_times(settings, edge, "+79035550997", DID_RR, args.calls,
+                               "round_robin"))
     finally:
         sup.stop()
     return 0

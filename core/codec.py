@@ -28,7 +28,7 @@ def encode(record: Any) -> bytes:
     """The record as wire JSON: enums as their values, parts as objects, timestamps in
     the event log's own form (UTC, milliseconds, ``Z``)."""
     data = msgspec.to_builtins(record, builtin_types=(datetime,))
-    return json.dumps(_timestamps(data), separators=(",", ":"), sort_keys=True).encode()
+    return _ENCODER.encode(data).encode()
 
 
 def decode(kind: type[T], raw: bytes | str) -> T:
@@ -40,16 +40,13 @@ def decode(kind: type[T], raw: bytes | str) -> T:
         raise ValueError(f"not a {kind.__name__}: {exc}") from exc
 
 
-_NESTED = (datetime, dict, list, tuple)
-
-
-def _timestamps(value: Any) -> Any:
-    """Datetimes as :func:`format_ts`; only containers and datetimes are descended into
-    (a call per leaf was a third of the records' encoding time)."""
+def _timestamp(value: Any) -> str:
+    """Datetimes as :func:`format_ts`: the JSON encoder asks only for what it does not
+    know, so no walk over the record in Python (a walk was a sixth of the folds' time)."""
     if isinstance(value, datetime):
         return format_ts(value)
-    if isinstance(value, dict):
-        return {k: _timestamps(v) if isinstance(v, _NESTED) else v for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_timestamps(v) if isinstance(v, _NESTED) else v for v in value]
-    return value
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=_timestamp)
+"""``json.dumps``'s own settings (ASCII only, sorted keys, compact) and its C encoder."""

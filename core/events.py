@@ -60,13 +60,24 @@ NOTIFY_START receiver redirected, refused or named the caller, ``api.steering``;
 streams' live agent state; ``responsible_manager_unavailable``: the manager is not
 available, the DID's target at once; ``responsible_manager_fallback``: the manager did
 not take the call, the DID's target after them; ``longest_idle``: the group member idle
-the longest, one event per member tried; ``static_order``: a longest_idle group hunted in
-its provisioned order, the live state being stale or showing nobody available),
+the longest, one event per member tried; ``least_calls``: the available group member
+with the fewest calls answered today in the tenant's zone, ties by idle the longest;
+``round_robin``: the next available group member after the one rung last in the group;
+``static_order``: a longest_idle, least_calls or round_robin group hunted in its
+provisioned order, the live state being stale or showing nobody available;
+``queue_wait``: nobody of a queue-enabled group is available, the caller waits (180);
+``queue_offer``: the longest-waiting caller is offered the member idle the longest (the
+target); ``queue_overflow``: to the group's overflow target, ``inputs`` ``reason=timeout``
+(waited ``max_wait_s``), ``reason=full`` (``max_length`` callers were waiting) or
+``reason=no_agent``; ``queue_abandon``: the caller hung up while waiting, a missed call),
 ``target`` (``ext:<user>``, ``refuse:<rule>``), ``default_target`` (where the DID, or the
 group, alone would have sent it), ``decision_us`` (the edge's time deciding) and, when the
 rule used live facts, ``inputs`` (added to v1, additive): what it saw, ``key=value`` pairs
 joined by ``;`` (``manager=103;idle_since=<epoch s>``, ``reason=no_answer``,
-``live=stale``).
+``calls_today=2;idle_since=<epoch s>``, ``after=101;idle_since=<epoch s>``,
+``live=stale``); queue rules add ``position`` (the caller's place when it entered the
+queue, 1 = first; beyond ``max_length`` for ``reason=full``) and ``wait_ms`` (how long
+it had waited then; added to v1, additive).
 The DID's own routing stays in ``call.offered``'s ``route_target``. Keyed by the call.
 
 Call events are keyed by ``call_id`` (one call's events stay ordered on one
@@ -80,6 +91,7 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -179,7 +191,17 @@ class Event:
 
 def format_ts(ts: datetime) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z``, the only timestamp form on the wire."""
+    if ts.tzinfo is UTC:
+        return _format_utc(ts)
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@lru_cache(maxsize=1 << 16)
+def _format_utc(ts: datetime) -> str:
+    """A UTC time's text, remembered: the records repeat the same times (interval starts,
+    event times). Only UTC ones: in a zone with a DST fold, two different instants
+    compare (and hash) equal."""
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_ts(raw: str) -> datetime:

@@ -14,6 +14,11 @@ the whole current routing picture from offset 0::
 - ``manager``: ``subject`` the client's number (E.164), ``value`` the extension of the
   client's responsible manager (None: no known manager), ``source`` the CRM it came from,
   ``version`` the lookup's time in epoch ms.
+- ``calls``: ``subject`` the extension, ``value`` how many calls it answered today in the
+  tenant's zone (the agent-stats ``day`` row's ``answered``), ``since``/``until`` that
+  local day's start and end (23 or 25 h around a DST change), ``version`` the stats row's
+  version. The edge counts 0 once ``until`` has passed (a new day with no call yet sends
+  no row). A ``least_calls`` group rings the available member with the fewest.
 - ``heartbeat``: the stream worker is alive; ``since`` when it was sent.
 """
 
@@ -32,6 +37,7 @@ __all__ = ["FactKind", "RoutingFact", "fact_key", "fact_to_json", "fact_from_jso
 class FactKind(StrEnum):
     AGENT = "agent"
     MANAGER = "manager"
+    CALLS = "calls"
     HEARTBEAT = "heartbeat"
 
 
@@ -49,10 +55,13 @@ class RoutingFact:
     since: datetime | None
     version: int
     source: str = ""
+    until: datetime | None = None
+    """``calls`` only: the end of the day the count is for."""
 
 
 def fact_key(fact: RoutingFact) -> str:
-    """``agent:<tenant>:<ext>``, ``manager:<tenant>:<phone>`` or ``heartbeat``."""
+    """``agent:<tenant>:<ext>``, ``manager:<tenant>:<phone>``, ``calls:<tenant>:<ext>``
+    or ``heartbeat``."""
     if fact.kind is FactKind.HEARTBEAT:
         return HEARTBEAT_KEY
     return f"{fact.kind.value}:{fact.tenant}:{fact.subject}"

@@ -93,6 +93,19 @@ def _local(ts: datetime, tz: ZoneInfo) -> datetime:
 
 def floor(ts: datetime, bucket: str, tz: ZoneInfo) -> datetime:
     """Start (UTC) of the local ``bucket`` holding ``ts``."""
+    if ts.tzinfo is UTC:
+        return _floor_utc(ts, bucket, tz)
+    return _floor(ts, bucket, tz)
+
+
+@lru_cache(maxsize=1 << 16)
+def _floor_utc(ts: datetime, bucket: str, tz: ZoneInfo) -> datetime:
+    """:func:`floor` of a UTC time, remembered (the folds ask for the same few intervals
+    on every event). Only UTC times: a local time in a DST fold hashes like its twin."""
+    return _floor(ts, bucket, tz)
+
+
+def _floor(ts: datetime, bucket: str, tz: ZoneInfo) -> datetime:
     local = _local(ts, tz)
     if bucket == "1 day":
         midnight = datetime.combine(local.date(), time.min, tzinfo=tz)
@@ -111,9 +124,16 @@ def next_bound(start: datetime, bucket: str, tz: ZoneInfo) -> datetime:
     """End (UTC) of the local bucket starting at ``start``: the next local midnight for a
     day, ``start`` + 15 min / 1 h otherwise (absolute time: a local hour is 60 minutes)."""
     if bucket == "1 day":
-        day = _local(start, tz).date() + timedelta(days=1)
-        return datetime.combine(day, time.min, tzinfo=tz).astimezone(UTC)
+        return _next_day(start, tz) if start.tzinfo is UTC else _next_day.__wrapped__(start, tz)
     return start + BUCKETS[bucket]
+
+
+@lru_cache(maxsize=1 << 14)
+def _next_day(start: datetime, tz: ZoneInfo) -> datetime:
+    """The next local midnight (UTC) after ``start``; remembered for UTC times only (as
+    :func:`_floor_utc`)."""
+    day = _local(start, tz).date() + timedelta(days=1)
+    return datetime.combine(day, time.min, tzinfo=tz).astimezone(UTC)
 
 
 def bounds(start: datetime, end: datetime, bucket: str, tz: ZoneInfo) -> list[datetime]:

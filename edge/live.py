@@ -7,9 +7,11 @@ writes them where Kamailio decides at call time, over JSON-RPC, without waiting 
                                   absent: offline, ringing, on a call or in wrap-up
     mgr:<d>:<digits>  <ext>       the client's responsible manager (caller as the white
                                   and black lists hold it: E.164 digits, no "+")
+    calls:<d>:<ext>   <count>     calls the agent answered today (tenant's zone) ...
+    callsto:<d>:<ext> <epoch s>   ... until then (the day's end; later: 0 calls)
     beat              <epoch s>   the stream worker's last heartbeat
 
-Kamailio uses ``avail``/``mgr`` only while ``beat`` is at most ``ROUTING_STALE_S``
+Kamailio uses ``avail``/``mgr``/``calls`` only while ``beat`` is at most ``ROUTING_STALE_S``
 (``settings.routing_stale_s``) old: when the worker or this applier stops, the edge
 routes on provisioning alone (static group order, the DID's own target). A Kamailio that
 lost the table (restarted) is noticed on the next heartbeat (no ``beat``) and refilled from
@@ -35,7 +37,8 @@ from core.tenant_crm import tenant_domains
 from edge.control import EdgeError, KamailioRpcError, kamailio_rpc
 from edge.provision import RpcCall, caller_key
 
-__all__ = ["LIVE_TABLE", "BEAT_KEY", "entry", "htable_calls", "idle_since_s", "Applier", "run"]
+__all__ = ["LIVE_TABLE", "BEAT_KEY", "entry", "entries", "htable_calls", "idle_since_s",
+           "Applier", "run"]
 
 LIVE_TABLE = "live"
 BEAT_KEY = "beat"
@@ -60,16 +63,31 @@ def entry(fact: RoutingFact, domain: str) -> tuple[str, str | int | None]:
                 idle_since_s(fact.since) if available and fact.since else None)
     if fact.kind is FactKind.MANAGER:
         return f"mgr:{domain}:{caller_key(fact.subject)}", fact.value or None
+    if fact.kind is FactKind.CALLS:
+        return f"calls:{domain}:{fact.subject}", int(fact.value or 0)
     raise ValueError(f"not an htable fact: {fact.kind}")
+
+
+def entries(fact: RoutingFact, domain: str) -> list[tuple[str, str | int | None]]:
+    """Every htable key of a fact with its value: :func:`entry`, and for a calls fact
+    the end of the day its count is for (``callsto``, written after the count)."""
+    out = [entry(fact, domain)]
+    if fact.kind is FactKind.CALLS:
+        until = int(fact.until.timestamp()) if fact.until is not None else None
+        out.append((f"callsto:{domain}:{fact.subject}", until))
+    return out
 
 
 def htable_calls(fact: RoutingFact, domain: str) -> list[RpcCall]:
     """The JSON-RPC calls that make htable "live" hold the fact."""
-    key, value = entry(fact, domain)
-    if value is None:
-        return [RpcCall("htable.delete", (LIVE_TABLE, key))]
-    method = "htable.seti" if isinstance(value, int) else "htable.sets"
-    return [RpcCall(method, (LIVE_TABLE, key, value))]
+    calls = []
+    for key, value in entries(fact, domain):
+        if value is None:
+            calls.append(RpcCall("htable.delete", (LIVE_TABLE, key)))
+        else:
+            method = "htable.seti" if isinstance(value, int) else "htable.sets"
+            calls.append(RpcCall(method, (LIVE_TABLE, key, value)))
+    return calls
 
 
 class Applier:

@@ -22,12 +22,29 @@ forwarding rules and trunk::
     whitelist = ["+79035550101"]        # callers sent straight here, whatever DID
 
     [tenant.acme.group.sales]
-    strategy = "ring_all"               # or "sequential", or "longest_idle": the
-                                        # available member idle the longest first, per
-                                        # the streams' agent state (edge.live); in group
-                                        # order when that live state is missing or stale
+    strategy = "ring_all"               # or "sequential"; or, per the streams' live
+                                        # agent state (edge.live), skipping members on
+                                        # a call, ringing, in wrap-up or offline:
+                                        # "longest_idle" (idle the longest first),
+                                        # "least_calls" (fewest calls answered today in
+                                        # the tenant's zone first, ties: idle the
+                                        # longest, then group order) or "round_robin"
+                                        # (starting after the member rung last); all
+                                        # three hunt in group order when that live
+                                        # state is missing or stale
     members = ["102", "103"]
     forward = { no_answer = "ext:101" }
+
+    [tenant.acme.group.support]
+    strategy = "longest_idle"
+    members = ["101", "102"]
+    queue = { max_wait_s = 60, max_length = 5, overflow = "ext:101" }
+                                        # a waiting queue: when the streams say no
+                                        # member is available the caller waits (180),
+                                        # the longest-waiting caller is offered the next
+                                        # member that frees up; after max_wait_s, or at
+                                        # once beyond max_length callers, the call goes to
+                                        # overflow (ext:, group: or an outside number)
 
     [tenant.acme.schedule.office]       # opening hours (edge.schedules), tenant's zone
     hours = { mon = "09:00-18:00", fri = "09:00-17:00" }
@@ -126,7 +143,10 @@ CREDS_TABLE = "creds"
 PBX_TABLE = "pbx"
 STATE_FORMAT = 1
 FORWARD_REASONS = ("no_answer", "busy", "unregistered")
-STRATEGIES = {"ring_all": "parallel", "sequential": "serial", "longest_idle": "idle"}
+STRATEGIES = {"ring_all": "parallel", "sequential": "serial", "longest_idle": "idle",
+              "least_calls": "least", "round_robin": "rr"}
+"""Strategy name -> the mode route[RING_GROUP] reads; idle, least and rr hunt on the
+streams' live facts (route[RING_LIVE_GROUP])."""
 MAX_TIMEOUT_S = 600
 
 _USER = re.compile(r"^[0-9]{2,6}$")
@@ -144,7 +164,9 @@ _TENANT_KEYS = {"domain", "company_number", "trunk", "trunk_sources", "record",
                 "schedule", "crm", "zadarma", "manager_timeout"}
 _EXTENSION_KEYS = {"password", "mobile", "no_answer_timeout", "record", "forward",
                    "whitelist"}
-_GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward"}
+_GROUP_KEYS = {"strategy", "members", "ring_timeout", "forward", "queue"}
+_QUEUE_KEYS = {"max_wait_s", "max_length", "overflow"}
+MAX_QUEUE_LENGTH = 100
 _DID_KEYS = {"to", "record", "schedule"}
 _SCHEDULE_KEYS = {"hours", "holidays", "closed"}
 
@@ -458,6 +480,40 @@ def _check_group(report: _Reporter, where: tuple[str, ...], name: str, grp: Any,
                                             "extension of this tenant")
     _check_timeout(report, (*where, "ring_timeout"), grp.get("ring_timeout"))
     _check_forward(report, where, grp.get("forward"), extensions, groups, has_mobile=False)
+    _check_queue(report, where, name, grp, extensions, groups)
+
+
+def _check_queue(report: _Reporter, where: tuple[str, ...], name: str, grp: dict[str, Any],
+                 extensions: dict[str, Any], groups: dict[str, Any]) -> None:
+    queue = grp.get("queue")
+    if queue is None:
+        return
+    at = (*where, "queue")
+    if not isinstance(queue, dict):
+        report(at, f"group {name}: queue must be a table "
+                   "{ max_wait_s = <s>, max_length = <callers>, overflow = <target> }")
+        return
+    _unknown_keys(report, at, queue, _QUEUE_KEYS)
+    if grp.get("strategy", "ring_all") != "longest_idle":
+        report(at, f"group {name}: a queue waits for the streams' agent state, so the "
+                   "group's strategy must be longest_idle")
+    for key in sorted(_QUEUE_KEYS - queue.keys()):
+        report(at, f"group {name}: queue: {key} is required")
+    if "max_wait_s" in queue:
+        _check_timeout(report, (*at, "max_wait_s"), queue["max_wait_s"])
+    length = queue.get("max_length")
+    if "max_length" in queue and (isinstance(length, bool) or not isinstance(length, int)
+                                  or not 1 <= length <= MAX_QUEUE_LENGTH):
+        report((*at, "max_length"), f"max_length: whole number of callers between 1 and "
+                                    f"{MAX_QUEUE_LENGTH}, got {length!r}")
+    if "overflow" in queue:
+        overflow = queue["overflow"]
+        problem = _target_problem(overflow, extensions, groups, allow_outside=True,
+                                  has_mobile=False)
+        if problem is None and overflow == f"group:{name}":
+            problem = "a queue cannot overflow to its own group"
+        if problem:
+            report((*at, "overflow"), f"group {name}: queue overflow: {problem}")
 
 
 def _check_schedule(report: _Reporter, where: tuple[str, ...], name: str, schedule: Any,
@@ -645,6 +701,11 @@ def compile_tenant(name: str, spec: Mapping[str, Any],
         strings |= {f"{key}:m{i}": member for i, member in enumerate(grp["members"])}
         ints[f"{key}:timeout"] = grp.get("ring_timeout", DEFAULT_NO_ANSWER_S)
         strings |= _forward_entries(key, grp.get("forward"), None)
+        if queue := grp.get("queue"):
+            ints[f"{key}:qwait"] = queue["max_wait_s"]
+            ints[f"{key}:qlen"] = queue["max_length"]
+            strings |= _forward_entries(key, {"q": queue["overflow"]}, None)
+            strings[f"{key}:qover"] = strings.pop(f"{key}:fwd:q")
     for user, peers in _pickup_peers(spec.get("group") or {}).items():
         key = f"pickup:{d}:{user}"
         ints[f"{key}:n"] = len(peers)

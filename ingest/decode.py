@@ -258,7 +258,8 @@ def _picked_up(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:
         "extra": {"picked_up_by": p["picked_up_by"]}}
 
 
-_DECISION_EXTRA = ("rule", "target", "default_target", "decision_us", "inputs")
+_DECISION_EXTRA = ("rule", "target", "default_target", "decision_us", "inputs", "position",
+                   "wait_ms")
 
 
 def _route_decided(p: dict[str, Any], ctx: DecodeContext) -> dict[str, Any]:

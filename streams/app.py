@@ -9,10 +9,11 @@ or ``faust -A streams.app worker -l info`` (the module-level ``app`` is built la
 Reads ``settings.topic_call_events``; writes ``settings.topic_cdrs`` and
 ``settings.topic_dead_letter``, and (names in :mod:`streams.topics`)
 ``tawag.agent-states``, ``tawag.agent-stats`` and ``tawag.callbacks``; reads back
-``settings.topic_cdrs`` for the callback list; reads ``tawag.agent-states`` and
-``settings.crm_topic_contacts`` and writes ``settings.topic_routing`` (routing facts and a
-heartbeat for the edge); owns the changelog topics
-``tawag-streams-{calls,dead-letters,agents,callbacks}-changelog`` and the internal
+``settings.topic_cdrs`` for the callback list; reads ``tawag.agent-states``,
+``tawag.agent-stats`` (calls today) and ``settings.crm_topic_contacts`` and writes
+``settings.topic_routing`` (routing facts and a heartbeat for the edge); owns the
+changelog topics ``tawag-streams-{calls,dead-letters,agents,callbacks}-changelog`` (and
+those of the routing tables) and the internal
 repartition topics ``tawag-streams-agent-events-repartition`` and
 ``tawag-streams-callback-cdrs-repartition``. Faust's data directory is
 ``settings.data_dir / "faust"``.
@@ -96,7 +97,7 @@ def build_streams(app: faust.App, settings: Settings, *, topics: Topics | None =
     tables = declare_tables(app, settings)
     agents = {stage.key: runner.register(app, topics, tables, stage)
               for stage in (*stages(agent_config(settings), callback_config(settings)),
-                            *routing_stages())}
+                            *routing_stages(agent_config(settings)))}
     _install_heartbeat(app, topics, settings.routing_heartbeat_s)
     commit_watch.install(app, settings.streams_commit_stall_s)
     return Streams(app=app, topics=topics, tables=tables, agents=agents)

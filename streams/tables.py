@@ -15,7 +15,8 @@ from faust.types import CollectionT
 from core.settings import Settings
 
 __all__ = ["Tables", "declare_tables", "CALLS_TABLE", "DEAD_LETTERS_TABLE", "AGENTS_TABLE",
-           "CALLBACKS_TABLE", "ROUTING_AGENTS_TABLE", "ROUTING_CONTACTS_TABLE"]
+           "CALLBACKS_TABLE", "ROUTING_AGENTS_TABLE", "ROUTING_CONTACTS_TABLE",
+           "ROUTING_CALLS_TABLE"]
 
 CALLS_TABLE = "calls"
 DEAD_LETTERS_TABLE = "dead-letters"
@@ -23,6 +24,7 @@ AGENTS_TABLE = "agents"
 CALLBACKS_TABLE = "callbacks"
 ROUTING_AGENTS_TABLE = "routing-agents"
 ROUTING_CONTACTS_TABLE = "routing-contacts"
+ROUTING_CALLS_TABLE = "routing-calls"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class Tables:
     routing_contacts: CollectionT
     """``tenant:phone`` -> every CRM's latest lookup of the client (co-partitioned with
     the contact-lookups repartition topic)."""
+    routing_calls: CollectionT
+    """``tenant:agent`` -> the agent's calls-today fact JSON (co-partitioned with
+    ``tawag.agent-stats``)."""
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
@@ -84,5 +89,9 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
         routing_contacts=app.Table(
             ROUTING_CONTACTS_TABLE, key_type=str, partitions=settings.topic_partitions,
             help="CRM lookups of a client by tenant:phone",
+        ),
+        routing_calls=app.Table(
+            ROUTING_CALLS_TABLE, key_type=str, partitions=settings.topic_partitions,
+            help="Agent calls-today fact (core.routing JSON) by tenant:agent",
         ),
     )

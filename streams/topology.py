@@ -18,6 +18,7 @@ and, live only (:func:`routing_stages`: routing facts describe now, so replay, w
 rebuilds history, does not run them)::
 
     agent_states --routing-agents--> routing
+    agent_stats --routing-calls--> routing
     crm_contacts --routing-contacts-router--> contact_lookups --routing-contacts--> routing
 """
 
@@ -29,7 +30,7 @@ from functools import partial
 from typing import Any
 
 from streams.agents import agent_stats, callbacks, cdr, routing
-from streams.folds.agent_state import AgentConfig
+from streams.folds.agent_state import DEFAULT_CONFIG, AgentConfig
 from streams.folds.callbacks import CallbackConfig
 
 __all__ = ["Output", "Stage", "Step", "stages", "routing_stages"]
@@ -71,11 +72,13 @@ def stages(agent_config: AgentConfig, callback_config: CallbackConfig) -> tuple[
     )
 
 
-def routing_stages() -> tuple[Stage, ...]:
+def routing_stages(agent_config: AgentConfig = DEFAULT_CONFIG) -> tuple[Stage, ...]:
     """The stages that keep the edge's live routing facts (:mod:`streams.agents.routing`)."""
     return (
         Stage("routing_agents", routing.AGENTS_NAME, "agent_states", "routing_agents",
               ("routing",), routing.agent_step),
+        Stage("routing_calls", routing.CALLS_NAME, "agent_stats", "routing_calls",
+              ("routing",), partial(routing.calls_step, config=agent_config)),
         Stage("routing_contacts_router", routing.CONTACTS_ROUTER_NAME, "crm_contacts", None,
               ("contact_lookups",), routing.contact_route_step),
         Stage("routing_contacts", routing.CONTACTS_NAME, "contact_lookups", "routing_contacts",

@@ -40,7 +40,9 @@ of delivery, not of the calls. What readers use - every other column, ``complete
 included (capped at the interval's end so that it is order-free, see
 ``streams.folds.agent_stats``) - is a function of the set of events and must be equal;
 that is what is compared. ``version`` only orders a row's revisions for
-ReplacingMergeTree, which FINAL has already applied on each side.
+ReplacingMergeTree, which FINAL has already applied on each side (and a live worker that
+took an agent's row over after a restart numbers it from the clock up:
+``streams.agents.agent_stats``, take-over).
 """
 
 from __future__ import annotations
@@ -130,6 +132,9 @@ class Replayer:
         self.stages = stages(agent_config, callback_config or CallbackConfig(country=country))
         self.tables: dict[str, dict[str, Any]] = {s.table: {} for s in self.stages if s.table}
         self.out = Folded()
+        self._readers: dict[str, list[Any]] = {}
+        for stage in self.stages:  # each topic's readers, in flow order
+            self._readers.setdefault(stage.source, []).append(stage)
 
     def event(self, value: bytes | None) -> None:
         """One message of tawag.call-events."""
@@ -137,9 +142,7 @@ class Replayer:
 
     def deliver(self, topic: str, key: bytes | None, value: Any) -> None:
         """A message on ``topic`` (a Topics field) to every stage that reads it."""
-        for stage in self.stages:
-            if stage.source != topic:
-                continue
+        for stage in self._readers.get(topic, ()):
             try:
                 outputs = stage.step(self.tables.get(stage.table or ""), key, value)
             except Exception:  # the worker dead-letters it (streams.runner)

@@ -58,13 +58,29 @@ def step(callbacks: CollectionT, key: Any, value: Any,
     key = key.decode() if isinstance(key, bytes) else str(key)
     raw = key.encode()
     return [("callbacks", raw, record_to_json(item))
-            for item in fold_into(callbacks, key, cdr_from_json(value), config)]
+            for item in fold_into(callbacks, key, _cdr(value), config)]
 
 
 def route(value: Any, config: CallbackConfig = DEFAULT_CONFIG) -> str | None:
     """The ``tenant:client`` key of a raw CDR message, or None for a call without a client
     (internal). Raises on a message that is not a CDR (the runner dead-letters it)."""
-    return client_key(cdr_from_json(value), config.country)
+    return client_key(_cdr(value), config.country)
+
+
+def _cdr(value: Any) -> Cdr:
+    """The CDR of a raw message. The router and the fold read the same message: a CDR
+    (frozen, a pure function of the bytes) is remembered by its bytes for a few messages."""
+    cdr = _CDRS.get(value) if isinstance(value, bytes | str) else None
+    if cdr is None:
+        cdr = cdr_from_json(value)
+        if len(_CDRS) >= _CDRS_MAX:
+            _CDRS.clear()
+        _CDRS[value] = cdr
+    return cdr
+
+
+_CDRS: dict[bytes | str, Cdr] = {}
+_CDRS_MAX = 1024
 
 
 def fold_into(callbacks: CollectionT, key: str, cdr: Cdr,
@@ -73,9 +89,28 @@ def fold_into(callbacks: CollectionT, key: str, cdr: Cdr,
     for a repeated revision, the client's current items again (module docstring)."""
     tenant, _, client = key.partition(":")
     row = callbacks.get(key)
-    old = CallbackState.from_dict(row) if row is not None else CallbackState(tenant, client)
+    old = _decoded(key, row) if row is not None else CallbackState(tenant, client)
     new = apply(old, cdr, config)
     if new is old:
         return resent_items(old, cdr, config)
-    callbacks[key] = new.to_dict()
+    row = new.to_dict()
+    callbacks[key] = row
+    _DECODED.pop(key, None)
+    if len(_DECODED) >= _DECODED_MAX:
+        del _DECODED[next(iter(_DECODED))]
+    _DECODED[key] = (row, new)
     return item_changes(old, new, config)
+
+
+_DECODED: dict[str, tuple[dict[str, Any], CallbackState]] = {}
+"""``tenant:client`` -> (the row object this process last wrote, its state), as the agents
+table's (``streams.agents.agent_stats``): reused only while the table holds *that very
+object*, so a row recovered from the changelog is decoded afresh. Bounded, oldest first."""
+_DECODED_MAX = 20_000
+
+
+def _decoded(key: str, row: dict[str, Any]) -> CallbackState:
+    cached = _DECODED.get(key)
+    if cached is not None and cached[0] is row:
+        return cached[1]
+    return CallbackState.from_dict(row)

@@ -49,10 +49,25 @@ def step(calls: CollectionT, key: Any, value: Any) -> list[Output]:
 
 
 def decode(value: Any) -> Event:
-    """One message value as an event; a tombstone or non-bytes value is invalid too."""
+    """One message value as an event; a tombstone or non-bytes value is invalid too.
+
+    The same message is decoded by the CDR stage, the agent router and once per agent it
+    concerns: an event (frozen, a pure function of the bytes) is remembered by its bytes
+    for the next few messages (:data:`_EVENTS`)."""
     if not isinstance(value, bytes | str):
         raise InvalidEvent(f"value: expected JSON bytes, got {type(value).__name__}")
-    return from_json(value)
+    event = _EVENTS.get(value)
+    if event is None:
+        event = from_json(value)
+        if len(_EVENTS) >= _EVENTS_MAX:
+            _EVENTS.clear()
+        _EVENTS[value] = event
+    return event
+
+
+_EVENTS: dict[bytes | str, Event] = {}
+"""Raw message -> its event (valid ones only: an invalid one raises every time)."""
+_EVENTS_MAX = 4096
 
 
 def fold_into(calls: CollectionT, event: Event) -> Cdr | None:
@@ -66,13 +81,47 @@ def fold_into(calls: CollectionT, event: Event) -> Cdr | None:
         return None  # agent.* and transfer events belong to other agents
     assert event.call_id is not None  # every call.* event has one (schema v1)
     row = calls.get(event.call_id)
-    state = CallState.from_dict(row) if row is not None else CallState(event.call_id)
+    state = _decoded(event.call_id, row) if row is not None else CallState(event.call_id)
     new = apply(state, event)
     if new is state:  # a repeated delivery: the call already holds this event
         return _revision(state) if resends(state, event) else None
     cdr = _revision(new)
-    calls[event.call_id] = new.to_dict()
+    row = _row(new, row, state)
+    calls[event.call_id] = row
+    _remember(event.call_id, row, new)
     return cdr
+
+
+_DECODED: dict[str, tuple[dict[str, Any], CallState]] = {}
+"""call id -> (the row object this process last wrote, its state), as the agents table's
+(``streams.agents.agent_stats``): reused only while the table still holds *that very
+object* (``is``), so a row recovered from the changelog is decoded afresh. Bounded: the
+oldest written call is forgotten first (its next event decodes the row)."""
+_DECODED_MAX = 20_000
+
+
+def _row(new: CallState, row: dict[str, Any] | None, state: CallState) -> dict[str, Any]:
+    """``new.to_dict()``, with the event objects of ``row`` (``state``'s own, as written
+    here) reused for the events it already held: only the new event is converted."""
+    cached = _DECODED.get(new.call_id)
+    if row is None or cached is None or cached[0] is not row or cached[1] is not state:
+        return new.to_dict()
+    done = {id(ev): out for ev, out in zip(state.events, row["events"], strict=True)}
+    return new.to_dict_with(done)
+
+
+def _decoded(call_id: str, row: dict[str, Any]) -> CallState:
+    cached = _DECODED.get(call_id)
+    if cached is not None and cached[0] is row:
+        return cached[1]
+    return CallState.from_dict(row)
+
+
+def _remember(call_id: str, row: dict[str, Any], state: CallState) -> None:
+    _DECODED.pop(call_id, None)
+    if len(_DECODED) >= _DECODED_MAX:
+        del _DECODED[next(iter(_DECODED))]
+    _DECODED[call_id] = (row, state)
 
 
 def _revision(state: CallState) -> Cdr | None:

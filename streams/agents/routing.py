@@ -11,7 +11,11 @@ Two steps (run by :mod:`streams.runner`) and a heartbeat:
    their source's partitions. A lookup it cannot read is skipped and logged there.
 3. ``routing-contacts`` reads that, keeps every CRM's latest lookup per client in
    ``routing-contacts`` and sends the client's manager fact when it changed.
-4. :func:`heartbeat_fact` every ``routing_heartbeat_s``: the edge trusts its live facts only
+4. ``routing-calls`` reads ``tawag.agent-stats`` (key ``tenant:agent``), keeps the
+   agent's calls-today fact in ``routing-calls`` (same key, co-partitioned) and sends it
+   when the count of the tenant's current day changed
+   (:func:`streams.folds.routing.calls_fact`; the day's end from the tenant's zone).
+5. :func:`heartbeat_fact` every ``routing_heartbeat_s``: the edge trusts its live facts only
    while heartbeats come (``edge.live``), so a stopped worker makes the edge route on
    provisioning alone instead of on a picture that grows old.
 
@@ -28,19 +32,29 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import CollectionT
 
-from core.agent_records import AgentStateChange, record_from_json
+from core.agent_records import AgentStateChange, AgentStats, IntervalKind, record_from_json
 from core.routing import FactKind, RoutingFact, fact_from_json, fact_key, fact_to_json
-from streams.folds.routing import agent_fact, manager_fact, remember_lookup
+from streams.folds.agent_intervals import interval_end
+from streams.folds.agent_state import DEFAULT_CONFIG, AgentConfig
+from streams.folds.routing import (
+    agent_fact,
+    calls_changed,
+    calls_fact,
+    manager_fact,
+    remember_lookup,
+)
 
 if TYPE_CHECKING:
     from streams.topology import Output
 
-__all__ = ["AGENTS_NAME", "CONTACTS_ROUTER_NAME", "CONTACTS_NAME", "agent_step",
-           "contact_route_step", "contact_step", "heartbeat_fact"]
+__all__ = ["AGENTS_NAME", "CONTACTS_ROUTER_NAME", "CONTACTS_NAME", "CALLS_NAME",
+           "agent_step", "contact_route_step", "contact_step", "calls_step",
+           "heartbeat_fact"]
 
 AGENTS_NAME = "routing-agents"
 CONTACTS_ROUTER_NAME = "routing-contacts-router"
 CONTACTS_NAME = "routing-contacts"
+CALLS_NAME = "routing-calls"
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +104,24 @@ def contact_step(table: CollectionT, key: Any, value: Any) -> list[Output]:
     if old is not None and (old.value, old.source) == (new.value, new.source):
         return []
     return [("routing", fact_key(new).encode(), fact_to_json(new))]
+
+
+def calls_step(table: CollectionT, key: Any, value: Any,
+               config: AgentConfig = DEFAULT_CONFIG) -> list[Output]:
+    """routing-calls: the agent's calls-today fact, when this stats row changed it."""
+    row = record_from_json(AgentStats, value)
+    if row.interval_kind is not IntervalKind.DAY:
+        return []
+    row_key = f"{row.tenant}:{row.agent}"
+    current = table.get(row_key)
+    day_end = interval_end((IntervalKind.DAY, row.interval_start), config.zone(row.tenant))
+    old = fact_from_json(current) if current is not None else None
+    new = calls_fact(old, row, day_end)
+    if new is None:
+        return []
+    raw = fact_to_json(new)
+    table[row_key] = raw.decode()
+    return [("routing", fact_key(new).encode(), raw)] if calls_changed(old, new) else []
 
 
 def heartbeat_fact(now: datetime | None = None) -> tuple[bytes, bytes]:

@@ -27,7 +27,7 @@ given point with the counters in force there.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from core.agent_records import AgentStatus
@@ -175,6 +175,29 @@ def _by_dialog(facts: Sequence[Fact]) -> dict[str | None, list[Fact]]:
 
 
 def call_of(agent: str, call_id: str, facts: Sequence[Fact]) -> AgentCall:
+    """The call from its facts (sorted by :func:`order`); remembered for a tuple of facts
+    (a row's facts are tuples of frozen facts, met several times per event by the fold:
+    :data:`_CALLS`)."""
+    if type(facts) is not tuple:
+        return _call_of(agent, call_id, facts)
+    hit = _CALLS.get(id(facts))
+    if hit is not None and hit[0] is facts and hit[1] == agent and hit[2] == call_id:
+        return hit[3]
+    call = _call_of(agent, call_id, facts)
+    if len(_CALLS) >= _CALLS_MAX:
+        _CALLS.clear()
+    _CALLS[id(facts)] = (facts, agent, call_id, call)
+    return call
+
+
+_CALLS: dict[int, tuple[tuple[Fact, ...], str, str, AgentCall]] = {}
+"""id(facts) -> (the facts tuple itself, agent, call id, its call). The entry holds the
+tuple, so its id cannot be reused while it is remembered, and ``is`` checks it: a pure
+function of immutable arguments, only the time changes."""
+_CALLS_MAX = 8192
+
+
+def _call_of(agent: str, call_id: str, facts: Sequence[Fact]) -> AgentCall:
     """The call from its facts (sorted by :func:`order`).
 
     A transferred call has several dialogs (the transferee's new one after a REFER);
@@ -323,7 +346,7 @@ def sweep(spans: Iterable[Span], frontier: datetime | None = None,
     before, points = _deltas(spans, frontier)
     if frontier is not None and (base is not None or any(before)):
         points.setdefault(frontier, [0, 0, 0, 0])
-    segments = [replace(base, until=None)] if base is not None else []
+    segments = [Segment(base.state, base.since, None)] if base is not None else []
     counters = before
     for at in sorted(points):
         counters = [c + d for c, d in zip(counters, points[at], strict=True)]
@@ -331,7 +354,8 @@ def sweep(spans: Iterable[Span], frontier: datetime | None = None,
         if segments and segments[-1].state is status:
             continue
         if segments:
-            segments[-1] = replace(segments[-1], until=at)
+            last = segments[-1]
+            segments[-1] = Segment(last.state, last.since, at)
         segments.append(Segment(status, at, None))
     return segments
 

@@ -170,7 +170,12 @@ class CallState:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form; events use the event log's own wire shape, nothing new."""
-        events = [to_dict(ev) for ev in self.events]  # to_json's object, not re-parsed
+        return self.to_dict_with({})
+
+    def to_dict_with(self, done: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        """:meth:`to_dict`, taking an event's object from ``done`` (``id(event)`` -> its
+        ``to_dict``, for events alive in the caller's hands) instead of converting it."""
+        events = [done.get(id(ev)) or to_dict(ev) for ev in self.events]
         return {"format": STATE_FORMAT, "call_id": self.call_id, "events": events}
 
     @classmethod

@@ -1,5 +1,5 @@
 """Routing from the streams, end to end (issue 14): the CRM's responsible manager and
-longest-idle groups, on the real stack with sipp.
+longest_idle, least_calls and round_robin groups, on the real stack with sipp.
 
 One stack (``tawag up``'s supervisor: Kafka, rtpengine, Kamailio, ingest, streams, the
 edge's live-routing applier, warehouse) on the port block 29000. Agents register with
@@ -13,6 +13,7 @@ Each test reads the call's events back from ``tawag.call-events`` and asserts th
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +28,7 @@ from core.events import Event, EventType, from_json
 from core.settings import Settings
 from edge import sipp
 from edge.control import KamailioRpcError, kamailio_rpc
-from streams.folds.routing import idle_order
+from streams.folds.routing import idle_order, least_calls_order
 from tawag.supervisor import read_pid, terminate
 
 pytestmark = pytest.mark.integration
@@ -43,6 +44,8 @@ MEDIA_PORTS = iter(range(RTP_MIN + 600, RTP_MIN + 2000, 4))
 MANAGER_TIMEOUT_S = 2
 DID_SALES, DID_IDLE, DID_103 = "74951239001", "74951239002", "74951239103"
 """sales: ring-all 101, 102, 103; idle: longest_idle 103, 102, 101; 103: straight there."""
+DID_LEAST, DID_RR, DID_101, DID_102 = "74951239003", "74951239004", "74951239101", "74951239102"
+"""least: least_calls 101, 102, 103; rr: round_robin 101, 102, 103; 101/102: straight there."""
 CLIENT, CLIENT_OF_OFFLINE, CLIENT_NO_ANSWER = "+79160000091", "+79160000092", "+79160000093"
 PIPELINE_S = 30
 
@@ -63,6 +66,28 @@ members = ["101", "102", "103"]
 strategy = "longest_idle"
 members = ["103", "102", "101"]
 ring_timeout = 10
+
+[tenant.{TENANT}.group.least]
+strategy = "least_calls"
+members = ["101", "102", "103"]
+ring_timeout = 10
+
+[tenant.{TENANT}.group.rr]
+strategy = "round_robin"
+members = ["101", "102", "103"]
+ring_timeout = 10
+
+[tenant.{TENANT}.did."{DID_LEAST}"]
+to = "group:least"
+
+[tenant.{TENANT}.did."{DID_RR}"]
+to = "group:rr"
+
+[tenant.{TENANT}.did."{DID_101}"]
+to = "ext:101"
+
+[tenant.{TENANT}.did."{DID_102}"]
+to = "ext:102"
 
 [tenant.{TENANT}.did."{DID_SALES}"]
 to = "group:sales"
@@ -258,6 +283,90 @@ def test_longest_idle_rings_the_agent_idle_the_longest(
     assert rang(events) == {expected}
 
 
+def calls_today(settings: Settings, agent: str) -> int:
+    """The agent's calls answered today as the edge knows them (0: none known yet)."""
+    return live(settings, f"calls:{DOMAIN}:{agent}") or 0
+
+
+def answered_directly(settings: Settings, sip: sipp.Edge, agent: str, did: str,
+                      caller: str) -> None:
+    """One more call answered by ``agent``, known at the edge when this returns."""
+    before = calls_today(settings, agent)
+    talk = answering(sip, agent)
+    try:
+        call_events(settings, carrier_call(sip, caller, did).call_id)
+    finally:
+        talk.stop()
+    wait_for(f"{agent}'s calls today at the edge",
+             lambda: calls_today(settings, agent) > before, PIPELINE_S)
+
+
+def test_least_calls_rings_the_agent_with_the_fewest_calls_today(
+        stack: Settings, sip: sipp.Edge, phones: list[sipp.Uas]) -> None:
+    """102 is given the fewest calls answered today and then made the newest idle (a call
+    that rang it and was cancelled: offered, not answered), so the longest-idle rule
+    would not pick it and least_calls must."""
+    all_available(stack)
+    for agent, did in (("101", DID_101), ("103", DID_103)):
+        while calls_today(stack, agent) <= calls_today(stack, "102"):
+            answered_directly(stack, sip, agent, did, f"+7916000011{agent[-1]}")
+    ring = sipp.start_uas_ring(sip, port=CONTACT_PORTS["102"])
+    cancelled = sipp.call_and_cancel(sip, "+79160000120", DID_102, ring_ms=300,
+                                     port=CARRIER_PORT, media_port=next(MEDIA_PORTS))
+    assert cancelled.ok, cancelled.received()
+    ring.stop()
+    all_available(stack)
+    members = ["101", "102", "103"]
+    since = {a: live(stack, f"avail:{DOMAIN}:{a}") for a in members}
+    calls = {a: calls_today(stack, a) for a in members}
+    now = int(time.time())
+    assert least_calls_order(members, since, calls, now)[0] == "102", (since, calls)
+    assert idle_order(members, since, now)[0] != "102", (since, calls)
+    phones += [answering(sip, a) for a in members]
+
+    events = call_events(stack, carrier_call(sip, "+79160000121", DID_LEAST).call_id)
+
+    assert decisions(events) == [
+        ("least_calls", "ext:102", "group:least",
+         f"calls_today={calls['102']};idle_since={since['102']}")]
+    assert rang(events) == {"102"}
+    answered = [e.agent for e in events if e.type is EventType.CALL_ANSWERED]
+    assert answered == ["102"]
+
+
+def test_round_robin_rotates_and_skips_a_busy_member(
+        stack: Settings, sip: sipp.Edge, phones: list[sipp.Uas]) -> None:
+    """Three calls to the round_robin group: 101 (nobody rung before), 102 (after 101),
+    then, while 103 talks on another call, 101 again (after 102, 103 skipped)."""
+    picked: list[tuple[str, str, str, str]] = []
+    for n, busy in enumerate((False, False, True)):
+        all_available(stack)
+        if busy:
+            talk_103 = answering(sip, "103")
+            other = threading.Thread(target=lambda: sipp.call(
+                sip, "104", "103", port=CONTACT_PORTS["104"], media_port=next(MEDIA_PORTS),
+                talk_ms=8000, password=PASSWORDS["104"]))
+            other.start()
+            wait_for("103 busy at the edge",
+                     lambda: live(stack, f"avail:{DOMAIN}:103") is None, PIPELINE_S)
+        group = [answering(sip, a) for a in ("101", "102") + (() if busy else ("103",))]
+        events = call_events(stack, carrier_call(sip, f"+7916000013{n}", DID_RR).call_id)
+        for phone in group:
+            phone.stop()
+        [decision] = decisions(events)
+        picked.append(decision)
+        assert rang(events) == {decision[1].removeprefix("ext:")}
+        if busy:
+            other.join(timeout=PIPELINE_S)
+            talk_103.stop()
+
+    assert [(rule, target, default) for rule, target, default, _ in picked] == [
+        ("round_robin", "ext:101", "group:rr"), ("round_robin", "ext:102", "group:rr"),
+        ("round_robin", "ext:101", "group:rr")]
+    assert [inputs.split(";")[0] for *_, inputs in picked] == [
+        "after=none", "after=101", "after=102"]
+
+
 def test_with_the_streams_down_the_edge_routes_on_its_own(
         stack: Settings, sip: sipp.Edge, phones: list[sipp.Uas]) -> None:
     """Last of the module: it stops the Faust worker. Its heartbeats stop, the live facts
@@ -277,6 +386,14 @@ def test_with_the_streams_down_the_edge_routes_on_its_own(
     assert rang(events) == {"103"}  # the first member in the group's order
     for phone in group:  # 103's callee may still hold its port after the BYE
         phone.stop()
+    for did, name in ((DID_LEAST, "least"), (DID_RR, "rr")):  # 101 first in both
+        group = [answering(sip, a) for a in AGENTS[:3]]
+        events = call_events(stack, carrier_call(sip, f"+7916000014{len(name)}", did).call_id)
+        for phone in group:
+            phone.stop()
+        assert decisions(events) == [
+            ("static_order", f"group:{name}", f"group:{name}", "live=stale")]
+        assert rang(events) == {"101"}
     phones += [answering(sip, "103")]
     events = call_events(stack, carrier_call(sip, CLIENT, DID_103).call_id)
     assert decisions(events) == []  # 101 manages CLIENT, but the edge no longer trusts it

@@ -88,3 +88,18 @@ def test_an_old_heartbeat_is_not_written() -> None:
     kamailio = FakeKamailio()
     applier(kamailio).apply(beat(NOW - timedelta(seconds=6)))
     assert kamailio.table == {}
+
+
+def test_calls_today_are_a_count_and_the_end_of_its_day() -> None:
+    end = NOW + timedelta(hours=15)
+    fact = RoutingFact(FactKind.CALLS, "acme", "101", "4", NOW - timedelta(hours=9), 7,
+                       until=end)
+    assert htable_calls(fact, "pbx.test") == [
+        RpcCall("htable.seti", ("live", "calls:pbx.test:101", 4)),
+        RpcCall("htable.seti", ("live", "callsto:pbx.test:101", int(end.timestamp())))]
+    kamailio = FakeKamailio()
+    live = applier(kamailio)
+    live.apply(fact)
+    kamailio.table.clear()  # a restarted Kamailio: the next heartbeat writes it again
+    live.apply(beat(NOW))
+    assert kamailio.table["calls:pbx.test:101"] == 4

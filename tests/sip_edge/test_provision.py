@@ -322,3 +322,63 @@ def test_manager_timeout_and_longest_idle_compile_and_a_bad_timeout_names_its_li
     path = write(tmp_path, text.replace("manager_timeout = 7", "manager_timeout = 0"))
     [error] = provision.check(path)
     assert (error.line, error.message.split(":")[0]) == (5, "manager_timeout")
+
+
+QUEUED = GOOD.replace('"sequential"', '"longest_idle"').replace(
+    'members = ["102", "101"]\n',
+    'members = ["102", "101"]\n'
+    'queue = { max_wait_s = 30, max_length = 3, overflow = "+79161234567" }\n')
+
+
+def test_a_queue_compiles_to_wait_length_and_overflow_target(tmp_path: Path) -> None:
+    state = provision.load(write(tmp_path, QUEUED))["acme"]
+
+    assert state.ints["group:pbx.test:sales:qwait"] == 30
+    assert state.ints["group:pbx.test:sales:qlen"] == 3
+    assert state.strings["group:pbx.test:sales:qover"] == "tel:+79161234567"
+    assert "group:pbx.test:sales:fwd:q" not in state.strings
+    plain = provision.load(write(tmp_path, GOOD))["acme"]
+    assert not any(":q" in key for key in [*plain.ints, *plain.strings])
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (QUEUED.replace("max_wait_s = 30", "max_wait_s = 0"), "max_wait_s: whole seconds"),
+        (QUEUED.replace("max_length = 3", "max_length = 1000"), "max_length: whole number"),
+        (QUEUED.replace("max_length = 3, ", ""), "queue: max_length is required"),
+        (QUEUED.replace('"+79161234567" }', '"ext:199" }'),
+         "queue overflow: 'ext:199' is not provisioned"),
+        (QUEUED.replace('"+79161234567" }', '"group:sales" }'),
+         "cannot overflow to its own group"),
+        (QUEUED.replace("max_length = 3", "max_length = 3, music = true"), "unknown key 'music'"),
+        (QUEUED.replace('"longest_idle"', '"ring_all"'), "strategy must be longest_idle"),
+        (QUEUED.replace("queue = {", "queue = 5 #"), "queue must be a table"),
+    ],
+)
+def test_each_queue_defect_names_the_queue_line(tmp_path: Path, broken: str,
+                                                message: str) -> None:
+    path = write(tmp_path, broken)
+
+    [error] = provision.check(path)
+
+    assert error.line == 18, error
+    assert message in error.message, error.message
+
+
+@pytest.mark.parametrize(("strategy", "mode"), [("least_calls", "least"),
+                                                ("round_robin", "rr")])
+def test_least_calls_and_round_robin_compile_to_their_live_modes(
+        tmp_path: Path, strategy: str, mode: str) -> None:
+    text = GOOD.replace('"sequential"', f'"{strategy}"')
+    assert provision.check(write(tmp_path, text)) == []
+    assert provision.load(write(tmp_path, text))["acme"].strings[
+        "group:pbx.test:sales:mode"] == mode
+
+
+def test_an_unknown_strategy_names_its_line_and_the_strategies(tmp_path: Path) -> None:
+    text = GOOD.replace('"sequential"', '"fewest_calls"')
+    [error] = provision.check(write(tmp_path, text))
+    assert error.line == next(i for i, line in enumerate(text.splitlines(), 1)
+                              if "fewest_calls" in line)
+    assert "least_calls" in error.message and "round_robin" in error.message

@@ -30,6 +30,7 @@ from core.agent_records import (
 from core.events import Direction, EventType, to_json
 from core.records import cdr_to_json
 from core.settings import load
+from streams.agents import agent_stats as stage
 from streams.agents.agent_stats import fold_into
 from streams.app import Streams
 from streams.folds.agent_state import AgentState, timeline
@@ -102,18 +103,24 @@ def test_callback_fold_publishes_item_revisions(streams: Streams) -> None:
     assert f"acme:{CLIENT}" in streams.tables.callbacks
 
 
-def test_fold_into_keeps_nothing_but_the_table_row() -> None:
+def day_of_102() -> list[Any]:
+    return [ev(EventType.AGENT_REGISTERED, 0, agent="102"), ev(EventType.CALL_RINGING, 60),
+            ev(EventType.CALL_ANSWERED, 70, agent="102"), ev(EventType.CALL_ENDED, 130),
+            ev(EventType.CALL_RINGING, 200, call_id="c2"),
+            # not from the wire: microseconds, which the row cuts to milliseconds
+            replace(ev(EventType.CALL_CANCELLED, 205, call_id="c2"),
+                    ts=at(205) + timedelta(microseconds=1_500)),
+            ev(EventType.AGENT_UNREGISTERED, 300, agent="102")]
+
+
+def test_fold_into_keeps_nothing_but_the_table_row(monkeypatch: pytest.MonkeyPatch) -> None:
     """The table row is the truth: a row replaced behind the stage's back (a changelog
     recovery after a rebalance, here a JSON round trip) is decoded afresh and gives the
-    same outputs as the row left in place (whose decoded state the stage reuses), and an
-    in-memory event with microseconds folds as its wire form (milliseconds) would."""
-    events = [ev(EventType.AGENT_REGISTERED, 0, agent="102"), ev(EventType.CALL_RINGING, 60),
-              ev(EventType.CALL_ANSWERED, 70, agent="102"), ev(EventType.CALL_ENDED, 130),
-              ev(EventType.CALL_RINGING, 200, call_id="c2"),
-              # not from the wire: microseconds, which the row cuts to milliseconds
-              replace(ev(EventType.CALL_CANCELLED, 205, call_id="c2"),
-                      ts=at(205) + timedelta(microseconds=1_500)),
-              ev(EventType.AGENT_UNREGISTERED, 300, agent="102")]
+    same outputs as the row left in place (whose decoded state the stage reuses; the
+    take-over's version floor is 0 here), and an in-memory event with microseconds folds
+    as its wire form (milliseconds) would."""
+    monkeypatch.setattr(stage, "version_floor", lambda: 0)
+    events = day_of_102()
     table: dict[str, Any] = {}
     reference: dict[str, Any] = {}
     for event in events:
@@ -124,6 +131,25 @@ def test_fold_into_keeps_nothing_but_the_table_row() -> None:
     assert state.accepted == len(events)
     assert state.segments[-1].state is AgentStatus.OFFLINE
     assert timeline(state)[-2].until == at(300)
+
+
+def test_a_row_taken_over_is_numbered_from_the_floor_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a restart the first event of an agent finds its row in the table but not in
+    the stage's memory: its records and the next ones are numbered from the floor up
+    (above any record the previous owner sent ahead of its row)."""
+    events = day_of_102()
+    table: dict[str, Any] = {}
+    for event in events[:4]:
+        fold_into(table, "acme:102", event)
+    floor = 10**15
+    monkeypatch.setattr(stage, "version_floor", lambda: floor)
+    table = json.loads(json.dumps(table))  # a new worker recovered it
+    changes, rows = fold_into(table, "acme:102", events[4])
+    assert changes and rows
+    assert {c.version for c in changes} == {r.version for r in rows} == {floor + 1}
+    changes, _ = fold_into(table, "acme:102", events[5])  # remembered now: the same owner
+    assert {c.version for c in changes} == {floor + 2}
+    assert AgentState.from_dict(table["acme:102"]).accepted == floor + 2
 
 
 def test_a_row_left_in_place_is_not_decoded_again(monkeypatch) -> None:

@@ -11,7 +11,13 @@ from faust_harness import run, streams_on_channels
 
 from connectors.base import Contact
 from connectors.contacts import contact_record
-from core.agent_records import AgentStateChange, AgentStatus, record_to_json
+from core.agent_records import (
+    AgentStateChange,
+    AgentStats,
+    AgentStatus,
+    IntervalKind,
+    record_to_json,
+)
 from core.routing import FactKind, fact_from_json
 from core.settings import load
 from streams.agents.routing import heartbeat_fact
@@ -76,3 +82,25 @@ def test_a_contact_it_cannot_read_is_skipped_by_the_router_and_dead_lettered_aft
 def test_heartbeat_is_a_fact_of_its_own() -> None:
     key, raw = heartbeat_fact(T0)
     assert (key, fact_from_json(raw).since) == (b"heartbeat", T0)
+
+
+def day_stats(day_start: datetime, answered: int, version: int,
+              kind: IntervalKind = IntervalKind.DAY) -> tuple[bytes, bytes]:
+    row = AgentStats("acme", "101", kind, day_start, version, 0, 0, 0, 0, 0, answered,
+                     answered, 0, answered, 0, None, None, day_start)
+    return b"acme:101", record_to_json(row)
+
+
+def test_calls_today_come_from_the_day_rows_with_the_tenants_day_end(tmp_path: Path) -> None:
+    """Moscow's day starts at 21:00 UTC and ends 24 h later; a quarter row or a repeated
+    count sends nothing."""
+    settings = load(environ={"TAWAG_DEFAULT_TIME_ZONE": "Europe/Moscow"}, data_dir=tmp_path)
+    streams = streams_on_channels(settings)
+    start = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
+    out = run(streams, "routing_calls", [
+        day_stats(start, 1, 1), day_stats(start, 1, 2),
+        day_stats(start, 2, 3, IntervalKind.QUARTER), day_stats(start, 2, 4)])
+    facts = [(key, fact_from_json(raw)) for key, raw in out["routing"]]
+    assert [(k, f.kind, f.value, f.since, f.until) for k, f in facts] == [
+        (b"calls:acme:101", FactKind.CALLS, n, start, datetime(2026, 12, 1, 21, tzinfo=UTC))
+        for n in ("1", "2")]
