@@ -36,7 +36,14 @@ from typing import Any
 
 from warehouse.client import WarehouseClient
 from warehouse.queries import kpi
-from warehouse.schema import CDR_DAYS_LOADED, CDR_ROLLUP, CDR_ROLLUP_DAYS, CDRS
+from warehouse.schema import (
+    CDR_DAYS_LOADED,
+    CDR_ROLLUP,
+    CDR_ROLLUP_CALLERS,
+    CDR_ROLLUP_DAYS,
+    CDR_ROLLUP_TALK,
+    CDRS,
+)
 
 __all__ = ["SETTLE_S", "stale_days", "rebuild_day", "refresh", "Refresher"]
 
@@ -66,19 +73,31 @@ def stale_days(client: WarehouseClient, *, settle_s: float = 0.0) -> list[dict[s
 
 def rebuild_day(client: WarehouseClient, tenant: str, day: date,
                 generation: datetime) -> None:
-    """Write the rollup of ``tenant``'s ``day`` from cdrs FINAL as ``generation``."""
+    """Write the rollups of ``tenant``'s ``day`` from cdrs FINAL as ``generation``: the
+    components per slot (:data:`CDR_ROLLUP`), the talk per slot it happened in
+    (:data:`CDR_ROLLUP_TALK`) and the caller pieces (:data:`CDR_ROLLUP_CALLERS`); then
+    the day's marker; then the older generations are deleted."""
     names = sorted(kpi.COMPONENTS)
     components = ", ".join(f"'{n}', {kpi.component_column(n)}" for n in names)
     slot = f"intDiv(toUnixTimestamp64Milli(started_at), {kpi.SLOT_MS}) * {kpi.SLOT_MS}"
     params = {**kpi.build_params(), "tenant": tenant, "day": day, "generation": generation,
               "catalogue": kpi.CATALOGUE}
+    calls = (f"WITH calls AS (SELECT {', '.join(_COLUMNS)} FROM {CDRS} FINAL WHERE "
+             "tenant = {tenant:String} AND call_day = {day:Date}) ")
+    lead = ("SELECT {tenant:String}, {day:Date}, {catalogue:String}, "
+            "{generation:DateTime64(3, 'UTC')}, ")
+    keys = "tenant, call_day, catalogue, generation, slot_ms, direction, did"
     client.command(
-        f"INSERT INTO {CDR_ROLLUP} (tenant, call_day, catalogue, generation, slot_ms, "
-        f"direction, did, components) WITH calls AS (SELECT {', '.join(_COLUMNS)} FROM "
-        f"{CDRS} FINAL WHERE tenant = {{tenant:String}} AND call_day = {{day:Date}}) "
-        "SELECT {tenant:String}, {day:Date}, {catalogue:String}, "
-        f"{{generation:DateTime64(3, 'UTC')}}, {slot} AS slot_ms, direction, did, "
-        f"map({components}) FROM calls GROUP BY slot_ms, direction, did", params)
+        f"INSERT INTO {CDR_ROLLUP} ({keys}, components) {calls}{lead}{slot} AS slot_ms, "
+        f"direction, did, map({components}) FROM calls GROUP BY slot_ms, direction, did",
+        params)
+    client.command(
+        f"INSERT INTO {CDR_ROLLUP_TALK} ({keys}, talk_ms) {calls}{lead}slot_ms, direction, "
+        f"did, talk_ms FROM ({kpi._talk_slots_sql('calls')})", params)
+    client.command(
+        f"INSERT INTO {CDR_ROLLUP_CALLERS} ({keys}, caller, calls, first_ms, last_ms) "
+        f"{calls}{lead}slot_ms, direction, did, contact, calls, first_ms, last_ms FROM ("
+        f"{kpi._contact_pieces_sql('calls', kpi._PIECE_KEYS)})", params)
     client.command(
         f"INSERT INTO {CDR_ROLLUP_DAYS} (tenant, call_day, catalogue, generation, calls) "
         "SELECT {tenant:String}, {day:Date}, {catalogue:String}, "
@@ -86,10 +105,11 @@ def rebuild_day(client: WarehouseClient, tenant: str, day: date,
         f"FROM {CDR_ROLLUP} FINAL WHERE tenant = {{tenant:String}} AND call_day = {{day:Date}}"
         " AND catalogue = {catalogue:String} AND generation = {generation:DateTime64(3, 'UTC')}",
         params)
-    client.command(
-        f"DELETE FROM {CDR_ROLLUP} WHERE tenant = {{tenant:String}} AND call_day = {{day:Date}}"
-        " AND (catalogue != {catalogue:String} OR generation < "
-        "{generation:DateTime64(3, 'UTC')})", params)
+    for table in (CDR_ROLLUP, CDR_ROLLUP_TALK, CDR_ROLLUP_CALLERS):
+        client.command(
+            f"DELETE FROM {table} WHERE tenant = {{tenant:String}} AND call_day = {{day:Date}}"
+            " AND (catalogue != {catalogue:String} OR generation < "
+            "{generation:DateTime64(3, 'UTC')})", params)
 
 
 def refresh(client: WarehouseClient, *, settle_s: float = 0.0) -> int:

@@ -130,7 +130,7 @@ def test_an_old_layout_store_upgrades_with_its_revisions(tmp_path):
         assert [{k: r[k] for k in before[0]} for r in after] == before
         assert [r["call_day"] for r in after] == [moved.date(), D.date()]
         tables = {r["name"] for r in client.query("SHOW TABLES FROM tawag")}
-        later = {schema.CDR_DAYS_LOADED_MV, *schema.ROLLUP_TABLES}  # migration 0010
+        later = {schema.CDR_DAYS_LOADED_MV, *schema.ROLLUP_TABLES}  # migrations 0010-0011
         assert tables == {t.split(".")[1] for t in schema.TABLES if t not in later}
         sorting = client.query("SELECT sorting_key FROM system.tables WHERE database = "
                                "'tawag' AND name = 'cdrs'")[0]["sorting_key"]
@@ -144,7 +144,7 @@ def test_an_old_layout_store_upgrades_with_its_revisions(tmp_path):
                              f"FROM {schema.CDRS} FINAL ORDER BY call_id")
         assert again == after
         assert 9 in applied_versions(client)
-        assert migrate(client) == ["0010_cdr_rollups"]  # the rollups, on the moved table
+        assert migrate(client) == ["0010_cdr_rollups", "0011_cdr_rollup_talk_callers"]
         # new revisions, loaded after the upgrade, get their call_day from the DEFAULT
         load(client, answered("plain", D + timedelta(hours=2), talk_s=41, version=4),
              offset=20)

@@ -21,6 +21,8 @@ from warehouse.server_access import access_statements
 ROUTES = routes_for(SETTINGS)
 DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
 DAYS = 4
+CALLERS = ["+1", "+2", "", None, *(f"+3{i}" for i in range(60))]
+"""Two frequent callers, hidden numbers, and many who call a few times (or once)."""
 _OUTCOMES = [  # disposition, sip_code
     (Disposition.ANSWERED, 200), (Disposition.CANCELLED, 487), (Disposition.NO_ANSWER, 480),
     (Disposition.BUSY, 486), (Disposition.FAILED, 603), (Disposition.FAILED, 404),
@@ -32,13 +34,14 @@ def a_call(rng: random.Random, tenant: str, n: int, version: int = 3):
     start = DAY0 + timedelta(seconds=rng.randrange(DAYS * 86400))
     disposition, code = rng.choice(_OUTCOMES)
     ring = rng.choice([rng.randrange(60_000), 20_000, 10_000, 9_999, 20_001, 0])
-    talk = rng.randrange(1, 900_000) if disposition == Disposition.ANSWERED else 0
+    talk = (rng.choice([rng.randrange(1, 900_000), rng.randrange(1, 7_200_000)])
+            if disposition == Disposition.ANSWERED else 0)  # some talk across slots, days
     answered = start + timedelta(milliseconds=ring) if talk else None
     closed = disposition != Disposition.IN_PROGRESS
     return make_cdr(
         f"{tenant}-{n}", tenant=tenant, version=version,
         direction=rng.choice(["inbound", "inbound", "outbound", "internal", None]),
-        caller=rng.choice(["+1", "+2", "+3", "", None]), did=rng.choice(["+70", "+71", None]),
+        caller=rng.choice(CALLERS), did=rng.choice(["+70", "+71", None]),
         agent=rng.choice(["101", "102"]) if talk else None, started_at=start,
         answered_at=answered,
         ended_at=start + timedelta(milliseconds=ring + talk) if closed else None,
@@ -87,14 +90,37 @@ def assert_same_kpis(store, monkeypatch, tenant: str = "acme") -> None:
             got = kpi.period_comparison(store, tenant, start, end, **filters)
             want = raw(monkeypatch, kpi.period_comparison, store, tenant, start, end, **filters)
             assert got == want, ("period_comparison", start, end, filters)
-    for interval, tz, options in [("1 hour", "UTC", {}), ("15 minute", "Asia/Kathmandu", {}),
-                                  ("1 day", "Europe/Moscow", {"short_abandon_s": 10.0}),
-                                  ("1 hour", "Asia/Kolkata", {"direction": "inbound"})]:
-        start, end = WINDOWS[2]
-        got = kpi.kpis_by_interval(store, tenant, start, end, interval, tz=tz, **options)
-        want = raw(monkeypatch, kpi.kpis_by_interval, store, tenant, start, end, interval,
-                   tz=tz, **options)
-        pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-12)
+    for repeat_window_h in (0.25, 1.0, 48.0, 0.1):  # 0.1 h: under a slot, from cdrs
+        for start, end in WINDOWS[2:4]:
+            got = kpi.kpi_summary(store, tenant, start, end, repeat_window_h=repeat_window_h)
+            want = raw(monkeypatch, kpi.kpi_summary, store, tenant, start, end,
+                       repeat_window_h=repeat_window_h)
+            assert got == want, ("repeat window", repeat_window_h, start, end)
+    for window in (WINDOWS[2], WINDOWS[3], WINDOWS[4], *LOCAL_DAYS):
+        for interval, tz, options in INTERVAL_CASES:
+            got = kpi.kpis_by_interval(store, tenant, *window, interval, tz=tz, **options)
+            want = raw(monkeypatch, kpi.kpis_by_interval, store, tenant, *window, interval,
+                       tz=tz, **options)
+            pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-12)
+            options = {k: v for k, v in options.items() if k != "short_abandon_s"}
+            got = kpi.talk_time_by_interval(store, tenant, *window, interval, tz=tz, **options)
+            want = raw(monkeypatch, kpi.talk_time_by_interval, store, tenant, *window,
+                       interval, tz=tz, **options)
+            pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    for start, end in LOCAL_DAYS:
+        got = kpi.kpi_summary(store, tenant, start, end, did="+71")
+        assert got == raw(monkeypatch, kpi.kpi_summary, store, tenant, start, end, did="+71")
+
+
+INTERVAL_CASES = [("1 hour", "UTC", {}), ("15 minute", "Asia/Kathmandu", {}),
+                  ("1 day", "Europe/Moscow", {"short_abandon_s": 10.0}),
+                  ("1 hour", "Asia/Kolkata", {"direction": "inbound"}),
+                  ("1 hour", "UTC", {"did": "+70"})]
+LOCAL_DAYS = [  # a local day of a tenant in Moscow (UTC+3) and in Kathmandu (UTC+5:45)
+    (DAY0 + timedelta(days=1, hours=-3), DAY0 + timedelta(days=2, hours=-3)),
+    (DAY0 + timedelta(days=2, hours=-5, minutes=-45), DAY0 + timedelta(days=3, hours=-5,
+                                                                       minutes=-45)),
+]
 
 
 def plan(store, tenant="acme", start=DAY0, end=DAY0 + timedelta(days=DAYS)):
@@ -187,3 +213,25 @@ def test_rollups_are_under_the_tenant_row_policies():
         assert f"GRANT SELECT ON {table} TO `tawag_tenant_acme`" in statements
         assert any(s.startswith("CREATE ROW POLICY") and f" ON {table} " in s
                    and "USING tenant = 'acme' TO `tawag_tenant_acme`" in s for s in statements)
+
+
+def test_whole_slots_of_current_days_need_no_cdrs(loaded):
+    """Every KPI of a window on slot bounds over current days comes from the rollups:
+    the same figures once the tenant's cdrs are gone (the rollups are not told)."""
+    store, _, _ = loaded
+    rollup.refresh(store)
+    start, end = DAY0 + timedelta(days=1), DAY0 + timedelta(days=3, minutes=45)
+
+    def figures():
+        return (kpi.kpi_summary(store, "acme", start, end),
+                kpi.kpis_by_interval(store, "acme", start, end, "1 hour"),
+                kpi.talk_time_by_interval(store, "acme", start, end, "15 minute"))
+
+    summary, by_interval, talk = figures()
+    assert summary["total"] > 0 and summary["repeat_callers"] > 0
+    assert talk["talk_time_ms"].sum() > 0
+    store.command(f"DELETE FROM {schema.CDRS} WHERE tenant = 'acme'")
+    after = figures()
+    assert after[0] == summary
+    pd.testing.assert_frame_equal(after[1], by_interval)
+    pd.testing.assert_frame_equal(after[2], talk)

@@ -71,7 +71,15 @@ from core.records import Disposition
 from core.timezones import BUCKETS, UTC_ZONE, bounds, zone
 from warehouse.client import WarehouseClient
 from warehouse.queries.window import CALL_WINDOW, TALK_LOOKBACK_DAYS, day_bounds
-from warehouse.schema import CDR_DAYS_LOADED, CDR_ROLLUP, CDR_ROLLUP_DAYS, CDRS, TENANTS
+from warehouse.schema import (
+    CDR_DAYS_LOADED,
+    CDR_ROLLUP,
+    CDR_ROLLUP_CALLERS,
+    CDR_ROLLUP_DAYS,
+    CDR_ROLLUP_TALK,
+    CDRS,
+    TENANTS,
+)
 
 __all__ = [
     "INTERVALS",
@@ -258,6 +266,22 @@ _REPEATS = (
     f"FROM calls WHERE {_CONTACT} GROUP BY caller)"
 )
 """Per inbound caller: are two of their calls at most N apart? (sorted, so neighbours)."""
+
+_CONTACTS_OF_PIECES = (
+    "SELECT " + _ratio("sum(n)", "count()") + " AS contacts_per_client, "
+    + _ratio("countIf(repeated)", "count()") + " AS repeat_call_rate, "
+    "countIf(repeated) AS repeat_callers FROM ("
+    "SELECT sum(calls) AS n, arraySort(groupArray((first_ms, last_ms))) AS ps, "
+    "n > count() OR arrayExists((p, q) -> q.1 - p.2 <= {repeat_window_ms:Int64}, "
+    "arrayPopBack(ps), arrayPopFront(ps)) AS repeated FROM contact_pieces GROUP BY contact)"
+)
+"""The three contact KPIs of :data:`_CONTACTS` and :data:`_REPEATS` over ``contact_pieces``
+(:func:`_contact_pieces_sql`: per caller, runs of their contacts inside one 15-minute slot,
+``calls`` and first/last start). Two calls of one slot are less than 15 minutes apart and
+pieces of different slots do not overlap, so for N >= 15 minutes a caller repeats iff a
+piece holds two calls or two neighbouring pieces (sorted) are at most N apart: the same
+figures as over the calls, from rows that were grouped once, at the rollup's rebuild."""
+
 
 _CALL_COLUMNS = ("started_at", "answered_at", "ended_at", "ring_ms", "talk_ms", "disposition",
                  "closed", "sip_code", "caller", "direction", "pdd_ms")
@@ -555,7 +579,10 @@ def kpi_summary(client: WarehouseClient, tenant: str, start: datetime, end: date
     and ``service_level_offered_adjusted`` (abandons shorter than ``short_abandon_s``
     left out: both variants side by side). Contact KPIs are always over inbound calls,
     so they are None when ``direction`` selects another direction. One statement: the
-    window is read twice (outcomes, and per-caller repeats), both with FINAL.
+    rollup (for the whole slots of days rolled up since their last load: outcome
+    components and, for a repeat window of 15 minutes or more, the callers' pieces) and
+    cdrs FINAL for the rest of the window; without a rollup, cdrs FINAL twice (outcomes,
+    and per-caller repeats).
     """
     filter_sql, filter_params = _filters(direction, did, agent)
     params = {**_params(tenant, start, end, threshold_s=threshold_s,
@@ -568,9 +595,12 @@ def kpi_summary(client: WarehouseClient, tenant: str, start: datetime, end: date
         outcomes = (f"SELECT {_select(_SUMMARY_EXPRS, 'components')} FROM "
                     f"({_parts_sql(plan, _SUMMARY_EXPRS, filter_sql)})")
         params.update(plan["params"])
-    sql = (f"{_calls_cte(filter_sql)}{_part_calls_cte(plan, filter_sql)}SELECT * FROM "
-           f"({outcomes}) AS k CROSS JOIN (SELECT {_select(_CONTACTS)} FROM calls) AS c "
-           f"CROSS JOIN ({_REPEATS}) AS r")
+    ctes = f"{_calls_cte(filter_sql)}{_part_calls_cte(plan, filter_sql)}"
+    contacts = f"(SELECT {_select(_CONTACTS)} FROM calls) AS c CROSS JOIN ({_REPEATS}) AS r"
+    if plan is not None and params["repeat_window_ms"] >= SLOT_MS:  # see _CONTACTS_OF_PIECES
+        ctes = f"{_part_calls_cte(plan, filter_sql, 'WITH ')}{_contacts_sql(plan, filter_sql)}"
+        contacts = f"({_CONTACTS_OF_PIECES}) AS c"
+    sql = f"{ctes}SELECT * FROM ({outcomes}) AS k CROSS JOIN {contacts}"
     rows = client.query(sql, params)
     return {key: (int(value) if key in _COUNTS or key == "repeat_callers" else value)
             for key, value in rows[0].items()}
@@ -666,25 +696,59 @@ _TALK_DAYS = day_bounds("start", "end", lookback_days=TALK_LOOKBACK_DAYS)
 """Calls that can talk inside the window: offered from TALK_LOOKBACK_DAYS before it on."""
 
 
-def _talk_split_sql(filter_sql: str) -> str:
+_TALKED = ("closed AND answered_at IS NOT NULL AND ended_at IS NOT NULL "
+           "AND ended_at > answered_at")
+"""A call that talked: closed, answered, with an end after its answer."""
+
+
+def _talk_split_sql(filter_sql: str, days: str = "", lo: str = "{start_ms:Int64}",
+                    hi: str = "{end_ms:Int64}") -> str:
     """Talk ms per bucket, each call's ``[answered_at, ended_at)`` cut at bucket bounds.
 
-    The talk is first clipped to ``[start, end)``; ``arrayFilter`` lists the buckets the
-    clipped segment overlaps and ``arrayJoin`` makes one row per (call, bucket), whose
-    share is the overlap of the segment with that bucket.
+    The talk is first clipped to ``[lo, hi)`` (SQL of epoch ms; the window by default);
+    ``arrayFilter`` lists the buckets the clipped segment overlaps and ``arrayJoin`` makes
+    one row per (call, bucket), whose share is the overlap of the segment with that
+    bucket. ``days``: more conditions on the calls read (e.g. which ``call_day``).
     """
     return (
         f"SELECT {_BOUNDS}[i] AS bucket_ms, sum(least(e, {_BOUNDS}[i + 1]) - "
         f"greatest(a, {_BOUNDS}[i])) AS talk_time_ms FROM ("
-        "SELECT greatest(toUnixTimestamp64Milli(assumeNotNull(answered_at)), {start_ms:Int64})"
-        " AS a, least(toUnixTimestamp64Milli(assumeNotNull(ended_at)), {end_ms:Int64}) AS e, "
+        f"SELECT greatest(toUnixTimestamp64Milli(assumeNotNull(answered_at)), {lo})"
+        f" AS a, least(toUnixTimestamp64Milli(assumeNotNull(ended_at)), {hi}) AS e, "
         f"arrayJoin(arrayFilter(j -> {_BOUNDS}[j] < e AND {_BOUNDS}[j + 1] > a, "
         f"range(1, length({_BOUNDS})))) AS i "
-        f"FROM {CDRS} FINAL WHERE tenant = {{tenant:String}} AND {_TALK_DAYS} AND closed "
-        "AND answered_at IS NOT NULL AND ended_at IS NOT NULL "
-        "AND answered_at < {end:DateTime64(3, 'UTC')} AND ended_at > {start:DateTime64(3, 'UTC')}"
-        f"{filter_sql} AND e > a) GROUP BY bucket_ms"
+        f"FROM {CDRS} FINAL WHERE tenant = {{tenant:String}} AND {_TALK_DAYS}{days} AND "
+        f"{_TALKED} AND answered_at < {{end:DateTime64(3, 'UTC')}} AND ended_at > "
+        f"{{start:DateTime64(3, 'UTC')}}{filter_sql} AND e > a) GROUP BY bucket_ms"
     )
+
+
+def _talk_sql(plan: Row | None, filter_sql: str) -> str:
+    """``bucket_ms, talk_time_ms`` of the window: with a plan, the rollup's talk slots
+    (:data:`CDR_ROLLUP_TALK`) of the window's whole slots, from the calls of the current
+    days (the day before the window included: its calls may still talk in it), plus cdrs
+    FINAL for the calls of the other days and for the talk outside whole slots."""
+    if plan is None:
+        return _talk_split_sql(filter_sql)
+    p = plan["params"]
+    talk_days = " AND call_day IN {talk_days:Array(Date)}"
+    parts = [f"SELECT {_bucket('slot_ms')} AS bucket_ms, talk_ms AS talk_time_ms FROM "
+             f"{CDR_ROLLUP_TALK} FINAL WHERE tenant = {{tenant:String}} AND catalogue = "
+             f"{{catalogue:String}}{talk_days} AND generation = {{talk_generations:Array("
+             "DateTime64(3, 'UTC'))}[indexOf({talk_days:Array(Date)}, call_day)] AND "
+             f"slot_ms >= {{whole_from:Int64}} AND slot_ms < {{whole_to:Int64}}{filter_sql}"]
+    if p["talk_raw_days"]:
+        parts.append(_talk_split_sql(filter_sql, " AND call_day IN {talk_raw_days:Array(Date)}"))
+    if p["talk_days"]:
+        if p["whole_from"] >= p["whole_to"]:  # no whole slot: the window is all ragged
+            parts.append(_talk_split_sql(filter_sql, talk_days))
+        else:
+            if p["start_ms"] < p["whole_from"]:
+                parts.append(_talk_split_sql(filter_sql, talk_days, hi="{whole_from:Int64}"))
+            if p["whole_to"] < p["end_ms"]:
+                parts.append(_talk_split_sql(filter_sql, talk_days, lo="{whole_to:Int64}"))
+    return (f"SELECT bucket_ms, sum(talk_time_ms) AS talk_time_ms FROM ("
+            f"{' UNION ALL '.join(parts)}) GROUP BY bucket_ms")
 
 
 def talk_time_by_interval(client: WarehouseClient, tenant: str, start: datetime,
@@ -702,11 +766,16 @@ def talk_time_by_interval(client: WarehouseClient, tenant: str, start: datetime,
     ``talk_time_ms``; empty intervals are present with 0.
     """
     filter_sql, filter_params = _filters(direction, did, agent)
+    params = {**_params(tenant, start, end), **filter_params,
+              **_interval_params(start, end, interval, tz)}
+    plan = (_rollup_plan(client, {}, params, agent)
+            if all(b % SLOT_MS == 0 for b in params["bounds"]) else None)
+    if plan is not None:
+        params.update(plan["params"])
     sql = (f"SELECT fromUnixTimestamp64Milli(bucket_ms, {{tz:String}}) AS interval_start, "
-           f"talk_time_ms FROM {_GRID} LEFT JOIN ({_talk_split_sql(filter_sql)}) AS t "
+           f"talk_time_ms FROM {_GRID} LEFT JOIN ({_talk_sql(plan, filter_sql)}) AS t "
            "USING bucket_ms ORDER BY interval_start")
-    return client.query_df(sql, {**_params(tenant, start, end), **filter_params,
-                                 **_interval_params(start, end, interval, tz)})
+    return client.query_df(sql, params)
 
 
 def kpis_by_interval(client: WarehouseClient, tenant: str, start: datetime, end: datetime,
@@ -745,7 +814,7 @@ def kpis_by_interval(client: WarehouseClient, tenant: str, start: datetime, end:
         params.update(plan["params"])
     sql = (f"{ctes}SELECT fromUnixTimestamp64Milli(bucket_ms, {{tz:String}})"
            f" AS interval_start, {', '.join(exprs)}, talk_time_ms FROM {_GRID} LEFT JOIN ("
-           f"{per_bucket}) AS k USING bucket_ms LEFT JOIN ({_talk_split_sql(filter_sql)}) AS t "
+           f"{per_bucket}) AS k USING bucket_ms LEFT JOIN ({_talk_sql(plan, filter_sql)}) AS t "
            "USING bucket_ms ORDER BY interval_start")
     return client.query_df(sql, params)
 
@@ -763,6 +832,9 @@ SLOT_MS = 15 * 60 * 1000
 """The rollup's slot: every bucket bound of a zone whose offset is a multiple of 15 minutes
 (every zone in use today) falls on one, so slots never straddle a bucket."""
 
+_PIECE_KEYS = "slot_ms, direction, did, contact"
+"""What the rollup's caller pieces are keyed by (with tenant and day)."""
+
 _FROZEN = True
 """Set below: every component is registered by then (the catalogue is fixed at import)."""
 
@@ -779,10 +851,34 @@ def _param_names(sql: str) -> set[str]:
     return set(re.findall(r"\{(\w+):", sql))
 
 
+def _contact_pieces_sql(source: str, keys: str = "slot_ms, contact") -> str:
+    """The inbound contacts (:data:`_CONTACT`) of ``source``, a relation of calls, grouped
+    by ``keys`` (always within one 15-minute slot of the start, ``slot_ms``; ``contact``
+    is the caller): ``calls`` and the first and last start in epoch ms."""
+    ms = "toUnixTimestamp64Milli(started_at)"
+    return (f"SELECT {keys}, toUInt32(count()) AS calls, min({ms}) AS first_ms, "
+            f"max({ms}) AS last_ms FROM (SELECT *, intDiv({ms}, {SLOT_MS}) * {SLOT_MS} AS "
+            f"slot_ms, assumeNotNull(caller) AS contact FROM {source} WHERE {_CONTACT}) "
+            f"GROUP BY {keys}")
+
+
+def _talk_slots_sql(source: str) -> str:
+    """``slot_ms, direction, did, talk_ms``: the talk of ``source``'s calls (a relation of
+    calls) per 15-minute UTC slot it happened in, each ``[answered_at, ended_at)`` cut at
+    slot bounds (as :func:`_talk_split_sql` cuts at bucket bounds)."""
+    return (f"SELECT slot_ms, direction, did, sum(least(e, slot_ms + {SLOT_MS}) - "
+            "greatest(a, slot_ms)) AS talk_ms FROM (SELECT toUnixTimestamp64Milli("
+            "assumeNotNull(answered_at)) AS a, toUnixTimestamp64Milli(assumeNotNull(ended_at))"
+            f" AS e, direction, did, arrayJoin(range(intDiv(a, {SLOT_MS}) * {SLOT_MS}, e, "
+            f"{SLOT_MS})) AS slot_ms FROM {source} WHERE {_TALKED}) "
+            "GROUP BY slot_ms, direction, did")
+
+
 def _catalogue() -> str:
     """Hash of every component's SQL and the values of the parameters they use."""
     build = build_params()
     text = "\n".join(f"{name}={sql}" for name, sql in sorted(COMPONENTS.items()))
+    text += f"\n{_talk_slots_sql('calls')}\n{_contact_pieces_sql('calls', _PIECE_KEYS)}"
     used = sorted(set().union(*(_param_names(sql) for sql in COMPONENTS.values())))
     text += "\n" + "\n".join(f"{name}={build[name]!r}" for name in used)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -814,18 +910,21 @@ def _rollup_plan(client: WarehouseClient, exprs: dict[str, str], params: Row,
     current = client.query(
         f"SELECT r.call_day AS day, r.generation AS generation FROM (SELECT call_day, "
         f"max(generation) AS generation FROM {CDR_ROLLUP_DAYS} WHERE tenant = "
-        f"{{tenant:String}} AND catalogue = {{catalogue:String}} AND {day_bounds('start', 'end')}"
+        f"{{tenant:String}} AND catalogue = {{catalogue:String}} AND {_TALK_DAYS}"
         f" GROUP BY call_day) AS r INNER JOIN (SELECT call_day, max(loaded_to) AS loaded_to "
         f"FROM {CDR_DAYS_LOADED} WHERE tenant = {{tenant:String}} AND "
-        f"{day_bounds('start', 'end')} GROUP BY call_day) AS l USING call_day "
+        f"{_TALK_DAYS} GROUP BY call_day) AS l USING call_day "
         "WHERE r.generation >= l.loaded_to ORDER BY day",
         {"tenant": params["tenant"], "catalogue": CATALOGUE, "start": start, "end": end})
     clean = {_as_date(row["day"]): row["generation"] for row in current}
     first, last = start.date(), (end - timedelta(milliseconds=1)).date()
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    talk = [first - timedelta(days=i) for i in range(TALK_LOOKBACK_DAYS, 0, -1)] + days
     start_ms, end_ms = _epoch_ms(start), _epoch_ms(end)
     whole_from = -(-start_ms // SLOT_MS) * SLOT_MS
     whole_to = end_ms // SLOT_MS * SLOT_MS
+    rollup_days = [d for d in days if d in clean]
+    talk_days = [d for d in talk if d in clean]
     return {"names": names, "params": {
         "raw_days": [d for d in days if d not in clean],
         # the calls of a current day outside whole slots: [start, whole_from) lies in the
@@ -833,10 +932,26 @@ def _rollup_plan(client: WarehouseClient, exprs: dict[str, str], params: Row,
         "edge_days": sorted({d for d, ragged in ((first, start_ms < whole_from),
                                                  (last, end_ms > whole_to))
                              if ragged and d in clean}),
-        "rollup_days": list(clean), "rollup_generations": list(clean.values()),
+        "rollup_days": rollup_days, "rollup_generations": [clean[d] for d in rollup_days],
+        # talk in the window: also from the calls of the days before it (TALK_LOOKBACK_DAYS)
+        "talk_raw_days": [d for d in talk if d not in clean],
+        "talk_days": talk_days, "talk_generations": [clean[d] for d in talk_days],
+        "start_ms": start_ms, "end_ms": end_ms,
         "whole_from": whole_from, "whole_to": whole_to,
         "whole_from_ts": _from_ms(whole_from), "whole_to_ts": _from_ms(whole_to),
         "catalogue": CATALOGUE}}
+
+
+def _contacts_sql(plan: Row, filter_sql: str) -> str:
+    """``contact_pieces`` (a CTE, after ``part_calls``): the rollup's caller pieces of the
+    window's whole slots on current days (:data:`CDR_ROLLUP_CALLERS`), and part_calls'."""
+    return (f", contact_pieces AS (SELECT caller AS contact, calls, first_ms, last_ms FROM "
+            f"{CDR_ROLLUP_CALLERS} FINAL WHERE tenant = {{tenant:String}} AND catalogue = "
+            "{catalogue:String} AND call_day IN {rollup_days:Array(Date)} AND generation = "
+            "{rollup_generations:Array(DateTime64(3, 'UTC'))}[indexOf("
+            "{rollup_days:Array(Date)}, call_day)] AND slot_ms >= {whole_from:Int64} AND "
+            f"slot_ms < {{whole_to:Int64}}{filter_sql} UNION ALL SELECT contact, calls, "
+            f"first_ms, last_ms FROM ({_contact_pieces_sql('part_calls')})) ")
 
 
 def _as_date(value: Any) -> date:
