@@ -20,7 +20,9 @@ day's ``loaded_to`` passes the generation and readers go back to cdrs FINAL for 
 (``warehouse.queries.kpi``) until it is rebuilt. A redelivered revision (same version)
 changes nothing in FINAL; it only makes the day stale once more. Rebuilding a day twice,
 even from two refreshers at once, writes the same rows (the table is a ReplacingMergeTree
-keyed by every dimension, read with FINAL).
+keyed by every dimension, read with FINAL), except the caller pieces: too many to read
+with FINAL, they carry the rebuild's random ``build``, and readers take the build of the
+day's marker only.
 
 Limit: two writers inserting into the same day at once could commit an older
 ``loaded_at`` after a newer one; ``settle_s`` (rebuild only days untouched for that long)
@@ -30,6 +32,7 @@ covers a writer stalled for less than that. The loader calls :func:`refresh` bet
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from datetime import date, datetime
 from typing import Any
@@ -81,7 +84,7 @@ def rebuild_day(client: WarehouseClient, tenant: str, day: date,
     components = ", ".join(f"'{n}', {kpi.component_column(n)}" for n in names)
     slot = f"intDiv(toUnixTimestamp64Milli(started_at), {kpi.SLOT_MS}) * {kpi.SLOT_MS}"
     params = {**kpi.build_params(), "tenant": tenant, "day": day, "generation": generation,
-              "catalogue": kpi.CATALOGUE}
+              "catalogue": kpi.CATALOGUE, "build": secrets.randbits(63)}
     calls = (f"WITH calls AS (SELECT {', '.join(_COLUMNS)} FROM {CDRS} FINAL WHERE "
              "tenant = {tenant:String} AND call_day = {day:Date}) ")
     lead = ("SELECT {tenant:String}, {day:Date}, {catalogue:String}, "
@@ -95,13 +98,15 @@ def rebuild_day(client: WarehouseClient, tenant: str, day: date,
         f"INSERT INTO {CDR_ROLLUP_TALK} ({keys}, talk_ms) {calls}{lead}slot_ms, direction, "
         f"did, talk_ms FROM ({kpi._talk_slots_sql('calls')})", params)
     client.command(
-        f"INSERT INTO {CDR_ROLLUP_CALLERS} ({keys}, caller, calls, first_ms, last_ms) "
-        f"{calls}{lead}slot_ms, direction, did, contact, calls, first_ms, last_ms FROM ("
+        f"INSERT INTO {CDR_ROLLUP_CALLERS} ({keys}, build, caller, calls, first_ms, last_ms) "
+        f"{calls}{lead}slot_ms, direction, did, {{build:UInt64}}, contact, calls, first_ms, "
+        "last_ms FROM ("
         f"{kpi._contact_pieces_sql('calls', kpi._PIECE_KEYS)})", params)
     client.command(
-        f"INSERT INTO {CDR_ROLLUP_DAYS} (tenant, call_day, catalogue, generation, calls) "
-        "SELECT {tenant:String}, {day:Date}, {catalogue:String}, "
-        f"{{generation:DateTime64(3, 'UTC')}}, sum(components['{kpi._count('1')[1:-1]}']) "
+        f"INSERT INTO {CDR_ROLLUP_DAYS} (tenant, call_day, catalogue, generation, build, "
+        "calls) SELECT {tenant:String}, {day:Date}, {catalogue:String}, "
+        f"{{generation:DateTime64(3, 'UTC')}}, {{build:UInt64}}, "
+        f"sum(components['{kpi._count('1')[1:-1]}']) "
         f"FROM {CDR_ROLLUP} FINAL WHERE tenant = {{tenant:String}} AND call_day = {{day:Date}}"
         " AND catalogue = {catalogue:String} AND generation = {generation:DateTime64(3, 'UTC')}",
         params)

@@ -198,6 +198,9 @@ def test_a_rebuild_twice_counts_once(loaded, monkeypatch):
     day = store.query(f"SELECT tenant, call_day, generation FROM {schema.CDR_ROLLUP_DAYS} "
                       "WHERE tenant = 'acme' ORDER BY call_day LIMIT 1")[0]
     rollup.rebuild_day(store, day["tenant"], day["call_day"], day["generation"])
+    builds = store.query(f"SELECT DISTINCT build FROM {schema.CDR_ROLLUP_CALLERS} WHERE "
+                         "tenant = 'acme' AND call_day = {d:Date}", {"d": day["call_day"]})
+    assert len(builds) == 2, "two copies of the caller pieces, one read (no FINAL)"
     assert_same_kpis(store, monkeypatch)
 
 

@@ -12,11 +12,16 @@
 --   Two calls of one slot are < 15 min apart, so for N >= 15 min a caller repeats iff
 --   a piece holds two calls or two pieces, sorted, are at most N apart: exact (shorter
 --   N are read from cdrs). Not much smaller than cdrs (most callers call once), but one
---   row per contact without FINAL over every revision.
+--   row per contact without FINAL over every revision. Read without FINAL (3.75 M rows
+--   for a month of the benchmark's largest tenant; FINAL tripled the read): each rebuild
+--   writes its rows under its own random `build`, recorded in its cdr_rollup_days marker,
+--   and readers take the rows of the marker's build only -- a day rebuilt twice (or by two
+--   refreshers at once) holds two copies, of which one is read.
 -- Both are rebuilt with cdr_rollup by warehouse.rollup.rebuild_day, under the same
 -- catalogue and generation, read only for days whose cdr_rollup_days marker is current,
 -- replacing (keyed by every dimension) and under the tenant row policies.
--- down: DROP TABLE tawag.cdr_rollup_talk, tawag.cdr_rollup_callers (derived: nothing lost).
+-- down: DROP TABLE tawag.cdr_rollup_talk, tawag.cdr_rollup_callers; ALTER TABLE
+--   tawag.cdr_rollup_days DROP COLUMN build (derived: nothing lost).
 
 CREATE TABLE IF NOT EXISTS tawag.cdr_rollup_talk
 (
@@ -40,6 +45,7 @@ CREATE TABLE IF NOT EXISTS tawag.cdr_rollup_callers
     call_day   Date,
     catalogue  LowCardinality(String),
     generation DateTime64(3, 'UTC'),
+    build      UInt64,
     slot_ms    Int64,
     direction  LowCardinality(Nullable(String)),
     did        Nullable(String),
@@ -50,5 +56,7 @@ CREATE TABLE IF NOT EXISTS tawag.cdr_rollup_callers
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(call_day)
-ORDER BY (tenant, call_day, catalogue, generation, slot_ms, direction, did, caller)
-SETTINGS allow_nullable_key = 1
+ORDER BY (tenant, call_day, catalogue, generation, build, slot_ms, direction, did, caller)
+SETTINGS allow_nullable_key = 1;
+
+ALTER TABLE tawag.cdr_rollup_days ADD COLUMN IF NOT EXISTS build UInt64 AFTER generation

@@ -908,8 +908,9 @@ def _rollup_plan(client: WarehouseClient, exprs: dict[str, str], params: Row,
     if end <= start:
         return None
     current = client.query(
-        f"SELECT r.call_day AS day, r.generation AS generation FROM (SELECT call_day, "
-        f"max(generation) AS generation FROM {CDR_ROLLUP_DAYS} WHERE tenant = "
+        f"SELECT r.call_day AS day, r.generation AS generation, r.build AS build FROM (SELECT "
+        "call_day, max(m.generation) AS generation, argMax(m.build, (m.generation, m.build)) "
+        f"AS build FROM {CDR_ROLLUP_DAYS} AS m WHERE tenant = "
         f"{{tenant:String}} AND catalogue = {{catalogue:String}} AND {_TALK_DAYS}"
         f" GROUP BY call_day) AS r INNER JOIN (SELECT call_day, max(loaded_to) AS loaded_to "
         f"FROM {CDR_DAYS_LOADED} WHERE tenant = {{tenant:String}} AND "
@@ -917,6 +918,7 @@ def _rollup_plan(client: WarehouseClient, exprs: dict[str, str], params: Row,
         "WHERE r.generation >= l.loaded_to ORDER BY day",
         {"tenant": params["tenant"], "catalogue": CATALOGUE, "start": start, "end": end})
     clean = {_as_date(row["day"]): row["generation"] for row in current}
+    builds = {_as_date(row["day"]): int(row["build"]) for row in current}
     first, last = start.date(), (end - timedelta(milliseconds=1)).date()
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     talk = [first - timedelta(days=i) for i in range(TALK_LOOKBACK_DAYS, 0, -1)] + days
@@ -933,6 +935,7 @@ def _rollup_plan(client: WarehouseClient, exprs: dict[str, str], params: Row,
                                                  (last, end_ms > whole_to))
                              if ragged and d in clean}),
         "rollup_days": rollup_days, "rollup_generations": [clean[d] for d in rollup_days],
+        "rollup_builds": [builds[d] for d in rollup_days],
         # talk in the window: also from the calls of the days before it (TALK_LOOKBACK_DAYS)
         "talk_raw_days": [d for d in talk if d not in clean],
         "talk_days": talk_days, "talk_generations": [clean[d] for d in talk_days],
@@ -944,12 +947,14 @@ def _rollup_plan(client: WarehouseClient, exprs: dict[str, str], params: Row,
 
 def _contacts_sql(plan: Row, filter_sql: str) -> str:
     """``contact_pieces`` (a CTE, after ``part_calls``): the rollup's caller pieces of the
-    window's whole slots on current days (:data:`CDR_ROLLUP_CALLERS`), and part_calls'."""
+    window's whole slots on current days (:data:`CDR_ROLLUP_CALLERS`; no FINAL: the rows of
+    the build the day's marker names, one copy), and part_calls'."""
     return (f", contact_pieces AS (SELECT caller AS contact, calls, first_ms, last_ms FROM "
-            f"{CDR_ROLLUP_CALLERS} FINAL WHERE tenant = {{tenant:String}} AND catalogue = "
+            f"{CDR_ROLLUP_CALLERS} WHERE tenant = {{tenant:String}} AND catalogue = "
             "{catalogue:String} AND call_day IN {rollup_days:Array(Date)} AND generation = "
             "{rollup_generations:Array(DateTime64(3, 'UTC'))}[indexOf("
-            "{rollup_days:Array(Date)}, call_day)] AND slot_ms >= {whole_from:Int64} AND "
+            "{rollup_days:Array(Date)}, call_day)] AND build = {rollup_builds:Array(UInt64)}["
+            "indexOf({rollup_days:Array(Date)}, call_day)] AND slot_ms >= {whole_from:Int64} AND "
             f"slot_ms < {{whole_to:Int64}}{filter_sql} UNION ALL SELECT contact, calls, "
             f"first_ms, last_ms FROM ({_contact_pieces_sql('part_calls')})) ")
 

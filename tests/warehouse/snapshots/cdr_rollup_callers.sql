@@ -4,6 +4,7 @@ CREATE TABLE tawag.cdr_rollup_callers
     `call_day` Date,
     `catalogue` LowCardinality(String),
     `generation` DateTime64(3, 'UTC'),
+    `build` UInt64,
     `slot_ms` Int64,
     `direction` LowCardinality(Nullable(String)),
     `did` Nullable(String),
@@ -14,5 +15,5 @@ CREATE TABLE tawag.cdr_rollup_callers
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(call_day)
-ORDER BY (tenant, call_day, catalogue, generation, slot_ms, direction, did, caller)
+ORDER BY (tenant, call_day, catalogue, generation, build, slot_ms, direction, did, caller)
 SETTINGS allow_nullable_key = 1, index_granularity = 8192

@@ -4,6 +4,7 @@ CREATE TABLE tawag.cdr_rollup_days
     `call_day` Date,
     `catalogue` LowCardinality(String),
     `generation` DateTime64(3, 'UTC'),
+    `build` UInt64,
     `calls` UInt64,
     `built_at` DateTime64(3, 'UTC') DEFAULT now64(3)
 )
