@@ -98,7 +98,7 @@ def rebuild_day(client: WarehouseClient, tenant: str, day: date,
         f"INSERT INTO {CDR_ROLLUP_TALK} ({keys}, talk_ms) {calls}{lead}slot_ms, direction, "
         f"did, talk_ms FROM ({kpi._talk_slots_sql('calls')})", params)
     client.command(
-        f"INSERT INTO {CDR_ROLLUP_CALLERS} ({keys}, build, caller, calls, first_ms, last_ms) "
+        f"INSERT INTO {CDR_ROLLUP_CALLERS} ({keys}, build, contact, calls, first_ms, last_ms) "
         f"{calls}{lead}slot_ms, direction, did, {{build:UInt64}}, contact, calls, first_ms, "
         "last_ms FROM ("
         f"{kpi._contact_pieces_sql('calls', kpi._PIECE_KEYS)})", params)

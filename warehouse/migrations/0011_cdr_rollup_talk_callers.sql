@@ -9,6 +9,8 @@
 -- * cdr_rollup_callers: the contact KPIs count distinct inbound callers and whether two
 --   of a caller's calls are at most N apart. Per (tenant, call_day, slot of the start,
 --   DID, caller): the caller's contacts in that slot and the first and last start (ms).
+--   The caller is kept as `contact`, its 128-bit SipHash: the key uniqExact itself counts
+--   strings by, and a number that groups 2 M callers in half the time a String does.
 --   Two calls of one slot are < 15 min apart, so for N >= 15 min a caller repeats iff
 --   a piece holds two calls or two pieces, sorted, are at most N apart: exact (shorter
 --   N are read from cdrs). Not much smaller than cdrs (most callers call once), but one
@@ -49,14 +51,14 @@ CREATE TABLE IF NOT EXISTS tawag.cdr_rollup_callers
     slot_ms    Int64,
     direction  LowCardinality(Nullable(String)),
     did        Nullable(String),
-    caller     String,
+    contact    UInt128,
     calls      UInt32,
     first_ms   Int64,
     last_ms    Int64
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(call_day)
-ORDER BY (tenant, call_day, catalogue, generation, build, slot_ms, direction, did, caller)
+ORDER BY (tenant, call_day, catalogue, generation, build, slot_ms, direction, did, contact)
 SETTINGS allow_nullable_key = 1;
 
 ALTER TABLE tawag.cdr_rollup_days ADD COLUMN IF NOT EXISTS build UInt64 AFTER generation

@@ -851,14 +851,19 @@ def _param_names(sql: str) -> set[str]:
     return set(re.findall(r"\{(\w+):", sql))
 
 
+_CALLER_KEY = "reinterpretAsUInt128(sipHash128(assumeNotNull(caller)))"
+"""A caller as the rollup keeps it: the 128-bit SipHash uniqExact counts strings by (a
+collision among 10^7 numbers has odds near 10^-25), grouped twice as fast as a String."""
+
+
 def _contact_pieces_sql(source: str, keys: str = "slot_ms, contact") -> str:
     """The inbound contacts (:data:`_CONTACT`) of ``source``, a relation of calls, grouped
     by ``keys`` (always within one 15-minute slot of the start, ``slot_ms``; ``contact``
-    is the caller): ``calls`` and the first and last start in epoch ms."""
+    is the caller, :data:`_CALLER_KEY`): ``calls`` and the first and last start in ms."""
     ms = "toUnixTimestamp64Milli(started_at)"
     return (f"SELECT {keys}, toUInt32(count()) AS calls, min({ms}) AS first_ms, "
             f"max({ms}) AS last_ms FROM (SELECT *, intDiv({ms}, {SLOT_MS}) * {SLOT_MS} AS "
-            f"slot_ms, assumeNotNull(caller) AS contact FROM {source} WHERE {_CONTACT}) "
+            f"slot_ms, {_CALLER_KEY} AS contact FROM {source} WHERE {_CONTACT}) "
             f"GROUP BY {keys}")
 
 
@@ -948,13 +953,12 @@ def _rollup_plan(client: WarehouseClient, exprs: dict[str, str], params: Row,
 def _contacts_sql(plan: Row, filter_sql: str) -> str:
     """``contact_pieces`` (a CTE, after ``part_calls``): the rollup's caller pieces of the
     window's whole slots on current days (:data:`CDR_ROLLUP_CALLERS`; no FINAL: the rows of
-    the build the day's marker names, one copy), and part_calls'."""
-    return (f", contact_pieces AS (SELECT caller AS contact, calls, first_ms, last_ms FROM "
+    the builds the days' markers name, one copy each -- a set lookup, as builds are random
+    63-bit numbers, one per rebuild), and part_calls'."""
+    return (f", contact_pieces AS (SELECT contact, calls, first_ms, last_ms FROM "
             f"{CDR_ROLLUP_CALLERS} WHERE tenant = {{tenant:String}} AND catalogue = "
-            "{catalogue:String} AND call_day IN {rollup_days:Array(Date)} AND generation = "
-            "{rollup_generations:Array(DateTime64(3, 'UTC'))}[indexOf("
-            "{rollup_days:Array(Date)}, call_day)] AND build = {rollup_builds:Array(UInt64)}["
-            "indexOf({rollup_days:Array(Date)}, call_day)] AND slot_ms >= {whole_from:Int64} AND "
+            "{catalogue:String} AND call_day IN {rollup_days:Array(Date)} AND build IN "
+            "{rollup_builds:Array(UInt64)} AND slot_ms >= {whole_from:Int64} AND "
             f"slot_ms < {{whole_to:Int64}}{filter_sql} UNION ALL SELECT contact, calls, "
             f"first_ms, last_ms FROM ({_contact_pieces_sql('part_calls')})) ")
 
