@@ -271,8 +271,9 @@ _CONTACTS_OF_PIECES = (
     "SELECT " + _ratio("sum(n)", "count()") + " AS contacts_per_client, "
     + _ratio("countIf(repeated)", "count()") + " AS repeat_call_rate, "
     "countIf(repeated) AS repeat_callers FROM ("
-    "SELECT sum(calls) AS n, arraySort(groupArray((first_ms, last_ms))) AS ps, "
-    "n > count() OR arrayExists((p, q) -> q.1 - p.2 <= {repeat_window_ms:Int64}, "
+    "SELECT sum(calls) AS n, arraySort(groupArray(bitShiftLeft(first_ms, 20) + "
+    "(last_ms - first_ms))) AS ps, n > count() OR arrayExists((p, q) -> bitShiftRight(q, 20)"
+    " - bitShiftRight(p, 20) - bitAnd(p, 1048575) <= {repeat_window_ms:Int64}, "
     "arrayPopBack(ps), arrayPopFront(ps)) AS repeated FROM contact_pieces GROUP BY contact)"
 )
 """The three contact KPIs of :data:`_CONTACTS` and :data:`_REPEATS` over ``contact_pieces``
@@ -280,7 +281,10 @@ _CONTACTS_OF_PIECES = (
 ``calls`` and first/last start). Two calls of one slot are less than 15 minutes apart and
 pieces of different slots do not overlap, so for N >= 15 minutes a caller repeats iff a
 piece holds two calls or two neighbouring pieces (sorted) are at most N apart: the same
-figures as over the calls, from rows that were grouped once, at the rollup's rebuild."""
+figures as over the calls, from rows that were grouped once, at the rollup's rebuild.
+A piece is packed into one Int64, ``first_ms << 20 | (last_ms - first_ms)`` (a piece spans
+less than a slot, 900,000 < 2^20 ms): sorted like ``(first_ms, last_ms)``, and sorting one
+number per piece took half the time of tuples on a month of the 10 M benchmark."""
 
 
 _CALL_COLUMNS = ("started_at", "answered_at", "ended_at", "ring_ms", "talk_ms", "disposition",
@@ -974,16 +978,23 @@ def _from_ms(ms: int) -> datetime:
 def _part_calls_cte(plan: Row | None, filter_sql: str, lead: str = ", ") -> str:
     """``part_calls``: the window's calls the rollup does not hold (cdrs FINAL): every call
     of a day whose rollup is not current, and on the first and last day the calls outside
-    the window's whole slots. Empty (and nothing read) when the plan is None."""
+    the window's whole slots. Nothing when the plan is None; an empty relation, with no
+    FINAL read at all, when the rollup holds the whole window (a FINAL over an empty day
+    list still cost up to 200 ms on the 10 M benchmark)."""
     if plan is None:
         return ""
     columns = ", ".join(_CALL_COLUMNS)
     ts = "DateTime64(3, 'UTC')"
-    return (f"{lead}part_calls AS (SELECT {columns} FROM {CDRS} FINAL WHERE {CALL_WINDOW}"
-            f" AND call_day IN {{raw_days:Array(Date)}}{filter_sql} UNION ALL SELECT {columns}"
-            f" FROM {CDRS} FINAL WHERE {CALL_WINDOW} AND call_day IN {{edge_days:Array(Date)}}"
-            f" AND (started_at < {{whole_from_ts:{ts}}} OR started_at >= {{whole_to_ts:{ts}}})"
-            f"{filter_sql}) ")
+    parts = []
+    if plan["params"]["raw_days"]:
+        parts.append(f"SELECT {columns} FROM {CDRS} FINAL WHERE {CALL_WINDOW} AND call_day IN "
+                     f"{{raw_days:Array(Date)}}{filter_sql}")
+    if plan["params"]["edge_days"]:
+        parts.append(f"SELECT {columns} FROM {CDRS} FINAL WHERE {CALL_WINDOW} AND call_day IN "
+                     f"{{edge_days:Array(Date)}} AND (started_at < {{whole_from_ts:{ts}}} OR "
+                     f"started_at >= {{whole_to_ts:{ts}}}){filter_sql}")
+    body = " UNION ALL ".join(parts) or f"SELECT {columns} FROM {CDRS} WHERE 0"
+    return f"{lead}part_calls AS ({body}) "
 
 
 def _parts_sql(plan: Row, exprs: dict[str, str], filter_sql: str, *,
