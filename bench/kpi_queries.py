@@ -47,7 +47,7 @@ from warehouse import rollup
 from warehouse.client import ChdbClient
 from warehouse.migrate import migrate
 from warehouse.queries import cdr, kpi
-from warehouse.schema import CDR_ROLLUP, CDRS
+from warehouse.schema import CDR_ROLLUP, CDR_ROLLUP_CALLERS, CDR_ROLLUP_TALK, CDRS
 
 MONTH_START = datetime(2026, 10, 2, tzinfo=UTC)
 DAYS = 30
@@ -262,9 +262,11 @@ def main() -> None:
     elif not args.no_rollup:
         began = time.perf_counter()
         days = rollup.refresh(client)
-        rows = client.query(f"SELECT count() AS n FROM {CDR_ROLLUP}")[0]["n"]
+        rows = [client.query(f"SELECT count() AS n FROM {t}")[0]["n"]
+                for t in (CDR_ROLLUP, CDR_ROLLUP_TALK, CDR_ROLLUP_CALLERS)]
         print(f"rollup: rebuilt {days} (tenant, day) in {time.perf_counter() - began:.1f} s; "
-              f"{rows:,} rollup rows")
+              f"rows: {rows[0]:,} components, {rows[1]:,} talk slots, {rows[2]:,} caller "
+              "pieces")
     figures = store_figures(client, args.path)
     print(f"cdrs: {figures['rows']:,} rows in {figures['parts']} active parts, "
           f"{figures['bytes'] / 2**20:.0f} MiB on disk "

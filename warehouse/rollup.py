@@ -1,4 +1,5 @@
-"""Rebuild the KPI rollup (``tawag.cdr_rollup``) of the days loaded since it was built.
+"""Rebuild the KPI rollups (``tawag.cdr_rollup``, ``cdr_rollup_talk``, ``cdr_rollup_callers``)
+of the days loaded since they were built.
 
 Why not a materialized view summing cdrs inserts: a CDR is written once per revision and
 a late event revises an old day, so a sum over inserts counts every revision. Here a day
@@ -9,8 +10,11 @@ revision" -- whenever anything was loaded into it:
    the view ``cdr_days_loaded_mv`` on every insert into cdrs) is newer than the generation
    of its rollup (or that have none, or only one of another :data:`kpi.CATALOGUE`);
 2. :func:`rebuild_day`: the KPI components (:data:`kpi.COMPONENTS`, the same SQL the
-   queries use) per 15-minute slot, direction and DID, from cdrs FINAL of that day, written
-   with generation = the ``loaded_to`` read in step 1; then the day's marker in
+   queries use) per 15-minute slot, direction and DID, from cdrs FINAL of that day; the
+   talk per slot it happened in and the inbound callers' pieces per slot (the SQL of
+   ``kpi._talk_slots_sql`` and ``kpi._contact_pieces_sql``, which the queries use on the
+   calls they read from cdrs); all written with generation = the ``loaded_to`` read in
+   step 1; then the day's marker in
    ``cdr_rollup_days``; then the older generations are deleted.
 
 Why it is exact: every row whose ``loaded_at`` is at or below the generation was committed

@@ -830,7 +830,10 @@ def kpis_by_interval(client: WarehouseClient, tenant: str, start: datetime, end:
 # since it was built), and cdrs FINAL for everything else: the days not current, and the
 # parts of the first and last day outside whole slots. The two sets of calls are disjoint
 # and cover the window, and the components add up, so every formula gives what it gives
-# over cdrs FINAL alone.
+# over cdrs FINAL alone. The same split serves the talk per interval (cdr_rollup_talk: talk
+# ms per slot it happened in, from the calls of current days, the day before the window
+# included) and the contact KPIs (cdr_rollup_callers: per slot and caller, the contacts and
+# their first and last start; see _CONTACTS_OF_PIECES).
 
 SLOT_MS = 15 * 60 * 1000
 """The rollup's slot: every bucket bound of a zone whose offset is a multiple of 15 minutes
