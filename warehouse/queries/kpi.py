@@ -767,7 +767,8 @@ def talk_time_by_interval(client: WarehouseClient, tenant: str, start: datetime,
     intraday (survey §3, data-model caveats); this does not. Closed answered calls only
     (an ongoing talk has no end yet). Intervals are local to ``tz`` (the tenant's IANA
     zone: a '1 day' interval is a local day). Columns ``interval_start`` (in ``tz``),
-    ``talk_time_ms``; empty intervals are present with 0.
+    ``talk_time_ms``; empty intervals are present with 0. Whole slots of rolled-up days
+    come from the talk rollup (:func:`_talk_sql`), without an agent filter.
     """
     filter_sql, filter_params = _filters(direction, did, agent)
     params = {**_params(tenant, start, end), **filter_params,
