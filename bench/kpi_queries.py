@@ -24,6 +24,9 @@ The synthetic history (reproducible: every random draw is a hash of the row numb
   30 s timer, busy/failed a few seconds; talk lognormal (median 2 min, sigma 0.9, cap 4 h);
 * every 5th call also has an older ``in_progress`` revision (version 1) inserted after its
   final one (version 4): 12 million rows for 10 million calls, so FINAL has work to do.
+
+Before timing, the KPI rollup (``warehouse.rollup``) of every day loaded is rebuilt, as
+the loader does between polls (``--no-rollup`` skips it); the time it took is printed.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ from typing import Any
 
 import kpi_pandas
 
+from warehouse import rollup
 from warehouse.client import ChdbClient
 from warehouse.migrate import migrate
 from warehouse.queries import cdr, kpi
-from warehouse.schema import CDRS
+from warehouse.schema import CDR_ROLLUP, CDR_ROLLUP_CALLERS, CDR_ROLLUP_TALK, CDRS
 
 MONTH_START = datetime(2026, 10, 2, tzinfo=UTC)
 DAYS = 30
@@ -223,6 +227,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--optimize", action="store_true",
                         help="OPTIMIZE TABLE ... FINAL before timing (revisions merged)")
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
+    parser.add_argument("--raw", action="store_true",
+                        help="time the KPI queries without the rollup (cdrs FINAL alone), "
+                             "for a before/after on the same store")
+    parser.add_argument("--no-rollup", action="store_true",
+                        help="do not build the KPI rollup first (time cdrs FINAL alone; a "
+                             "rollup already built is still read)")
     parser.add_argument("--generate-only", action="store_true",
                         help="generate the store (if empty) and stop: time it in a later run")
     return parser.parse_args()
@@ -246,6 +256,17 @@ def main() -> None:
         began = time.perf_counter()
         client.command(f"OPTIMIZE TABLE {CDRS} FINAL")
         print(f"OPTIMIZE TABLE FINAL took {time.perf_counter() - began:.1f} s")
+    if args.raw:
+        kpi._rollup_plan = lambda *a, **k: None  # every KPI query reads cdrs FINAL alone
+        print("rollup switched off (--raw): every KPI from cdrs FINAL")
+    elif not args.no_rollup:
+        began = time.perf_counter()
+        days = rollup.refresh(client)
+        rows = [client.query(f"SELECT count() AS n FROM {t}")[0]["n"]
+                for t in (CDR_ROLLUP, CDR_ROLLUP_TALK, CDR_ROLLUP_CALLERS)]
+        print(f"rollup: rebuilt {days} (tenant, day) in {time.perf_counter() - began:.1f} s; "
+              f"rows: {rows[0]:,} components, {rows[1]:,} talk slots, {rows[2]:,} caller "
+              "pieces")
     figures = store_figures(client, args.path)
     print(f"cdrs: {figures['rows']:,} rows in {figures['parts']} active parts, "
           f"{figures['bytes'] / 2**20:.0f} MiB on disk "

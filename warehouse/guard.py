@@ -59,12 +59,14 @@ from warehouse.schema import (
     CALL_EVENTS,
     CALLBACKS,
     CDRS,
+    ROLLUP_TABLES,
     SCHEMA_MIGRATIONS,
     TENANTS,
 )
 from warehouse.schema import DATABASE as schema_db
 
-__all__ = ["TABLES", "FUNCTIONS", "AGGREGATES", "COMBINATORS", "TABLE_FUNCTIONS",
+__all__ = ["TABLES", "READ_TABLES", "FUNCTIONS", "AGGREGATES", "COMBINATORS",
+           "TABLE_FUNCTIONS",
            "ROW_CAP", "OUTPUT_FORMATS", "ADMIN_TABLES", "METADATA_COLUMNS", "SYSTEM_COLUMNS",
            "metadata_filters", "DEFAULT_LIMITS", "PARSE_SQL", "Refused",
            "NotASelect", "Checked", "unparsable", "check", "wrap", "tenant_filters", "valid_tenant",
@@ -78,12 +80,17 @@ def _names(text: str) -> frozenset[str]:
 TABLES = (CDRS, CALL_EVENTS, AGENT_STATES, AGENT_STATS, CALLBACKS, TENANTS)
 """The documented analyst tables; each has a ``tenant`` column the scope filters on."""
 
+READ_TABLES = (*TABLES, *ROLLUP_TABLES)
+"""Readable under the same tenant scope: the analyst tables and the KPI rollups (derived
+from cdrs, keyed by tenant; ``warehouse.queries.kpi`` reads them for the dashboards). The
+rollups stay out of the catalogue (:func:`metadata_filters`): they are not documented."""
+
 ADMIN_TABLES = (SCHEMA_MIGRATIONS, "system.columns")
 """Also readable by administrators (the dashboards' service user): ``tawag migrate`` asks
 the running warehouse which migrations it applied, the schema browser reads the
 column types. Neither holds a tenant's rows; tenant users cannot read them."""
 
-_BARE = {t.split(".", 1)[1]: t for t in TABLES}
+_BARE = {t.split(".", 1)[1]: t for t in READ_TABLES}
 
 METADATA_COLUMNS: dict[str, frozenset[str]] = {
     "system.databases": _names("name database engine engine_full comment is_external"),
@@ -196,7 +203,8 @@ JSONExtractBool JSONExtractRaw JSONExtractKeys JSONExtractArrayRaw
 JSONExtractKeysAndValues JSONHas JSONLength JSONType isValidJSON
 simpleJSONExtractString simpleJSONExtractInt simpleJSONExtractFloat simpleJSONHas
 visitParamExtractString visitParamExtractInt
-cityHash64 sipHash64 xxHash64 murmurHash3_64 MD5 SHA256 toStartOfWeek
+cityHash64 sipHash64 sipHash128 xxHash64 murmurHash3_64 MD5 SHA256 toStartOfWeek
+reinterpretAsUInt128 bitAnd bitOr bitXor bitNot bitShiftLeft bitShiftRight
 formatReadableSize formatReadableQuantity bar version revision displayName currentDatabase
 """) | AGGREGATES
 """Scalar functions (and operators, which ClickHouse parses into functions) allowed,
@@ -317,7 +325,7 @@ def _check_table(name: str, parts: list[str], ctx: _Context) -> None:
     if len(parts) == 1 and (name in ctx.ctes or name in _BARE
                             or (ctx.admin and f"{schema_db}.{name}" in ADMIN_TABLES)):
         return
-    if len(parts) == 2 and (qualified in TABLES or qualified in METADATA_COLUMNS
+    if len(parts) == 2 and (qualified in READ_TABLES or qualified in METADATA_COLUMNS
                             or (ctx.admin and qualified in ADMIN_TABLES)):
         return
     raise Refused(f"table {qualified} is not available here; tables: {', '.join(TABLES)}")
@@ -439,7 +447,7 @@ def _check_metadata(tree: Mapping[str, Any], *, admin: bool) -> None:
     read = _tables_named(tree) & METADATA_COLUMNS.keys()
     if not read or admin:
         return
-    if _tables_named(tree) & set(TABLES) or any(
+    if _tables_named(tree) & set(READ_TABLES) or any(
             node.get("type") == "TableIdentifier" and len(node.get("name_parts") or []) < 2
             for node in _nodes(tree)):
         raise Refused("a statement that reads system tables may read no other table")
@@ -483,7 +491,7 @@ def tenant_filters(tenant: str) -> dict[str, str]:
     """Table name (qualified and bare) -> ``tenant = '<tenant>'`` for every analyst table,
     and the :func:`metadata_filters`."""
     condition = f"tenant = '{valid_tenant(tenant)}'"
-    return {**{name: condition for table in TABLES
+    return {**{name: condition for table in READ_TABLES
                for name in (table, table.split(".", 1)[1])}, **metadata_filters()}
 
 

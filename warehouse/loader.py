@@ -523,7 +523,10 @@ def run_loader(settings: Settings, client: WarehouseClient, stop: threading.Even
     """Consume every topic of :func:`routes_for` into the warehouse until ``stop``.
 
     Never crashes on bad input (dead letters) nor on a failed write (rewind, back off,
-    retry). Returns the loader (with its counters) when stopped.
+    retry). Between polls it rebuilds the KPI rollup of the days loaded since
+    (:class:`warehouse.rollup.Refresher`: every 30 s, days untouched for a minute), in this
+    thread, so one loader is one refresher. Returns the loader (with its counters) when
+    stopped.
     """
     from kafka.errors import KafkaError
 
@@ -536,10 +539,14 @@ def run_loader(settings: Settings, client: WarehouseClient, stop: threading.Even
     sink.append(KafkaDeadLetters(producer, settings.topic_dead_letter))
     log.info("loader: consuming %s as group %s", ", ".join(sorted(routes_for(settings))),
              GROUP_ID)
+    from warehouse.rollup import Refresher
+
+    refresher = Refresher(client)
     try:
         while not stop.is_set():
             try:
                 poll_once(consumer, loader)
+                refresher.maybe_run()
             except (WarehouseError, DeadLetterError, KafkaError) as exc:
                 # Partitions were rewound (or, on a failed commit, will be re-read by
                 # their next owner): nothing is lost, the watermark prevents duplicates.

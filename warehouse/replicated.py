@@ -24,7 +24,8 @@ from warehouse.migrate import Migration, load_migrations
 
 __all__ = ["replicated_statements", "replicate"]
 
-_CREATE = re.compile(r"^(CREATE (?:TABLE|DATABASE) IF NOT EXISTS [\w.]+)", re.IGNORECASE)
+_CREATE = re.compile(r"^(CREATE (?:TABLE|DATABASE|MATERIALIZED VIEW) IF NOT EXISTS [\w.]+)",
+                     re.IGNORECASE)
 _ALTER = re.compile(r"^(ALTER TABLE [\w.]+|DROP TABLE IF EXISTS [\w.]+)", re.IGNORECASE)
 _RENAME = re.compile(r"^(RENAME TABLE .+?)\s*$", re.IGNORECASE | re.DOTALL)
 _ENGINE = re.compile(r"ENGINE\s*=\s*(\w*MergeTree)(?:\(([^)]*)\))?")

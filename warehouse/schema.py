@@ -16,6 +16,13 @@ __all__ = [
     "AGENT_STATS",
     "CALLBACKS",
     "TENANTS",
+    "CDR_DAYS_LOADED",
+    "CDR_ROLLUP",
+    "CDR_ROLLUP_DAYS",
+    "CDR_ROLLUP_TALK",
+    "CDR_ROLLUP_CALLERS",
+    "CDR_DAYS_LOADED_MV",
+    "ROLLUP_TABLES",
     "TABLES",
 ]
 
@@ -42,4 +49,27 @@ CALLBACKS = f"{DATABASE}.callbacks"
 TENANTS = f"{DATABASE}.tenants"
 """Each tenant's IANA time zone and trunk, from provisioning (loaded at every start)."""
 
-TABLES = (SCHEMA_MIGRATIONS, CALL_EVENTS, CDRS, AGENT_STATES, AGENT_STATS, CALLBACKS, TENANTS)
+CDR_DAYS_LOADED = f"{DATABASE}.cdr_days_loaded"
+"""Per (tenant, call_day): the newest ``loaded_at`` written into cdrs (a view keeps it)."""
+
+CDR_ROLLUP = f"{DATABASE}.cdr_rollup"
+"""The KPI catalogue's additive parts per 15-minute slot, rebuilt per day (migration 0010)."""
+
+CDR_ROLLUP_DAYS = f"{DATABASE}.cdr_rollup_days"
+"""One marker per rebuilt (tenant, call_day): the generation its rollup rows hold."""
+
+CDR_ROLLUP_TALK = f"{DATABASE}.cdr_rollup_talk"
+"""Talk ms per 15-minute slot it happened in (a call's talk cut at slot bounds; 0011)."""
+
+CDR_ROLLUP_CALLERS = f"{DATABASE}.cdr_rollup_callers"
+"""Inbound contacts per slot, DID and caller, with first/last start (contact KPIs; 0011)."""
+
+CDR_DAYS_LOADED_MV = f"{DATABASE}.cdr_days_loaded_mv"
+"""The materialized view on cdrs inserts that keeps :data:`CDR_DAYS_LOADED`."""
+
+ROLLUP_TABLES = (CDR_DAYS_LOADED, CDR_ROLLUP, CDR_ROLLUP_DAYS, CDR_ROLLUP_TALK,
+                 CDR_ROLLUP_CALLERS)
+"""Derived from cdrs; read by the KPI queries, under the same row policies."""
+
+TABLES = (SCHEMA_MIGRATIONS, CALL_EVENTS, CDRS, AGENT_STATES, AGENT_STATS, CALLBACKS, TENANTS,
+          CDR_DAYS_LOADED_MV, *ROLLUP_TABLES)

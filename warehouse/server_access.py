@@ -9,7 +9,8 @@ straight to the server's port 8123 (DBeaver, Grafana, curl) get the same guarant
   sent by clients, which drivers do, but not the limits) and :data:`guard.DEFAULT_LIMITS`,
   each ``CONST`` so no statement or client can lift it;
 - one **role per tenant** ``tawag_tenant_<t>`` with SELECT on the documented analyst
-  tables only, and a **row policy** on each of them ``USING tenant = '<t>'``;
+  tables and the KPI rollups (:data:`READ_TABLES`) only, and a **row policy** on each
+  of them ``USING tenant = '<t>'``;
 - one **reader role** ``tawag_all_tenants`` (administrators and the dashboards' reader):
   SELECT on the same tables and a ``USING 1`` policy — needed because once a table has a
   row policy, ClickHouse shows *no* rows to a user no policy names (CREATE ROW POLICY,
@@ -33,9 +34,14 @@ import re
 from collections.abc import Iterable, Mapping
 
 from warehouse.guard import DEFAULT_LIMITS, TABLES, valid_tenant
+from warehouse.schema import ROLLUP_TABLES
 
-__all__ = ["PROFILE", "ALL_TENANTS_ROLE", "tenant_role", "access_statements",
+__all__ = ["READ_TABLES", "PROFILE", "ALL_TENANTS_ROLE", "tenant_role", "access_statements",
            "user_statements", "drop_user_statements", "policy_condition"]
+
+READ_TABLES = (*TABLES, *ROLLUP_TABLES)
+"""What the roles read: the analyst tables and the KPI rollups derived from cdrs (the
+KPI queries read them: each has a ``tenant`` column, so the same row policies apply)."""
 
 PROFILE = "tawag_reader"
 ALL_TENANTS_ROLE = "tawag_all_tenants"
@@ -72,7 +78,7 @@ def _policy_name(role: str, table: str) -> str:
 
 def access_statements(tenants: Iterable[str], *, writer: str,
                       limits: Mapping[str, int] = DEFAULT_LIMITS,
-                      tables: Iterable[str] = TABLES) -> list[str]:
+                      tables: Iterable[str] = READ_TABLES) -> list[str]:
     """The profile, the roles, their grants and row policies, for ``tenants``.
 
     Idempotent (``OR REPLACE`` / ``IF NOT EXISTS``): ``tawag migrate`` runs it on every

@@ -123,14 +123,15 @@ def test_an_old_layout_store_upgrades_with_its_revisions(tmp_path):
         before = client.query(f"SELECT call_id, version, disposition, started_at "
                               f"FROM {schema.CDRS} FINAL ORDER BY call_id")
 
-        assert migrate(client) == ["0009_cdrs_by_day"]
+        assert migrate(client, [m for m in migrations if m.version <= 9]) == ["0009_cdrs_by_day"]
 
         after = client.query(f"SELECT call_id, version, disposition, started_at, call_day "
                              f"FROM {schema.CDRS} FINAL ORDER BY call_id")
         assert [{k: r[k] for k in before[0]} for r in after] == before
         assert [r["call_day"] for r in after] == [moved.date(), D.date()]
         tables = {r["name"] for r in client.query("SHOW TABLES FROM tawag")}
-        assert tables == {t.split(".")[1] for t in schema.TABLES}
+        later = {schema.CDR_DAYS_LOADED_MV, *schema.ROLLUP_TABLES}  # migrations 0010-0011
+        assert tables == {t.split(".")[1] for t in schema.TABLES if t not in later}
         sorting = client.query("SELECT sorting_key FROM system.tables WHERE database = "
                                "'tawag' AND name = 'cdrs'")[0]["sorting_key"]
         assert sorting == "tenant, call_day, call_id"
@@ -143,6 +144,7 @@ def test_an_old_layout_store_upgrades_with_its_revisions(tmp_path):
                              f"FROM {schema.CDRS} FINAL ORDER BY call_id")
         assert again == after
         assert 9 in applied_versions(client)
+        assert migrate(client) == ["0010_cdr_rollups", "0011_cdr_rollup_talk_callers"]
         # new revisions, loaded after the upgrade, get their call_day from the DEFAULT
         load(client, answered("plain", D + timedelta(hours=2), talk_s=41, version=4),
              offset=20)

@@ -60,7 +60,7 @@ def kpis_by_dimension(client: WarehouseClient, tenant: str, start: datetime, end
         raise ValueError(f"dimension must be one of {', '.join(DIMENSIONS)}; got {dimension!r}")
     column = DIMENSIONS[dimension]
     catalogue = {**kpi._COUNTS, **kpi._OUTCOMES}  # the library's own aggregates
-    exprs = ", ".join(f"{catalogue[name]} AS {name}" for name in BY_DIMENSION_KPIS)
+    exprs = ", ".join(f"{kpi._render(catalogue[name])} AS {name}" for name in BY_DIMENSION_KPIS)
     sql = (f"WITH calls AS (SELECT {column} AS value, {', '.join(kpi._CALL_COLUMNS)} "
            f"FROM {CDRS} FINAL WHERE {CALL_WINDOW} AND direction = {{d_inbound:String}} "
            f"AND {column} IS NOT NULL) SELECT value, {exprs} FROM calls GROUP BY value "
