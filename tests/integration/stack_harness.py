@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 from core.settings import REPO_ROOT, Settings, load
+from edge import sipp
+from edge.control import KamailioRpcError, kamailio_rpc
 from tawag.supervisor import Supervisor
 
 RTP_PORTS = 500
@@ -83,3 +85,25 @@ def example_provisioning(block: int) -> str:
         assert f"127.0.0.1:{port}" in text, port
         text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{block + port - 5000}")
     return text
+
+
+def htable_value(settings: Settings, table: str, key: str) -> Any:
+    """The value of Kamailio's htable ``table`` at ``key`` (None when absent)."""
+    try:
+        reply = kamailio_rpc(settings, "htable.get", table, key)
+    except KamailioRpcError:
+        return None
+    return reply["item"]["value"]
+
+
+def register_available(settings: Settings, edge: sipp.Edge, domain: str,
+                       agents: dict[str, tuple[int, str]], timeout: float) -> None:
+    """Register each agent (``{agent: (contact port, password)}``) with sipp and wait
+    until the streams' live state has reached the edge: ``avail`` in htable "live"."""
+    for agent, (port, password) in agents.items():
+        result = sipp.register(edge, agent, port=port, password=password)
+        assert result.ok, result.received()
+    for agent in agents:
+        wait_for(f"{agent} available at the edge",
+                 lambda a=agent: htable_value(settings, "live", f"avail:{domain}:{a}"),
+                 timeout)

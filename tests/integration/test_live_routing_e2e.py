@@ -20,14 +20,13 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from stack_harness import running_stack, stack_settings, wait_for
+from stack_harness import htable_value, register_available, running_stack, stack_settings, wait_for
 
 from connectors.base import Contact
 from connectors.contacts import ContactPublisher
 from core.events import Event, EventType, from_json
 from core.settings import Settings
 from edge import sipp
-from edge.control import KamailioRpcError, kamailio_rpc
 from streams.folds.routing import idle_order, least_calls_order
 from tawag.supervisor import read_pid, terminate
 
@@ -112,13 +111,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 def sip(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> sipp.Edge:
     """Every agent but 104 registered, and known available at the edge (from the streams)."""
     edge = sipp.Edge.from_settings(stack, tmp_path_factory.mktemp("sipp"))
-    for agent in AGENTS[:3]:
-        result = sipp.register(edge, agent, port=CONTACT_PORTS[agent],
-                               password=PASSWORDS[agent])
-        assert result.ok, result.received()
-    for agent in AGENTS[:3]:
-        wait_for(f"{agent} available at the edge",
-                 lambda a=agent: live(stack, f"avail:{DOMAIN}:{a}"), PIPELINE_S)
+    register_available(stack, edge, DOMAIN,
+                       {a: (CONTACT_PORTS[a], PASSWORDS[a]) for a in AGENTS[:3]}, PIPELINE_S)
     return edge
 
 
@@ -133,11 +127,7 @@ def phones(sip: sipp.Edge) -> Iterator[list[sipp.Uas]]:
 
 def live(settings: Settings, key: str) -> Any:
     """The value of htable "live" at ``key`` (None when absent)."""
-    try:
-        reply = kamailio_rpc(settings, "htable.get", "live", key)
-    except KamailioRpcError:
-        return None
-    return reply["item"]["value"]
+    return htable_value(settings, "live", key)
 
 
 def manager_is(settings: Settings, client: str, extension: str) -> None:

@@ -33,13 +33,18 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from stack_harness import running_stack, stack_settings, wait_for
+from stack_harness import (
+    htable_value,
+    register_available,
+    running_stack,
+    stack_settings,
+    wait_for,
+)
 
 from core.events import Event, EventType, from_json
 from core.phone import normalise
 from core.settings import Settings
 from edge import sipp
-from edge.control import KamailioRpcError, kamailio_rpc
 from warehouse.client import service_client
 from warehouse.queries.callbacks import open_callbacks
 
@@ -135,24 +140,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 def sip(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> sipp.Edge:
     """101 and 102 registered, and known available at the edge (from the streams)."""
     edge = sipp.Edge.from_settings(stack, tmp_path_factory.mktemp("sipp"))
-    for agent in AGENTS:
-        result = sipp.register(edge, agent, port=CONTACT_PORTS[agent],
-                               password=PASSWORDS[agent])
-        assert result.ok, result.received()
-    for agent in AGENTS:
-        wait_for(f"{agent} available at the edge",
-                 lambda a=agent: live(stack, f"avail:{DOMAIN}:{a}"), PIPELINE_S)
+    register_available(stack, edge, DOMAIN,
+                       {a: (CONTACT_PORTS[a], PASSWORDS[a]) for a in AGENTS}, PIPELINE_S)
     return edge
 
 
 def live(settings: Settings, key: str, table: str = "live") -> Any:
-    """The value of Kamailio's htable ``table`` ("live" unless said) at ``key`` (None
-    when absent)."""
-    try:
-        reply = kamailio_rpc(settings, "htable.get", table, key)
-    except KamailioRpcError:
-        return None
-    return reply["item"]["value"]
+    """The value of Kamailio's htable ``table`` ("live" unless said) at ``key``."""
+    return htable_value(settings, table, key)
 
 
 def answering(sip: sipp.Edge, agent: str) -> sipp.Uas:
