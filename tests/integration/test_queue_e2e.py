@@ -432,27 +432,29 @@ def test_a_queued_caller_the_offered_agent_does_not_answer_waits_again_with_musi
     assert cancels, "105 was never offered the call"
     early = provisional(ua)[0]
     assert early.status == 183
-    # after each of 105's rings (its 180, relayed), the edge's 183 again: the phone goes
-    # back from ringback to the music
-    codes = [(m.status, m.first_line.split(" ", 2)[2]) for m in provisional(ua)]
-    assert codes == [(183, "Queued"), *[(180, "Ringing"), (183, "Queued")] * len(cancels),
-                     (180, "Ringing")], codes
     events = events_of(stack, [early.call_id])[early.call_id]
     rules = [(rule, target, inputs) for rule, target, inputs, _ in decisions(events)]
     assert rules[0][0] == "queue_wait"
-    # offered 105, back in the queue when it did not answer, as often as the wait allowed
-    middle = rules[1:-1]
-    assert middle and len(middle) % 2 == 0, rules
-    for offer, back in zip(middle[::2], middle[1::2], strict=True):
-        assert offer[:2] == ("queue_offer", "ext:105"), rules
-        assert back == ("queue_return", "group:retry", "reason=no_answer"), rules
-    assert len(middle) // 2 == len(cancels)
     assert rules[-1] == ("queue_overflow", "ext:102", "reason=timeout")
+    # 105 offered, and the caller back in the queue when it did not answer, as often as
+    # the wait allowed (one offer per CANCEL 105 got); a ring that outlasted the wait
+    # ends in the overflow without a return
+    returns = sum(rule == "queue_return" for rule, _, _ in rules)
+    assert returns in (len(cancels), len(cancels) - 1) and returns >= 1, (rules, cancels)
+    offer, back = ("queue_offer", "ext:105"), ("queue_return", "group:retry", "reason=no_answer")
+    steps = [r[:2] if r[0] == "queue_offer" else r for r in rules[1:-1]]
+    assert steps == [offer, back] * returns + [offer] * (len(cancels) - returns), rules
     assert waited_ms(events, "queue_overflow") >= RETRY_WAIT_S * 1000
     assert [e.agent for e in events if e.type is EventType.CALL_ANSWERED] == ["102"]
-    # the music played again after the first return, until 102 answered
+    # after each of 105's rings (its 180, relayed) that ended in a return, the edge's 183
+    # again: the phone goes back from ringback to the music; 102's 180 last
+    codes = [(m.status, m.first_line.split(" ", 2)[2]) for m in provisional(ua)]
+    ring, queued = (180, "Ringing"), (183, "Queued")
+    assert codes == [queued, *[ring, queued] * returns, *[ring] * (len(cancels) - returns),
+                     ring], codes
+    # the music played again after the first return (it had stopped when 105 was offered)
     music_from = media_address(early.body)
     again = [t for t, source, _ in media.packets
-             if source == music_from and cancels[0] + 0.5 < t < at["answered"]]
-    assert len(again) >= 25, len(again)
+             if source == music_from and cancels[0] < t < at["answered"]]
+    assert again, "no music after the caller went back to the queue"
 
