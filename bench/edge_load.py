@@ -65,6 +65,15 @@ FROM (SELECT call_id, dateDiff('millisecond', anyIf(ended_at, closed),
       FROM tawag.cdrs WHERE startsWith(call_id, {prefix:String})
       GROUP BY call_id HAVING countIf(closed) > 0)
 """
+LATENCY_BY_MINUTE_SQL = """
+SELECT toStartOfMinute(ended) AS minute, count() AS calls, quantileExact(0.5)(ms) AS p50,
+       quantileExact(0.99)(ms) AS p99, max(ms) AS max
+FROM (SELECT call_id, anyIf(ended_at, closed) AS ended,
+             dateDiff('millisecond', ended, minIf(loaded_at, closed)) AS ms
+      FROM tawag.cdrs WHERE startsWith(call_id, {prefix:String})
+      GROUP BY call_id HAVING countIf(closed) > 0)
+GROUP BY minute ORDER BY minute
+"""
 RULES_ZONE = "Europe/Moscow"
 CALLER = "101"
 FIRST_AGENT = 200
@@ -254,11 +263,18 @@ def print_latency(settings, calls: int, wait_s: float) -> None:
             if row["calls"] >= calls or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
+        minutes = client.query(LATENCY_BY_MINUTE_SQL, {"prefix": "bench-"})
     finally:
         client.close()
     print(f"\ncall end -> closed CDR readable ({row['calls']} of {calls} calls closed, "
           f"{time.monotonic() - t0:.0f} s after the run): p50 {row['p50']} ms, "
           f"p99 {row['p99']} ms, max {row['max']} ms")
+    if len(minutes) > 1:  # a long run: does the pipeline keep up, or does a backlog grow?
+        print(f"{'minute of the call end':<24}{'calls':>7}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'max ms':>9}")
+        for m in minutes:
+            print(f"{str(m['minute']):<24}{m['calls']:>7}{m['p50']:>9}{m['p99']:>9}"
+                  f"{m['max']:>9}")
 
 
 def steering_receiver(settings: Settings) -> None:
@@ -371,7 +387,9 @@ def main() -> int:
              # a call that hears nothing for 20 s fails, so an overloaded edge ends the run
              "-recv_timeout", "20000",
              "-l", str(args.rate * 5), "-cid_str", "bench-%u-%p@%s", "-nostdin",
-             "-timeout", "300s", "-trace_stat", "-stf", str(stat_file), "-fd", "1",
+             # the whole run and 5 minutes more (a 10-minute run must not be cut at 300 s)
+             "-timeout", f"{args.calls // args.rate + 300}s",
+             "-trace_stat", "-stf", str(stat_file), "-fd", "1",
              "-trace_err", "-error_file", str(work / "uac-errors.log")],
             cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT, check=False)
