@@ -66,8 +66,8 @@ FROM (SELECT call_id, dateDiff('millisecond', anyIf(ended_at, closed),
       GROUP BY call_id HAVING countIf(closed) > 0)
 """
 LATENCY_BY_MINUTE_SQL = """
-SELECT toStartOfMinute(ended) AS minute, count() AS calls, quantileExact(0.5)(ms) AS p50,
-       quantileExact(0.99)(ms) AS p99, max(ms) AS max
+SELECT formatDateTime(toStartOfMinute(ended), '%H:%i') AS minute, count() AS calls,
+       quantileExact(0.5)(ms) AS p50, quantileExact(0.99)(ms) AS p99, max(ms) AS max
 FROM (SELECT call_id, anyIf(ended_at, closed) AS ended,
              dateDiff('millisecond', ended, minIf(loaded_at, closed)) AS ms
       FROM tawag.cdrs WHERE startsWith(call_id, {prefix:String})
@@ -270,10 +270,10 @@ def print_latency(settings, calls: int, wait_s: float) -> None:
           f"{time.monotonic() - t0:.0f} s after the run): p50 {row['p50']} ms, "
           f"p99 {row['p99']} ms, max {row['max']} ms")
     if len(minutes) > 1:  # a long run: does the pipeline keep up, or does a backlog grow?
-        print(f"{'minute of the call end':<24}{'calls':>7}{'p50 ms':>9}{'p99 ms':>9}"
+        print(f"{'minute of the call end (UTC)':<30}{'calls':>7}{'p50 ms':>9}{'p99 ms':>9}"
               f"{'max ms':>9}")
         for m in minutes:
-            print(f"{str(m['minute']):<24}{m['calls']:>7}{m['p50']:>9}{m['p99']:>9}"
+            print(f"{m['minute']:<30}{m['calls']:>7}{m['p50']:>9}{m['p99']:>9}"
                   f"{m['max']:>9}")
 
 
