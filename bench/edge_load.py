@@ -348,8 +348,12 @@ def main() -> int:
         if args.steer:
             steering_receiver(settings)
         edge = sipp.Edge.from_settings(settings, work / "sipp")
+        # registered for the whole run: a binding that expires mid-run turns every later
+        # call to that agent into a 480 (a 10-minute run outlived the default 300 s)
+        expires = args.calls // args.rate + int(args.drain_s) + 600
         for agent in agents(args.agents):
-            assert sipp.register(edge, agent, port=UAS_PORT, password=password(agent)).ok
+            assert sipp.register(edge, agent, port=UAS_PORT, password=password(agent),
+                                 expires=expires).ok
         plan = work / "callees.csv"
         callees = agents(args.agents)
         plan.write_text("SEQUENTIAL\n" + "".join(
