@@ -350,7 +350,8 @@ def main() -> int:
         edge = sipp.Edge.from_settings(settings, work / "sipp")
         # registered for the whole run: a binding that expires mid-run turns every later
         # call to that agent into a 480 (a 10-minute run outlived the default 300 s)
-        expires = args.calls // args.rate + int(args.drain_s) + 600
+        run_s = args.calls // args.rate
+        expires = run_s + int(args.drain_s) + 600
         for agent in agents(args.agents):
             assert sipp.register(edge, agent, port=UAS_PORT, password=password(agent),
                                  expires=expires).ok
@@ -392,7 +393,7 @@ def main() -> int:
              "-recv_timeout", "20000",
              "-l", str(args.rate * 5), "-cid_str", "bench-%u-%p@%s", "-nostdin",
              # the whole run and 5 minutes more (a 10-minute run must not be cut at 300 s)
-             "-timeout", f"{args.calls // args.rate + 300}s",
+             "-timeout", f"{run_s + 300}s",
              "-trace_stat", "-stf", str(stat_file), "-fd", "1",
              "-trace_err", "-error_file", str(work / "uac-errors.log")],
             cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
