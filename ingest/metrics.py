@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from core.metrics import CallbackCollector, register_callback
 
-__all__ = ["EVENTS_IN", "EVENTS_PRODUCED", "DEAD_LETTERS",
+__all__ = ["EVENTS_IN", "EVENTS_PRODUCED", "DEAD_LETTERS", "REPEATS_DROPPED",
            "EVAPI_CONNECTS", "EVAPI_RECONNECTS", "EVAPI_CONNECTED", "RECORDINGS",
            "CALLS_WITHOUT_MEDIA", "CALLS_INTERRUPTED", "CALL_ENDS_RECOVERED",
            "dead_letter_reason", "watch_spool"]
@@ -27,6 +27,9 @@ EVENTS_PRODUCED = Counter("tawag_ingest_events_produced",
 DEAD_LETTERS = Counter("tawag_ingest_dead_letters",
                        "evapi payloads refused and sent to the dead-letter topic, by reason",
                        ["reason"])
+REPEATS_DROPPED = Counter(
+    "tawag_ingest_repeats_dropped",
+    "Events the edge sent again on connecting that were already published (dropped)")
 EVAPI_CONNECTS = Counter("tawag_ingest_evapi_connects",
                          "Connections opened to Kamailio's evapi (the first one included)")
 EVAPI_RECONNECTS = Counter("tawag_ingest_evapi_reconnects",

@@ -27,9 +27,10 @@ from ingest.decode import DecodeContext
 from ingest.metrics import watch_spool
 from ingest.reconcile import Reconciler, TrackingSink
 from ingest.recording import Recorder, recording_closed
+from ingest.repeats import RecentEvents, event_id_of_record, published_ids
 from ingest.spool import Spool
 
-__all__ = ["run", "ready_file", "open_calls_file", "reconciler_for"]
+__all__ = ["run", "ready_file", "open_calls_file", "reconciler_for", "known_events"]
 
 log = logging.getLogger("tawag.ingest")
 
@@ -76,6 +77,30 @@ def reconciler_for(settings: Settings, bridge: Bridge) -> Reconciler:
     return reconciler
 
 
+def known_events(settings: Settings, spool: Spool) -> RecentEvents:
+    """The events already published or spooled (``ingest.repeats``), read before the
+    forwarder starts. A spooled event already in Kafka (acknowledged in the instant before
+    a crash, its ack record lost) is acknowledged now instead of being sent twice."""
+    pending = [r for r in spool.pending(spool.depth) if r.channel == CHANNEL_EVENTS]
+    spooled = [(r.seq, event_id_of_record(r.value)) for r in pending]
+    published: list[str] = []
+    if settings.evapi_resend > 0:
+        try:
+            published = published_ids(settings.kafka_bootstrap, settings.topic_call_events,
+                                      settings.evapi_resend)
+        except Exception as exc:  # kafka-python raises its own tree; all mean "not now"
+            log.warning("could not read the last events of %s (%s): events the edge sends "
+                        "again are published again (downstream recognises them)",
+                        settings.topic_call_events, exc)
+    in_kafka = set(published)
+    already = [seq for seq, event_id in spooled if event_id in in_kafka]
+    if already:
+        spool.ack(already)
+        log.info("%d spooled events were already in Kafka; not sent again", len(already))
+    ids = [*published, *(event_id for _, event_id in spooled if event_id is not None)]
+    return RecentEvents(len(ids) + 2 * settings.evapi_resend, ids)
+
+
 def run(settings: Settings, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,7 +118,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
                            CHANNEL_DEAD_LETTERS: settings.topic_dead_letter})
     watch_spool(forwarder.metrics)  # spool depth, overflow, forwarded (ingest.metrics)
     sink = SpoolSink(spool, forwarder)
-    bridge = Bridge((settings.sip_host, settings.evapi_port), ctx, sink)
+    bridge = Bridge((settings.sip_host, settings.evapi_port), ctx, sink,
+                    recent=known_events(settings, spool))
     recorder = Recorder(settings.recordings_dir, settings.recordings_wav_dir,
                         closed=lambda call_id: recording_closed(settings, call_id),
                         emit=bridge.emit_payload)

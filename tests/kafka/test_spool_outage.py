@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from test_broker import Broker, _port_free
 
 from core.events import from_json
@@ -47,6 +47,7 @@ from ingest.bridge import (
     kafka_producer,
 )
 from ingest.decode import DecodeContext
+from ingest.repeats import published_ids
 from ingest.service import ready_file
 from ingest.spool import Spool, scan
 from tawag import kafka as tk
@@ -298,3 +299,32 @@ def test_bridge_killed_while_the_broker_is_down_delivers_its_spool_first(
     assert_exactly_once_in_order(got, expected_first + expected_second)
     assert "20 events from an earlier run still wait for Kafka" in log_text
     assert "spool drained" in log_text and "Traceback" not in log_text
+
+
+def test_the_bridge_reads_the_last_events_of_each_partition(broker: Broker) -> None:
+    """What a starting bridge learns of what is already published (``ingest.repeats``):
+    exactly the event ids of the last ``per_partition`` messages of each partition."""
+    s = broker.settings
+    topic = s.topic_call_events
+    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    for i in range(40):
+        producer.send(topic, key=f"tail-{i % 7}".encode(),
+                      value=json.dumps({"event_id": f"tail-{i}"}).encode())
+    producer.flush()
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        by_partition: dict[int, list[str]] = defaultdict(list)
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                by_partition[tp.partition] += [json.loads(r.value)["event_id"]
+                                               for r in records if r.offset < end[tp]]
+    finally:
+        consumer.close()
+    assert len(by_partition) > 1  # the keys spread over several partitions
+    expected = sorted(i for ids in by_partition.values() for i in ids[-3:])
+    assert sorted(published_ids(s.kafka_bootstrap, topic, 3)) == expected
