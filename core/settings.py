@@ -153,7 +153,8 @@ class Settings:
     evapi_resend: int = 500
     """Events already sent that the edge keeps (within ``evapi_buffer_size``) and sends
     again to an evapi client that connects: what was in flight to a client that died is
-    not lost (downstream de-duplicates by ``event_id``). 0 sends nothing twice."""
+    not lost. The bridge drops those it already published (``ingest.repeats``: it reads
+    this many of the last events of each partition at start). 0 sends nothing twice."""
 
     # --- warehouse ---------------------------------------------------------------------
     warehouse_mode: str = "embedded"
