@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ PROCESS_GRACE_S = 5.0
 STOP_GRACE_S = 2.0
 """How long a stopped sipp gets to exit after SIGTERM before SIGKILL."""
 PORT_BIND_TIMEOUT_S = 5.0
+MEDIA_PORT_SPAN = 4
+"""Ports sipp binds from its ``-mp`` port on (audio and video, RTP and RTCP)."""
+DEFAULT_MEDIA_PORT = 6000
+"""sipp's own ``-mp`` default, for a scenario without media (sipp binds it still)."""
 POLL_INTERVAL_S = 0.01
 MS_PER_S = 1000
 FIRST_FINAL_CODE = 200
@@ -497,7 +502,7 @@ def _run(
     command = _base_command(edge, scenario, trace, [edge.remote])
     started = time.time()
     completed = subprocess.run(
-        [*command, "-cid_str", f"{prefix}-%u@%s", *args],
+        [*command, "-cid_str", f"{prefix}-%u@%s", *_free_media(args)],
         cwd=edge.work_dir,
         stdin=subprocess.DEVNULL,
         stdout=trace.with_suffix(".out").open("wb"),
@@ -515,7 +520,8 @@ def _run(
 def _spawn_uas(edge: Edge, scenario: str, port: int, media: list[str]) -> Uas:
     """Start sipp as a UAS on ``port`` and return once it listens there."""
     trace = _trace_path(edge, f"uas-{port}-{secrets.token_hex(4)}")
-    command = [*_base_command(edge, scenario, trace, []), "-p", str(port), *media]
+    command = [*_base_command(edge, scenario, trace, []), "-p", str(port),
+               *_free_media(media)]
     started = time.time()
     process = subprocess.Popen(
         command,
@@ -528,8 +534,43 @@ def _spawn_uas(edge: Edge, scenario: str, port: int, media: list[str]) -> Uas:
     if not _wait_udp_bound(edge.local_ip, port, process):
         uas.stop()
         log = trace.with_suffix(".out")
-        raise RuntimeError(f"sipp {scenario} did not start on port {port}: see {log}")
+        said = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        raise RuntimeError(f"sipp {scenario} did not start on port {port} (exit code "
+                           f"{process.returncode}): see {log}; it said:\n{said}")
     return uas
+
+
+def _free_media(args: list[str]) -> list[str]:
+    """``args`` with a ``-mp`` whose ports nothing holds (sipp's default if none given).
+
+    sipp exits at start when a media port is taken ("Unable to bind audio RTP socket").
+    The tests' media ports lie in the kernel's ephemeral range, where other processes'
+    UDP sockets (Kamailio's to rtpengine, for one) can sit for good; a CI run lost a
+    test that way. So the given port is moved on, ``MEDIA_PORT_SPAN`` at a time, to the
+    first whose ports are all free now."""
+    args = list(args)
+    if "-mp" in args:
+        at = args.index("-mp") + 1
+        args[at] = str(_first_free_media_port(int(args[at])))
+    else:
+        args += ["-mp", str(_first_free_media_port(DEFAULT_MEDIA_PORT))]
+    return args
+
+
+def _first_free_media_port(port: int, tries: int = 50) -> int:
+    for candidate in range(port, port + tries * MEDIA_PORT_SPAN, MEDIA_PORT_SPAN):
+        if all(_udp_port_free(p) for p in range(candidate, candidate + MEDIA_PORT_SPAN)):
+            return candidate
+    return port  # sipp will say which port it could not bind
+
+
+def _udp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def _trace_path(edge: Edge, prefix: str) -> Path:
