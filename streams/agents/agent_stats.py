@@ -127,7 +127,7 @@ def fold_into(agents: CollectionT, key: str, event: Event,
         log.warning("agent row %s over %d bytes: trimmed to %d (trimmed %d times so far)",
                     key, config.max_row_bytes, row_size(new), new.trimmed)
     changes, stats = state_changes(old, new, config), stats_changes(old, new, config)
-    row = new.to_dict()
+    row = new.to_dict(prior=(old, row) if row is not None else None)
     agents[key] = row
     _DECODED[key, id(config)] = (row, config, new)
     return changes, stats

@@ -9,8 +9,10 @@ import copy
 from builders import call_events
 
 from core.events import Direction, EventType, from_json, to_json
+from streams.agents import agent_stats as agent_stats_stage
 from streams.agents import callbacks as callback_stage
 from streams.agents import cdr as cdr_stage
+from streams.folds.agent_state import AgentState
 from streams.folds.agent_timeline import _call_of, call_of, fact_of
 
 
@@ -70,3 +72,24 @@ def test_call_of_remembered_equals_computed() -> None:
         assert call_of("101", "c-cache", part) == _call_of("101", "c-cache", part)
         assert call_of("102", "c-cache", part) == _call_of("102", "c-cache", part)
         assert call_of("101", "c-cache", list(part)) == _call_of("101", "c-cache", part)
+
+
+def test_an_agent_row_written_with_the_prior_encodings_equals_one_encoded_afresh() -> None:
+    """``AgentState.to_dict(prior=...)`` reuses the encodings of calls the event left
+    alone; the row is still exactly the fresh encoding - after a fold from the cache,
+    after a row decoded from the table (fresh objects) and against a prior of an older
+    format (nothing reused)."""
+    table: dict = {}
+    events = [e for n in range(6) for e in _call(f"c-{n}")]
+    events.sort(key=lambda e: e.ts)
+    for n, event in enumerate(events):
+        if n == 10:  # a restart: the row is read back from the changelog
+            table["acme:101"] = copy.deepcopy(table["acme:101"])
+        agent_stats_stage.fold_into(table, "acme:101", event)
+        row = table["acme:101"]
+        state = AgentState.from_dict(row)
+        assert row == state.to_dict()
+        assert state.to_dict(prior=(state, row)) == row
+    state = AgentState.from_dict(table["acme:101"])
+    assert len(state.calls) > 1  # the calls overlap: several encodings were lent
+    assert state.to_dict(prior=(state, {"format": 1, "events": []})) == state.to_dict()
