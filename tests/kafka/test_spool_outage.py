@@ -128,29 +128,37 @@ class EvapiPeer:
         self.server.close()
 
 
-def read_topic(settings: Settings, prefix: str) -> list[tuple[str, str, str]]:
-    """(call id, type, event_id) of every event of calls named ``prefix*`` on the events
-    topic, from offset 0 up to the end offsets read first, in partition order."""
+def topic_records(settings: Settings, topic: str) -> dict[int, list[tuple[bytes, bytes]]]:
+    """(key, value) of every message on ``topic``, per partition in offset order, from
+    offset 0 up to the end offsets read first."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
     try:
-        topic = settings.topic_call_events
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         end = consumer.end_offsets(parts)
-        out: list[tuple[str, str, str]] = []
+        out: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         deadline = time.monotonic() + 30
         while any(consumer.position(tp) < end[tp] for tp in parts):
             assert time.monotonic() < deadline, f"stuck below end offsets {end}"
-            for records in consumer.poll(timeout_ms=500).values():
-                for r in records:
-                    ev = from_json(r.value)
-                    assert r.key == ev.call_id.encode()
-                    if ev.call_id.startswith(prefix):
-                        out.append((ev.call_id, ev.type.value, ev.event_id))
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                out[tp.partition] += [(r.key, r.value) for r in records if r.offset < end[tp]]
         return out
     finally:
         consumer.close()
+
+
+def read_topic(settings: Settings, prefix: str) -> list[tuple[str, str, str]]:
+    """(call id, type, event_id) of every event of calls named ``prefix*`` on the events
+    topic, in partition order."""
+    out: list[tuple[str, str, str]] = []
+    for _, records in sorted(topic_records(settings, settings.topic_call_events).items()):
+        for key, value in records:
+            ev = from_json(value)
+            assert key == ev.call_id.encode()
+            if ev.call_id.startswith(prefix):
+                out.append((ev.call_id, ev.type.value, ev.event_id))
+    return out
 
 
 def assert_exactly_once_in_order(got: list[tuple[str, str, str]], expected: list) -> None:
@@ -305,26 +313,15 @@ def test_the_bridge_reads_the_last_events_of_each_partition(broker: Broker) -> N
     """What a starting bridge learns of what is already published (``ingest.repeats``):
     exactly the event ids of the last ``per_partition`` messages of each partition."""
     s = broker.settings
-    topic = s.topic_call_events
+    topic = "tawag.tail-test"  # created on first use, with the stack's partition count
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
     for i in range(40):
         producer.send(topic, key=f"tail-{i % 7}".encode(),
                       value=json.dumps({"event_id": f"tail-{i}"}).encode())
     producer.flush()
     producer.close()
-    consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        by_partition: dict[int, list[str]] = defaultdict(list)
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                by_partition[tp.partition] += [json.loads(r.value)["event_id"]
-                                               for r in records if r.offset < end[tp]]
-    finally:
-        consumer.close()
+    by_partition = {p: [json.loads(value)["event_id"] for _, value in records]
+                    for p, records in topic_records(s, topic).items()}
     assert len(by_partition) > 1  # the keys spread over several partitions
     expected = sorted(i for ids in by_partition.values() for i in ids[-3:])
     assert sorted(published_ids(s.kafka_bootstrap, topic, 3)) == expected
