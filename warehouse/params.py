@@ -17,6 +17,7 @@ from typing import Any
 __all__ = ["encode_param", "encode_params", "format_datetime"]
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
+"""Backslash first: :func:`_escape` replaces in this order."""
 _QUOTED_ESCAPES = {**_ESCAPES, "'": "\\'"}
 
 
@@ -26,12 +27,18 @@ def format_datetime(ts: datetime) -> str:
     A naive datetime is taken as UTC (the whole stack keeps event time in UTC).
     """
     if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC)
-    return ts.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
+    return ts.isoformat(" ", "milliseconds")  # truncates, as DateTime64(3) would
 
 
 def _escape(text: str, table: Mapping[str, str]) -> str:
-    return "".join(table.get(c, c) for c in text)
+    """``text`` with each character of ``table`` replaced, backslash first (so the
+    backslashes the others bring stay single). One ``str.replace`` per character: the
+    loader's rows are megabytes of JSON, and a Python loop over their characters was
+    most of an insert's CPU (4.0 s vs 0.17 s for 31 MB)."""
+    for char, escaped in table.items():
+        text = text.replace(char, escaped)
+    return text
 
 
 def _literal(value: Any) -> str:

@@ -3,12 +3,25 @@
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from warehouse.params import encode_param, format_datetime
 
 
 def test_strings_are_escaped_for_the_escaped_text_format():
     assert encode_param("a\tb\nc\\d") == "a\\tb\\nc\\\\d"
+
+
+@given(st.text(alphabet=st.sampled_from(["\\", "\n", "\t", "\r", "\0", "'", "a", "ё", "n"])
+               | st.characters()))
+def test_escaping_equals_escaping_each_character_on_its_own(text):
+    """The escape is a few ``str.replace`` passes (backslash first); it must give what
+    replacing each character on its own gives, whatever the mix of escapes."""
+    one_by_one = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
+    assert encode_param(text) == "".join(one_by_one.get(c, c) for c in text)
+    quoted = "".join({**one_by_one, "'": "\\'"}.get(c, c) for c in text)
+    assert encode_param([text]) == f"['{quoted}']"
 
 
 def test_none_is_null_and_bools_are_digits():
