@@ -7,7 +7,8 @@ which works on its own thread and gives back a ``call.recording_ready`` payload 
 Kamailio's evapi itself does not buffer, so the edge keeps the events of a gap in a
 bounded shared-memory buffer (kamailio.cfg route[EVAPI_DRAIN]) and sends them, in order,
 once a client is connected again, repeating the last few it sent before (this bridge may
-have died holding them); those already published are dropped here (``ingest.repeats``).
+have died holding them); those already published are not spooled again
+(``ingest.repeats``).
 The bridge still
 reconnects at once (within ``RECONNECT_DELAY_S``) whenever the socket closes, so the gap
 stays short. Every payload becomes either a
@@ -74,8 +75,6 @@ class BridgeStats:
     connects: int = 0
     greetings: int = 0
     recordings: int = 0
-    repeats: int = 0
-    """Events the edge sent again that were already published (``ingest.repeats``)."""
     ready: threading.Event = field(default_factory=threading.Event)
 
 
@@ -93,16 +92,33 @@ class SpoolSink:
 
     A record the full spool refuses is lost: it is counted (``Spool.overflowed``) and
     logged with its type, call and ``event_id`` (see ``ingest.spool`` for why).
+
+    With ``recent`` (``ingest.repeats``), an event already spooled or published is not
+    taken again: the edge resends its last events to every client that connects. Only
+    the spool skips it; whatever wraps this sink (the reconciler's tracking) still sees
+    it, as the edge's word that the call got that far.
     """
 
-    def __init__(self, spool: Spool, forwarder: Forwarder | None = None) -> None:
+    def __init__(self, spool: Spool, forwarder: Forwarder | None = None,
+                 recent: RecentEvents | None = None) -> None:
         self.spool = spool
         self.forwarder = forwarder
+        self.recent = recent
+        self.repeats = 0
+        """Events not spooled because they were already (``ingest.repeats``)."""
+        self._repeats_unlogged = 0
 
     def event(self, ev: Event) -> None:
+        if self.recent is not None and ev.event_id in self.recent:
+            self.repeats += 1
+            self._repeats_unlogged += 1
+            metrics.REPEATS_DROPPED.inc()
+            return
         if self.spool.append(CHANNEL_EVENTS, ev.key.encode(), to_json(ev)) is None:
             log.warning("spool full: %s of call %s refused (event_id %s, key %s)",
                         ev.type.value, ev.call_id, ev.event_id, ev.key)
+        elif self.recent is not None:
+            self.recent.add(ev.event_id)
 
     def dead_letter(self, record: bytes) -> None:
         if self.spool.append(CHANNEL_DEAD_LETTERS, b"evapi", record) is None:
@@ -113,6 +129,10 @@ class SpoolSink:
         self.spool.sync()
         if self.forwarder is not None:
             self.forwarder.wake()
+        if self._repeats_unlogged:
+            log.info("dropped %d events the edge sent again that were already published",
+                     self._repeats_unlogged)
+            self._repeats_unlogged = 0
 
 
 class Producer(Protocol):
@@ -285,16 +305,12 @@ class Bridge:
     """
 
     def __init__(self, address: tuple[str, int], ctx: DecodeContext, sink: Sink,
-                 recorder: Recorder | None = None, recent: RecentEvents | None = None,
-                 ) -> None:
+                 recorder: Recorder | None = None) -> None:
         self.address = address
         self.ctx = ctx
         self.sink = sink
         self.recorder = recorder
-        self.recent = recent
-        """Events already published: a repeat of one is dropped (``ingest.repeats``)."""
         self.stats = BridgeStats()
-        self._repeats_unlogged = 0
         self._sink_lock = threading.Lock()
         """The recorder's thread produces too."""
 
@@ -314,29 +330,15 @@ class Bridge:
             self.stats.greetings += 1
             self.stats.ready.set()
             return
-        if self.recent is not None and ev.event_id in self.recent:
-            self.stats.repeats += 1
-            self._repeats_unlogged += 1
-            metrics.REPEATS_DROPPED.inc()
-            return
-        self._log_repeats()
         self.stats.events += 1
         metrics.EVENTS_IN.labels(ev.type.value).inc()
         if ev.type is EventType.CALL_ENDED and not ev.media:
             metrics.CALLS_WITHOUT_MEDIA.labels(ev.extra.get("media_missing", "absent")).inc()
         with self._sink_lock:
             self.sink.event(ev)
-        if self.recent is not None:
-            self.recent.add(ev.event_id)
         if (self.recorder is not None and ev.type is EventType.CALL_ENDED
                 and ev.extra.get("recorded") is True):
             self.recorder.submit(json.loads(frame))
-
-    def _log_repeats(self) -> None:
-        if self._repeats_unlogged:
-            log.info("dropped %d events the edge sent again that were already published",
-                     self._repeats_unlogged)
-            self._repeats_unlogged = 0
 
     def emit_payload(self, payload: dict[str, Any]) -> None:
         """Produce an evapi-shaped payload made outside Kamailio (call.recording_ready)."""
@@ -410,7 +412,6 @@ class Bridge:
                         self._session(sock, stop)
                     finally:
                         metrics.EVAPI_CONNECTED.set(0)
-                        self._log_repeats()
                     if not stop.is_set():
                         metrics.EVAPI_RECONNECTS.inc()
                 log.warning("evapi closed the connection; reconnecting")

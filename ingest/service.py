@@ -117,9 +117,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
                           {CHANNEL_EVENTS: settings.topic_call_events,
                            CHANNEL_DEAD_LETTERS: settings.topic_dead_letter})
     watch_spool(forwarder.metrics)  # spool depth, overflow, forwarded (ingest.metrics)
-    sink = SpoolSink(spool, forwarder)
-    bridge = Bridge((settings.sip_host, settings.evapi_port), ctx, sink,
-                    recent=known_events(settings, spool))
+    sink = SpoolSink(spool, forwarder, recent=known_events(settings, spool))
+    bridge = Bridge((settings.sip_host, settings.evapi_port), ctx, sink)
     recorder = Recorder(settings.recordings_dir, settings.recordings_wav_dir,
                         closed=lambda call_id: recording_closed(settings, call_id),
                         emit=bridge.emit_payload)
