@@ -56,6 +56,7 @@ def make_consumer(settings: Settings) -> Any:
                          bootstrap_servers=settings.kafka_bootstrap, group_id=CONSUMER_GROUP,
                          enable_auto_commit=False, auto_offset_reset="earliest",
                          fetch_max_wait_ms=20,
+                         metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
                          group_instance_id=settings.api_instance_id or None)
 
 

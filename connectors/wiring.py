@@ -144,6 +144,7 @@ def wire(settings: Settings, *, serve_http: bool = True,
                              bootstrap_servers=settings.kafka_bootstrap, group_id=CONSUMER_GROUP,
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              fetch_max_wait_ms=20,
+                             metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
                              group_instance_id=settings.connectors_instance_id or None)
     return Wired(worker, outboxes, consumer, producer, http)
 

@@ -56,6 +56,11 @@ class Settings:
     kafka_version: str = "4.1.1"
     """Pinned Apache Kafka (org.apache.kafka:kafka_2.13) fetched from Maven Central."""
     kafka_heap: str = "512m"
+    kafka_metadata_max_age_ms: int = 10_000
+    """How often Tawag's Kafka consumers refresh the cluster's metadata. A consumer whose
+    first metadata lacked a topic (just created, the broker slow under load) joins its
+    group with no partition of it until the next refresh: kafka-python's default of 5
+    minutes left a CRM connector not ready for 90 s in a CI run."""
     topic_call_events: str = "tawag.call-events"
     topic_cdrs: str = "tawag.cdrs"
     topic_dead_letter: str = "tawag.dead-letter"

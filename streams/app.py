@@ -82,7 +82,7 @@ def new_app(settings: Settings) -> faust.App:
         # has subscribed; the group only takes them up once the consumer's metadata is
         # refreshed (5 min by default). Refresh every 10 s so a fresh stack starts folding
         # agents and callbacks within seconds (pre-creating the topics avoids the wait).
-        consumer_metadata_max_age_ms=10_000,
+        consumer_metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         producer_acks=-1,
         autodiscover=False,
         # static membership: a restarted worker (same id) is not made to wait out the

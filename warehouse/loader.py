@@ -472,6 +472,7 @@ def _make_consumer(settings: Settings, loader: Loader) -> Any:
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=GROUP_ID,
                              client_id=GROUP_ID, enable_auto_commit=False,
                              auto_offset_reset="earliest", max_poll_records=1000,
+                             metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
                              group_instance_id=settings.warehouse_instance_id or None)
     consumer.subscribe(sorted(routes_for(settings)), listener=_Forget())
     return consumer
