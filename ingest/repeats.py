@@ -9,7 +9,9 @@ how it recovers from its own crash), so 500 repeats of a busy line's events made
 hundreds of thousands of messages and held the agent figures back for minutes after a
 restart of this bridge (test_kill_under_traffic, ingest case).
 
-So the bridge drops what it has already published. What it knows at start: the events
+So the bridge's spool sink (``ingest.bridge.SpoolSink``) does not take again what it
+already took; whatever wraps it (the reconciler) still hears the resend. What it knows
+at start (``ingest.service.known_events``): the events
 still waiting in its spool, and the tail of ``tawag.call-events`` (the last
 ``evapi_resend`` messages of each partition hold every event the edge can resend, since
 the edge resends only what it sent last). After that, every event it spools. A spooled
@@ -17,23 +19,18 @@ event is durable (fsynced before the next read), so dropping its repeat loses no
 an event the dying bridge read but never spooled is in neither, and goes through.
 
 :class:`RecentEvents` is the memory (pure, bounded); :func:`published_ids` reads the
-topic's tail; :func:`spooled_ids` the spool.
+topic's tail.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
 import orjson
 
-from ingest.spool import Record, Spool
-
-__all__ = ["RecentEvents", "published_ids", "spooled_ids", "event_id_of_record"]
-
-log = logging.getLogger("tawag.ingest")
+__all__ = ["RecentEvents", "published_ids", "event_id_of_record"]
 
 
 class RecentEvents:
@@ -65,13 +62,6 @@ def event_id_of_record(value: bytes) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return event_id if isinstance(event_id, str) else None
-
-
-def spooled_ids(spool: Spool, channel: int) -> list[str]:
-    """The event ids waiting in the spool on ``channel``, oldest first."""
-    records: list[Record] = spool.pending(spool.depth)
-    ids = (event_id_of_record(r.value) for r in records if r.channel == channel)
-    return [i for i in ids if i is not None]
 
 
 def published_ids(bootstrap: str, topic: str, per_partition: int, *,
