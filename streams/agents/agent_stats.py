@@ -15,8 +15,9 @@ Two steps (run by :mod:`streams.runner`, declared in :mod:`streams.topology`):
 Redelivery: the agent's row reaches the changelog before its records are sent, so a
 worker killed in between gets the event again (offset not committed) and finds it folded.
 A repeated event therefore sends the agent's current records around the event's time
-again (``agent_state.resent_changes``, ``agent_stats.resent_stats``: from the start of the
-day holding it, not the whole history) instead of nothing, which would lose them. The
+again (``agent_state.resent_changes``: the segments from the event's time on;
+``agent_stats.resent_stats``: the interval rows of its day) instead of nothing, which
+would lose them. The
 router is stateless: a redelivered event is re-keyed and sent again, and ends up a repeat
 here.
 

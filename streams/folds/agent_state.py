@@ -111,6 +111,7 @@ __all__ = [
     "without_event",
     "resend_since",
     "resent_changes",
+    "touched_since",
     "rebased",
 ]
 
@@ -685,14 +686,19 @@ def _newest_other(state: AgentState, event: Event) -> datetime | None:
     return max(candidates, default=state.newest)
 
 
+def touched_since(state: AgentState, event: Event) -> datetime:
+    """The earliest time ``event`` can have changed: the earlier of its own time (it
+    changes the timeline from there on) and the newest time of the row's other events
+    (when it was the newest, it moved the frontier, and the counted-up-to time, from
+    there)."""
+    return min(fact_of(event).ts, _newest_other(state, event) or event.ts)
+
+
 def resend_since(state: AgentState, event: Event,
                  config: AgentConfig = DEFAULT_CONFIG) -> datetime:
-    """Where the records a repeated ``event`` sends again start: the tenant's local day
-    (the largest statistics interval) holding the earlier of the event's time and the newest time of
-    the row's other events. The event changes the timeline from its own time on, and the
-    counted-up-to time of the rows since the previous newest event: both lie in it."""
-    newest_other = _newest_other(state, event) or event.ts
-    earliest = min(fact_of(event).ts, newest_other)
+    """Where the interval rows a repeated ``event`` sends again start: the tenant's local
+    day (the largest statistics interval) holding :func:`touched_since`."""
+    earliest = touched_since(state, event)
     return min(day_of(earliest),
                timezones.floor(earliest, "1 day", config.zone(state.tenant)))
 
@@ -701,15 +707,20 @@ def resent_changes(state: AgentState, event: Event, config: AgentConfig = DEFAUL
                    prior: AgentState | None = None) -> list[AgentStateChange]:
     """The segments a repeated ``event`` sends again ([] if the row does not hold it).
 
-    Every held segment reaching into :func:`resend_since`'s window, plus what
+    Every held segment reaching past :func:`touched_since`, plus what
     :func:`state_changes` finds from ``prior`` (:func:`without_event`): the retractions
     the first delivery sent. All at ``state.accepted``: when the event was the last
     folded, exactly the revisions the first delivery produced.
+
+    Not the whole day: after a crash Faust redelivers every event since the last commit,
+    and a busy line holds a thousand segments a day - resending them for each repeat
+    turned 200 repeats into 200,000 records, a backlog the stage took minutes to drain
+    (the CI run of stop 23, test_crash_replay).
     """
     prior = prior if prior is not None else without_event(state, event, config)
     if prior is None:
         return []
-    since = resend_since(state, event, config)
+    since = touched_since(state, event)
     out = {s.since: AgentStateChange(state.tenant, state.agent, s.since, s.state, s.until,
                                      state.accepted)
            for s in state.segments if s.until is None or s.until > since}

@@ -175,8 +175,9 @@ def _content(record: Any) -> dict[str, Any]:
 def test_a_repeated_agent_event_resends_what_its_first_delivery_sent(streams: Streams) -> None:
     """The lost delivery is a late answer by a colleague at 09:01:05: the ring ends there,
     so the 'available since 09:01:20' segment is retracted and one since 09:01:05 begins.
-    The repeat sends those very records (retraction included, same versions) and the
-    agent's other current records of the day - none of yesterday's."""
+    The repeat sends those very records (retraction included, same versions), the
+    agent's current segments from the answer on and the day's interval rows - none of
+    yesterday's, nor the day's earlier segments (a busy line holds a thousand)."""
     late_answer = agent_event(EventType.CALL_ANSWERED, T0 + timedelta(seconds=65),
                               agent="103")
     wire = [(KEY, to_json(e)) for e in (*history(), late_answer)]
@@ -192,26 +193,29 @@ def test_a_repeated_agent_event_resends_what_its_first_delivery_sent(streams: St
     changes, rows = _agent_rows(again)
     assert set(first[-1]["agent_states"]) <= set(again["agent_states"])  # same bytes
     assert set(first[-1]["agent_stats"]) <= set(again["agent_stats"])
-    # the rest is the agent's current records of the day (same content, current version)
-    segments, intervals = _current(streams, DAY)
-    assert [c for c in changes if not c.deleted] == segments
+    # the rest is the agent's current segments from the answer on and interval rows of
+    # the day (same content, current version); no segment before the ring it cut short
+    segments, _ = _current(streams, T0 + timedelta(seconds=65))
+    _, intervals = _current(streams, DAY)
+    kept = [c for c in changes if not c.deleted]
+    assert kept == [lost_changes[0], *segments]
+    assert [(c.since, c.until) for c in kept] == [
+        (T0 + timedelta(seconds=60), T0 + timedelta(seconds=65)),
+        (T0 + timedelta(seconds=65), None)]
     assert rows == intervals
     assert min(r.interval_start for r in rows) == DAY
-    # yesterday's registration lapsed at 11:00: offline from then until today's one - the
-    # one segment of yesterday that reaches into today; the rest of yesterday is not sent
-    assert [(c.since, c.until) for c in changes][:2] == [
-        (YESTERDAY + timedelta(hours=2), T0), (T0, T0 + timedelta(seconds=60))]
     state = AgentState.from_dict(streams.tables.agents[KEY.decode()])
     assert state.accepted == 8  # all 8 folded; yesterday's call is final and let go
     assert set(state.calls) == {"c1"} and [f.ts for f in state.registrations] == [T0]
 
 
-def test_a_repeated_agent_event_that_changed_nothing_resends_its_day_only(
+def test_a_repeated_agent_event_that_changed_nothing_resends_from_its_time_only(
     streams: Streams,
 ) -> None:
     """call.offered at 09:00:30 changes no span and is older than the newest event: its
-    first delivery sent nothing. Its repeat sends the current records of its day - a
-    bounded set, equal in content to what the table's state says - not the history."""
+    first delivery sent nothing. Its repeat sends the segments from its time on and the
+    interval rows of its day - a bounded set, equal in content to what the table's state
+    says - not the history."""
     offered = agent_event(EventType.CALL_OFFERED, T0 + timedelta(seconds=30), call_id="c9")
     wire = [(KEY, to_json(e)) for e in (*history(), offered)]
     first = deliver(streams, "agent_stats", wire)
@@ -221,7 +225,10 @@ def test_a_repeated_agent_event_that_changed_nothing_resends_its_day_only(
     restart(streams, streams.tables.agents)
 
     changes, rows = _agent_rows(deliver(streams, "agent_stats", wire[-1:])[0])
-    assert (changes, rows) == _current(streams, DAY)
+    assert changes == _current(streams, T0 + timedelta(seconds=30))[0]
+    assert [c.since for c in changes] == [T0, T0 + timedelta(seconds=60),
+                                          T0 + timedelta(seconds=80)]
+    assert rows == _current(streams, DAY)[1]
     assert {(r.interval_kind, r.interval_start) for r in rows} == {
         (IntervalKind.QUARTER, T0), (IntervalKind.HOUR, T0), (IntervalKind.DAY, DAY)}
     all_rows = stats(AgentState.from_dict(streams.tables.agents[KEY.decode()]))
