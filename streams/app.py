@@ -36,7 +36,7 @@ from streams.folds.agent_state import AgentConfig
 from streams.folds.callbacks import CallbackConfig
 from streams.metrics import LagMonitor
 from streams.tables import Tables, declare_tables
-from streams.topics import Topics, declare_topics
+from streams.topics import Topics, contiguous_sources, declare_topics
 from streams.topology import routing_stages, stages
 
 __all__ = ["APP_ID", "Streams", "agent_config", "callback_config", "create_app",
@@ -99,7 +99,7 @@ def build_streams(app: faust.App, settings: Settings, *, topics: Topics | None =
               for stage in (*stages(agent_config(settings), callback_config(settings)),
                             *routing_stages(agent_config(settings)))}
     _install_heartbeat(app, topics, settings.routing_heartbeat_s)
-    commit_watch.install(app, settings.streams_commit_stall_s)
+    commit_watch.install(app, settings.streams_commit_stall_s, contiguous_sources(topics))
     return Streams(app=app, topics=topics, tables=tables, agents=agents)
 
 

@@ -24,6 +24,7 @@ from core.settings import Settings
 
 __all__ = [
     "Topics",
+    "contiguous_sources",
     "declare_topics",
     "AGENT_EVENTS_REPARTITION",
     "CALLBACK_CDRS_REPARTITION",
@@ -90,6 +91,18 @@ def _topic(app: faust.App, name: str, settings: Settings, *,
         replicas=1,
         internal=internal,
     )
+
+
+def contiguous_sources(topics: Topics) -> frozenset[str]:
+    """The topics the stages read whose offsets have no holes: never compacted and written
+    without transactions (:func:`tawag.kafka.topic_specs`; the repartition topics are
+    Faust's, delete-only). A jump in what the consumer hands over from one of these is a
+    skip, never a compacted-away record (:func:`streams.commit_watch.hold_skips`);
+    ``tawag.cdrs`` and ``tawag.crm-contacts`` are compacted and not listed."""
+    return frozenset(name for t in (
+        topics.call_events, topics.agent_events, topics.agent_states, topics.agent_stats,
+        topics.callback_cdrs, topics.contact_lookups)
+        for name in getattr(t, "topics", ()))  # a test's in-memory channel has none
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:

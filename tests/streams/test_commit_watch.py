@@ -8,12 +8,13 @@ never delivered -- the commit stays at 100 and the agents' rows lack that call.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 from faust.types import TP as FaustTP
 
 from core.settings import Settings
 from streams.app import build_streams, new_app
-from streams.commit_watch import REWINDS, CommitWatch, check
+from streams.commit_watch import REWINDS, SKIPS, CommitWatch, check, hold_skips, skipped
 
 TP = ("tawag-streams-agent-events-repartition", 1)
 
@@ -112,3 +113,73 @@ def test_partitions_without_a_commit_are_read_from_their_start_after_faust_seeks
     assert calls[0] == ("committed",)  # Faust's own seek first
     assert calls[1:] == [("seek", events[0], 0), ("seek", events[2], 0),
                          ("seek", events[3], 0)]
+
+
+class _Consumer:
+    """Faust's consumer as hold_skips sees it: batches from getmany, the read offset the
+    drain loop keeps (set after each message handed over), and seek."""
+
+    def __init__(self, batches: list[list[tuple[FaustTP, int]]]) -> None:
+        self.batches = batches
+        self._read_offset: dict[FaustTP, int | None] = {}
+        self.seeks: list[tuple[FaustTP, int]] = []
+
+    async def getmany(self, timeout: float):
+        for tp, offset in self.batches.pop(0):
+            yield tp, SimpleNamespace(offset=offset)
+
+    async def seek(self, tp: FaustTP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self._read_offset[tp] = offset if offset else None
+
+
+def _drain(consumer: _Consumer) -> list[tuple[FaustTP, int]]:
+    """One getmany, as Faust's drain loop takes it: each message's offset becomes the read
+    offset once handed over."""
+    async def run() -> list[tuple[FaustTP, int]]:
+        out = []
+        async for tp, message in consumer.getmany(1.0):
+            out.append((tp, message.offset))
+            consumer._read_offset[tp] = message.offset
+        return out
+    return asyncio.run(run())
+
+
+def test_a_batch_after_a_hole_is_held_and_the_partition_sought_back():
+    """What test_crash_replay met: committed (and sought) at 37, a batch fetched before
+    the seek (95, 96) comes first. Without the guard Faust counts 38..94 as a gap and drops
+    them: 17 calls without a CDR. Held, the partition is sought back to 37 and the next
+    fetch brings 37.. in order; the other partition's messages pass meanwhile."""
+    events3, events2 = FaustTP("tawag.call-events", 3), FaustTP("tawag.call-events", 2)
+    consumer = _Consumer([[(events3, 95), (events2, 11), (events3, 96)],
+                          [(events3, 37), (events3, 38), (events3, 39)]])
+    consumer._read_offset[events3] = 37
+    consumer._read_offset[events2] = 10
+    before = SKIPS.labels(events3.topic, "3")._value.get()
+    hold_skips(consumer, frozenset({"tawag.call-events"}))
+
+    assert _drain(consumer) == [(events2, 11)]
+    assert consumer.seeks == [(events3, 37)]
+    assert SKIPS.labels(events3.topic, "3")._value.get() == before + 1
+    assert _drain(consumer) == [(events3, 37), (events3, 38), (events3, 39)]
+
+
+def test_a_hole_the_log_really_has_is_passed_after_one_seek_and_compacted_topics_never_held():
+    """Retention took offsets 0..499: sought back to 0, the fetch again starts at 500, which
+    is then handed over. A compacted topic (tawag.cdrs) has holes by design: not held."""
+    events0, cdrs0 = FaustTP("tawag.call-events", 0), FaustTP("tawag.cdrs", 0)
+    consumer = _Consumer([[(events0, 500), (cdrs0, 90)], [(events0, 500), (events0, 501)]])
+    consumer._read_offset[events0] = 0
+    consumer._read_offset[cdrs0] = 3
+    hold_skips(consumer, frozenset({"tawag.call-events"}))
+
+    assert _drain(consumer) == [(cdrs0, 90)]
+    assert consumer.seeks == [(events0, 0)]
+    assert _drain(consumer) == [(events0, 500), (events0, 501)]
+    assert consumer.seeks == [(events0, 0)]
+
+
+def test_skipped_is_a_jump_past_the_next_expected_offset():
+    assert not skipped(None, 95)  # nothing read yet: no judgement
+    assert not skipped(37, 37) and not skipped(37, 38)  # just sought / the next one
+    assert skipped(37, 39) and skipped(0, 500)
