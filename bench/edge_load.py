@@ -375,6 +375,7 @@ def main() -> int:
         kam = next(r for r in sup.running if r.name == "kamailio").pid
         rtp = next(r for r in sup.running if r.name == "rtpengine").pid
         cpu0 = cpu_seconds(kam), cpu_seconds(rtp)
+        every0 = {r.name: cpu_seconds(r.pid) for r in sup.running}
         stat_file = work / "uac-stats.csv"
         print(f"sipp: {args.calls} calls at {args.rate} cps to {args.agents} agents, "
               f"{args.talk_ms} ms each ...",
@@ -435,6 +436,11 @@ def main() -> int:
             print_profile(name, out)
         if args.pipeline:
             print_latency(settings, ok + failed, args.drain_s)
+            spent = {r.name: cpu_seconds(r.pid) - every0[r.name] for r in sup.running
+                     if r.name in every0}
+            print(f"CPU from the first call until the CDRs were readable ("
+                  f"{time.monotonic() - t0:.0f} s): " + ", ".join(
+                      f"{name} {s:.1f} s" for name, s in sorted(spent.items())))
         keep = failed > 0 or args.profile
         if failed:
             print(f"sipp's reasons for the failed calls: {work / 'uac-errors.log'}")

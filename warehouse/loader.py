@@ -1,16 +1,24 @@
 """Kafka -> warehouse loader: the only writer of ``call_events`` and ``cdrs``.
 
-The flow for one topic-partition's share of a poll::
+The flow for one table's share of a poll (the records of its topic's partitions)::
 
     records --skip_loaded(watermark)--> fresh --build_batch--> Batch(rows, dead_letters, token)
-        --> client.insert_rows(table, rows, dedup_token=token)   (1) write
+        (one per partition)
+        --> client.insert_rows(table, rows, dedup_token=tokens)  (1) write, one INSERT
         --> dead-letter sink (produce + flush)                    (2) park what did not decode
-        --> consumer.commit(last offset + 1)                      (3) only then commit
+        --> consumer.commit(last offset + 1 of each partition)   (3) only then commit
+
+One INSERT per table and poll, and the broker holds each fetch up to
+``warehouse_fetch_wait_ms`` to fill it: chdb spends ~15 ms of CPU on an INSERT whatever
+its size (``bench/loader_throughput.py``: 327 rows per CPU second in batches of 5
+messages, 9,495 in batches of 500), and at 20 calls/s a poll holds a few records per
+partition.
 
 Idempotence, two layers, because a crash can hit between (1) and (3):
 
-* ``insert_deduplication_token`` = (topic, partition, first offset, last offset): the same
-  batch written again (a retry, or a zombie consumer after a rebalance) adds nothing,
+* ``insert_deduplication_token`` = (topic, partition, first offset, last offset) of each
+  partition in the INSERT: the same batches written again (a retry, or a zombie consumer
+  after a rebalance) add nothing,
   thanks to ``non_replicated_deduplication_window`` on the tables.
 * a re-read after a crash need not have the same boundaries (more messages may have
   arrived), so a different token alone would write the old rows again. The loader
@@ -35,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core.agent_records import AgentStateChange, AgentStats, CallbackItem, record_from_json
 from core.events import Event, from_json
+from core.kafka_group import subscribe_known
 from core.records import Cdr, cdr_from_json
 from warehouse import metrics, schema
 from warehouse.client import WarehouseClient, WarehouseError
@@ -62,6 +71,7 @@ __all__ = [
     "skip_loaded",
     "build_batch",
     "write_batch",
+    "write_batches",
     "poll_once",
     "broker_reachable",
     "run_loader",
@@ -289,7 +299,20 @@ def build_batch(records: Sequence[Record], route: Route) -> Batch:
 
 def write_batch(client: WarehouseClient, batch: Batch) -> None:
     """Insert a batch's rows with its deduplication token (a retry adds nothing)."""
-    client.insert_rows(batch.table, batch.rows, dedup_token=batch.dedup_token)
+    write_batches(client, [batch])
+
+
+def write_batches(client: WarehouseClient, batches: Sequence[Batch]) -> None:
+    """Insert the batches of one table (one per topic-partition) as one INSERT, its token
+    their tokens joined: an INSERT costs chdb ~15 ms of CPU whatever its size
+    (``bench/loader_throughput.py --batch 5``: 327 rows per CPU second, 9,495 at 500), so a
+    poll's partitions go in together."""
+    tables = {b.table for b in batches}
+    if len(tables) != 1:
+        raise ValueError(f"write_batches takes the batches of one table, not {sorted(tables)}")
+    rows = batches[0].rows if len(batches) == 1 else [r for b in batches for r in b.rows]
+    client.insert_rows(batches[0].table, rows,
+                       dedup_token=";".join(b.dedup_token for b in batches))
 
 
 # --- the loader -----------------------------------------------------------------------------
@@ -354,26 +377,44 @@ class Loader:
         Returns the batch written (None if every record was already stored). Raises
         WarehouseError or DeadLetterError, in which case nothing may be committed.
         """
-        if not records:
-            return None
-        topic, partition = records[0].topic, records[0].partition
-        if topic not in self._routes:
-            return self._park(records, f"no warehouse table for topic {topic!r}")
-        fresh = skip_loaded(records, self.watermark(topic, partition))
-        self.stats.skipped += len(records) - len(fresh)
-        metrics.SKIPPED.inc(len(records) - len(fresh))
-        if not fresh:
-            return None
-        batch = build_batch(fresh, self._routes[topic])
-        write_batch(self._client, batch)
-        self._publish(batch.dead_letters)
-        if batch.rows:
-            self._watermarks[(topic, partition)] = max(r["kafka_offset"] for r in batch.rows)
-        self.stats.rows[batch.table] += len(batch.rows)
-        table = batch.table.rpartition(".")[2]  # the label without the database
-        metrics.ROWS_LOADED.labels(table).inc(len(batch.rows))
+        batches = self.load_parts([records])
+        return batches[0] if batches else None
+
+    def table_of(self, topic: str) -> str | None:
+        """The table ``topic`` is loaded into (None: its records become dead letters)."""
+        route = self._routes.get(topic)
+        return route.table if route is not None else None
+
+    def load_parts(self, parts: Sequence[Sequence[Record]]) -> list[Batch]:
+        """Write several topic-partitions' records bound for one table in one INSERT
+        (:func:`write_batches`) and park what did not decode; the batches written. Raises
+        like :meth:`load`."""
+        batches: list[Batch] = []
+        for records in parts:
+            if not records:
+                continue
+            topic, partition = records[0].topic, records[0].partition
+            if topic not in self._routes:
+                self._park(records, f"no warehouse table for topic {topic!r}")
+                continue
+            fresh = skip_loaded(records, self.watermark(topic, partition))
+            self.stats.skipped += len(records) - len(fresh)
+            metrics.SKIPPED.inc(len(records) - len(fresh))
+            if fresh:
+                batches.append(build_batch(fresh, self._routes[topic]))
+        if not batches:
+            return []
+        write_batches(self._client, batches)
+        table = batches[0].table.rpartition(".")[2]  # the label without the database
         metrics.BATCHES.labels(table).inc()
-        return batch
+        for batch in batches:
+            self._publish(batch.dead_letters)
+            if batch.rows:
+                self._watermarks[(batch.topic, batch.partition)] = max(
+                    r["kafka_offset"] for r in batch.rows)
+            self.stats.rows[batch.table] += len(batch.rows)
+            metrics.ROWS_LOADED.labels(table).inc(len(batch.rows))
+        return batches
 
     def _park(self, records: Sequence[Record], error: str) -> None:
         self._publish([DeadLetter.of(r, error) for r in records])
@@ -439,7 +480,8 @@ def _rewind(consumer: Consumer, pending: Sequence[tuple[Any, Sequence[Any]]]) ->
 
 
 def poll_once(consumer: Consumer, loader: Loader, *, timeout_ms: int = 500) -> int:
-    """One poll: load each topic-partition's records, then commit its offsets.
+    """One poll: load the records bound for each table in one INSERT, then commit their
+    partitions' offsets.
 
     If a load or a commit fails, every partition of this poll not yet committed is
     rewound to its first record (the consumer's position has already moved past them,
@@ -449,12 +491,18 @@ def poll_once(consumer: Consumer, loader: Loader, *, timeout_ms: int = 500) -> i
     from kafka.structs import OffsetAndMetadata
 
     polled = list(consumer.poll(timeout_ms=timeout_ms).items())
-    for index, (tp, messages) in enumerate(polled):
+    groups: dict[str, list[tuple[Any, Sequence[Any]]]] = {}
+    for tp, messages in polled:
+        groups.setdefault(loader.table_of(tp.topic) or f"?{tp.topic}", []).append(
+            (tp, messages))
+    ordered = list(groups.values())
+    for index, group in enumerate(ordered):
         try:
-            loader.load(_records(messages))
-            consumer.commit({tp: OffsetAndMetadata(messages[-1].offset + 1, "", -1)})
+            loader.load_parts([_records(messages) for _, messages in group])
+            consumer.commit({tp: OffsetAndMetadata(messages[-1].offset + 1, "", -1)
+                             for tp, messages in group})
         except Exception:
-            _rewind(consumer, polled[index:])
+            _rewind(consumer, [part for rest in ordered[index:] for part in rest])
             raise
     return sum(len(messages) for _, messages in polled)
 
@@ -472,9 +520,11 @@ def _make_consumer(settings: Settings, loader: Loader) -> Any:
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=GROUP_ID,
                              client_id=GROUP_ID, enable_auto_commit=False,
                              auto_offset_reset="earliest", max_poll_records=1000,
+                             fetch_min_bytes=256 * 1024,
+                             fetch_max_wait_ms=settings.warehouse_fetch_wait_ms,
                              metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
                              group_instance_id=settings.warehouse_instance_id or None)
-    consumer.subscribe(sorted(routes_for(settings)), listener=_Forget())
+    subscribe_known(consumer, sorted(routes_for(settings)), listener=_Forget())
     return consumer
 
 
