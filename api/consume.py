@@ -18,6 +18,7 @@ from typing import Any
 from api.originations import Originations
 from api.webhooks import Webhooks
 from core.events import InvalidEvent, from_json
+from core.kafka_group import subscribe_known
 from core.records import cdr_from_json
 from core.settings import Settings
 
@@ -52,12 +53,13 @@ def handle_record(hooks: Webhooks, settings: Settings, record: Any,
 def make_consumer(settings: Settings) -> Any:
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(settings.topic_call_events, settings.topic_cdrs,
-                         bootstrap_servers=settings.kafka_bootstrap, group_id=CONSUMER_GROUP,
-                         enable_auto_commit=False, auto_offset_reset="earliest",
-                         fetch_max_wait_ms=20,
-                         metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
-                         group_instance_id=settings.api_instance_id or None)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=CONSUMER_GROUP,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             fetch_max_wait_ms=20,
+                             metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
+                             group_instance_id=settings.api_instance_id or None)
+    subscribe_known(consumer, [settings.topic_call_events, settings.topic_cdrs])
+    return consumer
 
 
 def consume(consumer: Any, hooks: Webhooks, settings: Settings, *,
