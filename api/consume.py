@@ -18,7 +18,7 @@ from typing import Any
 from api.originations import Originations
 from api.webhooks import Webhooks
 from core.events import InvalidEvent, from_json
-from core.kafka_group import subscribe_known
+from core.kafka_group import group_consumer
 from core.records import cdr_from_json
 from core.settings import Settings
 
@@ -51,15 +51,9 @@ def handle_record(hooks: Webhooks, settings: Settings, record: Any,
 
 
 def make_consumer(settings: Settings) -> Any:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=CONSUMER_GROUP,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             fetch_max_wait_ms=20,
-                             metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
-                             group_instance_id=settings.api_instance_id or None)
-    subscribe_known(consumer, [settings.topic_call_events, settings.topic_cdrs])
-    return consumer
+    return group_consumer(settings, CONSUMER_GROUP, settings.api_instance_id,
+                          [settings.topic_call_events, settings.topic_cdrs],
+                          fetch_max_wait_ms=20)
 
 
 def consume(consumer: Any, hooks: Webhooks, settings: Settings, *,

@@ -32,7 +32,7 @@ from connectors.sync import SyncWorker
 from connectors.targets import Target
 from connectors.tenants import TenantWorkers, connections
 from connectors.web import ConnectorsHttp
-from core.kafka_group import subscribe_known
+from core.kafka_group import group_consumer
 from core.settings import Settings
 
 __all__ = ["Wired", "build_targets", "build_workers", "rotate_link_key", "wire",
@@ -134,19 +134,16 @@ def wire(settings: Settings, *, serve_http: bool = True,
     its click-to-call events are placed through the edge
     (:class:`connectors.click_to_call.EdgeOriginator`) unless ``originate`` is given.
     """
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=5)
     worker, outboxes = build_workers(settings, on_contact=lambda tenant: ContactPublisher(
         producer, tenant=tenant, topic=settings.crm_topic_contacts))
     http = _start_http(settings, worker, originate, edge) if serve_http else None
     worker.start()
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=CONSUMER_GROUP,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             fetch_max_wait_ms=20,
-                             metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
-                             group_instance_id=settings.connectors_instance_id or None)
-    subscribe_known(consumer, [settings.topic_call_events, settings.topic_cdrs])
+    consumer = group_consumer(settings, CONSUMER_GROUP, settings.connectors_instance_id,
+                              [settings.topic_call_events, settings.topic_cdrs],
+                              fetch_max_wait_ms=20)
     return Wired(worker, outboxes, consumer, producer, http)
 
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["subscribe_known"]
+if TYPE_CHECKING:
+    from core.settings import Settings
+
+__all__ = ["group_consumer", "subscribe_known"]
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +43,20 @@ def subscribe_known(consumer: Any, topics: Sequence[str], *, listener: Any = Non
         consumer.subscribe(list(topics))
     else:
         consumer.subscribe(list(topics), listener=listener)
+
+
+def group_consumer(settings: Settings, group: str, instance_id: str, topics: Sequence[str], *,
+                   listener: Any = None, **options: Any) -> Any:
+    """A kafka-python consumer of ``topics`` in ``group``, configured the way every Tawag
+    group consumer is: offsets committed by the caller after its work, a new group reading
+    from the earliest offset, metadata refreshed every ``kafka_metadata_max_age_ms``,
+    static membership under ``instance_id`` ("" for none); subscribed by
+    :func:`subscribe_known`. ``options`` go to ``KafkaConsumer`` as they are."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
+                             group_instance_id=instance_id or None, **options)
+    subscribe_known(consumer, topics, listener=listener)
+    return consumer

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core.agent_records import AgentStateChange, AgentStats, CallbackItem, record_from_json
 from core.events import Event, from_json
-from core.kafka_group import subscribe_known
+from core.kafka_group import group_consumer
 from core.records import Cdr, cdr_from_json
 from warehouse import metrics, schema
 from warehouse.client import WarehouseClient, WarehouseError
@@ -508,7 +508,7 @@ def poll_once(consumer: Consumer, loader: Loader, *, timeout_ms: int = 500) -> i
 
 
 def _make_consumer(settings: Settings, loader: Loader) -> Any:
-    from kafka import ConsumerRebalanceListener, KafkaConsumer
+    from kafka import ConsumerRebalanceListener
 
     class _Forget(ConsumerRebalanceListener):
         def on_partitions_revoked(self, revoked: Any) -> None:
@@ -517,15 +517,11 @@ def _make_consumer(settings: Settings, loader: Loader) -> Any:
         def on_partitions_assigned(self, assigned: Any) -> None:
             loader.forget((tp.topic, tp.partition) for tp in assigned)
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=GROUP_ID,
-                             client_id=GROUP_ID, enable_auto_commit=False,
-                             auto_offset_reset="earliest", max_poll_records=1000,
-                             fetch_min_bytes=256 * 1024,
-                             fetch_max_wait_ms=settings.warehouse_fetch_wait_ms,
-                             metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
-                             group_instance_id=settings.warehouse_instance_id or None)
-    subscribe_known(consumer, sorted(routes_for(settings)), listener=_Forget())
-    return consumer
+    return group_consumer(settings, GROUP_ID, settings.warehouse_instance_id,
+                          sorted(routes_for(settings)), listener=_Forget(),
+                          client_id=GROUP_ID, max_poll_records=1000,
+                          fetch_min_bytes=256 * 1024,
+                          fetch_max_wait_ms=settings.warehouse_fetch_wait_ms)
 
 
 def _make_producer(settings: Settings) -> Any:
