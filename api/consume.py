@@ -18,7 +18,7 @@ from typing import Any
 from api.originations import Originations
 from api.webhooks import Webhooks
 from core.events import InvalidEvent, from_json
-from core.kafka_group import group_consumer
+from core.kafka_group import commit_journalled, group_consumer
 from core.records import cdr_from_json
 from core.settings import Settings
 
@@ -67,7 +67,7 @@ def consume(consumer: Any, hooks: Webhooks, settings: Settings, *,
             for record in records:
                 handle_record(hooks, settings, record, originations)
         if batch:
-            consumer.commit()
+            commit_journalled(consumer)
         if originations is not None and clock() >= next_expiry:
             originations.expire(clock())
             next_expiry = clock() + EXPIRY_INTERVAL_S

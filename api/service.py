@@ -5,7 +5,8 @@ receiver of Zadarma accounts' notifications (``/zadarma/{tenant}``, :mod:`api.za
     run(core.settings.load(), stop=stop)
 
 The webhook worker consumes Kafka in a thread of its own; until the broker answers it
-retries (the API serves meanwhile), and its deliveries resume from the outbox journal.
+retries (the API serves meanwhile), a loop that fails is started again with a new consumer,
+and its deliveries resume from the outbox journal.
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ def _consume_forever(settings: Settings, hooks: Webhooks, stop: threading.Event,
             continue
         try:
             consume(consumer, hooks, settings, stop=stop, originations=originations)
+        except Exception:  # the thread must outlive it: expiries and deliveries hang on it
+            log.exception("webhooks: the Kafka loop failed; a new consumer in %.0f s "
+                          "(the outbox drops what it re-reads)", KAFKA_RETRY_S)
         finally:
             consumer.close()
+        stop.wait(KAFKA_RETRY_S)
 
 
 def build_originations(settings: Settings) -> Originations:

@@ -18,6 +18,7 @@ from typing import Any
 from connectors.sync import SyncWorker
 from connectors.tenants import TenantWorkers
 from core.events import InvalidEvent, from_json
+from core.kafka_group import commit_journalled
 from core.records import cdr_from_json
 from core.settings import Settings
 
@@ -60,7 +61,7 @@ def consume(consumer: Any, worker: SyncWorker | TenantWorkers, settings: Setting
             for record in records:
                 handle_record(worker, settings, record)
         if batch:
-            consumer.commit()
+            commit_journalled(consumer)
         if clock() >= next_expiry:
             worker.expire_click_to_calls(clock())
             next_expiry = clock() + EXPIRY_INTERVAL_S

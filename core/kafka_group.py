@@ -6,6 +6,12 @@ their partitions ("No partition metadata for topic tawag.cdrs"); the metadata re
 that follows does not always mend it: a CI run's CRM connectors worker (static
 membership, ``group.instance.id``) held no partition 90 s later and never became ready.
 Asking for the partitions first closes that window.
+
+A group can still rebalance under a consumer between its poll and its commit (a CI run's
+webhook worker: the leader rejoined 250 ms after its first assignment, and the commit of
+the batch it had just journalled raised ``RebalanceInProgressError`` and ended the
+thread). :func:`commit_journalled` is the commit of consumers whose work is already
+durable and keyed (an outbox): a commit the rebalance refused only means a re-read.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from core.settings import Settings
 
-__all__ = ["group_consumer", "subscribe_known"]
+__all__ = ["commit_journalled", "group_consumer", "subscribe_known"]
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +66,28 @@ def group_consumer(settings: Settings, group: str, instance_id: str, topics: Seq
                              group_instance_id=instance_id or None, **options)
     subscribe_known(consumer, topics, listener=listener)
     return consumer
+
+
+def commit_journalled(consumer: Any) -> bool:
+    """Commit the consumer's position after a batch whose records are already journalled
+    under their own keys; ``False`` if a rebalance refused it.
+
+    The refused offsets are re-read by whoever owns the partitions after the rebalance
+    (this consumer again, usually) and the journal's keys drop the repeats, so the loop
+    polls on: the next poll completes the rebalance, as kafka-python asks.
+    """
+    from kafka.errors import (
+        CommitFailedError,
+        IllegalGenerationError,
+        RebalanceInProgressError,
+        UnknownMemberIdError,
+    )
+
+    try:
+        consumer.commit()
+    except (CommitFailedError, RebalanceInProgressError, IllegalGenerationError,
+            UnknownMemberIdError) as exc:
+        log.warning("commit refused by a rebalance (the batch is journalled; a re-read is "
+                    "dropped by its keys): %s", exc)
+        return False
+    return True

@@ -5,15 +5,23 @@ tests/integration/test_api_click_to_call_e2e.py."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from kafka.errors import RebalanceInProgressError
 
+from api.consume import consume
 from api.originations import Originations, tenant_domain
+from api.subscriptions import SubscriptionStore
+from api.webhooks import Webhooks
 from connectors.click_to_call import ClickToCallLinks, EdgeOriginator, OriginationRefused
 from connectors.outbox import Outbox
-from core.events import Direction, Event, EventType
+from core.events import Direction, Event, EventType, to_json
 from core.settings import load
 from edge.control import EdgeError, Registration
 
@@ -113,3 +121,45 @@ def test_a_tenants_domain_comes_from_provisioning(tmp_path):
     settings = originations(tmp_path, Edge(set())).originate.settings
     assert [tenant_domain(settings, t) for t in ("acme", "beta", "zeta")] == [
         "pbx.test", "beta.test", None]
+
+
+class RebalancingConsumer:
+    """kafka-python's consumer as api.consume.consume drives it: scripted batches, then
+    empty polls; its first commit is refused the way a rebalance refuses it (a CI run's
+    webhook thread ended there, and no origination expired after)."""
+
+    def __init__(self, batches: list[list[Any]], stop: threading.Event, polls: int) -> None:
+        self.batches, self.stop, self.polls, self.commits = batches, stop, polls, []
+        self.now = 105.0  # the loop's clock: 5 s a poll
+
+    def poll(self, timeout_ms: int) -> dict[str, list[Any]]:
+        self.polls -= 1
+        self.now += 5.0
+        if self.polls <= 0:
+            self.stop.set()
+        return {"tp": self.batches.pop(0)} if self.batches else {}
+
+    def commit(self) -> None:
+        self.commits.append(len(self.commits) == 0)
+        if self.commits[-1]:
+            raise RebalanceInProgressError("the group is rebalancing")
+
+
+def test_a_commit_refused_by_a_rebalance_does_not_stop_the_loop(tmp_path, caplog):
+    settings = load(environ={}, data_dir=tmp_path)
+    origins = originations(tmp_path, Edge({"ext:pbx.test:101"}))
+    row = origins.place("acme", "101", CLIENT)
+    hooks = Webhooks(Outbox(tmp_path / "outbox.jsonl"), SubscriptionStore(
+        tmp_path / "subscriptions.json"), http=None, max_age_s=60)
+    first = SimpleNamespace(topic=settings.topic_call_events, offset=0,
+                            value=to_json(offered("acme", "A1", "102", 101.0)))
+    second = SimpleNamespace(topic=settings.topic_call_events, offset=1,
+                             value=to_json(offered("acme", "A2", "102", 102.0)))
+    stop = threading.Event()
+    consumer = RebalancingConsumer([[first], [second]], stop, polls=5)
+    with caplog.at_level(logging.WARNING):
+        consume(consumer, hooks, settings, stop=stop, originations=origins,
+                clock=lambda: consumer.now)
+    assert consumer.commits == [True, False]  # refused, then the next batch's went through
+    assert "commit refused by a rebalance" in caplog.text
+    assert origins.get("acme", row["id"])["state"] == "expired"  # the loop went on
