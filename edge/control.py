@@ -32,6 +32,7 @@ import httpx
 from jsonrpcclient import Ok, parse, request
 
 from core.settings import REPO_ROOT, Settings
+from core.tls import default_context
 from edge.hold_music import ensure_hold_music
 from edge.rtpengine import NgError, bdecode, bencode, cli_command, ng_command
 
@@ -209,7 +210,8 @@ def kamailio_rpc(settings: Settings, method: str, *params: Any, timeout: float =
     """
     body = request(method, params=list(params)) if params else request(method)
     try:
-        reply = httpx.post(settings.kamailio_rpc_url, json=body, timeout=timeout)
+        reply = httpx.post(settings.kamailio_rpc_url, json=body, timeout=timeout,
+                           verify=default_context())
         parsed = parse(reply.json())
     except (httpx.HTTPError, ValueError) as exc:
         raise EdgeError(f"{method}: {exc}") from exc

@@ -70,8 +70,10 @@ def _python(*args: str) -> Callable[[Settings], list[str]]:
 def _http_ok(url: str) -> bool:
     import httpx
 
+    from core.tls import default_context
+
     try:
-        return httpx.get(url, timeout=1.0).status_code == 200
+        return httpx.get(url, timeout=1.0, verify=default_context()).status_code == 200
     except httpx.HTTPError:
         return False
 
