@@ -23,6 +23,7 @@ import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given
@@ -511,3 +512,78 @@ def test_the_row_and_the_work_per_event_do_not_grow_with_the_history(monkeypatch
     (short, short_size), (long, long_size) = work(1), work(6)
     assert long < 1.5 * short + 2, (short, long)
     assert long_size < 1.5 * short_size, (short_size, long_size)
+
+
+# --- the timeline swept from the change (agent_state._resweep) -----------------------------
+
+
+def busy_line(calls: int, every_s: float = 2.5) -> list[Event]:
+    """An agent registered once, then answering a 0.5 s call every ``every_s`` seconds: a
+    horizon of 5 minutes holds some 120 of its calls."""
+    events = [reg(at(9, 0))]
+    for n in range(calls):
+        start = at(9, 1) + timedelta(seconds=n * every_s)
+        cid = f"b{n}"
+        events += [call(cid, EventType.CALL_OFFERED, start), call(cid, R, start),
+                   call(cid, A, start + timedelta(milliseconds=100), agent="101"),
+                   call(cid, E, start + timedelta(milliseconds=600))]
+    return events
+
+
+def checked_resweep(kept: list[int]) -> Any:
+    """``agent_state._resweep`` checked against the whole sweep from the frontier."""
+    from streams.folds import agent_state
+
+    real = agent_state._resweep
+
+    def both(state, regs, calls_, newest, changed, config):  # type: ignore[no-untyped-def]
+        segments, same = real(state, regs, calls_, newest, changed, config)
+        whole = agent_state.sweep(agent_state._spans(state, regs, calls_, newest, config),
+                                  state.frontier, agent_state._base(state))
+        assert list(segments) == whole
+        assert all(segments[i] is state.segments[i] for i in range(same))
+        kept.append(same)
+        return segments, same
+
+    return mock.patch.object(agent_state, "_resweep", both)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(events=agent_day(), data=st.data())
+def test_the_timeline_swept_from_the_change_is_the_whole_sweep(events, data) -> None:
+    """Any arrival order within the horizon (repeats and late events included): after
+    every event the timeline kept up to the change and swept from there is the one a
+    sweep of every span from the frontier gives, and what it kept is the old segments."""
+    shuffled = data.draw(late_delivery(sorted(events, key=lambda e: e.ts)))
+    with checked_resweep([]):
+        for agent in ("101", "102"):
+            fold("acme", agent, shuffled)
+
+
+def test_a_busy_line_keeps_its_timeline_and_sweeps_only_the_new_call() -> None:
+    """An agent taking a call every 2.5 s: each event keeps all but the last few segments
+    (not swept again: the check above holds them to the whole sweep), and the states the
+    sweep evaluates per event do not grow with the calls the horizon holds (counted, not
+    timed: before, each event swept all ~120 calls of the horizon)."""
+    from streams.folds import agent_timeline
+
+    evaluated = {"n": 0}
+    real_status = agent_timeline._status_of
+
+    def counting(counters: list[int]) -> Any:
+        evaluated["n"] += 1
+        return real_status(counters)
+
+    def per_event(calls: int) -> float:
+        evaluated["n"] = 0
+        events = busy_line(calls)
+        fold("acme", "101", events)
+        return evaluated["n"] / len(events)
+
+    kept: list[int] = []
+    with checked_resweep(kept):
+        fold("acme", "101", busy_line(240))
+    assert sum(1 for k in kept if k > 0) > 0.7 * len(kept), kept
+    with mock.patch.object(agent_timeline, "_status_of", counting):
+        few, many = per_event(20), per_event(240)
+    assert many < 1.5 * few + 2, (few, many)
