@@ -331,11 +331,26 @@ def _segments_out(segments: tuple[Segment, ...],
                   prior: tuple[AgentState, dict[str, Any]] | None) -> list[list[Any]]:
     """The segments encoded; one that is the very object ``prior`` held takes its encoding
     (an event re-sweeps the timeline from its own time only, :func:`_resweep`)."""
-    known: dict[int, list[Any]] = {}
+    start = kept = 0
     if prior is not None and len(prior[0].segments) == len(prior[1]["segments"]):
-        known = {id(seg): out for seg, out in zip(prior[0].segments, prior[1]["segments"],
-                                                  strict=True)}
-    return [known.get(id(s)) or [s.state.value, _ms(s.since), _ms(s.until)] for s in segments]
+        start, kept = _shared_run(prior[0].segments, segments)
+    head = prior[1]["segments"][start:start + kept] if kept else []
+    return head + [[s.state.value, _ms(s.since), _ms(s.until)] for s in segments[kept:]]
+
+
+def _shared_run(old: tuple[Segment, ...], new: tuple[Segment, ...]) -> tuple[int, int]:
+    """``(start, n)``: ``new[:n]`` are the very objects ``old[start:start + n]`` (the
+    frontier lets go of a prefix, :func:`_resweep` keeps a run, the rest is new)."""
+    if not new or not old:
+        return 0, 0
+    first = new[0]
+    start = next((i for i, seg in enumerate(old) if seg is first), None)
+    if start is None:
+        return 0, 0
+    n, limit = 1, min(len(new), len(old) - start)
+    while n < limit and new[n] is old[start + n]:
+        n += 1
+    return start, n
 
 
 def _finished_out(finished: Mapping[str, datetime],
@@ -370,8 +385,27 @@ def _unanswered_since(state: AgentState) -> datetime | None:
     """The first event of the oldest open call with no answer yet. Its BYE may still
     rebuild a lost answer (``duration_ms``) back to there: a talk the timeline shows as
     ringing until then."""
-    return min((facts[0].ts for facts in state.calls.values()
-                if not any(f.type in _ANSWER_OR_SETTLED for f in facts)), default=None)
+    return min((ts for ts in map(_unanswered_from, state.calls.values()) if ts is not None),
+               default=None)
+
+
+def _unanswered_from(facts: tuple[Fact, ...]) -> datetime | None:
+    """The call's first event time while none of its facts answers or settles it;
+    remembered per facts tuple (asked of every open call three times per event)."""
+    hit = _UNANSWERED.get(id(facts))
+    if hit is not None and hit[0] is facts:
+        return hit[1]
+    ts = None if any(f.type in _ANSWER_OR_SETTLED for f in facts) else facts[0].ts
+    if len(_UNANSWERED) >= _MEMO_MAX:
+        _UNANSWERED.clear()
+    _UNANSWERED[id(facts)] = (facts, ts)
+    return ts
+
+
+_UNANSWERED: dict[int, tuple[tuple[Fact, ...], datetime | None]] = {}
+"""id(facts) -> (the facts tuple, :func:`_unanswered_from`); the entry holds the tuple,
+so its id is not reused while remembered (as ``agent_timeline.call_of`` does)."""
+_MEMO_MAX = 65_536
 
 
 def _frontier_for(state: AgentState, config: AgentConfig) -> datetime | None:
@@ -714,9 +748,9 @@ def state_changes(old: AgentState, new: AgentState,
     if new is old:
         return []
     # a segment object both timelines hold is unchanged (:func:`_resweep` keeps them)
-    shared = {id(s) for s in old.segments} & {id(s) for s in new.segments}
-    before = _visible((s for s in old.segments if id(s) not in shared), new.frontier)
-    after = _visible((s for s in new.segments if id(s) not in shared), new.frontier)
+    start, n = _shared_run(old.segments, new.segments)
+    before = _visible((*old.segments[:start], *old.segments[start + n:]), new.frontier)
+    after = _visible(new.segments[n:], new.frontier)
     out = [AgentStateChange(new.tenant, new.agent, s.since, s.state, s.until, new.accepted)
            for since, s in sorted(after.items()) if before.get(since) != s]
     out += [AgentStateChange(new.tenant, new.agent, s.since, s.state, s.until, new.accepted,

@@ -194,7 +194,7 @@ _CALLS: dict[int, tuple[tuple[Fact, ...], str, str, AgentCall]] = {}
 """id(facts) -> (the facts tuple itself, agent, call id, its call). The entry holds the
 tuple, so its id cannot be reused while it is remembered, and ``is`` checks it: a pure
 function of immutable arguments, only the time changes."""
-_CALLS_MAX = 8192
+_CALLS_MAX = 65_536
 
 
 def _call_of(agent: str, call_id: str, facts: Sequence[Fact]) -> AgentCall:
@@ -292,6 +292,24 @@ Span = tuple[str, datetime, datetime | None]
 
 
 def call_spans(call: AgentCall, wrap_up_ms: int) -> list[Span]:
+    """The call's ring, talk and wrap-up spans; remembered per call object (the fold asks
+    for every open call's spans on every event, and :func:`call_of` hands out one object
+    per facts tuple)."""
+    hit = _SPANS.get(id(call))
+    if hit is not None and hit[0] is call and hit[1] == wrap_up_ms:
+        return list(hit[2])
+    spans = _call_spans(call, wrap_up_ms)
+    if len(_SPANS) >= _CALLS_MAX:
+        _SPANS.clear()
+    _SPANS[id(call)] = (call, wrap_up_ms, tuple(spans))
+    return spans
+
+
+_SPANS: dict[int, tuple[AgentCall, int, tuple[Span, ...]]] = {}
+"""id(call) -> (the call, wrap-up ms, its spans): held like :data:`_CALLS`."""
+
+
+def _call_spans(call: AgentCall, wrap_up_ms: int) -> list[Span]:
     spans: list[Span] = []
     if call.ring_start is not None:
         spans.append(("ring", call.ring_start, call.ring_end))
