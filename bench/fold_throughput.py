@@ -3,7 +3,6 @@
     .venv/bin/python bench/fold_throughput.py [--events 20000] [--agents 200] [--profile]
     .venv/bin/python bench/fold_throughput.py --rate 20 --events 48000 --agents 50
 
-
 The events are ``replay_throughput.call_events`` (a day of calls to ``--agents`` agents,
 default 200, from 5,000 clients) as wire bytes; ``--agents 1`` is one busy line (a call
 every 17 s at 20,000 events, each up to 5 minutes long, so its row holds many calls).
@@ -58,7 +57,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="calls per second, busy lines (docstring)")
     args = parser.parse_args()
     if args.rate:
-        return by_tenth(busy_lines(args.events // 4, args.rate, args.agents))
+        by_tenth(busy_lines(args.events // 4, args.rate, args.agents))
+        return
     records = [Record("tawag.call-events", 0, i, to_json(e))
                for i, e in enumerate(call_events(args.events, args.agents, 5000))]
     t0, c0 = time.perf_counter(), time.process_time()

@@ -518,9 +518,10 @@ def _resweep(state: AgentState, regs: tuple[Fact, ...], calls_: Mapping[str, tup
     ``state``'s own (the very objects).
 
     Sweeping every span from the frontier on each event made a busy agent's event cost
-    grow with its calls inside the horizon (a call every 2.5 s: 700 events per CPU second
-    in the first minute, 100 after five). When only the ``changed`` calls' spans differ
-    from those ``state.segments`` were swept from, the counters before the earliest end
+    grow with its calls inside the horizon (a call every 2.5 s: 930 events per CPU second
+    at first, 111 once the horizon was full; ``bench/fold_throughput.py --rate``). When
+    only the ``changed`` calls' spans differ from those ``state.segments`` were swept
+    from, the counters before the earliest end
     ``x`` that differs are the same: the timeline is kept up to the segment in force at
     ``x`` and swept from there (:func:`sweep` with ``x`` as frontier, that segment as
     base), which gives the segments a sweep from the frontier gives. The whole sweep stays
